@@ -1,0 +1,620 @@
+//! An exact JSON value: keys keep input order, numbers keep their spelling.
+//!
+//! Why not `serde_json::Value`: the contract requires numbers to be re-sent exactly as written
+//! (D12: `1e2`, `-0`, `1.0`, `12345678901234567890`) and nesting up to 128 levels to parse
+//! (C50). serde_json, even with `arbitrary_precision`, rewrites `1e2` as `1e+2`, and its
+//! recursion limit rejects the 128th level. This module is a small RFC 8259 parser and a
+//! serialiser with JavaScript's `JSON.stringify` escaping (C53); nothing more.
+
+use indexmap::IndexMap;
+use std::fmt;
+
+/// Maximum nesting depth that parses (C50); one more level is a parse error.
+pub const MAX_DEPTH: usize = 128;
+
+/// A JSON object: insertion-ordered, and a repeated key keeps the first position with the
+/// last value (C50).
+pub type Object = IndexMap<String, Value>;
+
+/// A JSON value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// `null`
+    Null,
+    /// `true` / `false`
+    Bool(bool),
+    /// A number, spelled as written.
+    Number(Number),
+    /// A string.
+    String(String),
+    /// An array.
+    Array(Vec<Value>),
+    /// An object.
+    Object(Object),
+}
+
+/// A JSON number kept as its exact text.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Number(String);
+
+impl Number {
+    /// Accepts `text` when it is exactly one JSON number (no white space).
+    pub fn parse(text: &str) -> Option<Number> {
+        let bytes = text.as_bytes();
+        let end = scan_number(bytes, 0).ok()?;
+        (end == bytes.len()).then(|| Number(text.to_owned()))
+    }
+
+    /// The number's text as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The value as `f64` (lossy for large values).
+    pub fn as_f64(&self) -> f64 {
+        // The text is a valid JSON number, which Rust's float grammar accepts.
+        self.0.parse().unwrap_or(f64::NAN)
+    }
+
+    /// The value as `u64`, when it is written as a non-negative integer that fits.
+    pub fn as_u64(&self) -> Option<u64> {
+        self.0.parse().ok()
+    }
+}
+
+impl From<u64> for Number {
+    fn from(n: u64) -> Self {
+        Number(n.to_string())
+    }
+}
+
+impl fmt::Display for Number {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a text is not JSON. The message is the parser's own wording (C95).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message} at position {offset}")]
+pub struct ParseError {
+    /// What went wrong.
+    pub message: &'static str,
+    /// Byte offset in the input where it went wrong.
+    pub offset: usize,
+}
+
+impl Value {
+    /// Parses one JSON text (surrounding white space allowed). Invalid UTF-8, lone surrogate
+    /// escapes and nesting deeper than [`MAX_DEPTH`] are errors (C50).
+    pub fn parse(input: &[u8]) -> Result<Value, ParseError> {
+        let text = std::str::from_utf8(input).map_err(|e| ParseError {
+            message: "invalid UTF-8",
+            offset: e.valid_up_to(),
+        })?;
+        let mut parser = Parser {
+            src: text.as_bytes(),
+            text,
+            pos: 0,
+        };
+        parser.skip_ws();
+        let value = parser.value(0)?;
+        parser.skip_ws();
+        if parser.pos != parser.src.len() {
+            return Err(parser.error("unexpected data after the JSON value"));
+        }
+        Ok(value)
+    }
+
+    /// Compact JSON text (C52, C53).
+    pub fn to_json(&self) -> String {
+        let mut out = String::new();
+        self.write_json(&mut out);
+        out
+    }
+
+    /// Appends the compact JSON text to `out`.
+    pub fn write_json(&self, out: &mut String) {
+        match self {
+            Value::Null => out.push_str("null"),
+            Value::Bool(true) => out.push_str("true"),
+            Value::Bool(false) => out.push_str("false"),
+            Value::Number(n) => out.push_str(&n.0),
+            Value::String(s) => write_string(s, out),
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    item.write_json(out);
+                }
+                out.push(']');
+            }
+            Value::Object(map) => {
+                out.push('{');
+                for (i, (k, v)) in map.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_string(k, out);
+                    out.push(':');
+                    v.write_json(out);
+                }
+                out.push('}');
+            }
+        }
+    }
+
+    /// The member `key` of an object; `None` for other values or a missing key.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        match self {
+            Value::Object(map) => map.get(key),
+            _ => None,
+        }
+    }
+
+    /// The string, if this is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The object, if this is one.
+    pub fn as_object(&self) -> Option<&Object> {
+        match self {
+            Value::Object(map) => Some(map),
+            _ => None,
+        }
+    }
+
+    /// The array, if this is one.
+    pub fn as_array(&self) -> Option<&Vec<Value>> {
+        match self {
+            Value::Array(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    /// `true` for `null`.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// JavaScript truthiness: `null`, `false`, `0`, `-0`, `NaN` and `""` are falsy (C55).
+    pub fn is_truthy(&self) -> bool {
+        match self {
+            Value::Null => false,
+            Value::Bool(b) => *b,
+            Value::Number(n) => n.as_f64() != 0.0,
+            Value::String(s) => !s.is_empty(),
+            Value::Array(_) | Value::Object(_) => true,
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_json())
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Value::String(s.to_owned())
+    }
+}
+
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Value::String(s)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(b: bool) -> Self {
+        Value::Bool(b)
+    }
+}
+
+impl From<u64> for Value {
+    fn from(n: u64) -> Self {
+        Value::Number(Number::from(n))
+    }
+}
+
+impl From<Object> for Value {
+    fn from(map: Object) -> Self {
+        Value::Object(map)
+    }
+}
+
+/// Writes `s` as a JSON string literal the way JavaScript's `JSON.stringify` does (C53):
+/// `\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, other controls as lower-case `\u00xx`, all else
+/// literal.
+pub fn write_string(s: &str, out: &mut String) {
+    out.push('"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 0xf) as usize] as char);
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+/// The JSON string literal for `s` (see [`write_string`]).
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    write_string(s, &mut out);
+    out
+}
+
+struct Parser<'a> {
+    src: &'a [u8],
+    text: &'a str,
+    pos: usize,
+}
+
+impl Parser<'_> {
+    fn error(&self, message: &'static str) -> ParseError {
+        ParseError {
+            message,
+            offset: self.pos,
+        }
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.src.get(self.pos) {
+            self.pos += 1;
+        }
+    }
+
+    fn expect_literal(&mut self, literal: &[u8], value: Value) -> Result<Value, ParseError> {
+        if self.src[self.pos..].starts_with(literal) {
+            self.pos += literal.len();
+            Ok(value)
+        } else {
+            Err(self.error("unexpected token"))
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Value, ParseError> {
+        match self.src.get(self.pos) {
+            None => Err(self.error("unexpected end of JSON input")),
+            Some(b'n') => self.expect_literal(b"null", Value::Null),
+            Some(b't') => self.expect_literal(b"true", Value::Bool(true)),
+            Some(b'f') => self.expect_literal(b"false", Value::Bool(false)),
+            Some(b'"') => Ok(Value::String(self.string()?)),
+            Some(b'-' | b'0'..=b'9') => {
+                let start = self.pos;
+                self.pos = scan_number(self.src, start).map_err(|offset| ParseError {
+                    message: "invalid number",
+                    offset,
+                })?;
+                Ok(Value::Number(Number(self.text[start..self.pos].to_owned())))
+            }
+            Some(b'[') => {
+                if depth >= MAX_DEPTH {
+                    return Err(self.error("nesting too deep"));
+                }
+                self.pos += 1;
+                let mut items = Vec::new();
+                self.skip_ws();
+                if self.src.get(self.pos) == Some(&b']') {
+                    self.pos += 1;
+                    return Ok(Value::Array(items));
+                }
+                loop {
+                    self.skip_ws();
+                    items.push(self.value(depth + 1)?);
+                    self.skip_ws();
+                    match self.src.get(self.pos) {
+                        Some(b',') => self.pos += 1,
+                        Some(b']') => {
+                            self.pos += 1;
+                            return Ok(Value::Array(items));
+                        }
+                        None => return Err(self.error("unexpected end of JSON input")),
+                        Some(_) => return Err(self.error("expected ',' or ']'")),
+                    }
+                }
+            }
+            Some(b'{') => {
+                if depth >= MAX_DEPTH {
+                    return Err(self.error("nesting too deep"));
+                }
+                self.pos += 1;
+                let mut map = Object::new();
+                self.skip_ws();
+                if self.src.get(self.pos) == Some(&b'}') {
+                    self.pos += 1;
+                    return Ok(Value::Object(map));
+                }
+                loop {
+                    self.skip_ws();
+                    if self.src.get(self.pos) != Some(&b'"') {
+                        return Err(match self.src.get(self.pos) {
+                            None => self.error("unexpected end of JSON input"),
+                            Some(_) => self.error("expected a string key"),
+                        });
+                    }
+                    let key = self.string()?;
+                    self.skip_ws();
+                    if self.src.get(self.pos) != Some(&b':') {
+                        return Err(self.error("expected ':'"));
+                    }
+                    self.pos += 1;
+                    self.skip_ws();
+                    let value = self.value(depth + 1)?;
+                    // IndexMap::insert keeps an existing key's position and replaces its value,
+                    // which is exactly C50's rule for duplicate keys.
+                    map.insert(key, value);
+                    self.skip_ws();
+                    match self.src.get(self.pos) {
+                        Some(b',') => self.pos += 1,
+                        Some(b'}') => {
+                            self.pos += 1;
+                            return Ok(Value::Object(map));
+                        }
+                        None => return Err(self.error("unexpected end of JSON input")),
+                        Some(_) => return Err(self.error("expected ',' or '}'")),
+                    }
+                }
+            }
+            Some(_) => Err(self.error("unexpected token")),
+        }
+    }
+
+    fn hex4(&mut self) -> Result<u32, ParseError> {
+        let digits = self
+            .src
+            .get(self.pos..self.pos + 4)
+            .ok_or_else(|| self.error("unexpected end of JSON input"))?;
+        let mut n = 0u32;
+        for &d in digits {
+            let v = (d as char)
+                .to_digit(16)
+                .ok_or_else(|| self.error("invalid \\u escape"))?;
+            n = n * 16 + v;
+        }
+        self.pos += 4;
+        Ok(n)
+    }
+
+    fn string(&mut self) -> Result<String, ParseError> {
+        debug_assert_eq!(self.src[self.pos], b'"');
+        self.pos += 1;
+        let mut out = String::new();
+        loop {
+            // Copy the run up to the next quote, backslash or control character in one go.
+            let run_end = self.src[self.pos..]
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .map(|i| self.pos + i)
+                .ok_or_else(|| ParseError {
+                    message: "unterminated string",
+                    offset: self.src.len(),
+                })?;
+            out.push_str(&self.text[self.pos..run_end]);
+            self.pos = run_end;
+            match self.src[self.pos] {
+                b'"' => {
+                    self.pos += 1;
+                    return Ok(out);
+                }
+                b'\\' => {
+                    self.pos += 1;
+                    let Some(&esc) = self.src.get(self.pos) else {
+                        return Err(self.error("unterminated string"));
+                    };
+                    self.pos += 1;
+                    match esc {
+                        b'"' => out.push('"'),
+                        b'\\' => out.push('\\'),
+                        b'/' => out.push('/'),
+                        b'b' => out.push('\u{8}'),
+                        b'f' => out.push('\u{c}'),
+                        b'n' => out.push('\n'),
+                        b'r' => out.push('\r'),
+                        b't' => out.push('\t'),
+                        b'u' => {
+                            let first = self.hex4()?;
+                            let code = match first {
+                                0xD800..=0xDBFF => {
+                                    if self.src.get(self.pos..self.pos + 2) != Some(b"\\u") {
+                                        return Err(self.error("lone surrogate in \\u escape"));
+                                    }
+                                    self.pos += 2;
+                                    let second = self.hex4()?;
+                                    if !(0xDC00..=0xDFFF).contains(&second) {
+                                        return Err(self.error("lone surrogate in \\u escape"));
+                                    }
+                                    0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00)
+                                }
+                                0xDC00..=0xDFFF => {
+                                    return Err(self.error("lone surrogate in \\u escape"));
+                                }
+                                other => other,
+                            };
+                            // Surrogates were handled above, so this is a scalar value.
+                            out.push(char::from_u32(code).unwrap_or('\u{FFFD}'));
+                        }
+                        _ => return Err(self.error("invalid escape")),
+                    }
+                }
+                _ => return Err(self.error("control character in string")),
+            }
+        }
+    }
+}
+
+/// Scans one JSON number starting at `start`; returns the end offset, or the offset of the
+/// first offending byte.
+fn scan_number(src: &[u8], start: usize) -> Result<usize, usize> {
+    let mut i = start;
+    let digits = |i: &mut usize| {
+        let from = *i;
+        while src.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i > from
+    };
+    if src.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    match src.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            digits(&mut i);
+        }
+        _ => return Err(i),
+    }
+    if src.get(i) == Some(&b'.') {
+        i += 1;
+        if !digits(&mut i) {
+            return Err(i);
+        }
+    }
+    if let Some(b'e' | b'E') = src.get(i) {
+        i += 1;
+        if let Some(b'+' | b'-') = src.get(i) {
+            i += 1;
+        }
+        if !digits(&mut i) {
+            return Err(i);
+        }
+    }
+    Ok(i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(s: &str) -> String {
+        Value::parse(s.as_bytes()).unwrap().to_json()
+    }
+
+    #[test]
+    fn d12_numbers_keep_their_spelling() {
+        for n in [
+            "1.0",
+            "1e2",
+            "1E2",
+            "-0",
+            "12345678901234567890",
+            "0.70",
+            "1e-7",
+            "-0.0e+0",
+        ] {
+            assert_eq!(roundtrip(n), n);
+        }
+        assert_eq!(
+            roundtrip(r#"{"temperature":0.70,"seed":12345678901234567890}"#),
+            r#"{"temperature":0.70,"seed":12345678901234567890}"#
+        );
+    }
+
+    #[test]
+    fn c52_key_order_and_duplicates() {
+        assert_eq!(roundtrip(r#"{"b":1,"a":2,"b":3}"#), r#"{"b":3,"a":2}"#);
+        assert_eq!(
+            roundtrip(" { \"a\" : [ 1 , { } , [ ] ] } "),
+            r#"{"a":[1,{},[]]}"#
+        );
+    }
+
+    #[test]
+    fn c53_escaping_like_json_stringify() {
+        assert_eq!(
+            roundtrip(r#"{ "a" : "\u00e9\/x" , "n" : 1.50 }"#),
+            r#"{"a":"é/x","n":1.50}"#
+        );
+        assert_eq!(
+            roundtrip(r#""\u0001\u001f\u007f\u2028\b\f\n\r\t\"\\""#),
+            "\"\\u0001\\u001f\u{7f}\u{2028}\\b\\f\\n\\r\\t\\\"\\\\\""
+        );
+        assert_eq!(roundtrip(r#""\ud83d\ude00""#), "\"😀\"");
+    }
+
+    #[test]
+    fn c50_what_does_not_parse() {
+        let deep_ok = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert!(Value::parse(deep_ok.as_bytes()).is_ok());
+        let deep = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
+        assert!(Value::parse(deep.as_bytes()).is_err());
+        let deep_obj = "{\"a\":".repeat(MAX_DEPTH + 1) + "1" + &"}".repeat(MAX_DEPTH + 1);
+        assert!(Value::parse(deep_obj.as_bytes()).is_err());
+        for bad in [
+            r#""\ud800""#,
+            r#""\udc00""#,
+            r#""\ud800\u0041""#,
+            "{\"messages\": [",
+            "",
+            "   ",
+            "01",
+            "1.",
+            ".5",
+            "+1",
+            "[1,]",
+            "{\"a\":1,}",
+            "\"a\u{1}\"",
+            "nul",
+            "1 2",
+            "'a'",
+        ] {
+            assert!(
+                Value::parse(bad.as_bytes()).is_err(),
+                "{bad:?} must not parse"
+            );
+        }
+        assert!(Value::parse(b"\"\xff\"").is_err());
+    }
+
+    #[test]
+    fn number_validation() {
+        assert!(Number::parse("1e3").is_some());
+        assert!(Number::parse(" 1").is_none());
+        assert!(Number::parse("0x10").is_none());
+        assert_eq!(Number::parse("42").unwrap().as_u64(), Some(42));
+    }
+
+    #[test]
+    fn c55_truthiness() {
+        for falsy in ["null", "false", "0", "-0", "0.0", "\"\""] {
+            assert!(
+                !Value::parse(falsy.as_bytes()).unwrap().is_truthy(),
+                "{falsy}"
+            );
+        }
+        for truthy in ["true", "1", "\"x\"", "[]", "{}"] {
+            assert!(
+                Value::parse(truthy.as_bytes()).unwrap().is_truthy(),
+                "{truthy}"
+            );
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Kibana's OpenAI connector (`.gen-ai`) as a WebAssembly component.
+//!
+//! The pure modules here implement `shared/spec/contract.md` and build and test natively; only
+//! [`component`] (compiled for `wasm32` alone) touches the WIT bindings and `wasi:http`.
+
+pub mod config;
+pub mod json;
+pub mod schema;
