@@ -3,6 +3,7 @@
 //! The pure modules here implement `shared/spec/contract.md` and build and test natively; only
 //! `component` (compiled for `wasm32` alone) touches the WIT bindings and `wasi:http`.
 
+pub mod actions;
 pub mod chat_stream;
 pub mod config;
 pub mod json;
@@ -13,3 +14,6 @@ pub mod response;
 pub mod schema;
 pub mod sse;
 pub mod usage;
+
+#[cfg(target_arch = "wasm32")]
+mod component;

@@ -1,1 +1,1 @@
-//! Integration tests.
+//! Integration tests: the real component, loaded by the harness, against loopback upstreams.

@@ -1,0 +1,222 @@
+//! Connector files (cli.md "Connector file"): Kibana's create-connector body, with secret
+//! values optionally read from `{"env": "VAR"}` or `{"file": "path"}`.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Why a connector file cannot be used (exit code 2). Never contains a secret value.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct LoadError {
+    /// The connector file.
+    pub file: String,
+    /// What is wrong, naming the field or the JSON position.
+    pub message: String,
+}
+
+/// A loaded connector: the component receives `config` verbatim and `secrets` resolved.
+#[derive(Clone)]
+pub struct ConnectorFile {
+    /// `id`, or the file stem.
+    pub id: String,
+    /// `name`.
+    pub name: String,
+    /// The `config` object's exact JSON text (numbers keep their spelling).
+    pub config_json: String,
+    /// The `secrets` object with references resolved, as JSON text.
+    pub secrets_json: String,
+    /// Every resolved secret string, so that output can be checked for leaks.
+    secret_values: Vec<String>,
+}
+
+impl fmt::Debug for ConnectorFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectorFile")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("config_json", &self.config_json)
+            .field("secrets_json", &"[REDACTED]")
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    id: Option<String>,
+    name: String,
+    connector_type_id: Option<String>,
+    config: Option<Box<RawValue>>,
+    secrets: Option<Value>,
+}
+
+impl ConnectorFile {
+    /// Reads `path`; secret file references are relative to its folder.
+    pub fn load(path: &Path) -> Result<Self, LoadError> {
+        let file = path.display().to_string();
+        let err = |message: String| LoadError {
+            file: file.clone(),
+            message,
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err(format!("cannot read the connector file: {e}")))?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&text, &stem, &base).map_err(err)
+    }
+
+    /// Parses a connector definition; `default_id` is used when it has no `id`.
+    pub fn parse(text: &str, default_id: &str, base_dir: &Path) -> Result<Self, String> {
+        let raw: RawFile = serde_json::from_str(text).map_err(|e| {
+            format!(
+                "invalid connector JSON at line {} column {}: {e}",
+                e.line(),
+                e.column()
+            )
+        })?;
+        if let Some(type_id) = &raw.connector_type_id
+            && type_id != ".gen-ai"
+        {
+            return Err(format!(
+                "[connector_type_id]: expected \".gen-ai\" but got \"{type_id}\""
+            ));
+        }
+        let config_json = raw
+            .config
+            .map_or_else(|| "{}".to_owned(), |c| c.get().to_owned());
+        let mut secret_values = Vec::new();
+        let secrets = match raw.secrets {
+            None => Value::Object(Map::new()),
+            Some(Value::Object(map)) => {
+                let mut resolved = Map::new();
+                for (key, value) in map {
+                    let value = resolve_secret(&key, value, base_dir)?;
+                    if let Value::String(s) = &value {
+                        secret_values.push(s.clone());
+                    }
+                    resolved.insert(key, value);
+                }
+                Value::Object(resolved)
+            }
+            // Left to the component, which reports it in Kibana's words (C18).
+            Some(other) => other,
+        };
+        Ok(ConnectorFile {
+            id: raw.id.unwrap_or_else(|| default_id.to_owned()),
+            name: raw.name,
+            config_json,
+            secrets_json: secrets.to_string(),
+            secret_values,
+        })
+    }
+
+    /// The resolved secret strings (for leak checks; never print them).
+    pub fn secret_values(&self) -> &[String] {
+        &self.secret_values
+    }
+}
+
+fn resolve_secret(key: &str, value: Value, base_dir: &Path) -> Result<Value, String> {
+    let Value::Object(reference) = &value else {
+        return Ok(value);
+    };
+    let field = format!("secrets.{key}");
+    match (reference.get("env"), reference.get("file"), reference.len()) {
+        (Some(Value::String(var)), None, 1) => std::env::var(var)
+            .map(Value::String)
+            .map_err(|_| format!("[{field}]: environment variable {var} is not set or not UTF-8")),
+        (None, Some(Value::String(file)), 1) => {
+            let path: PathBuf = base_dir.join(file);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("[{field}]: cannot read {}: {e}", path.display()))?;
+            // Editors end files with a newline; a key never does.
+            let text = text.strip_suffix('\n').unwrap_or(&text);
+            let text = text.strip_suffix('\r').unwrap_or(text);
+            Ok(Value::String(text.to_owned()))
+        }
+        _ => Err(format!(
+            "[{field}]: expected a string, {{\"env\": \"VAR\"}} or {{\"file\": \"path\"}}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_defaults_to_stem_and_config_is_verbatim() {
+        let c = ConnectorFile::parse(
+            r#"{"name":"n","config":{"temperature":0.70, "apiProvider":"OpenAI"},"secrets":{"apiKey":"sk-1"}}"#,
+            "stem",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(c.id, "stem");
+        assert_eq!(
+            c.config_json,
+            r#"{"temperature":0.70, "apiProvider":"OpenAI"}"#
+        );
+        assert!(!format!("{c:?}").contains("sk-1"));
+    }
+
+    #[test]
+    fn env_and_file_references() {
+        let dir = std::env::temp_dir().join(format!("oc-cf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("key.txt"), "sk-from-file\n").unwrap();
+        // SAFETY: single-threaded test setup; no other thread reads this variable.
+        unsafe { std::env::set_var("OC_TEST_KEY_VAR", "sk-from-env") };
+        let c = ConnectorFile::parse(
+            r#"{"name":"n","secrets":{"apiKey":{"env":"OC_TEST_KEY_VAR"},"caData":{"file":"key.txt"}}}"#,
+            "x",
+            &dir,
+        )
+        .unwrap();
+        assert_eq!(
+            c.secrets_json,
+            r#"{"apiKey":"sk-from-env","caData":"sk-from-file"}"#
+        );
+        let e = ConnectorFile::parse(
+            r#"{"name":"n","secrets":{"apiKey":{"env":"OC_NOT_SET_123"}}}"#,
+            "x",
+            &dir,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "[secrets.apiKey]: environment variable OC_NOT_SET_123 is not set or not UTF-8"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_files_name_the_problem() {
+        let e = ConnectorFile::parse("{\"name\": \"n\",\n \"config\": {,}}", "x", Path::new("."))
+            .unwrap_err();
+        assert!(
+            e.starts_with("invalid connector JSON at line 2 column"),
+            "{e}"
+        );
+        let e = ConnectorFile::parse(
+            r#"{"name":"n","connector_type_id":".slack"}"#,
+            "x",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "[connector_type_id]: expected \".gen-ai\" but got \".slack\""
+        );
+        let e = ConnectorFile::parse(r#"{"name":"n","extra":1}"#, "x", Path::new(".")).unwrap_err();
+        assert!(e.contains("unknown field `extra`"), "{e}");
+        let e = ConnectorFile::parse(r#"{"config":{}}"#, "x", Path::new(".")).unwrap_err();
+        assert!(e.contains("missing field `name`"), "{e}");
+    }
+}

@@ -1,0 +1,386 @@
+//! The settings file (`--settings`): Kibana's `xpack.actions.*` keys without the prefix
+//! (cli.md "Settings file", contract section 0).
+
+use crate::tls::Verification;
+use serde_json::{Map, Value};
+use std::path::Path;
+use std::time::Duration;
+
+/// Why a settings file was refused. The message names the file and the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct SettingsError {
+    /// The settings file, as given.
+    pub file: String,
+    /// What is wrong, naming the key.
+    pub message: String,
+}
+
+/// One `customHostSettings` entry (C128).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CustomHostSettings {
+    /// Scheme, lower case.
+    pub scheme: String,
+    /// Host name, lower case.
+    pub host: String,
+    /// Port (443 or 80 when the URL has none).
+    pub port: u16,
+    /// `ssl.verificationMode`, when set.
+    pub verification: Option<Verification>,
+    /// Certificates from `ssl.certificateAuthoritiesData`, DER.
+    pub ca_der: Vec<Vec<u8>>,
+}
+
+/// Deployment-wide settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// `allowedHosts` (default `["*"]`).
+    pub allowed_hosts: Vec<String>,
+    /// `responseTimeout` (default 60 s).
+    pub response_timeout: Duration,
+    /// `maxResponseContentLength` in bytes (default 1 MiB).
+    pub max_response_content_length: u64,
+    /// `proxyUrl`.
+    pub proxy_url: Option<String>,
+    /// `proxyHeaders`.
+    pub proxy_headers: Vec<(String, String)>,
+    /// `proxyBypassHosts`.
+    pub proxy_bypass_hosts: Option<Vec<String>>,
+    /// `proxyOnlyHosts`.
+    pub proxy_only_hosts: Option<Vec<String>>,
+    /// `ssl.verificationMode` (default `full`).
+    pub verification: Verification,
+    /// `ssl.proxyVerificationMode` (default `full`).
+    pub proxy_verification: Verification,
+    /// `customHostSettings`.
+    pub custom_hosts: Vec<CustomHostSettings>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            allowed_hosts: vec!["*".to_owned()],
+            response_timeout: Duration::from_secs(60),
+            max_response_content_length: 1 << 20,
+            proxy_url: None,
+            proxy_headers: Vec::new(),
+            proxy_bypass_hosts: None,
+            proxy_only_hosts: None,
+            verification: Verification::Full,
+            proxy_verification: Verification::Full,
+            custom_hosts: Vec::new(),
+        }
+    }
+}
+
+impl Settings {
+    /// Reads and validates a settings file.
+    pub fn from_file(path: &Path) -> Result<Self, SettingsError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| SettingsError {
+            file: file.clone(),
+            message: format!("cannot read the settings file: {e}"),
+        })?;
+        let value: Value = serde_json::from_str(&text).map_err(|e| SettingsError {
+            file: file.clone(),
+            message: format!(
+                "invalid JSON at line {} column {}: {e}",
+                e.line(),
+                e.column()
+            ),
+        })?;
+        Self::from_json(&value).map_err(|message| SettingsError { file, message })
+    }
+
+    /// Validates a settings object; the error names the offending key.
+    pub fn from_json(value: &Value) -> Result<Self, String> {
+        let Value::Object(top) = value else {
+            return Err("the settings must be a JSON object".to_owned());
+        };
+        let flat = flatten(top)?;
+        let mut s = Settings::default();
+        for (key, v) in &flat {
+            match key.as_str() {
+                "allowedHosts" => s.allowed_hosts = string_list(key, v)?,
+                "responseTimeout" => s.response_timeout = duration(key, v)?,
+                "maxResponseContentLength" => s.max_response_content_length = byte_size(key, v)?,
+                "proxyUrl" => s.proxy_url = Some(string(key, v)?.to_owned()),
+                "proxyHeaders" => {
+                    let Value::Object(map) = v else {
+                        return Err(format!("[{key}]: expected an object of strings"));
+                    };
+                    for (name, value) in map {
+                        let value = value
+                            .as_str()
+                            .ok_or_else(|| format!("[{key}.{name}]: expected a string"))?;
+                        s.proxy_headers.push((name.clone(), value.to_owned()));
+                    }
+                }
+                "proxyBypassHosts" => s.proxy_bypass_hosts = Some(string_list(key, v)?),
+                "proxyOnlyHosts" => s.proxy_only_hosts = Some(string_list(key, v)?),
+                "ssl.verificationMode" => s.verification = verification(key, v)?,
+                "ssl.proxyVerificationMode" => s.proxy_verification = verification(key, v)?,
+                "customHostSettings" => s.custom_hosts = custom_hosts(key, v)?,
+                other => return Err(format!("unknown setting \"{other}\"")),
+            }
+        }
+        if s.proxy_bypass_hosts.is_some() && s.proxy_only_hosts.is_some() {
+            // C129
+            return Err(
+                "proxyBypassHosts and proxyOnlyHosts cannot be used at the same time".to_owned(),
+            );
+        }
+        Ok(s)
+    }
+
+    /// `responseTimeout` in milliseconds, as the component takes it.
+    pub fn response_timeout_ms(&self) -> u64 {
+        u64::try_from(self.response_timeout.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The first `customHostSettings` entry for this origin (C128).
+    pub fn custom_host(&self, scheme: &str, host: &str, port: u16) -> Option<&CustomHostSettings> {
+        self.custom_hosts.iter().find(|c| {
+            c.scheme.eq_ignore_ascii_case(scheme)
+                && c.host.eq_ignore_ascii_case(host)
+                && c.port == port
+        })
+    }
+}
+
+/// Accepts both `{"ssl": {"verificationMode": ..}}` and `{"ssl.verificationMode": ..}`.
+fn flatten(top: &Map<String, Value>) -> Result<Vec<(String, Value)>, String> {
+    let mut out = Vec::new();
+    for (key, value) in top {
+        if key == "ssl" {
+            let Value::Object(ssl) = value else {
+                return Err("[ssl]: expected an object".to_owned());
+            };
+            for (k, v) in ssl {
+                out.push((format!("ssl.{k}"), v.clone()));
+            }
+        } else {
+            out.push((key.clone(), value.clone()));
+        }
+    }
+    Ok(out)
+}
+
+fn string<'a>(key: &str, v: &'a Value) -> Result<&'a str, String> {
+    v.as_str()
+        .ok_or_else(|| format!("[{key}]: expected a string"))
+}
+
+fn string_list(key: &str, v: &Value) -> Result<Vec<String>, String> {
+    let Value::Array(items) = v else {
+        return Err(format!("[{key}]: expected an array of strings"));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            item.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("[{key}.{i}]: expected a string"))
+        })
+        .collect()
+}
+
+fn verification(key: &str, v: &Value) -> Result<Verification, String> {
+    match v.as_str() {
+        Some("full") => Ok(Verification::Full),
+        Some("certificate") => Ok(Verification::Certificate),
+        Some("none") => Ok(Verification::None),
+        _ => Err(format!(
+            "[{key}]: expected one of [full, certificate, none] but got [{v}]"
+        )),
+    }
+}
+
+/// `"60s"`, `"2m"`, `"500ms"`, `"1h"`, or a number of milliseconds.
+fn duration(key: &str, v: &Value) -> Result<Duration, String> {
+    let bad =
+        || format!("[{key}]: expected a duration such as \"60s\", \"2m\" or milliseconds, got {v}");
+    match v {
+        Value::Number(n) => n.as_u64().map(Duration::from_millis).ok_or_else(bad),
+        Value::String(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (digits, unit) = s.split_at(split);
+            let n: u64 = digits.parse().map_err(|_| bad())?;
+            let ms = match unit {
+                "" | "ms" => Some(n),
+                "s" => n.checked_mul(1000),
+                "m" => n.checked_mul(60_000),
+                "h" => n.checked_mul(3_600_000),
+                _ => None,
+            };
+            ms.map(Duration::from_millis).ok_or_else(bad)
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// `"1mb"`, `"512kb"`, `"1gb"`, `"100b"` (binary units, contract section 0) or a number of bytes.
+fn byte_size(key: &str, v: &Value) -> Result<u64, String> {
+    let bad = || format!("[{key}]: expected a size such as \"1mb\", \"512kb\" or bytes, got {v}");
+    match v {
+        Value::Number(n) => n.as_u64().ok_or_else(bad),
+        Value::String(s) => {
+            let s = s.trim().to_ascii_lowercase();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (digits, unit) = s.split_at(split);
+            let n: u64 = digits.parse().map_err(|_| bad())?;
+            let factor: u64 = match unit {
+                "" | "b" => 1,
+                "kb" => 1 << 10,
+                "mb" => 1 << 20,
+                "gb" => 1 << 30,
+                _ => return Err(bad()),
+            };
+            n.checked_mul(factor).ok_or_else(bad)
+        }
+        _ => Err(bad()),
+    }
+}
+
+fn custom_hosts(key: &str, v: &Value) -> Result<Vec<CustomHostSettings>, String> {
+    let Value::Array(items) = v else {
+        return Err(format!("[{key}]: expected an array"));
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("{key}.{i}");
+        let Value::Object(entry) = item else {
+            return Err(format!("[{path}]: expected an object"));
+        };
+        let mut url = None;
+        let mut verification_mode = None;
+        let mut ca_der = Vec::new();
+        for (k, v) in flatten(entry)? {
+            match k.as_str() {
+                "url" => url = Some(string(&format!("{path}.url"), &v)?.to_owned()),
+                "ssl.verificationMode" => {
+                    verification_mode =
+                        Some(verification(&format!("{path}.ssl.verificationMode"), &v)?);
+                }
+                "ssl.certificateAuthoritiesData" => {
+                    let field = format!("{path}.ssl.certificateAuthoritiesData");
+                    ca_der = pem_certificates(string(&field, &v)?)
+                        .map_err(|e| format!("[{field}]: {e}"))?;
+                }
+                other => return Err(format!("unknown setting \"{path}.{other}\"")),
+            }
+        }
+        let url = url.ok_or_else(|| format!("[{path}.url]: required"))?;
+        let parsed =
+            url::Url::parse(&url).map_err(|e| format!("[{path}.url]: invalid URL: {e}"))?;
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| format!("[{path}.url]: URL must contain a host name"))?
+            .to_ascii_lowercase();
+        let port = parsed
+            .port_or_known_default()
+            .ok_or_else(|| format!("[{path}.url]: URL must use http or https"))?;
+        out.push(CustomHostSettings {
+            scheme: parsed.scheme().to_owned(),
+            host,
+            port,
+            verification: verification_mode,
+            ca_der,
+        });
+    }
+    Ok(out)
+}
+
+/// DER certificates from PEM text; at least one is required.
+pub fn pem_certificates(pem: &str) -> Result<Vec<Vec<u8>>, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let certs: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("invalid PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("no \"-----BEGIN CERTIFICATE-----\" block found".to_owned());
+    }
+    Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults() {
+        let s = Settings::from_json(&json!({})).unwrap();
+        assert_eq!(s, Settings::default());
+        assert_eq!(s.allowed_hosts, vec!["*"]);
+        assert_eq!(s.response_timeout_ms(), 60_000);
+        assert_eq!(s.max_response_content_length, 1_048_576);
+    }
+
+    #[test]
+    fn units_and_forms() {
+        let s = Settings::from_json(&json!({
+            "responseTimeout": "2m", "maxResponseContentLength": "512kb",
+            "ssl": {"verificationMode": "none"}
+        }))
+        .unwrap();
+        assert_eq!(s.response_timeout_ms(), 120_000);
+        assert_eq!(s.max_response_content_length, 512 * 1024);
+        assert_eq!(s.verification, Verification::None);
+        let s = Settings::from_json(&json!({"responseTimeout": 1500, "ssl.verificationMode": "certificate", "maxResponseContentLength": 10})).unwrap();
+        assert_eq!(s.response_timeout_ms(), 1500);
+        assert_eq!(s.verification, Verification::Certificate);
+        assert_eq!(s.max_response_content_length, 10);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Settings::from_json(&json!({"allowedHost": ["a"]})).unwrap_err();
+        assert_eq!(e, "unknown setting \"allowedHost\"");
+        let e = Settings::from_json(&json!({"responseTimeout": "soon"})).unwrap_err();
+        assert!(e.starts_with("[responseTimeout]: "), "{e}");
+        let e = Settings::from_json(&json!({"ssl": {"verificationMode": "strict"}})).unwrap_err();
+        assert!(
+            e.starts_with("[ssl.verificationMode]: expected one of"),
+            "{e}"
+        );
+        // C129
+        let e = Settings::from_json(&json!({"proxyBypassHosts": [], "proxyOnlyHosts": []}))
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "proxyBypassHosts and proxyOnlyHosts cannot be used at the same time"
+        );
+    }
+
+    #[test]
+    fn c128_custom_host_matching() {
+        let s = Settings::from_json(&json!({"customHostSettings": [
+            {"url": "https://GW.example.com", "ssl": {"verificationMode": "none"}},
+            {"url": "https://gw.example.com:8443", "ssl.verificationMode": "certificate"}
+        ]}))
+        .unwrap();
+        assert_eq!(
+            s.custom_host("https", "gw.example.com", 443)
+                .unwrap()
+                .verification,
+            Some(Verification::None)
+        );
+        assert_eq!(
+            s.custom_host("https", "GW.EXAMPLE.COM", 8443)
+                .unwrap()
+                .verification,
+            Some(Verification::Certificate)
+        );
+        assert!(s.custom_host("http", "gw.example.com", 443).is_none());
+        let e = Settings::from_json(&json!({"customHostSettings": [{"url": "https://h", "ssl": {"certificateAuthoritiesData": "nope"}}]})).unwrap_err();
+        assert!(
+            e.starts_with("[customHostSettings.0.ssl.certificateAuthoritiesData]: "),
+            "{e}"
+        );
+    }
+}

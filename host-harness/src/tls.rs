@@ -1,0 +1,333 @@
+//! TLS profiles → rustls client configurations (contract section 9).
+//!
+//! The component validates and decodes certificates and keys; this module turns the decoded
+//! profile into a `rustls::ClientConfig` and maps handshake failures to the Node-style codes
+//! of C74.
+
+use crate::runtime::wit;
+use anyhow::{Context, Result};
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::{
+    CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer,
+    ServerName, UnixTime,
+};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, Error as TlsError, RootCertStore,
+    SignatureScheme,
+};
+use std::fmt;
+use std::sync::Arc;
+
+/// Server verification mode (C125, C126).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Verification {
+    /// Chain, validity and host name.
+    #[default]
+    Full,
+    /// Chain and validity; any host name.
+    Certificate,
+    /// Nothing is checked; handshake signatures still are.
+    None,
+}
+
+impl From<wit::VerificationMode> for Verification {
+    fn from(mode: wit::VerificationMode) -> Self {
+        match mode {
+            wit::VerificationMode::Full => Verification::Full,
+            wit::VerificationMode::Certificate => Verification::Certificate,
+            wit::VerificationMode::None => Verification::None,
+        }
+    }
+}
+
+/// A client identity in DER form. `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ClientIdentity {
+    /// Certificates, leaf first.
+    pub chain_der: Vec<Vec<u8>>,
+    /// Private key bytes.
+    pub key_der: Vec<u8>,
+    /// Key encoding.
+    pub key_format: wit::KeyFormat,
+}
+
+impl fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("certificates", &self.chain_der.len())
+            .field("key_der", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// Everything that decides how one TLS connection is made; equal profiles share one
+/// `ClientConfig`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct TlsProfile {
+    /// Verification mode.
+    pub verification: Verification,
+    /// Trust anchors replacing the default roots when non-empty (C124).
+    pub ca_der: Vec<Vec<u8>>,
+    /// Client certificate and key offered when asked (C127).
+    pub identity: Option<ClientIdentity>,
+}
+
+impl From<wit::TlsProfile> for TlsProfile {
+    fn from(p: wit::TlsProfile) -> Self {
+        TlsProfile {
+            verification: p.verification.into(),
+            ca_der: p.ca_der,
+            identity: p.identity.map(|i| ClientIdentity {
+                chain_der: i.chain_der,
+                key_der: i.key_der,
+                key_format: i.key_format,
+            }),
+        }
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl TlsProfile {
+    /// Builds the rustls configuration. Fails with `Invalid or inaccessible PKI certificates:
+    /// <detail>` when rustls refuses the identity or a trust anchor (C130).
+    pub fn client_config(&self) -> Result<ClientConfig> {
+        let provider = provider();
+        let mut roots = RootCertStore::empty();
+        if self.ca_der.is_empty() {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        } else {
+            for der in &self.ca_der {
+                roots.add(CertificateDer::from(der.clone())).map_err(|e| {
+                    anyhow::anyhow!("Invalid or inaccessible PKI certificates: {e}")
+                })?;
+            }
+        }
+        let roots = Arc::new(roots);
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .context("TLS 1.2/1.3 are not available")?;
+        let builder = match self.verification {
+            Verification::Full => builder.with_root_certificates(roots),
+            Verification::Certificate => {
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(AnyNameVerifier::new(
+                        roots,
+                        provider.clone(),
+                    )?))
+            }
+            Verification::None => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate { provider })),
+        };
+        let config = match &self.identity {
+            None => builder.with_no_client_auth(),
+            Some(identity) => {
+                let chain = identity
+                    .chain_der
+                    .iter()
+                    .map(|c| CertificateDer::from(c.clone()))
+                    .collect();
+                let key = match identity.key_format {
+                    wit::KeyFormat::Pkcs8 => {
+                        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key_der.clone()))
+                    }
+                    wit::KeyFormat::Pkcs1 => {
+                        PrivateKeyDer::Pkcs1(PrivatePkcs1KeyDer::from(identity.key_der.clone()))
+                    }
+                    wit::KeyFormat::Sec1 => {
+                        PrivateKeyDer::Sec1(PrivateSec1KeyDer::from(identity.key_der.clone()))
+                    }
+                };
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| anyhow::anyhow!("Invalid or inaccessible PKI certificates: {e}"))?
+            }
+        };
+        Ok(config)
+    }
+}
+
+/// `certificate` mode: webpki checks the chain, validity and signatures; only a name mismatch
+/// is forgiven. webpki checks the name last, after the chain verified, so ignoring that one
+/// error never accepts an untrusted chain.
+#[derive(Debug)]
+struct AnyNameVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+}
+
+impl AnyNameVerifier {
+    fn new(roots: Arc<RootCertStore>, provider: Arc<CryptoProvider>) -> Result<Self> {
+        let inner = WebPkiServerVerifier::builder_with_provider(roots, provider)
+            .build()
+            .map_err(|e| anyhow::anyhow!("Invalid or inaccessible PKI certificates: {e}"))?;
+        Ok(AnyNameVerifier { inner })
+    }
+}
+
+impl ServerCertVerifier for AnyNameVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, TlsError> {
+        match self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Err(TlsError::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// `none` mode: any certificate is accepted; the handshake signatures are still verified, so
+/// the connection is encrypted to whoever holds the presented certificate's key.
+#[derive(Debug)]
+struct AcceptAnyCertificate {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, TlsError> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Maps a failed handshake to C74's code and message: `(code, message)`.
+pub fn describe_tls_error(error: &std::io::Error, host: &str) -> (&'static str, String) {
+    let Some(tls) = error.get_ref().and_then(|e| e.downcast_ref::<TlsError>()) else {
+        return ("ECONNRESET", "socket hang up".to_owned());
+    };
+    match tls {
+        TlsError::InvalidCertificate(cert) => match cert {
+            CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. } => {
+                ("CERT_HAS_EXPIRED", "certificate has expired".to_owned())
+            }
+            CertificateError::NotValidForName => (
+                "ERR_TLS_CERT_ALTNAME_INVALID",
+                format!(
+                    "Hostname/IP does not match certificate's altnames: Host: {host}. is not in the cert's altnames: "
+                ),
+            ),
+            CertificateError::NotValidForNameContext { presented, .. } => (
+                "ERR_TLS_CERT_ALTNAME_INVALID",
+                format!(
+                    "Hostname/IP does not match certificate's altnames: Host: {host}. is not in the cert's altnames: {}",
+                    presented
+                        .iter()
+                        .filter_map(|name| altname(name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            CertificateError::UnknownIssuer
+            | CertificateError::BadSignature
+            | CertificateError::BadEncoding
+            | CertificateError::UnhandledCriticalExtension => (
+                "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+                "unable to verify the first certificate".to_owned(),
+            ),
+            other => (
+                "ERR_TLS_HANDSHAKE",
+                format!("invalid peer certificate: {other:?}"),
+            ),
+        },
+        other => ("ERR_TLS_HANDSHAKE", other.to_string()),
+    }
+}
+
+/// webpki presents names as their `Debug` text (`DnsName("a")`, `IpAddress(1.2.3.4)`); C74
+/// wants OpenSSL's `DNS:a` / `IP Address:1.2.3.4`. Other name kinds are not listed.
+fn altname(presented: &str) -> Option<String> {
+    if let Some(rest) = presented
+        .strip_prefix("DnsName(\"")
+        .and_then(|r| r.strip_suffix("\")"))
+    {
+        Some(format!("DNS:{rest}"))
+    } else {
+        presented
+            .strip_prefix("IpAddress(")
+            .and_then(|r| r.strip_suffix(')'))
+            .map(|rest| format!("IP Address:{rest}"))
+    }
+}

@@ -1,0 +1,241 @@
+//! [`Transport`] over `wasi:http/outgoing-handler`, with the total timeout enforced in the
+//! guest through `wasi:clocks` so that it holds under any host.
+
+use super::bindings::wasi::clocks::monotonic_clock;
+use super::bindings::wasi::http::outgoing_handler;
+use super::bindings::wasi::http::types::{
+    ErrorCode, Fields, IncomingResponse, Method, OutgoingBody, OutgoingRequest, RequestOptions,
+    Scheme,
+};
+use super::bindings::wasi::io::poll;
+use super::bindings::wasi::io::streams::StreamError;
+use crate::actions::{HttpResponse, Limits, Transport, TransportError};
+use crate::request::HttpRequest;
+
+/// Bytes asked for per read of the response body.
+const READ_CHUNK: u64 = 64 * 1024;
+/// `blocking-write-and-flush` accepts at most 4096 bytes per call.
+const WRITE_CHUNK: usize = 4096;
+
+/// Sends requests through the host; the clock starts at the first `send`.
+#[derive(Default)]
+pub struct WasiTransport {
+    started: Option<monotonic_clock::Instant>,
+}
+
+impl Transport for WasiTransport {
+    fn send(
+        &mut self,
+        request: &HttpRequest,
+        limits: &Limits,
+    ) -> Result<HttpResponse, TransportError> {
+        let started = *self.started.get_or_insert_with(monotonic_clock::now);
+        let deadline = started.saturating_add(limits.total_timeout_ms.saturating_mul(1_000_000));
+        let response = start(request, deadline)?;
+        read_response(response, deadline, limits.max_body_bytes)
+    }
+}
+
+fn remaining(deadline: monotonic_clock::Instant) -> Result<u64, TransportError> {
+    let now = monotonic_clock::now();
+    if now >= deadline {
+        Err(TransportError::Timeout)
+    } else {
+        Ok(deadline - now)
+    }
+}
+
+/// Waits until `pollable` is ready or the deadline passes.
+fn wait(
+    pollable: &poll::Pollable,
+    deadline: monotonic_clock::Instant,
+) -> Result<(), TransportError> {
+    let timer = monotonic_clock::subscribe_instant(deadline);
+    let ready = poll::poll(&[pollable, &timer]);
+    if ready.contains(&0) {
+        Ok(())
+    } else {
+        Err(TransportError::Timeout)
+    }
+}
+
+fn start(
+    request: &HttpRequest,
+    deadline: monotonic_clock::Instant,
+) -> Result<IncomingResponse, TransportError> {
+    let url = url::Url::parse(&request.url).map_err(|_| coded("ERR_INVALID_URL", "Invalid URL"))?;
+    let fields = Fields::new();
+    for (name, value) in &request.headers {
+        // The host forbids hop-by-hop headers; request building never emits them (C48).
+        fields.append(name, value.as_bytes()).map_err(|_| {
+            coded(
+                "ERR_INVALID_HEADER",
+                &format!("header \"{name}\" was refused by the host"),
+            )
+        })?;
+    }
+    let outgoing = OutgoingRequest::new(fields);
+    let method = match request.method.as_str() {
+        "POST" => Method::Post,
+        "GET" => Method::Get,
+        other => Method::Other(other.to_owned()),
+    };
+    let scheme = match url.scheme() {
+        "https" => Scheme::Https,
+        _ => Scheme::Http,
+    };
+    let authority = match (url.host_str(), url.port()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_owned(),
+        (None, _) => return Err(coded("ERR_INVALID_URL", "URL must contain hostname")),
+    };
+    let path = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let ok = outgoing.set_method(&method).is_ok()
+        && outgoing.set_scheme(Some(&scheme)).is_ok()
+        && outgoing.set_authority(Some(&authority)).is_ok()
+        && outgoing.set_path_with_query(Some(&path)).is_ok();
+    if !ok {
+        return Err(coded(
+            "ERR_INVALID_URL",
+            "the host refused the request target",
+        ));
+    }
+    let options = RequestOptions::new();
+    let budget = remaining(deadline)?;
+    // Hosts that honour these fail early; the guest enforces the deadline regardless.
+    let _ = options.set_connect_timeout(Some(budget));
+    let _ = options.set_first_byte_timeout(Some(budget));
+    let _ = options.set_between_bytes_timeout(Some(budget));
+
+    let body = outgoing
+        .body()
+        .map_err(|_| coded("ERR_INTERNAL", "request body already taken"))?;
+    let future = outgoing_handler::handle(outgoing, Some(options)).map_err(map_error_code)?;
+    {
+        let stream = body
+            .write()
+            .map_err(|_| coded("ERR_INTERNAL", "request body stream already taken"))?;
+        for chunk in request.body.chunks(WRITE_CHUNK) {
+            // A failed write (for example a TLS failure surfacing early) is reported by the
+            // response future below, with the real error code.
+            if stream.blocking_write_and_flush(chunk).is_err() {
+                break;
+            }
+        }
+    }
+    let _ = OutgoingBody::finish(body, None);
+
+    loop {
+        match future.get() {
+            Some(Ok(Ok(response))) => return Ok(response),
+            Some(Ok(Err(code))) => return Err(map_error_code(code)),
+            Some(Err(())) => return Err(coded("ERR_INTERNAL", "response already taken")),
+            None => wait(&future.subscribe(), deadline)?,
+        }
+    }
+}
+
+fn read_response(
+    response: IncomingResponse,
+    deadline: monotonic_clock::Instant,
+    max_body_bytes: u64,
+) -> Result<HttpResponse, TransportError> {
+    let status = response.status();
+    let headers = response
+        .headers()
+        .entries()
+        .into_iter()
+        .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+        .collect();
+    let incoming = response
+        .consume()
+        .map_err(|_| coded("ERR_INTERNAL", "response body already taken"))?;
+    let mut body = Vec::new();
+    {
+        let stream = incoming
+            .stream()
+            .map_err(|_| coded("ERR_INTERNAL", "response body stream already taken"))?;
+        loop {
+            match stream.read(READ_CHUNK) {
+                Ok(bytes) if bytes.is_empty() => {
+                    remaining(deadline)?;
+                    wait(&stream.subscribe(), deadline)?;
+                }
+                Ok(bytes) => {
+                    if (body.len() + bytes.len()) as u64 > max_body_bytes {
+                        return Err(TransportError::TooLarge);
+                    }
+                    body.extend_from_slice(&bytes);
+                }
+                Err(StreamError::Closed) => break,
+                Err(StreamError::LastOperationFailed(error)) => {
+                    return Err(
+                        match super::bindings::wasi::http::types::http_error_code(&error) {
+                            Some(code) => map_error_code(code),
+                            None => TransportError::ConnectionReset,
+                        },
+                    );
+                }
+            }
+        }
+    }
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn coded(code: &str, message: &str) -> TransportError {
+    TransportError::Coded {
+        code: code.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+/// wasi-http error codes → C74 conditions (documented in `wit/connector.wit`).
+fn map_error_code(code: ErrorCode) -> TransportError {
+    match code {
+        ErrorCode::DnsError(_) | ErrorCode::DnsTimeout | ErrorCode::DestinationNotFound => {
+            TransportError::NameNotResolved
+        }
+        ErrorCode::ConnectionRefused | ErrorCode::DestinationUnavailable => {
+            TransportError::ConnectionRefused
+        }
+        ErrorCode::ConnectionTimeout
+        | ErrorCode::ConnectionReadTimeout
+        | ErrorCode::ConnectionWriteTimeout
+        | ErrorCode::HttpResponseTimeout => TransportError::Timeout,
+        ErrorCode::HttpResponseBodySize(_) => TransportError::TooLarge,
+        ErrorCode::HttpRequestDenied | ErrorCode::DestinationIpProhibited => TransportError::Denied,
+        ErrorCode::TlsCertificateError => coded(
+            "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+            "unable to verify the first certificate",
+        ),
+        ErrorCode::TlsAlertReceived(alert) => coded(
+            "ERR_TLS_HANDSHAKE",
+            &alert
+                .alert_message
+                .unwrap_or_else(|| format!("TLS alert {}", alert.alert_id.unwrap_or_default())),
+        ),
+        ErrorCode::TlsProtocolError => coded("ERR_TLS_HANDSHAKE", "TLS protocol error"),
+        ErrorCode::InternalError(Some(text)) => match text.split_once(" - ") {
+            Some((code, message))
+                if !code.is_empty()
+                    && code
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_') =>
+            {
+                coded(code, message)
+            }
+            _ => coded("ERR_HTTP", &text),
+        },
+        ErrorCode::ConnectionTerminated
+        | ErrorCode::HttpResponseIncomplete
+        | ErrorCode::HttpProtocolError => TransportError::ConnectionReset,
+        other => coded("ERR_HTTP", &format!("{other:?}")),
+    }
+}
