@@ -414,7 +414,7 @@ impl Parser<'_> {
                 .iter()
                 .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
                 .map(|i| self.pos + i)
-                .ok_or_else(|| ParseError {
+                .ok_or(ParseError {
                     message: "unterminated string",
                     offset: self.src.len(),
                 })?;

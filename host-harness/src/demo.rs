@@ -50,10 +50,16 @@ async fn start_upstream() -> Result<(String, Arc<Mutex<Vec<Seen>>>)> {
                     let log = log.clone();
                     async move {
                         let (parts, body) = req.into_parts();
-                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
                         let model = serde_json::from_slice::<serde_json::Value>(&body)
                             .ok()
-                            .and_then(|v| v.get("model").and_then(|m| m.as_str()).map(str::to_owned))
+                            .and_then(|v| {
+                                v.get("model").and_then(|m| m.as_str()).map(str::to_owned)
+                            })
                             .unwrap_or_else(|| "demo-model".to_owned());
                         log.lock().unwrap_or_else(|p| p.into_inner()).push(Seen {
                             method: parts.method.to_string(),
@@ -61,7 +67,12 @@ async fn start_upstream() -> Result<(String, Arc<Mutex<Vec<Seen>>>)> {
                             headers: parts
                                 .headers
                                 .iter()
-                                .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                                .map(|(n, v)| {
+                                    (
+                                        n.to_string(),
+                                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                    )
+                                })
                                 .collect(),
                             body: String::from_utf8_lossy(&body).into_owned(),
                         });
@@ -100,7 +111,9 @@ pub async fn run(executor: &Executor) -> Result<()> {
         (
             "demo-openai",
             "OpenAI",
-            format!(r#"{{"apiProvider":"OpenAI","apiUrl":"{base}/v1/chat/completions","organizationId":"org-demo"}}"#),
+            format!(
+                r#"{{"apiProvider":"OpenAI","apiUrl":"{base}/v1/chat/completions","organizationId":"org-demo"}}"#
+            ),
         ),
         (
             "demo-azure",
@@ -112,7 +125,9 @@ pub async fn run(executor: &Executor) -> Result<()> {
         (
             "demo-other",
             "Other",
-            format!(r#"{{"apiProvider":"Other","apiUrl":"{base}/v1/chat/completions","defaultModel":"llama3"}}"#),
+            format!(
+                r#"{{"apiProvider":"Other","apiUrl":"{base}/v1/chat/completions","defaultModel":"llama3"}}"#
+            ),
         ),
     ];
     let params = [
@@ -130,7 +145,12 @@ pub async fn run(executor: &Executor) -> Result<()> {
             let before = seen.lock().unwrap_or_else(|p| p.into_inner()).len();
             let outcome = executor.execute(&connector, p).await?;
             println!("--- params: {p}");
-            for s in seen.lock().unwrap_or_else(|p| p.into_inner()).iter().skip(before) {
+            for s in seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .skip(before)
+            {
                 println!("sent:     {} {}", s.method, s.target);
                 for (n, v) in &s.headers {
                     println!("          {n}: {}", shown(n, v));

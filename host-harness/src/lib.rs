@@ -14,11 +14,13 @@
 //! ```
 
 pub mod connector_file;
+pub mod event_log;
 pub mod outbound;
 pub mod output;
 pub mod runtime;
 pub mod settings;
 pub mod tls;
+pub mod tokenizer;
 
 pub use connector_file::ConnectorFile;
 pub use outbound::OutboundPolicy;

@@ -70,7 +70,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("openai-connector: cannot start the async runtime: {e}");
@@ -126,7 +129,11 @@ fn read_params(path: &Path) -> Result<String> {
     };
     // Malformed JSON is a broken file, not a params problem: report where it breaks.
     if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&text) {
-        anyhow::bail!("{name}: invalid params JSON at line {} column {}: {e}", e.line(), e.column());
+        anyhow::bail!(
+            "{name}: invalid params JSON at line {} column {}: {e}",
+            e.line(),
+            e.column()
+        );
     }
     Ok(text)
 }

@@ -1,1 +1,10 @@
 //! Integration tests: the real component, loaded by the harness, against loopback upstreams.
+//! Each test asserts what the upstream received and what the caller got, and cites the contract
+//! rules it covers.
+
+mod cli;
+mod errors;
+mod providers;
+mod support;
+mod tls;
+mod upstream;

@@ -1,0 +1,277 @@
+//! The `openai-connector` binary: the interface of shared/spec/cli.md.
+
+use crate::support::*;
+use crate::upstream::{Reply, Upstream};
+use std::io::Write;
+use std::process::Stdio;
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+fn connector_file(config: &str) -> std::path::PathBuf {
+    write_file(
+        "my-conn.json",
+        &format!(
+            r#"{{"name":"My Conn","connector_type_id":".gen-ai","config":{config},"secrets":{{"apiKey":"{API_KEY}"}}}}"#
+        ),
+    )
+}
+
+#[tokio::test]
+async fn validate_prints_the_get_connector_shape_without_secrets() {
+    let file = connector_file(
+        r#"{"apiProvider":"OpenAI","apiUrl":"https://api.openai.com/v1/chat/completions","temperature":"0.5"}"#,
+    );
+    let mut cmd = cli();
+    cmd.arg("validate").arg(&file);
+    let out = run_cli(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // C9: defaults filled in, numeric strings become numbers; id defaults to the file stem.
+    assert_eq!(
+        stdout(&out).trim_end(),
+        r#"{"id":"my-conn","name":"My Conn","connector_type_id":".gen-ai","config":{"apiProvider":"OpenAI","apiUrl":"https://api.openai.com/v1/chat/completions","temperature":0.5,"defaultModel":"gpt-4.1"},"is_preconfigured":false,"is_deprecated":false,"is_missing_secrets":false}"#
+    );
+}
+
+#[tokio::test]
+async fn validate_reports_each_problem_on_its_own_line() {
+    // C17's example.
+    let file =
+        connector_file(r#"{"apiProvider":"Azure OpenAI","apiUrl":"ftp://h/x","projectId":"p"}"#);
+    let mut cmd = cli();
+    cmd.arg("validate").arg(&file);
+    let out = run_cli(cmd).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error validating action type config: Unrecognized keys: \"projectId\"\nerror validating action type config: Error configuring OpenAI action: Error: URL Error: Invalid protocol\n"
+    );
+    assert_eq!(stdout(&out), "");
+}
+
+#[tokio::test]
+async fn malformed_files_exit_2_naming_file_and_position() {
+    let file = write_file(
+        "broken.json",
+        "{\"name\": \"x\",\n  \"config\": {\"a\": }\n}",
+    );
+    let mut cmd = cli();
+    cmd.arg("validate").arg(&file);
+    let out = run_cli(cmd).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains(&file.display().to_string()), "{err}");
+    assert!(err.contains("line 2 column"), "{err}");
+
+    let mut cmd = cli();
+    cmd.arg("validate").arg("/nonexistent/conn.json");
+    let out = run_cli(cmd).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("/nonexistent/conn.json"),
+        "{}",
+        stderr(&out)
+    );
+
+    let settings = write_file("settings.json", r#"{"allowedHost": ["x"]}"#);
+    let mut cmd = cli();
+    cmd.arg("validate")
+        .arg(connector_file(r#"{}"#))
+        .arg("--settings")
+        .arg(&settings);
+    let out = run_cli(cmd).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("unknown setting \"allowedHost\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn execute_success_failure_and_invalid_connector_exit_codes() {
+    let upstream = Upstream::http(std::sync::Arc::new(|r| {
+        if r.body_str().contains("fail") {
+            Reply::json(401, r#"{"error":{"message":"Incorrect API key provided"}}"#)
+        } else {
+            Reply::json(200, COMPLETION)
+        }
+    }))
+    .await;
+    let file = connector_file(&format!(
+        r#"{{"apiProvider":"Other","apiUrl":"{}","defaultModel":"m"}}"#,
+        upstream.url("/v1")
+    ));
+    let ok = write_file("params.json", &run_params("run", "{}"));
+    let mut cmd = cli();
+    cmd.arg("execute").arg(&file).arg("--params").arg(&ok);
+    let out = run_cli(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("{{\"connector_id\":\"my-conn\",\"status\":\"ok\",\"data\":{COMPLETION}}}\n")
+    );
+
+    // Params from standard input; an HTTP error is exit 1 with the failure JSON.
+    let mut cmd = cli();
+    cmd.arg("execute")
+        .arg(&file)
+        .arg("--params")
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(run_params("run", r#"{"fail":1}"#).as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stdout(&out),
+        "{\"connector_id\":\"my-conn\",\"status\":\"error\",\"message\":\"an error occurred while running the action\",\"service_message\":\"Status code: 401. Message: Unauthorized API Error - Incorrect API key provided\",\"retry\":true}\n"
+    );
+
+    // Invalid params: exit 1, not retryable.
+    let bad = write_file(
+        "params.json",
+        r#"{"subAction":"run","subActionParams":{"body":"{}","extra":1}}"#,
+    );
+    let mut cmd = cli();
+    cmd.arg("execute").arg(&file).arg("--params").arg(&bad);
+    let out = run_cli(cmd).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains(r#""service_message":"Request validation failed (Unrecognized keys: \"extra\")","retry":false"#), "{}", stdout(&out));
+
+    // Invalid connector: exit 2, nothing sent.
+    let before = upstream.requests().len();
+    let invalid = connector_file(r#"{"apiProvider":"Other","apiUrl":"http://127.0.0.1:1/v1"}"#);
+    let mut cmd = cli();
+    cmd.arg("execute").arg(&invalid).arg("--params").arg(&ok);
+    let out = run_cli(cmd).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "error validating action type config: [defaultModel]: expected value of type [string] but got [undefined]\n"
+    );
+    assert_eq!(upstream.requests().len(), before);
+
+    // Malformed params file: exit 2 naming it.
+    let broken = write_file("params.json", "{\"subAction\": ");
+    let mut cmd = cli();
+    cmd.arg("execute").arg(&file).arg("--params").arg(&broken);
+    let out = run_cli(cmd).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(&broken.display().to_string()),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn secrets_from_env_and_file_are_used_and_never_printed() {
+    let upstream = Upstream::always(Reply::json(
+        401,
+        &format!(r#"{{"error":{{"message":"bad key {API_KEY}"}}}}"#),
+    ))
+    .await;
+    let dir = scratch_dir("secret-refs");
+    std::fs::write(dir.join("key.txt"), format!("{API_KEY}\n")).unwrap();
+    let file = dir.join("conn.json");
+    std::fs::write(
+        &file,
+        format!(
+            r#"{{"name":"n","config":{{"apiProvider":"Other","apiUrl":"{}","defaultModel":"m"}},"secrets":{{"apiKey":{{"file":"key.txt"}}}}}}"#,
+            upstream.url("/v1")
+        ),
+    )
+    .unwrap();
+    let params = write_file("params.json", &run_params("run", "{}"));
+    let mut cmd = cli();
+    cmd.arg("execute")
+        .arg(&file)
+        .arg("--params")
+        .arg(&params)
+        .env("OPENAI_CONNECTOR_LOG", "trace");
+    let out = run_cli(cmd).await; // run_cli asserts the key is in neither stream
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        upstream.only_request().header("authorization"),
+        Some(format!("Bearer {API_KEY}").as_str())
+    );
+    assert!(
+        stdout(&out).contains("bad key [REDACTED]"),
+        "{}",
+        stdout(&out)
+    );
+
+    std::fs::write(
+        &file,
+        format!(
+            r#"{{"name":"n","config":{{"apiProvider":"Other","apiUrl":"{}","defaultModel":"m"}},"secrets":{{"apiKey":{{"env":"OC_TEST_API_KEY"}}}}}}"#,
+            upstream.url("/v1")
+        ),
+    )
+    .unwrap();
+    let mut cmd = cli();
+    cmd.arg("execute")
+        .arg(&file)
+        .arg("--params")
+        .arg(&params)
+        .env("OC_TEST_API_KEY", API_KEY);
+    let out = run_cli(cmd).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(upstream.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn help_and_version() {
+    for args in [
+        &["--help"][..],
+        &["execute", "--help"],
+        &["validate", "-h"],
+        &["--version"],
+    ] {
+        let mut cmd = cli();
+        cmd.args(args);
+        let out = run_cli(cmd).await;
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(!stdout(&out).is_empty());
+    }
+}
+
+#[tokio::test]
+async fn demo_runs_every_provider_against_its_loopback_upstream() {
+    let mut cmd = cli();
+    cmd.arg("demo");
+    let out = run_cli(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    for needle in [
+        "=== OpenAI",
+        "=== Azure OpenAI",
+        "=== Other",
+        "authorization: Bearer [REDACTED]",
+        "api-key: [REDACTED]",
+        "\"status\":\"ok\"",
+    ] {
+        assert!(
+            text.contains(needle),
+            "demo output lacks {needle:?}:\n{text}"
+        );
+    }
+    assert!(!text.contains("sk-demo-not-a-real-key"));
+}

@@ -1,0 +1,167 @@
+//! HTTPS through the harness: trust roots, verification modes and TLS error texts.
+
+use crate::support::*;
+use crate::upstream::{Reply, Upstream};
+use base64::Engine;
+use openai_connector_harness::Settings;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn other_config(url: &str) -> String {
+    format!(r#"{{"apiProvider":"Other","apiUrl":"{url}","defaultModel":"m"}}"#)
+}
+
+async fn tls_upstream(issued: &Issued) -> Upstream {
+    Upstream::https(
+        Arc::new(|_| Reply::json(200, COMPLETION)),
+        issued.server_config(),
+    )
+    .await
+}
+
+fn custom_host(upstream: &Upstream, mode: Option<&str>, ca_pem: Option<&str>) -> Settings {
+    let mut ssl = serde_json::Map::new();
+    if let Some(mode) = mode {
+        ssl.insert("verificationMode".into(), mode.into());
+    }
+    if let Some(ca) = ca_pem {
+        ssl.insert("certificateAuthoritiesData".into(), ca.into());
+    }
+    Settings::from_json(&serde_json::json!({
+        "customHostSettings": [{"url": format!("https://{}", upstream.addr), "ssl": ssl}]
+    }))
+    .unwrap()
+}
+
+async fn run(
+    upstream: &Upstream,
+    settings: Settings,
+    secrets: &str,
+) -> openai_connector_harness::wit::Execution {
+    let c = connector(
+        &other_config(&upstream.url("/v1/chat/completions")),
+        secrets,
+    );
+    execute(&executor(settings), &c, &run_params("run", "{}")).await
+}
+
+#[tokio::test]
+async fn c124_custom_host_ca_is_trusted_under_full() {
+    let pki = TestPki::new("Test CA");
+    let upstream = tls_upstream(&pki.server(&["localhost"], &[LOOPBACK], false)).await;
+    let e = run(
+        &upstream,
+        custom_host(&upstream, None, Some(&pki.ca_pem())),
+        &key_secrets(),
+    )
+    .await;
+    assert_eq!(data(&e), COMPLETION);
+    assert_eq!(upstream.only_request().body_str(), r#"{"stream":false}"#);
+}
+
+#[tokio::test]
+async fn c74_c75_unknown_issuer() {
+    let pki = TestPki::new("Test CA");
+    let upstream = tls_upstream(&pki.server(&["localhost"], &[LOOPBACK], false)).await;
+    let e = run(&upstream, Settings::default(), &key_secrets()).await;
+    assert_eq!(
+        failure(&e).service_message,
+        "Certificate error: Status code: undefined. Message: Unexpected API Error: UNABLE_TO_VERIFY_LEAF_SIGNATURE - unable to verify the first certificate. Please check if your PKI certificates are valid or adjust SSL verification mode."
+    );
+    assert!(upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn c74_c75_name_mismatch_and_certificate_mode() {
+    let pki = TestPki::new("Test CA");
+    let upstream = tls_upstream(&pki.server(&["other.example", "*.example.net"], &[], false)).await;
+    let e = run(
+        &upstream,
+        custom_host(&upstream, None, Some(&pki.ca_pem())),
+        &key_secrets(),
+    )
+    .await;
+    assert_eq!(
+        failure(&e).service_message,
+        "TLS handshake failed: Status code: undefined. Message: Unexpected API Error: ERR_TLS_CERT_ALTNAME_INVALID - Hostname/IP does not match certificate's altnames: Host: 127.0.0.1. is not in the cert's altnames: DNS:other.example, DNS:*.example.net. Verify server certificate hostname and CA configuration."
+    );
+    // C126: `certificate` checks the chain but not the name.
+    let e = run(
+        &upstream,
+        custom_host(&upstream, Some("certificate"), Some(&pki.ca_pem())),
+        &key_secrets(),
+    )
+    .await;
+    assert_eq!(data(&e), COMPLETION);
+}
+
+#[tokio::test]
+async fn c126_certificate_mode_still_checks_the_chain_and_none_does_not() {
+    let pki = TestPki::new("Test CA");
+    let upstream = tls_upstream(&pki.server(&["localhost"], &[LOOPBACK], false)).await;
+    let e = run(
+        &upstream,
+        custom_host(&upstream, Some("certificate"), None),
+        &key_secrets(),
+    )
+    .await;
+    assert!(
+        failure(&e)
+            .service_message
+            .starts_with("Certificate error: "),
+        "{}",
+        failure(&e).service_message
+    );
+    let e = run(
+        &upstream,
+        custom_host(&upstream, Some("none"), None),
+        &key_secrets(),
+    )
+    .await;
+    assert_eq!(data(&e), COMPLETION);
+}
+
+#[tokio::test]
+async fn c74_expired_certificate() {
+    let pki = TestPki::new("Test CA");
+    let upstream = tls_upstream(&pki.server(&["localhost"], &[LOOPBACK], true)).await;
+    let e = run(
+        &upstream,
+        custom_host(&upstream, None, Some(&pki.ca_pem())),
+        &key_secrets(),
+    )
+    .await;
+    assert_eq!(
+        failure(&e).service_message,
+        "Status code: undefined. Message: Unexpected API Error: CERT_HAS_EXPIRED - certificate has expired"
+    );
+}
+
+#[tokio::test]
+async fn c122_c124_connector_ca_data_replaces_the_roots() {
+    // D3: caData alone is valid for Other; its CA becomes the only trust anchor.
+    let pki = TestPki::new("Test CA");
+    let upstream = tls_upstream(&pki.server(&["localhost"], &[LOOPBACK], false)).await;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(pki.ca_pem());
+    let secrets = format!(r#"{{"apiKey":"{API_KEY}","caData":"{b64}"}}"#);
+    let e = run(&upstream, Settings::default(), &secrets).await;
+    assert_eq!(data(&e), COMPLETION);
+    // A different CA in caData is not trusted, even with a custom host CA that would be (C124:
+    // the connector's caData wins).
+    let other = TestPki::new("Other CA");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(other.ca_pem());
+    let secrets = format!(r#"{{"apiKey":"{API_KEY}","caData":"{b64}"}}"#);
+    let e = run(
+        &upstream,
+        custom_host(&upstream, None, Some(&pki.ca_pem())),
+        &secrets,
+    )
+    .await;
+    assert!(
+        failure(&e)
+            .service_message
+            .starts_with("Certificate error: ")
+    );
+}
