@@ -1,1 +1,767 @@
-//! (in progress)
+//! Responses and error mapping (contract C39–C40, C69–C78, C32, C107–C108).
+//!
+//! - [`map_success`]: a non-streaming 2xx body → the execution's `data` and its usage.
+//! - [`http_error_message`]: a non-2xx response → `Status code: <code>. Message: <detail>`.
+//! - [`transport_error_message`]: a failure without a response (C74).
+//! - [`tls_rewrite`] (C75) and then [`redact`] (C32) finish every message of C70–C74.
+//!
+//! All messages here fail an execution with `retry: true` (C77); only params failures
+//! ([`crate::params::ParamsError`]) carry `retry: false`.
+
+use crate::json::{Number, Object, Value};
+use crate::params::SubAction;
+use crate::schema::{Expected, Problem, join_path, join_problems};
+use crate::usage::TokenUsage;
+
+/// `invokeAI`'s message when the response has no usable content (C39).
+pub const UNRECOGNIZED_FORMAT_MESSAGE: &str = "An error occurred sending your message. \n\nAPI Error: The response from OpenAI was in an unrecognized format.";
+
+/// The error text that marks an Azure `api-version` without function support (C73).
+const AZURE_FUNCTIONS_ERROR: &str = "Unrecognized request argument supplied: functions";
+
+/// The detail that replaces it (C73), white space exact.
+const AZURE_FUNCTIONS_DETAIL: &str = "API Error: 404 Unrecognized request argument supplied: functions\n        \n\nFunction support with Azure OpenAI API was added in 2023-07-01-preview. Update the API version of the Azure OpenAI connector in use\n      ";
+
+/// Maps a non-streaming 2xx response body to the execution's `data` and usage.
+///
+/// The body is validated by C69. `run`, `test` and `stream` (with `stream:false`) return the
+/// response object as received (C40); `invokeAI` returns `{"message", "usage"}` (C39). The
+/// usage is `reported` when the response has a `usage` object, else `unavailable` (C107,
+/// C108). The streaming Invoke sub-actions, should they get a plain JSON answer (C115), are
+/// treated like `run`.
+///
+/// The error is the service message `Response validation failed (<problems>)`, every problem
+/// listed in the order of C69's table; it names fields and types, never values.
+pub fn map_success(sub_action: SubAction, body: &[u8]) -> Result<(Value, TokenUsage), String> {
+    // Not JSON at all reads as a string that is not an object (C69).
+    let response = Value::parse(body).unwrap_or(Value::String(String::new()));
+    let problems = validate_response(&response);
+    if !problems.is_empty() {
+        return Err(format!(
+            "Response validation failed ({})",
+            join_problems(&problems)
+        ));
+    }
+    let usage = reported_usage(&response);
+    let data = if sub_action == SubAction::InvokeAi {
+        invoke_ai_data(&response)
+    } else {
+        response
+    };
+    Ok((data, usage))
+}
+
+/// The usage of a validated response: its `usage` numbers as `reported`, or `unavailable` when
+/// it has none (C107, C108). Counts that are not non-negative integers are read as whole
+/// numbers (fractions dropped, negatives 0).
+pub fn reported_usage(response: &Value) -> TokenUsage {
+    let Some(usage) = response.get("usage").and_then(Value::as_object) else {
+        return TokenUsage::UNAVAILABLE;
+    };
+    let count = |key: &str| match usage.get(key) {
+        Some(Value::Number(n)) => number_to_count(n),
+        _ => 0,
+    };
+    TokenUsage::reported(
+        count("prompt_tokens"),
+        count("completion_tokens"),
+        count("total_tokens"),
+    )
+}
+
+fn number_to_count(n: &Number) -> u64 {
+    n.as_u64().unwrap_or_else(|| {
+        let f = n.as_f64();
+        if f.is_nan() || f <= 0.0 {
+            0
+        } else {
+            // `as` saturates for values beyond u64.
+            f.floor() as u64
+        }
+    })
+}
+
+/// `{"message": M, "usage": U}` of C39.
+fn invoke_ai_data(response: &Value) -> Value {
+    let content = response
+        .get("choices")
+        .and_then(Value::as_array)
+        .and_then(|choices| choices.first())
+        .and_then(|choice| choice.get("message"))
+        .and_then(|message| message.get("content"))
+        .and_then(Value::as_str)
+        .filter(|content| !content.is_empty());
+    let message = match content {
+        Some(content) => js_trim(content).to_owned(),
+        None => UNRECOGNIZED_FORMAT_MESSAGE.to_owned(),
+    };
+    let usage = match response.get("usage") {
+        Some(usage @ Value::Object(_)) => usage.clone(),
+        _ => {
+            let mut zeros = Object::new();
+            for key in ["prompt_tokens", "completion_tokens", "total_tokens"] {
+                zeros.insert(key.to_owned(), Value::from(0u64));
+            }
+            Value::Object(zeros)
+        }
+    };
+    let mut data = Object::new();
+    data.insert("message".to_owned(), Value::String(message));
+    data.insert("usage".to_owned(), usage);
+    Value::Object(data)
+}
+
+/// Trims `s` as JavaScript's `String.prototype.trim` does: ECMAScript white space (tab, VT,
+/// FF, space, U+00A0, U+FEFF, Unicode `Zs`) and line terminators (LF, CR, U+2028, U+2029).
+/// U+0085 and U+180E are not trimmed (C39).
+pub fn js_trim(s: &str) -> &str {
+    s.trim_matches(is_js_white_space)
+}
+
+fn is_js_white_space(c: char) -> bool {
+    matches!(
+        c,
+        '\u{9}' | '\u{A}' | '\u{B}' | '\u{C}' | '\u{D}' | ' ' | '\u{A0}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200A}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202F}'
+                | '\u{205F}'
+                | '\u{3000}'
+                | '\u{FEFF}'
+    )
+}
+
+/// The response schema of C69. Unknown keys are allowed at every level and kept.
+fn validate_response(response: &Value) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let Value::Object(obj) = response else {
+        out.push(Problem::wrong_type("", Expected::Object, response));
+        return out;
+    };
+    match obj.get("choices") {
+        None => out.push(Problem::missing("choices", Expected::Array)),
+        Some(Value::Array(choices)) => {
+            for (i, choice) in choices.iter().enumerate() {
+                check_choice(choice, &join_path("choices", &i.to_string()), &mut out);
+            }
+        }
+        Some(other) => out.push(Problem::wrong_type("choices", Expected::Array, other)),
+    }
+    match obj.get("usage") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(usage)) => {
+            for key in ["prompt_tokens", "completion_tokens", "total_tokens"] {
+                let path = join_path("usage", key);
+                match usage.get(key) {
+                    None => out.push(Problem::missing(path, Expected::Number)),
+                    Some(Value::Number(_)) => {}
+                    Some(other) => out.push(Problem::wrong_type(path, Expected::Number, other)),
+                }
+            }
+        }
+        Some(other) => out.push(Problem::wrong_type("usage", Expected::Object, other)),
+    }
+    for key in ["id", "object", "model"] {
+        optional(obj, key, "", Expected::String, &mut out);
+    }
+    optional(obj, "created", "", Expected::Number, &mut out);
+    out
+}
+
+/// One element of `choices` (C69).
+fn check_choice(choice: &Value, path: &str, out: &mut Vec<Problem>) {
+    let Value::Object(choice) = choice else {
+        out.push(Problem::wrong_type(path, Expected::Object, choice));
+        return;
+    };
+    let message_path = join_path(path, "message");
+    match choice.get("message") {
+        None => out.push(Problem::missing(message_path, Expected::Object)),
+        Some(Value::Object(message)) => {
+            match message.get("role") {
+                None => out.push(Problem::missing(
+                    join_path(&message_path, "role"),
+                    Expected::String,
+                )),
+                Some(Value::String(_)) => {}
+                Some(other) => out.push(Problem::wrong_type(
+                    join_path(&message_path, "role"),
+                    Expected::String,
+                    other,
+                )),
+            }
+            match message.get("content") {
+                None | Some(Value::Null | Value::String(_)) => {}
+                Some(other) => out.push(Problem::wrong_type(
+                    join_path(&message_path, "content"),
+                    Expected::String,
+                    other,
+                )),
+            }
+        }
+        Some(other) => out.push(Problem::wrong_type(message_path, Expected::Object, other)),
+    }
+    optional(choice, "finish_reason", path, Expected::String, out);
+    optional(choice, "index", path, Expected::Number, out);
+}
+
+/// An optional field of a simple type; `null` is a wrong type (C3).
+fn optional(obj: &Object, key: &str, parent: &str, expected: Expected, out: &mut Vec<Problem>) {
+    let Some(value) = obj.get(key) else {
+        return;
+    };
+    let ok = match expected {
+        Expected::String => matches!(value, Value::String(_)),
+        Expected::Number => matches!(value, Value::Number(_)),
+        Expected::Boolean => matches!(value, Value::Bool(_)),
+        Expected::Object => matches!(value, Value::Object(_)),
+        Expected::Array => matches!(value, Value::Array(_)),
+    };
+    if !ok {
+        out.push(Problem::wrong_type(join_path(parent, key), expected, value));
+    }
+}
+
+/// The message for an HTTP error response (C70–C73), before [`tls_rewrite`] and [`redact`].
+pub fn http_error_message(status: u16, body: &[u8]) -> String {
+    let text = error_text(body);
+    let detail = match (status, text.as_deref()) {
+        (404, Some(AZURE_FUNCTIONS_ERROR)) => AZURE_FUNCTIONS_DETAIL.to_owned(),
+        _ => {
+            let head = if status == 401 {
+                "Unauthorized API Error".to_owned()
+            } else {
+                format!("API Error: {}", reason_phrase(status).unwrap_or("Unknown"))
+            };
+            match text {
+                Some(text) => format!("{head} - {text}"),
+                None => head,
+            }
+        }
+    };
+    format!("Status code: {status}. Message: {detail}")
+}
+
+/// The error text E of C71, from the body's `error` member; `None` when there is none.
+fn error_text(body: &[u8]) -> Option<String> {
+    let Ok(Value::Object(obj)) = Value::parse(body) else {
+        return None;
+    };
+    let text = match obj.get("error")? {
+        Value::Null | Value::Bool(false) => return None,
+        Value::Object(error) => match error.get("message") {
+            Some(Value::String(message)) => message.clone(),
+            // A null `message` counts as no message: the object is shown (D6).
+            None | Some(Value::Null) => Value::Object(error.clone()).to_json(),
+            Some(other) => other.to_json(),
+        },
+        Value::String(s) => s.clone(),
+        other => other.to_json(),
+    };
+    (!text.is_empty()).then_some(text)
+}
+
+/// The standard reason phrase of `status` (C72), spelled as Node's `http.STATUS_CODES`;
+/// `None` for a code without one.
+pub fn reason_phrase(status: u16) -> Option<&'static str> {
+    Some(match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        102 => "Processing",
+        103 => "Early Hints",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        203 => "Non-Authoritative Information",
+        204 => "No Content",
+        205 => "Reset Content",
+        206 => "Partial Content",
+        207 => "Multi-Status",
+        208 => "Already Reported",
+        226 => "IM Used",
+        300 => "Multiple Choices",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        305 => "Use Proxy",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Payload Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        418 => "I'm a Teapot",
+        421 => "Misdirected Request",
+        422 => "Unprocessable Entity",
+        423 => "Locked",
+        424 => "Failed Dependency",
+        425 => "Too Early",
+        426 => "Upgrade Required",
+        428 => "Precondition Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        451 => "Unavailable For Legal Reasons",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        506 => "Variant Also Negotiates",
+        507 => "Insufficient Storage",
+        508 => "Loop Detected",
+        509 => "Bandwidth Limit Exceeded",
+        510 => "Not Extended",
+        511 => "Network Authentication Required",
+        _ => return None,
+    })
+}
+
+/// `Status code: undefined. Message: Unexpected API Error: <code> - <message>` (C74), for a
+/// failure without an HTTP response, before [`tls_rewrite`] and [`redact`]. The codes and
+/// messages of C64–C68 and C74 (`ECONNABORTED` / `timeout of 200000ms exceeded`, ...) are the
+/// caller's.
+pub fn transport_error_message(code: &str, message: &str) -> String {
+    format!("Status code: undefined. Message: Unexpected API Error: {code} - {message}")
+}
+
+/// The TLS rewrite of C75, applied last to a message of C70–C74.
+pub fn tls_rewrite(message: String) -> String {
+    if message.contains("UNABLE_TO_VERIFY_LEAF_SIGNATURE") {
+        format!(
+            "Certificate error: {message}. Please check if your PKI certificates are valid or adjust SSL verification mode."
+        )
+    } else if message.contains("ERR_TLS_CERT_ALTNAME_INVALID")
+        || message.contains("ERR_TLS_HANDSHAKE")
+    {
+        format!(
+            "TLS handshake failed: {message}. Verify server certificate hostname and CA configuration."
+        )
+    } else {
+        message
+    }
+}
+
+/// Replaces every verbatim occurrence of `api_key` in `message` by `[REDACTED]` when the key
+/// has 8 or more characters (C32).
+pub fn redact(message: &str, api_key: Option<&str>) -> String {
+    match api_key {
+        Some(key) if key.chars().count() >= 8 => message.replace(key, "[REDACTED]"),
+        _ => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"  Hello!\n","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11,"prompt_tokens_details":{"cached_tokens":0}},"system_fingerprint":"fp_1","extra":1.50}"#;
+
+    fn success(sub: SubAction, body: &str) -> (String, TokenUsage) {
+        let (data, usage) = map_success(sub, body.as_bytes()).unwrap();
+        (data.to_json(), usage)
+    }
+
+    fn validation(body: &str) -> String {
+        map_success(SubAction::Run, body.as_bytes())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn c40_run_returns_the_object_as_received() {
+        for sub in [SubAction::Run, SubAction::Test, SubAction::Stream] {
+            let (data, usage) = success(sub, OK);
+            assert_eq!(data, OK);
+            assert_eq!(usage, TokenUsage::reported(9, 2, 11));
+        }
+        // Whitespace is compacted; order and number spelling kept.
+        let (data, _) = success(SubAction::Run, r#"{ "z" : 1e2, "choices" : [ ] }"#);
+        assert_eq!(data, r#"{"z":1e2,"choices":[]}"#);
+    }
+
+    #[test]
+    fn c39_invoke_ai_message_and_usage() {
+        let (data, usage) = success(SubAction::InvokeAi, OK);
+        assert_eq!(
+            data,
+            r#"{"message":"Hello!","usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11,"prompt_tokens_details":{"cached_tokens":0}}}"#
+        );
+        assert_eq!(usage, TokenUsage::reported(9, 2, 11));
+    }
+
+    #[test]
+    fn c39_c108_invoke_ai_fallbacks() {
+        let zeros = r#"{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0}"#;
+        let fallback = format!(
+            r#"{{"message":{},"usage":{zeros}}}"#,
+            crate::json::quote(UNRECOGNIZED_FORMAT_MESSAGE)
+        );
+        for body in [
+            r#"{"choices":[]}"#,
+            r#"{"choices":[{"message":{"role":"assistant","content":""}}]}"#,
+            r#"{"choices":[{"message":{"role":"assistant","content":null,"tool_calls":[{"id":"1"}]}}]}"#,
+            r#"{"choices":[{"message":{"role":"assistant"}}],"usage":null}"#,
+        ] {
+            let (data, usage) = success(SubAction::InvokeAi, body);
+            assert_eq!(data, fallback, "{body}");
+            assert_eq!(usage, TokenUsage::UNAVAILABLE);
+        }
+        assert_eq!(
+            UNRECOGNIZED_FORMAT_MESSAGE,
+            "An error occurred sending your message. \n\nAPI Error: The response from OpenAI was in an unrecognized format."
+        );
+        // Content present but usage missing: zeros returned, usage unavailable (D7).
+        let (data, usage) = success(
+            SubAction::InvokeAi,
+            r#"{"choices":[{"message":{"role":"assistant","content":"x"}}]}"#,
+        );
+        assert_eq!(data, format!(r#"{{"message":"x","usage":{zeros}}}"#));
+        assert_eq!(usage, TokenUsage::UNAVAILABLE);
+    }
+
+    #[test]
+    fn c39_js_trim_semantics() {
+        assert_eq!(
+            js_trim("\u{FEFF} a b \u{3000}\u{2028}\t\n\r\u{B}\u{C}\u{A0}"),
+            "a b"
+        );
+        assert_eq!(
+            js_trim("\u{2000}\u{200A}\u{202F}\u{205F}\u{1680}x\u{2029}"),
+            "x"
+        );
+        // Not JS white space: U+0085, U+180E, U+200B.
+        assert_eq!(js_trim("\u{85}x\u{85}"), "\u{85}x\u{85}");
+        assert_eq!(js_trim("\u{180E}x\u{200B}"), "\u{180E}x\u{200B}");
+        // White space only: trimmed to "" (content was non-empty).
+        let (data, _) = success(
+            SubAction::InvokeAi,
+            r#"{"choices":[{"message":{"role":"assistant","content":" \n "}}],"usage":{"prompt_tokens":1,"completion_tokens":0,"total_tokens":1}}"#,
+        );
+        assert!(data.starts_with(r#"{"message":"","#), "{data}");
+        let (data, _) = success(
+            SubAction::InvokeAi,
+            "{\"choices\":[{\"message\":{\"role\":\"a\",\"content\":\"\\ufeffhi\\u0085\"}}]}",
+        );
+        assert!(data.starts_with("{\"message\":\"hi\u{85}\""), "{data}");
+    }
+
+    #[test]
+    fn c69_response_validation() {
+        assert_eq!(
+            validation(r#"{"id":"x"}"#),
+            "Response validation failed ([choices]: expected value of type [array] but got [undefined])"
+        );
+        assert_eq!(
+            validation("not json"),
+            "Response validation failed (expected value of type [object] but got [string])"
+        );
+        assert_eq!(
+            validation(""),
+            "Response validation failed (expected value of type [object] but got [string])"
+        );
+        assert_eq!(
+            validation("[]"),
+            "Response validation failed (expected value of type [object] but got [Array])"
+        );
+        // Legacy completion response: no message.
+        assert_eq!(
+            validation(
+                r#"{"object":"text_completion","choices":[{"text":"hi","index":0,"finish_reason":"stop"}]}"#
+            ),
+            "Response validation failed ([choices.0.message]: expected value of type [object] but got [undefined])"
+        );
+        // Embeddings response.
+        assert_eq!(
+            validation(
+                r#"{"object":"list","data":[{"embedding":[0.1]}],"model":"m","usage":{"prompt_tokens":8,"total_tokens":8}}"#
+            ),
+            "Response validation failed ([choices]: expected value of type [array] but got [undefined]; \
+             [usage.completion_tokens]: expected value of type [number] but got [undefined])"
+        );
+        // Every problem, in table order.
+        assert_eq!(
+            validation(
+                r#"{"created":"now","model":1,"object":null,"id":[],"usage":"u","choices":[1,{"message":{"role":null,"content":[]},"finish_reason":null,"index":"0"},{"message":"m"}]}"#
+            ),
+            "Response validation failed ([choices.0]: expected value of type [object] but got [number]; \
+             [choices.1.message.role]: expected value of type [string] but got [null]; \
+             [choices.1.message.content]: expected value of type [string] but got [Array]; \
+             [choices.1.finish_reason]: expected value of type [string] but got [null]; \
+             [choices.1.index]: expected value of type [number] but got [string]; \
+             [choices.2.message]: expected value of type [object] but got [string]; \
+             [usage]: expected value of type [object] but got [string]; \
+             [id]: expected value of type [string] but got [Array]; \
+             [object]: expected value of type [string] but got [null]; \
+             [model]: expected value of type [string] but got [number]; \
+             [created]: expected value of type [number] but got [string])"
+        );
+        assert_eq!(
+            validation(
+                r#"{"choices":[],"usage":{"prompt_tokens":"1","completion_tokens":1,"total_tokens":null}}"#
+            ),
+            "Response validation failed ([usage.prompt_tokens]: expected value of type [number] but got [string]; \
+             [usage.total_tokens]: expected value of type [number] but got [null])"
+        );
+    }
+
+    #[test]
+    fn c107_c108_usage_source() {
+        let (_, usage) = success(SubAction::Run, r#"{"choices":[]}"#);
+        assert_eq!(usage, TokenUsage::UNAVAILABLE);
+        let (_, usage) = success(
+            SubAction::Run,
+            r#"{"choices":[],"usage":{"prompt_tokens":1e1,"completion_tokens":2.5,"total_tokens":-1}}"#,
+        );
+        assert_eq!(usage, TokenUsage::reported(10, 2, 0));
+    }
+
+    #[test]
+    fn c72_table() {
+        for (status, body, message) in [
+            (
+                400,
+                r#"{"error":{"message":"model is required"}}"#,
+                "Status code: 400. Message: API Error: Bad Request - model is required",
+            ),
+            (
+                401,
+                r#"{"error":{"message":"Incorrect API key provided"}}"#,
+                "Status code: 401. Message: Unauthorized API Error - Incorrect API key provided",
+            ),
+            (401, "", "Status code: 401. Message: Unauthorized API Error"),
+            (
+                500,
+                r#"{"error":"Unexpected endpoint or method."}"#,
+                "Status code: 500. Message: API Error: Internal Server Error - Unexpected endpoint or method.",
+            ),
+            (
+                400,
+                r#"{"error":{"code":"invalid_value","param":"tools"}}"#,
+                r#"Status code: 400. Message: API Error: Bad Request - {"code":"invalid_value","param":"tools"}"#,
+            ),
+            (
+                502,
+                "<html>bad gateway</html>",
+                "Status code: 502. Message: API Error: Bad Gateway",
+            ),
+        ] {
+            assert_eq!(http_error_message(status, body.as_bytes()), message);
+        }
+    }
+
+    #[test]
+    fn c71_error_text_variants() {
+        let m = |body: &str| http_error_message(429, body.as_bytes());
+        let head = "Status code: 429. Message: API Error: Too Many Requests";
+        for (body, text) in [
+            (r#"{"error":{"message":5}}"#, Some("5")),
+            (
+                r#"{"error":{"message":{"a":[1.0]}}}"#,
+                Some(r#"{"a":[1.0]}"#),
+            ),
+            (
+                r#"{"error":{"message":null,"code":1}}"#,
+                Some(r#"{"message":null,"code":1}"#),
+            ),
+            (r#"{"error":{"message":""}}"#, None),
+            (r#"{"error":{"message":false}}"#, Some("false")),
+            (r#"{"error":{}}"#, Some("{}")),
+            (r#"{"error":""}"#, None),
+            (r#"{"error":null}"#, None),
+            (r#"{"error":false}"#, None),
+            (r#"{"error":true}"#, Some("true")),
+            (r#"{"error":0}"#, Some("0")),
+            (r#"{"error":["a"]}"#, Some(r#"["a"]"#)),
+            (r#"{"message":"top"}"#, None),
+            (r#""error""#, None),
+            (r#"[{"error":"x"}]"#, None),
+            ("{", None),
+        ] {
+            let expected = match text {
+                Some(t) => format!("{head} - {t}"),
+                None => head.to_owned(),
+            };
+            assert_eq!(m(body), expected, "{body}");
+        }
+    }
+
+    #[test]
+    fn c72_reason_phrases() {
+        for (status, reason) in [
+            (400, "Bad Request"),
+            (403, "Forbidden"),
+            (404, "Not Found"),
+            (408, "Request Timeout"),
+            (413, "Payload Too Large"),
+            (422, "Unprocessable Entity"),
+            (429, "Too Many Requests"),
+            (500, "Internal Server Error"),
+            (502, "Bad Gateway"),
+            (503, "Service Unavailable"),
+            (504, "Gateway Timeout"),
+            (304, "Not Modified"),
+        ] {
+            assert_eq!(
+                http_error_message(status, b""),
+                format!("Status code: {status}. Message: API Error: {reason}")
+            );
+        }
+        for unknown in [299, 420, 499, 520, 599, 999] {
+            assert_eq!(
+                http_error_message(unknown, br#"{"error":"x"}"#),
+                format!("Status code: {unknown}. Message: API Error: Unknown - x")
+            );
+        }
+    }
+
+    #[test]
+    fn c73_azure_functions_text() {
+        let body = br#"{"error":{"message":"Unrecognized request argument supplied: functions","type":"invalid_request_error"}}"#;
+        assert_eq!(
+            http_error_message(404, body),
+            "Status code: 404. Message: API Error: 404 Unrecognized request argument supplied: functions\n        \n\nFunction support with Azure OpenAI API was added in 2023-07-01-preview. Update the API version of the Azure OpenAI connector in use\n      "
+        );
+        // As a string error too.
+        assert_eq!(
+            http_error_message(
+                404,
+                br#"{"error":"Unrecognized request argument supplied: functions"}"#
+            ),
+            http_error_message(404, body)
+        );
+        // Other statuses and texts: the usual detail.
+        assert_eq!(
+            http_error_message(400, body),
+            "Status code: 400. Message: API Error: Bad Request - Unrecognized request argument supplied: functions"
+        );
+        assert_eq!(
+            http_error_message(
+                404,
+                br#"{"error":{"message":"Unrecognized request argument supplied: functions."}}"#
+            ),
+            "Status code: 404. Message: API Error: Not Found - Unrecognized request argument supplied: functions."
+        );
+    }
+
+    /// The messages of C70–C74 as the execution reports them: C75, then C32.
+    fn finish(message: String, api_key: Option<&str>) -> String {
+        redact(&tls_rewrite(message), api_key)
+    }
+
+    #[test]
+    fn c74_transport_messages() {
+        for (code, message) in [
+            ("ENOTFOUND", "getaddrinfo ENOTFOUND nowhere.invalid"),
+            ("ECONNREFUSED", "connect ECONNREFUSED 127.0.0.1:9"),
+            ("ECONNRESET", "socket hang up"),
+            ("ERR_CANCELED", "canceled"),
+        ] {
+            assert_eq!(
+                finish(transport_error_message(code, message), None),
+                format!(
+                    "Status code: undefined. Message: Unexpected API Error: {code} - {message}"
+                )
+            );
+        }
+        // C64's example.
+        assert_eq!(
+            transport_error_message("ECONNABORTED", "timeout of 200000ms exceeded"),
+            "Status code: undefined. Message: Unexpected API Error: ECONNABORTED - timeout of 200000ms exceeded"
+        );
+        // CERT_HAS_EXPIRED is not rewritten by C75.
+        let expired = transport_error_message("CERT_HAS_EXPIRED", "certificate has expired");
+        assert_eq!(tls_rewrite(expired.clone()), expired);
+    }
+
+    #[test]
+    fn c75_tls_rewrite() {
+        assert_eq!(
+            finish(
+                transport_error_message(
+                    "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+                    "unable to verify the first certificate"
+                ),
+                None
+            ),
+            "Certificate error: Status code: undefined. Message: Unexpected API Error: UNABLE_TO_VERIFY_LEAF_SIGNATURE - unable to verify the first certificate. Please check if your PKI certificates are valid or adjust SSL verification mode."
+        );
+        assert_eq!(
+            finish(transport_error_message("ERR_TLS_HANDSHAKE", "bad"), None),
+            "TLS handshake failed: Status code: undefined. Message: Unexpected API Error: ERR_TLS_HANDSHAKE - bad. Verify server certificate hostname and CA configuration."
+        );
+        assert_eq!(
+            finish(
+                transport_error_message(
+                    "ERR_TLS_CERT_ALTNAME_INVALID",
+                    "Hostname/IP does not match certificate's altnames: Host: h. is not in the cert's altnames: DNS:a.example, IP Address:10.0.0.1"
+                ),
+                None
+            ),
+            "TLS handshake failed: Status code: undefined. Message: Unexpected API Error: ERR_TLS_CERT_ALTNAME_INVALID - Hostname/IP does not match certificate's altnames: Host: h. is not in the cert's altnames: DNS:a.example, IP Address:10.0.0.1. Verify server certificate hostname and CA configuration."
+        );
+        // The leaf check wins over the others.
+        assert_eq!(
+            tls_rewrite("x UNABLE_TO_VERIFY_LEAF_SIGNATURE ERR_TLS_HANDSHAKE".into()),
+            "Certificate error: x UNABLE_TO_VERIFY_LEAF_SIGNATURE ERR_TLS_HANDSHAKE. Please check if your PKI certificates are valid or adjust SSL verification mode."
+        );
+        // Any message of C70–C74, HTTP errors included.
+        assert_eq!(
+            finish(
+                http_error_message(502, br#"{"error":"upstream ERR_TLS_HANDSHAKE"}"#),
+                None
+            ),
+            "TLS handshake failed: Status code: 502. Message: API Error: Bad Gateway - upstream ERR_TLS_HANDSHAKE. Verify server certificate hostname and CA configuration."
+        );
+        assert_eq!(
+            tls_rewrite("Status code: 400. Message: x".into()),
+            "Status code: 400. Message: x"
+        );
+    }
+
+    #[test]
+    fn c32_redaction() {
+        assert_eq!(
+            redact("bad key sk-abcdefgh and sk-abcdefgh", Some("sk-abcdefgh")),
+            "bad key [REDACTED] and [REDACTED]"
+        );
+        // Keys under 8 characters are left alone (too likely to match ordinary text).
+        assert_eq!(redact("key 1234567", Some("1234567")), "key 1234567");
+        assert_eq!(redact("key 12345678", Some("12345678")), "key [REDACTED]");
+        // Characters, not bytes.
+        assert_eq!(redact("k ééééééé", Some("ééééééé")), "k ééééééé");
+        assert_eq!(redact("k éééééééé", Some("éééééééé")), "k [REDACTED]");
+        assert_eq!(redact("m", None), "m");
+        assert_eq!(
+            finish(
+                http_error_message(
+                    401,
+                    br#"{"error":{"message":"Incorrect API key provided: sk-live-123456789"}}"#
+                ),
+                Some("sk-live-123456789")
+            ),
+            "Status code: 401. Message: Unauthorized API Error - Incorrect API key provided: [REDACTED]"
+        );
+        let message = finish(
+            transport_error_message("ERR_TLS_HANDSHAKE", "key=sk-live-123456789"),
+            Some("sk-live-123456789"),
+        );
+        assert!(!message.contains("sk-live"), "{message}");
+    }
+}
