@@ -11,6 +11,8 @@ use crate::request::{self, HttpRequest};
 use crate::response;
 use crate::usage::TokenUsage;
 
+pub use crate::streaming::{StreamExecution, StreamItem, StreamSummary};
+
 /// `User-Agent` sent unless a custom header replaces it (C48).
 pub const USER_AGENT: &str = concat!("openai-connector/", env!("CARGO_PKG_VERSION"));
 /// Redirects followed at most (C66).
@@ -90,22 +92,22 @@ pub fn connector_json(connector: &Connector) -> String {
 pub struct Limits {
     /// Total time from the first request to the last response byte, in ms (C62).
     pub total_timeout_ms: u64,
-    /// Largest accepted response body (C65).
+    /// Largest accepted response body that is read whole (C65).
     pub max_body_bytes: u64,
 }
 
-/// A complete, non-streamed response.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HttpResponse {
+/// A response head; the body is read from `body` as it arrives.
+#[derive(Debug)]
+pub struct Head<B> {
     /// Status code.
     pub status: u16,
-    /// Header names (lower case) and values.
+    /// Header names and values.
     pub headers: Vec<(String, String)>,
-    /// Body bytes (at most `Limits::max_body_bytes`).
-    pub body: Vec<u8>,
+    /// The body, not yet read.
+    pub body: B,
 }
 
-impl HttpResponse {
+impl<B> Head<B> {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -115,7 +117,29 @@ impl HttpResponse {
     }
 }
 
-/// Why no response arrived (C74).
+/// A response body being received.
+pub trait Body {
+    /// The next chunk of bytes (never empty), or `None` at the end. With `idle_timeout_ms`,
+    /// fails with [`TransportError::IdleTimeout`] when no byte arrives for that long (C63).
+    fn next_chunk(
+        &mut self,
+        idle_timeout_ms: Option<u64>,
+    ) -> Result<Option<Vec<u8>>, TransportError>;
+}
+
+/// Reads a whole body, failing past `max` bytes (C65).
+pub fn read_to_end(body: &mut impl Body, max: u64) -> Result<Vec<u8>, TransportError> {
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next_chunk(None)? {
+        if (out.len() + chunk.len()) as u64 > max {
+            return Err(TransportError::TooLarge);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// Why no (complete) response arrived (C74).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
@@ -128,16 +152,19 @@ pub enum TransportError {
     /// The connection closed or reset before the response ended.
     #[error("connection reset")]
     ConnectionReset,
-    /// The total timeout expired.
+    /// The total timeout expired (C62).
     #[error("timeout")]
     Timeout,
-    /// The body exceeded the limit.
+    /// No byte arrived within the idle timeout (C63).
+    #[error("idle timeout of {0}ms")]
+    IdleTimeout(u64),
+    /// The body exceeded the limit (C65).
     #[error("response too large")]
     TooLarge,
     /// The host refused to send the request (its policy).
     #[error("request denied by the host")]
     Denied,
-    /// The host or caller cancelled the execution.
+    /// The host or caller cancelled the execution (C68).
     #[error("canceled")]
     Canceled,
     /// A failure with a Node-style code and message (TLS failures among them).
@@ -150,15 +177,18 @@ pub enum TransportError {
     },
 }
 
-/// Sends requests. Implemented over `wasi:http` in the component.
+/// Sends requests. Implemented over `wasi:http` in the component and in memory in tests.
 pub trait Transport {
-    /// Sends `request` and reads its whole body within `limits`. The total timeout counts
-    /// from the transport's first `send`, so redirects share it.
-    fn send(
+    /// The response body type.
+    type Body: Body;
+
+    /// Sends `request` and waits for the response head. The total timeout counts from the
+    /// transport's first `open`, so redirects and the body share it (C62).
+    fn open(
         &mut self,
         request: &HttpRequest,
         limits: &Limits,
-    ) -> Result<HttpResponse, TransportError>;
+    ) -> Result<Head<Self::Body>, TransportError>;
 }
 
 /// A failed execution (C77).
@@ -240,56 +270,101 @@ pub fn plan(
     })
 }
 
-/// Runs a non-streaming execution of a validated connector.
-pub fn execute(
+/// What an execution does after planning: the response is read whole, or streamed.
+pub enum Started<B> {
+    /// The execution has ended (non-streaming sub-actions, and streaming ones that failed
+    /// before the first byte, C76).
+    Ended(Execution),
+    /// A 2xx streaming response: read it with [`StreamExecution::next`].
+    Streaming(Box<StreamExecution<B>>),
+}
+
+/// Runs an execution of a validated connector up to the point where it either has ended or
+/// streams.
+pub fn start<T: Transport>(
     connector: &Connector,
     deployment: &Deployment,
     params_json: &str,
-    transport: &mut dyn Transport,
-) -> Execution {
+    transport: &mut T,
+) -> Started<T::Body> {
     let plan = match plan(connector, deployment, params_json) {
         Ok(plan) => plan,
         Err(failure) => {
-            return Execution {
+            return Started::Ended(Execution {
                 outcome: Err(failure),
                 usage: TokenUsage::UNAVAILABLE,
                 request_body_bytes: None,
-            };
+            });
         }
     };
     let body_bytes = Some(plan.request.body.len() as u64);
-    if plan.params.stream {
-        return Execution::failed(
-            format!(
-                "Sub action \"{}\" streams its response; this host runs non-streaming sub-actions only",
-                plan.params.sub_action.as_str()
-            ),
-            false,
-            None,
-        );
-    }
     let limits = Limits {
         total_timeout_ms: plan.total_timeout_ms,
         max_body_bytes: deployment.max_response_content_length,
     };
-    let response = match send_following_redirects(&plan.request, &limits, deployment, transport) {
-        Ok(r) => r,
-        Err(message) => {
-            return Execution::failed(finish_message(connector, message), true, body_bytes);
-        }
+    let fail = |message: String| {
+        Started::Ended(Execution::failed(
+            finish_message(connector, message),
+            true,
+            body_bytes,
+        ))
     };
-    if (200..300).contains(&response.status) {
-        match response::map_success(plan.params.sub_action, &response.body) {
-            Ok((data, usage)) => Execution {
-                outcome: Ok(data),
-                usage,
-                request_body_bytes: body_bytes,
-            },
-            Err(message) => Execution::failed(finish_message(connector, message), true, body_bytes),
+    let mut head = match open_following_redirects(&plan.request, &limits, deployment, transport) {
+        Ok(head) => head,
+        Err(message) => return fail(message),
+    };
+    let success = (200..300).contains(&head.status);
+    if success && plan.params.stream {
+        return Started::Streaming(Box::new(StreamExecution::new(connector, plan, limits, head)));
+    }
+    // C65, C76: non-streaming bodies and error bodies are read whole, within the limit.
+    let body = match read_to_end(&mut head.body, limits.max_body_bytes) {
+        Ok(body) => body,
+        Err(e) => return fail(transport_message(&e, &plan.request, &limits)),
+    };
+    if !success {
+        return fail(response::http_error_message(head.status, &body));
+    }
+    match response::map_success(plan.params.sub_action, &body) {
+        Ok((data, usage)) => Started::Ended(Execution {
+            outcome: Ok(data),
+            usage,
+            request_body_bytes: body_bytes,
+        }),
+        Err(message) => fail(message),
+    }
+}
+
+/// Runs an execution to its end, collecting a streamed body whole (for hosts and tests that
+/// want one result; streaming callers use [`start`]).
+pub fn execute<T: Transport>(
+    connector: &Connector,
+    deployment: &Deployment,
+    params_json: &str,
+    transport: &mut T,
+) -> Execution {
+    match start(connector, deployment, params_json, transport) {
+        Started::Ended(execution) => execution,
+        Started::Streaming(mut stream) => {
+            let mut out = Vec::new();
+            while let Some(item) = stream.next() {
+                match item {
+                    StreamItem::Bytes(bytes) => out.extend_from_slice(&bytes),
+                    StreamItem::Chunk(chunk) => {
+                        out.extend_from_slice(chunk.to_json().as_bytes());
+                        out.push(b'\n');
+                    }
+                }
+            }
+            let summary = stream.finish();
+            Execution {
+                outcome: summary
+                    .outcome
+                    .map(|()| Value::String(String::from_utf8_lossy(&out).into_owned())),
+                usage: summary.usage,
+                request_body_bytes: summary.request_body_bytes,
+            }
         }
-    } else {
-        let message = response::http_error_message(response.status, &response.body);
-        Execution::failed(finish_message(connector, message), true, body_bytes)
     }
 }
 
@@ -304,27 +379,30 @@ fn redact(connector: &Connector, message: String) -> String {
 
 /// The C74 message for a transport failure.
 pub fn transport_message(error: &TransportError, request: &HttpRequest, limits: &Limits) -> String {
-    let host_port = || {
-        let host = config::url_host_name(&request.url).unwrap_or_default();
-        let port = url_port(&request.url);
-        (host, port)
-    };
     let (code, message) = match error {
         TransportError::NameNotResolved => (
             "ENOTFOUND".to_owned(),
-            format!("getaddrinfo ENOTFOUND {}", host_port().0),
+            format!(
+                "getaddrinfo ENOTFOUND {}",
+                config::url_host_name(&request.url).unwrap_or_default()
+            ),
         ),
-        TransportError::ConnectionRefused => {
-            let (host, port) = host_port();
-            (
-                "ECONNREFUSED".to_owned(),
-                format!("connect ECONNREFUSED {host}:{port}"),
-            )
-        }
+        TransportError::ConnectionRefused => (
+            "ECONNREFUSED".to_owned(),
+            format!(
+                "connect ECONNREFUSED {}:{}",
+                config::url_host_name(&request.url).unwrap_or_default(),
+                url_port(&request.url)
+            ),
+        ),
         TransportError::ConnectionReset => ("ECONNRESET".to_owned(), "socket hang up".to_owned()),
         TransportError::Timeout => (
             "ECONNABORTED".to_owned(),
             format!("timeout of {}ms exceeded", limits.total_timeout_ms),
+        ),
+        TransportError::IdleTimeout(ms) => (
+            "ECONNABORTED".to_owned(),
+            format!("idle timeout of {ms}ms exceeded"),
         ),
         TransportError::TooLarge => (
             "ERR_BAD_RESPONSE".to_owned(),
@@ -354,24 +432,27 @@ fn url_port(url: &str) -> u16 {
 }
 
 /// Sends `first` and follows redirects (C66, C67). Errors are C74 messages.
-fn send_following_redirects(
+fn open_following_redirects<T: Transport>(
     first: &HttpRequest,
     limits: &Limits,
     deployment: &Deployment,
-    transport: &mut dyn Transport,
-) -> Result<HttpResponse, String> {
+    transport: &mut T,
+) -> Result<Head<T::Body>, String> {
     let mut request = first.clone();
     let mut redirects = 0;
     loop {
-        let response = transport
-            .send(&request, limits)
+        let head = transport
+            .open(&request, limits)
             .map_err(|e| transport_message(&e, &request, limits))?;
-        if !matches!(response.status, 301 | 302 | 303 | 307 | 308) {
-            return Ok(response);
+        if !matches!(head.status, 301 | 302 | 303 | 307 | 308) {
+            return Ok(head);
         }
-        let Some(location) = response.header("location") else {
-            return Ok(response);
+        let Some(location) = head.header("location").map(str::to_owned) else {
+            return Ok(head);
         };
+        let status = head.status;
+        // The redirect's own body is abandoned with its head.
+        drop(head);
         if redirects == MAX_REDIRECTS {
             return Err(response::transport_error_message(
                 "ERR_FR_TOO_MANY_REDIRECTS",
@@ -380,7 +461,7 @@ fn send_following_redirects(
         }
         redirects += 1;
         let target = url::Url::parse(&request.url)
-            .and_then(|base| base.join(location))
+            .and_then(|base| base.join(&location))
             .map_err(|_| {
                 response::transport_error_message(
                     "ERR_FR_REDIRECTION_FAILURE",
@@ -397,7 +478,7 @@ fn send_following_redirects(
             ));
         }
         let current_host = config::url_host_name(&request.url).unwrap_or_default();
-        if !matches!(response.status, 307 | 308) {
+        if !matches!(status, 307 | 308) {
             // C67: 301, 302 and 303 continue as a GET without a body.
             request.method = "GET".to_owned();
             request.body.clear();

@@ -14,6 +14,7 @@ pub mod request;
 pub mod response;
 pub mod schema;
 pub mod sse;
+pub mod streaming;
 pub mod usage;
 
 #[cfg(target_arch = "wasm32")]

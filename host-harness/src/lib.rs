@@ -29,6 +29,7 @@ pub use settings::Settings;
 
 use anyhow::Result;
 use std::sync::Arc;
+use std::time::SystemTime;
 use tls::TlsProfile;
 
 /// The outcome of `execute` for a valid connector.
@@ -39,6 +40,141 @@ pub enum ExecuteOutcome {
     InvalidConnector(Vec<String>),
     /// The execution ran (successfully or not).
     Executed(wit::Execution),
+}
+
+/// Token usage after the host's estimate (section 7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens (0 when unavailable).
+    pub prompt_tokens: u64,
+    /// Completion tokens (0 when unavailable).
+    pub completion_tokens: u64,
+    /// Total tokens (0 when unavailable).
+    pub total_tokens: u64,
+    /// Where the numbers came from.
+    pub source: wit::UsageSource,
+    /// The encoding an estimate was counted with.
+    pub tokenizer: Option<&'static str>,
+}
+
+impl Usage {
+    fn from_wit(u: &wit::TokenUsage) -> Self {
+        Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.total_tokens,
+            source: u.source,
+            tokenizer: None,
+        }
+    }
+
+    /// The event log's view (C117, C119).
+    pub fn for_log(&self) -> event_log::Usage<'static> {
+        event_log::Usage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            total_tokens: self.total_tokens,
+            source: match self.source {
+                wit::UsageSource::Reported => "reported",
+                wit::UsageSource::Estimated => "estimated",
+                wit::UsageSource::Unavailable => "unavailable",
+            },
+            tokenizer: self.tokenizer,
+        }
+    }
+}
+
+/// How an execution ended, with what the event log needs.
+#[derive(Clone, Debug)]
+pub struct Finished {
+    /// The non-streaming `data` JSON (`None` for a stream that ended well), or the failure.
+    pub outcome: Result<Option<String>, wit::Failure>,
+    /// Usage, estimated by the host where the component asked for it.
+    pub usage: Usage,
+    /// Sent body length (C118).
+    pub request_body_bytes: Option<u64>,
+    /// Start of the execution.
+    pub started: SystemTime,
+    /// End of the execution (after the last byte, C116).
+    pub ended: SystemTime,
+}
+
+impl Finished {
+    fn from_execution(e: wit::Execution, started: SystemTime) -> Self {
+        Finished {
+            outcome: e.outcome.map(Some),
+            usage: Usage::from_wit(&e.usage),
+            request_body_bytes: e.request_body_bytes,
+            started,
+            ended: SystemTime::now(),
+        }
+    }
+
+    /// The event-log record of this execution (C116–C121).
+    pub fn record<'a>(&'a self, connector: &'a ConnectorFile) -> event_log::ExecutionRecord<'a> {
+        event_log::ExecutionRecord {
+            connector_id: &connector.id,
+            connector_name: &connector.name,
+            start: self.started,
+            end: self.ended,
+            outcome: match &self.outcome {
+                Ok(_) => Ok(()),
+                Err(f) => Err((f.service_message.as_str(), f.retry)),
+            },
+            usage: self.usage.for_log(),
+            request_body_bytes: self.request_body_bytes,
+        }
+    }
+}
+
+/// How `start` went.
+pub enum Started {
+    /// The connector is invalid (nothing sent, no event-log line, C116).
+    InvalidConnector(Vec<String>),
+    /// The execution has ended.
+    Ended(Finished),
+    /// A streaming response is arriving.
+    Streaming(Stream),
+}
+
+/// A streaming execution in its own instance.
+pub struct Stream {
+    instance: runtime::Instance,
+    handle: wasmtime::component::ResourceAny,
+    started: SystemTime,
+}
+
+impl Stream {
+    /// The next piece of output; `None` at the end (then call [`finish`](Self::finish)).
+    pub async fn next(&mut self) -> Result<Option<runtime::actions::StreamItem>> {
+        self.instance.stream_next(self.handle).await
+    }
+
+    /// Ends the execution (abandoning the upstream if it has not ended) and estimates usage
+    /// when none was reported (C110–C113).
+    pub async fn finish(mut self) -> Result<Finished> {
+        let summary = self.instance.stream_finish(self.handle).await?;
+        let mut usage = Usage::from_wit(&summary.usage);
+        if let Some(input) = &summary.estimate
+            && let Some((prompt, completion, total)) =
+                tokenizer::estimate(&input.encoding, &input.prompt_text, &input.completion_text)
+        {
+            usage = Usage {
+                prompt_tokens: prompt,
+                completion_tokens: completion,
+                total_tokens: total,
+                source: wit::UsageSource::Estimated,
+                tokenizer: encoding_name(&input.encoding),
+            };
+        }
+        Ok(Finished {
+            outcome: summary.outcome.map(|()| None),
+            usage,
+            request_body_bytes: summary.request_body_bytes,
+            started: self.started,
+            ended: SystemTime::now(),
+        })
+    }
 }
 
 /// Runs connectors through the component under one set of deployment settings.
@@ -83,29 +219,82 @@ impl Executor {
         Ok(result.map_err(|e| validation_lines(&e)))
     }
 
-    /// Runs one non-streaming sub-action: validate, then execute with the connector's TLS
-    /// profile applied to the transport.
-    pub async fn execute(
+    /// A fresh instance with the connector validated and its TLS profile applied to the
+    /// transport; `Err` carries the validation lines.
+    async fn prepare(
         &self,
         connector: &ConnectorFile,
-        params_json: &str,
-    ) -> Result<ExecuteOutcome> {
-        let definition = definition(connector);
-        let deployment = self.deployment();
+    ) -> Result<Result<runtime::Instance, PrepareError>> {
         let mut instance = self
             .harness
             .instantiate(Arc::new(OutboundPolicy::deny_all()))
             .await?;
-        let validated = match instance.validate(&definition, &deployment).await? {
+        let validated = match instance.validate(&definition(connector), &self.deployment()).await? {
             Ok(v) => v,
-            Err(e) => return Ok(ExecuteOutcome::InvalidConnector(validation_lines(&e))),
+            Err(e) => return Ok(Err(PrepareError::Invalid(validation_lines(&e)))),
         };
-        instance.set_policy(Arc::new(OutboundPolicy::for_connector(
-            &self.settings,
-            validated.tls.map(TlsProfile::from),
-        )));
+        let tls = validated.tls.map(TlsProfile::from);
+        if let Some(profile) = &tls
+            && let Err(e) = profile.client_config()
+        {
+            // C130: the TLS stack refused an identity that passed validation; nothing is sent.
+            return Ok(Err(PrepareError::Refused(wit::Failure {
+                service_message: format!("{e:#}"),
+                retry: true,
+            })));
+        }
+        instance.set_policy(Arc::new(OutboundPolicy::for_connector(&self.settings, tls)));
+        Ok(Ok(instance))
+    }
+
+    /// Runs any sub-action; streaming ones return a [`Stream`].
+    pub async fn start(&self, connector: &ConnectorFile, params_json: &str) -> Result<Started> {
+        let started = SystemTime::now();
+        let mut instance = match self.prepare(connector).await? {
+            Ok(instance) => instance,
+            Err(PrepareError::Invalid(lines)) => return Ok(Started::InvalidConnector(lines)),
+            Err(PrepareError::Refused(failure)) => {
+                return Ok(Started::Ended(Finished {
+                    outcome: Err(failure),
+                    usage: Usage::from_wit(&UNAVAILABLE),
+                    request_body_bytes: None,
+                    started,
+                    ended: SystemTime::now(),
+                }));
+            }
+        };
+        let result = instance
+            .start(&definition(connector), &self.deployment(), params_json)
+            .await?;
+        Ok(match result {
+            Err(e) => Started::InvalidConnector(validation_lines(&e)),
+            Ok(runtime::actions::Started::Ended(execution)) => {
+                Started::Ended(Finished::from_execution(execution, started))
+            }
+            Ok(runtime::actions::Started::Streaming(handle)) => Started::Streaming(Stream {
+                instance,
+                handle,
+                started,
+            }),
+        })
+    }
+
+    /// Runs one sub-action to its end; a streamed body is collected whole as `data` (a JSON
+    /// string). For callers that want one result.
+    pub async fn execute(&self, connector: &ConnectorFile, params_json: &str) -> Result<ExecuteOutcome> {
+        let mut instance = match self.prepare(connector).await? {
+            Ok(instance) => instance,
+            Err(PrepareError::Invalid(lines)) => return Ok(ExecuteOutcome::InvalidConnector(lines)),
+            Err(PrepareError::Refused(failure)) => {
+                return Ok(ExecuteOutcome::Executed(wit::Execution {
+                    outcome: Err(failure),
+                    usage: UNAVAILABLE,
+                    request_body_bytes: None,
+                }));
+            }
+        };
         match instance
-            .execute(&definition, &deployment, params_json)
+            .execute(&definition(connector), &self.deployment(), params_json)
             .await?
         {
             Ok(execution) => Ok(ExecuteOutcome::Executed(execution)),
@@ -113,6 +302,25 @@ impl Executor {
         }
     }
 }
+
+/// The static name of a known encoding.
+fn encoding_name(encoding: &str) -> Option<&'static str> {
+    [tokenizer::O200K_BASE, tokenizer::CL100K_BASE]
+        .into_iter()
+        .find(|known| *known == encoding)
+}
+
+enum PrepareError {
+    Invalid(Vec<String>),
+    Refused(wit::Failure),
+}
+
+const UNAVAILABLE: wit::TokenUsage = wit::TokenUsage {
+    prompt_tokens: 0,
+    completion_tokens: 0,
+    total_tokens: 0,
+    source: wit::UsageSource::Unavailable,
+};
 
 /// The WIT definition of a loaded connector file.
 pub fn definition(connector: &ConnectorFile) -> wit::ConnectorDefinition {

@@ -3,10 +3,13 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use openai_connector_harness::event_log::EventLog;
+use openai_connector_harness::runtime::actions::StreamItem;
 use openai_connector_harness::{
-    CodeCache, ConnectorFile, ExecuteOutcome, Executor, Harness, Settings, output,
+    CodeCache, ConnectorFile, Executor, Finished, Harness, OutboundPolicy, Settings, Started, Stream,
+    output,
 };
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -46,10 +49,31 @@ enum Command {
         /// Deployment settings (Kibana's `xpack.actions.*` keys).
         #[arg(long, value_name = "SETTINGS.json")]
         settings: Option<PathBuf>,
+        /// Append one JSON line per execution to this file (Kibana's event-log fields).
+        #[arg(long, value_name = "FILE")]
+        event_log: Option<PathBuf>,
     },
+    /// Server-sent events tools.
+    #[command(subcommand)]
+    Sse(SseCommand),
     /// Run `test` and `run` for each provider against a built-in loopback demo upstream and
     /// show what was sent and received.
     Demo,
+}
+
+#[derive(Subcommand)]
+enum SseCommand {
+    /// Decode an SSE byte stream with the component's WHATWG decoder: one JSON line per event.
+    Decode {
+        /// Input file; standard input when absent.
+        file: Option<PathBuf>,
+        /// Assemble chat-completion chunks instead: one line per delta, then `{"final": ...}`.
+        #[arg(long)]
+        chat: bool,
+        /// Largest event the decoder holds, in bytes (C91).
+        #[arg(long, default_value_t = 1_048_576, value_name = "BYTES")]
+        max_event_bytes: u32,
+    },
 }
 
 /// A failure that ends the command with exit code 2 (unusable input or environment).
@@ -164,26 +188,49 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
             connector,
             params,
             settings,
+            event_log,
         } => {
             let settings = load_settings(settings.as_deref())?;
             let connector = ConnectorFile::load(connector)?;
             let params = read_params(params)?;
+            let log = match event_log {
+                Some(path) => Some(
+                    EventLog::open(path)
+                        .with_context(|| format!("{}: cannot open the event log", path.display()))?,
+                ),
+                None => None,
+            };
             let executor = Executor::new(load_harness(&cli)?, settings);
-            match executor.execute(&connector, &params).await? {
-                ExecuteOutcome::InvalidConnector(lines) => {
+            let finished = match executor.start(&connector, &params).await? {
+                Started::InvalidConnector(lines) => {
                     for line in lines {
                         eprintln!("{line}");
                     }
-                    Ok(2)
+                    return Ok(2);
                 }
-                ExecuteOutcome::Executed(execution) => {
-                    let (json, code) = output::execution_json(&connector.id, &execution)?;
-                    let mut stdout = std::io::stdout().lock();
-                    writeln!(stdout, "{json}")?;
-                    stdout.flush()?;
-                    Ok(code as u8)
+                Started::Ended(finished) => {
+                    let json = match &finished.outcome {
+                        Ok(data) => output::success_json(&connector.id, data.as_deref().unwrap_or("null"))?,
+                        Err(failure) => output::failure_json(&connector.id, failure),
+                    };
+                    println!("{json}");
+                    finished
                 }
+                Started::Streaming(stream) => stream_to_stdout(&connector, stream).await?,
+            };
+            if let Some(log) = &log {
+                log.append(&finished.record(&connector))
+                    .with_context(|| format!("{}: cannot append to the event log", log.path().display()))?;
             }
+            Ok(if finished.outcome.is_ok() { 0 } else { 1 })
+        }
+        Command::Sse(SseCommand::Decode {
+            file,
+            chat,
+            max_event_bytes,
+        }) => {
+            let harness = load_harness(&cli)?;
+            sse_decode(&harness, file.as_deref(), *chat, *max_event_bytes).await
         }
         Command::Demo => {
             let executor = Executor::new(load_harness(&cli)?, Settings::default());
@@ -191,4 +238,117 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
             Ok(0)
         }
     }
+}
+
+/// Writes a streaming execution to stdout as it arrives (cli.md "execute"). A failure before
+/// the first byte prints the failure JSON; after it, the message goes to stderr. Ctrl-C or a
+/// closed stdout abandons the upstream (C68).
+async fn stream_to_stdout(connector: &ConnectorFile, mut stream: Stream) -> Result<Finished> {
+    let mut stdout = tokio::io::stdout();
+    let mut delivered = false;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let item = tokio::select! {
+            item = stream.next() => item?,
+            _ = &mut ctrl_c => {
+                eprintln!("openai-connector: interrupted; abandoning the upstream");
+                break;
+            }
+        };
+        let written = match item {
+            None => break,
+            Some(StreamItem::Bytes(bytes)) => write_flush(&mut stdout, &bytes).await,
+            Some(StreamItem::Chunk(json)) => {
+                let mut line = json.into_bytes();
+                line.push(b'\n');
+                write_flush(&mut stdout, &line).await
+            }
+        };
+        if written.is_err() {
+            // The reader went away: stop pulling from the upstream.
+            break;
+        }
+        delivered = true;
+    }
+    let finished = stream.finish().await?;
+    if let Err(failure) = &finished.outcome {
+        if delivered {
+            eprintln!("{}", failure.service_message);
+        } else {
+            let json = output::failure_json(&connector.id, failure);
+            let _ = write_flush(&mut stdout, format!("{json}\n").as_bytes()).await;
+        }
+    }
+    Ok(finished)
+}
+
+async fn write_flush(out: &mut tokio::io::Stdout, bytes: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    out.write_all(bytes).await?;
+    out.flush().await
+}
+
+/// `sse decode`: feeds the input to the component's decoder as it is read.
+async fn sse_decode(harness: &Harness, file: Option<&Path>, chat: bool, max_event_bytes: u32) -> Result<u8, Fatal> {
+    use tokio::io::AsyncReadExt;
+    let mut input: Box<dyn tokio::io::AsyncRead + Unpin> = match file {
+        Some(path) => Box::new(
+            tokio::fs::File::open(path)
+                .await
+                .with_context(|| format!("{}: cannot open", path.display()))?,
+        ),
+        None => Box::new(tokio::io::stdin()),
+    };
+    let mut instance = harness.instantiate(std::sync::Arc::new(OutboundPolicy::deny_all())).await?;
+    let decoder = instance.sse_decoder(max_event_bytes).await?;
+    let chat_stream = if chat { Some(instance.chat_stream().await?) } else { None };
+    let mut stdout = tokio::io::stdout();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut finished = false;
+    while !finished {
+        let n = input.read(&mut buf).await.context("cannot read the input")?;
+        let events = if n == 0 {
+            finished = true;
+            instance.sse_finish(decoder).await?
+        } else {
+            instance.sse_feed(decoder, &buf[..n]).await?
+        };
+        let events = match events {
+            Ok(events) => events,
+            Err(message) => {
+                eprintln!("openai-connector: {message}");
+                return Ok(1);
+            }
+        };
+        let mut out = String::new();
+        for event in events {
+            match chat_stream {
+                Some(chat) => {
+                    if let Ok(deltas) = instance.chat_push(chat, &event.data).await? {
+                        for delta in deltas {
+                            out.push_str(&delta);
+                            out.push('\n');
+                        }
+                    }
+                }
+                None => {
+                    out.push_str(&serde_json::json!({
+                        "event": event.event_type,
+                        "data": event.data,
+                        "id": event.id,
+                        "retry": event.retry,
+                    }).to_string());
+                    out.push('\n');
+                }
+            }
+        }
+        write_flush(&mut stdout, out.as_bytes()).await?;
+    }
+    if let Some(chat) = chat_stream {
+        let assembled = instance.chat_finish(chat).await?;
+        let line = format!("{{\"final\":{assembled}}}\n");
+        write_flush(&mut stdout, line.as_bytes()).await?;
+    }
+    Ok(0)
 }

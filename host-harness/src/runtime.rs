@@ -5,7 +5,7 @@ use crate::outbound::{OutboundHooks, OutboundPolicy};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::sync::Arc;
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -27,7 +27,9 @@ pub mod bindings {
     });
 }
 
-pub use bindings::connector::openai::types as wit;
+pub use bindings::exports::connector::openai::actions;
+pub use bindings::exports::connector::openai::sse;
+pub use bindings::exports::connector::openai::types as wit;
 
 /// The component built from this repository, embedded at build time (see `build.rs`).
 pub static EMBEDDED_COMPONENT: &[u8] =
@@ -101,7 +103,6 @@ impl Harness {
     /// Compiles (or loads from the code cache) and links `bytes`.
     pub fn from_bytes(bytes: &[u8], cache: CodeCache) -> Result<Self> {
         let mut config = Config::new();
-        config.async_support(true);
         config.wasm_component_model(true);
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(POOLED_INSTANCES)
@@ -120,14 +121,15 @@ impl Harness {
                 Err(e) => tracing::warn!("compiled-code cache disabled: {e:#}"),
             }
         }
-        let engine = Engine::new(&config).context("cannot create the wasmtime engine")?;
+        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("cannot create the wasmtime engine")?;
         let component =
-            Component::from_binary(&engine, bytes).context("cannot compile the component")?;
+            Component::from_binary(&engine, bytes).map_err(anyhow::Error::from).context("cannot compile the component")?;
         let mut linker = Linker::<StoreState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         let pre = linker
             .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
             .context("the component's imports cannot be satisfied")?;
         let pre = bindings::ConnectorPre::new(pre)?;
         Ok(Harness { engine, pre })
@@ -152,6 +154,7 @@ impl Harness {
             .pre
             .instantiate_async(&mut store)
             .await
+            .map_err(anyhow::Error::from)
             .context("cannot instantiate the component")?;
         Ok(Instance { store, bindings })
     }
@@ -190,6 +193,7 @@ impl Instance {
             .connector_openai_validation()
             .call_validate(&mut self.store, definition, settings)
             .await
+            .map_err(anyhow::Error::from)
     }
 
     /// `requests.build`.
@@ -204,6 +208,103 @@ impl Instance {
             .connector_openai_requests()
             .call_build(&mut self.store, definition, settings, params_json)
             .await
+            .map_err(anyhow::Error::from)
+    }
+
+    /// `actions.start`.
+    pub async fn start(
+        &mut self,
+        definition: &wit::ConnectorDefinition,
+        settings: &wit::DeploymentSettings,
+        params_json: &str,
+    ) -> Result<Result<actions::Started, wit::ValidationErrors>> {
+        self.bindings
+            .connector_openai_actions()
+            .call_start(&mut self.store, definition, settings, params_json)
+            .await
+            .map_err(anyhow::Error::from)
+    }
+
+    /// `stream-execution.next`.
+    pub async fn stream_next(&mut self, stream: ResourceAny) -> Result<Option<actions::StreamItem>> {
+        self.bindings
+            .connector_openai_actions()
+            .stream_execution()
+            .call_next(&mut self.store, stream)
+            .await
+            .map_err(anyhow::Error::from)
+    }
+
+    /// `stream-execution.finish`, then drops the resource.
+    pub async fn stream_finish(&mut self, stream: ResourceAny) -> Result<actions::StreamSummary> {
+        let summary = self
+            .bindings
+            .connector_openai_actions()
+            .stream_execution()
+            .call_finish(&mut self.store, stream)
+            .await?;
+        stream.resource_drop_async(&mut self.store).await?;
+        Ok(summary)
+    }
+
+    /// `sse.decoder` constructor.
+    pub async fn sse_decoder(&mut self, max_event_bytes: u32) -> Result<ResourceAny> {
+        self.bindings
+            .connector_openai_sse()
+            .decoder()
+            .call_constructor(&mut self.store, max_event_bytes)
+            .await
+            .map_err(anyhow::Error::from)
+    }
+
+    /// `sse.decoder.feed`.
+    pub async fn sse_feed(&mut self, decoder: ResourceAny, chunk: &[u8]) -> Result<Result<Vec<sse::Event>, String>> {
+        self.bindings
+            .connector_openai_sse()
+            .decoder()
+            .call_feed(&mut self.store, decoder, chunk)
+            .await
+            .map_err(anyhow::Error::from)
+    }
+
+    /// `sse.decoder.finish`.
+    pub async fn sse_finish(&mut self, decoder: ResourceAny) -> Result<Result<Vec<sse::Event>, String>> {
+        self.bindings
+            .connector_openai_sse()
+            .decoder()
+            .call_finish(&mut self.store, decoder)
+            .await
+            .map_err(anyhow::Error::from)
+    }
+
+    /// `sse.chat-stream` constructor.
+    pub async fn chat_stream(&mut self) -> Result<ResourceAny> {
+        self.bindings
+            .connector_openai_sse()
+            .chat_stream()
+            .call_constructor(&mut self.store)
+            .await
+            .map_err(anyhow::Error::from)
+    }
+
+    /// `sse.chat-stream.push`.
+    pub async fn chat_push(&mut self, chat: ResourceAny, data: &str) -> Result<Result<Vec<String>, String>> {
+        self.bindings
+            .connector_openai_sse()
+            .chat_stream()
+            .call_push(&mut self.store, chat, data)
+            .await
+            .map_err(anyhow::Error::from)
+    }
+
+    /// `sse.chat-stream.finish`.
+    pub async fn chat_finish(&mut self, chat: ResourceAny) -> Result<String> {
+        self.bindings
+            .connector_openai_sse()
+            .chat_stream()
+            .call_finish(&mut self.store, chat)
+            .await
+            .map_err(anyhow::Error::from)
     }
 
     /// `actions.execute`.
@@ -217,5 +318,6 @@ impl Instance {
             .connector_openai_actions()
             .call_execute(&mut self.store, definition, settings, params_json)
             .await
+            .map_err(anyhow::Error::from)
     }
 }

@@ -42,6 +42,27 @@ impl From<wit::VerificationMode> for Verification {
     }
 }
 
+/// Encoding of a client private key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyFormat {
+    /// PKCS#8
+    Pkcs8,
+    /// PKCS#1 (RSA)
+    Pkcs1,
+    /// SEC1 (EC)
+    Sec1,
+}
+
+impl From<wit::KeyFormat> for KeyFormat {
+    fn from(f: wit::KeyFormat) -> Self {
+        match f {
+            wit::KeyFormat::Pkcs8 => KeyFormat::Pkcs8,
+            wit::KeyFormat::Pkcs1 => KeyFormat::Pkcs1,
+            wit::KeyFormat::Sec1 => KeyFormat::Sec1,
+        }
+    }
+}
+
 /// A client identity in DER form. `Debug` never shows the key.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ClientIdentity {
@@ -50,7 +71,7 @@ pub struct ClientIdentity {
     /// Private key bytes.
     pub key_der: Vec<u8>,
     /// Key encoding.
-    pub key_format: wit::KeyFormat,
+    pub key_format: KeyFormat,
 }
 
 impl fmt::Debug for ClientIdentity {
@@ -82,7 +103,7 @@ impl From<wit::TlsProfile> for TlsProfile {
             identity: p.identity.map(|i| ClientIdentity {
                 chain_der: i.chain_der,
                 key_der: i.key_der,
-                key_format: i.key_format,
+                key_format: i.key_format.into(),
             }),
         }
     }
@@ -134,13 +155,13 @@ impl TlsProfile {
                     .map(|c| CertificateDer::from(c.clone()))
                     .collect();
                 let key = match identity.key_format {
-                    wit::KeyFormat::Pkcs8 => {
+                    KeyFormat::Pkcs8 => {
                         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key_der.clone()))
                     }
-                    wit::KeyFormat::Pkcs1 => {
+                    KeyFormat::Pkcs1 => {
                         PrivateKeyDer::Pkcs1(PrivatePkcs1KeyDer::from(identity.key_der.clone()))
                     }
-                    wit::KeyFormat::Sec1 => {
+                    KeyFormat::Sec1 => {
                         PrivateKeyDer::Sec1(PrivateSec1KeyDer::from(identity.key_der.clone()))
                     }
                 };

@@ -4,12 +4,12 @@
 use super::bindings::wasi::clocks::monotonic_clock;
 use super::bindings::wasi::http::outgoing_handler;
 use super::bindings::wasi::http::types::{
-    ErrorCode, Fields, IncomingResponse, Method, OutgoingBody, OutgoingRequest, RequestOptions,
-    Scheme,
+    ErrorCode, Fields, IncomingBody, IncomingResponse, Method, OutgoingBody, OutgoingRequest,
+    RequestOptions, Scheme,
 };
 use super::bindings::wasi::io::poll;
-use super::bindings::wasi::io::streams::StreamError;
-use crate::actions::{HttpResponse, Limits, Transport, TransportError};
+use super::bindings::wasi::io::streams::{InputStream, StreamError};
+use crate::actions::{Body, Head, Limits, Transport, TransportError};
 use crate::request::HttpRequest;
 
 /// Bytes asked for per read of the response body.
@@ -24,15 +24,72 @@ pub struct WasiTransport {
 }
 
 impl Transport for WasiTransport {
-    fn send(
+    type Body = WasiBody;
+
+    fn open(
         &mut self,
         request: &HttpRequest,
         limits: &Limits,
-    ) -> Result<HttpResponse, TransportError> {
+    ) -> Result<Head<WasiBody>, TransportError> {
         let started = *self.started.get_or_insert_with(monotonic_clock::now);
         let deadline = started.saturating_add(limits.total_timeout_ms.saturating_mul(1_000_000));
         let response = start(request, deadline)?;
-        read_response(response, deadline, limits.max_body_bytes)
+        head(response, deadline)
+    }
+}
+
+/// A response body read from the host as it arrives.
+pub struct WasiBody {
+    // Field order is drop order: the stream is a child of the body and must go first.
+    stream: InputStream,
+    _body: IncomingBody,
+    deadline: monotonic_clock::Instant,
+}
+
+impl Body for WasiBody {
+    fn next_chunk(
+        &mut self,
+        idle_timeout_ms: Option<u64>,
+    ) -> Result<Option<Vec<u8>>, TransportError> {
+        let idle_deadline = idle_timeout_ms.map(|ms| {
+            (
+                ms,
+                monotonic_clock::now().saturating_add(ms.saturating_mul(1_000_000)),
+            )
+        });
+        loop {
+            match self.stream.read(READ_CHUNK) {
+                Ok(bytes) if bytes.is_empty() => {
+                    let pollable = self.stream.subscribe();
+                    let total = monotonic_clock::subscribe_instant(self.deadline);
+                    let idle = idle_deadline.map(|(_, at)| monotonic_clock::subscribe_instant(at));
+                    let mut waits = vec![&pollable, &total];
+                    if let Some(idle) = &idle {
+                        waits.push(idle);
+                    }
+                    let ready = poll::poll(&waits);
+                    if ready.contains(&0) {
+                        continue;
+                    }
+                    if ready.contains(&1) {
+                        return Err(TransportError::Timeout);
+                    }
+                    if let Some((ms, _)) = idle_deadline {
+                        return Err(TransportError::IdleTimeout(ms));
+                    }
+                }
+                Ok(bytes) => return Ok(Some(bytes)),
+                Err(StreamError::Closed) => return Ok(None),
+                Err(StreamError::LastOperationFailed(error)) => {
+                    return Err(
+                        match super::bindings::wasi::http::types::http_error_code(&error) {
+                            Some(code) => map_error_code(code),
+                            None => TransportError::ConnectionReset,
+                        },
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -138,11 +195,10 @@ fn start(
     }
 }
 
-fn read_response(
+fn head(
     response: IncomingResponse,
     deadline: monotonic_clock::Instant,
-    max_body_bytes: u64,
-) -> Result<HttpResponse, TransportError> {
+) -> Result<Head<WasiBody>, TransportError> {
     let status = response.status();
     let headers = response
         .headers()
@@ -150,42 +206,20 @@ fn read_response(
         .into_iter()
         .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
         .collect();
-    let incoming = response
+    let body = response
         .consume()
         .map_err(|_| coded("ERR_INTERNAL", "response body already taken"))?;
-    let mut body = Vec::new();
-    {
-        let stream = incoming
-            .stream()
-            .map_err(|_| coded("ERR_INTERNAL", "response body stream already taken"))?;
-        loop {
-            match stream.read(READ_CHUNK) {
-                Ok(bytes) if bytes.is_empty() => {
-                    remaining(deadline)?;
-                    wait(&stream.subscribe(), deadline)?;
-                }
-                Ok(bytes) => {
-                    if (body.len() + bytes.len()) as u64 > max_body_bytes {
-                        return Err(TransportError::TooLarge);
-                    }
-                    body.extend_from_slice(&bytes);
-                }
-                Err(StreamError::Closed) => break,
-                Err(StreamError::LastOperationFailed(error)) => {
-                    return Err(
-                        match super::bindings::wasi::http::types::http_error_code(&error) {
-                            Some(code) => map_error_code(code),
-                            None => TransportError::ConnectionReset,
-                        },
-                    );
-                }
-            }
-        }
-    }
-    Ok(HttpResponse {
+    let stream = body
+        .stream()
+        .map_err(|_| coded("ERR_INTERNAL", "response body stream already taken"))?;
+    Ok(Head {
         status,
         headers,
-        body,
+        body: WasiBody {
+            stream,
+            _body: body,
+            deadline,
+        },
     })
 }
 
