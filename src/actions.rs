@@ -315,7 +315,9 @@ pub fn start<T: Transport>(
     };
     let success = (200..300).contains(&head.status);
     if success && plan.params.stream {
-        return Started::Streaming(Box::new(StreamExecution::new(connector, plan, limits, head)));
+        return Started::Streaming(Box::new(StreamExecution::new(
+            connector, plan, limits, head,
+        )));
     }
     // C65, C76: non-streaming bodies and error bodies are read whole, within the limit.
     let body = match read_to_end(&mut head.body, limits.max_body_bytes) {
@@ -347,7 +349,7 @@ pub fn execute<T: Transport>(
         Started::Ended(execution) => execution,
         Started::Streaming(mut stream) => {
             let mut out = Vec::new();
-            while let Some(item) = stream.next() {
+            for item in stream.by_ref() {
                 match item {
                     StreamItem::Bytes(bytes) => out.extend_from_slice(&bytes),
                     StreamItem::Chunk(chunk) => {

@@ -7,7 +7,7 @@
 use crate::actions::{Body, Failure, Head, Limits, Plan, TransportError, transport_message};
 use crate::chat_stream::{ChatStream, Step, StreamError};
 use crate::config::Connector;
-use crate::estimate::{self, EstimationInput};
+use crate::estimate::EstimationInput;
 use crate::json::Value;
 use crate::params::SubAction;
 use crate::request::HttpRequest;
@@ -136,7 +136,6 @@ impl<B: Body> Iterator for StreamExecution<B> {
             }
         }
     }
-
 }
 
 impl<B: Body> StreamExecution<B> {
@@ -163,16 +162,11 @@ impl<B: Body> StreamExecution<B> {
     }
 
     fn estimation_input(&self) -> EstimationInput {
-        let model = estimate::estimation_model(
+        EstimationInput::from_stream(
             &self.request.body,
-            self.chat.first_model(),
+            &self.chat,
             self.default_model.as_deref(),
-        );
-        EstimationInput {
-            encoding: estimate::encoding_for_model(model.as_deref()),
-            prompt_text: estimate::prompt_text(&self.request.body),
-            completion_text: self.chat.completion_text(),
-        }
+        )
     }
 
     /// Records the failure (the first one wins) and abandons the upstream.

@@ -1,96 +1,8 @@
 //! `openai-connector demo`: a loopback upstream that says it is a demo, and `test` / `run` for
 //! each provider sent to it through the component.
 
-use anyhow::{Context, Result};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use openai_connector_harness::{ConnectorFile, ExecuteOutcome, Executor, output};
-use std::sync::{Arc, Mutex};
-use tokio::net::TcpListener;
-
-/// What the demo upstream saw: method, target, headers and body of one request.
-struct Seen {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-/// The demo upstream's answer: a chat completion that names itself as a demo.
-fn demo_completion(model: &str) -> String {
-    serde_json::json!({
-        "id": "chatcmpl-demo",
-        "object": "chat.completion",
-        "created": 1767225600,
-        "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": "Hello from the openai-connector demo upstream (a canned reply, not a model)."},
-            "finish_reason": "stop"
-        }],
-        "usage": {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}
-    })
-    .to_string()
-}
-
-async fn start_upstream() -> Result<(String, Arc<Mutex<Vec<Seen>>>)> {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("cannot bind the demo upstream on 127.0.0.1")?;
-    let addr = listener.local_addr()?;
-    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-    let log = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let log = log.clone();
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let body = body
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        let model = serde_json::from_slice::<serde_json::Value>(&body)
-                            .ok()
-                            .and_then(|v| {
-                                v.get("model").and_then(|m| m.as_str()).map(str::to_owned)
-                            })
-                            .unwrap_or_else(|| "demo-model".to_owned());
-                        log.lock().unwrap_or_else(|p| p.into_inner()).push(Seen {
-                            method: parts.method.to_string(),
-                            target: parts.uri.to_string(),
-                            headers: parts
-                                .headers
-                                .iter()
-                                .map(|(n, v)| {
-                                    (
-                                        n.to_string(),
-                                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                                    )
-                                })
-                                .collect(),
-                            body: String::from_utf8_lossy(&body).into_owned(),
-                        });
-                        let response = hyper::Response::builder()
-                            .header("content-type", "application/json")
-                            .body(Full::new(Bytes::from(demo_completion(&model))))
-                            .unwrap_or_default();
-                        Ok::<_, std::convert::Infallible>(response)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Ok((format!("http://{addr}"), seen))
-}
+use anyhow::Result;
+use openai_connector_harness::{ConnectorFile, ExecuteOutcome, Executor, demo_upstream, output};
 
 /// Shows a header value, hiding credentials.
 fn shown(name: &str, value: &str) -> String {
@@ -105,7 +17,7 @@ fn shown(name: &str, value: &str) -> String {
 }
 
 pub async fn run(executor: &Executor) -> Result<()> {
-    let (base, seen) = start_upstream().await?;
+    let (base, seen) = demo_upstream::start().await?;
     println!("demo upstream (canned replies, not a model) listening on {base}\n");
     let connectors = [
         (

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod connector_file;
+pub mod demo_upstream;
 pub mod event_log;
 pub mod outbound;
 pub mod output;
@@ -134,7 +135,7 @@ pub enum Started {
     /// The execution has ended.
     Ended(Finished),
     /// A streaming response is arriving.
-    Streaming(Stream),
+    Streaming(Box<Stream>),
 }
 
 /// A streaming execution in its own instance.
@@ -152,7 +153,7 @@ impl Stream {
 
     /// Ends the execution (abandoning the upstream if it has not ended) and estimates usage
     /// when none was reported (C110–C113).
-    pub async fn finish(mut self) -> Result<Finished> {
+    pub async fn finish(mut self: Box<Self>) -> Result<Finished> {
         let summary = self.instance.stream_finish(self.handle).await?;
         let mut usage = Usage::from_wit(&summary.usage);
         if let Some(input) = &summary.estimate
@@ -229,7 +230,10 @@ impl Executor {
             .harness
             .instantiate(Arc::new(OutboundPolicy::deny_all()))
             .await?;
-        let validated = match instance.validate(&definition(connector), &self.deployment()).await? {
+        let validated = match instance
+            .validate(&definition(connector), &self.deployment())
+            .await?
+        {
             Ok(v) => v,
             Err(e) => return Ok(Err(PrepareError::Invalid(validation_lines(&e)))),
         };
@@ -271,20 +275,28 @@ impl Executor {
             Ok(runtime::actions::Started::Ended(execution)) => {
                 Started::Ended(Finished::from_execution(execution, started))
             }
-            Ok(runtime::actions::Started::Streaming(handle)) => Started::Streaming(Stream {
-                instance,
-                handle,
-                started,
-            }),
+            Ok(runtime::actions::Started::Streaming(handle)) => {
+                Started::Streaming(Box::new(Stream {
+                    instance,
+                    handle,
+                    started,
+                }))
+            }
         })
     }
 
     /// Runs one sub-action to its end; a streamed body is collected whole as `data` (a JSON
     /// string). For callers that want one result.
-    pub async fn execute(&self, connector: &ConnectorFile, params_json: &str) -> Result<ExecuteOutcome> {
+    pub async fn execute(
+        &self,
+        connector: &ConnectorFile,
+        params_json: &str,
+    ) -> Result<ExecuteOutcome> {
         let mut instance = match self.prepare(connector).await? {
             Ok(instance) => instance,
-            Err(PrepareError::Invalid(lines)) => return Ok(ExecuteOutcome::InvalidConnector(lines)),
+            Err(PrepareError::Invalid(lines)) => {
+                return Ok(ExecuteOutcome::InvalidConnector(lines));
+            }
             Err(PrepareError::Refused(failure)) => {
                 return Ok(ExecuteOutcome::Executed(wit::Execution {
                     outcome: Err(failure),

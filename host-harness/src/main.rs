@@ -1,13 +1,14 @@
 //! `openai-connector`: validate and execute Kibana OpenAI connectors through the WebAssembly
 //! component (interface: `shared/spec/cli.md`).
+#![expect(clippy::print_stdout, reason = "the CLI's results go to stdout")]
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use openai_connector_harness::event_log::EventLog;
 use openai_connector_harness::runtime::actions::StreamItem;
 use openai_connector_harness::{
-    CodeCache, ConnectorFile, Executor, Finished, Harness, OutboundPolicy, Settings, Started, Stream,
-    output,
+    CodeCache, ConnectorFile, Executor, Finished, Harness, OutboundPolicy, Settings, Started,
+    Stream, output,
 };
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -193,13 +194,13 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
             let settings = load_settings(settings.as_deref())?;
             let connector = ConnectorFile::load(connector)?;
             let params = read_params(params)?;
-            let log = match event_log {
-                Some(path) => Some(
-                    EventLog::open(path)
-                        .with_context(|| format!("{}: cannot open the event log", path.display()))?,
-                ),
-                None => None,
-            };
+            let log =
+                match event_log {
+                    Some(path) => Some(EventLog::open(path).with_context(|| {
+                        format!("{}: cannot open the event log", path.display())
+                    })?),
+                    None => None,
+                };
             let executor = Executor::new(load_harness(&cli)?, settings);
             let finished = match executor.start(&connector, &params).await? {
                 Started::InvalidConnector(lines) => {
@@ -210,7 +211,9 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
                 }
                 Started::Ended(finished) => {
                     let json = match &finished.outcome {
-                        Ok(data) => output::success_json(&connector.id, data.as_deref().unwrap_or("null"))?,
+                        Ok(data) => {
+                            output::success_json(&connector.id, data.as_deref().unwrap_or("null"))?
+                        }
                         Err(failure) => output::failure_json(&connector.id, failure),
                     };
                     println!("{json}");
@@ -219,8 +222,9 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
                 Started::Streaming(stream) => stream_to_stdout(&connector, stream).await?,
             };
             if let Some(log) = &log {
-                log.append(&finished.record(&connector))
-                    .with_context(|| format!("{}: cannot append to the event log", log.path().display()))?;
+                log.append(&finished.record(&connector)).with_context(|| {
+                    format!("{}: cannot append to the event log", log.path().display())
+                })?;
             }
             Ok(if finished.outcome.is_ok() { 0 } else { 1 })
         }
@@ -243,7 +247,7 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
 /// Writes a streaming execution to stdout as it arrives (cli.md "execute"). A failure before
 /// the first byte prints the failure JSON; after it, the message goes to stderr. Ctrl-C or a
 /// closed stdout abandons the upstream (C68).
-async fn stream_to_stdout(connector: &ConnectorFile, mut stream: Stream) -> Result<Finished> {
+async fn stream_to_stdout(connector: &ConnectorFile, mut stream: Box<Stream>) -> Result<Finished> {
     let mut stdout = tokio::io::stdout();
     let mut delivered = false;
     let ctrl_c = tokio::signal::ctrl_c();
@@ -290,7 +294,12 @@ async fn write_flush(out: &mut tokio::io::Stdout, bytes: &[u8]) -> std::io::Resu
 }
 
 /// `sse decode`: feeds the input to the component's decoder as it is read.
-async fn sse_decode(harness: &Harness, file: Option<&Path>, chat: bool, max_event_bytes: u32) -> Result<u8, Fatal> {
+async fn sse_decode(
+    harness: &Harness,
+    file: Option<&Path>,
+    chat: bool,
+    max_event_bytes: u32,
+) -> Result<u8, Fatal> {
     use tokio::io::AsyncReadExt;
     let mut input: Box<dyn tokio::io::AsyncRead + Unpin> = match file {
         Some(path) => Box::new(
@@ -300,14 +309,23 @@ async fn sse_decode(harness: &Harness, file: Option<&Path>, chat: bool, max_even
         ),
         None => Box::new(tokio::io::stdin()),
     };
-    let mut instance = harness.instantiate(std::sync::Arc::new(OutboundPolicy::deny_all())).await?;
+    let mut instance = harness
+        .instantiate(std::sync::Arc::new(OutboundPolicy::deny_all()))
+        .await?;
     let decoder = instance.sse_decoder(max_event_bytes).await?;
-    let chat_stream = if chat { Some(instance.chat_stream().await?) } else { None };
+    let chat_stream = if chat {
+        Some(instance.chat_stream().await?)
+    } else {
+        None
+    };
     let mut stdout = tokio::io::stdout();
     let mut buf = vec![0u8; 64 * 1024];
     let mut finished = false;
     while !finished {
-        let n = input.read(&mut buf).await.context("cannot read the input")?;
+        let n = input
+            .read(&mut buf)
+            .await
+            .context("cannot read the input")?;
         let events = if n == 0 {
             finished = true;
             instance.sse_finish(decoder).await?
@@ -333,12 +351,15 @@ async fn sse_decode(harness: &Harness, file: Option<&Path>, chat: bool, max_even
                     }
                 }
                 None => {
-                    out.push_str(&serde_json::json!({
-                        "event": event.event_type,
-                        "data": event.data,
-                        "id": event.id,
-                        "retry": event.retry,
-                    }).to_string());
+                    out.push_str(
+                        &serde_json::json!({
+                            "event": event.event_type,
+                            "data": event.data,
+                            "id": event.id,
+                            "retry": event.retry,
+                        })
+                        .to_string(),
+                    );
                     out.push('\n');
                 }
             }

@@ -121,9 +121,12 @@ impl Harness {
                 Err(e) => tracing::warn!("compiled-code cache disabled: {e:#}"),
             }
         }
-        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("cannot create the wasmtime engine")?;
-        let component =
-            Component::from_binary(&engine, bytes).map_err(anyhow::Error::from).context("cannot compile the component")?;
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("cannot create the wasmtime engine")?;
+        let component = Component::from_binary(&engine, bytes)
+            .map_err(anyhow::Error::from)
+            .context("cannot compile the component")?;
         let mut linker = Linker::<StoreState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
@@ -226,7 +229,10 @@ impl Instance {
     }
 
     /// `stream-execution.next`.
-    pub async fn stream_next(&mut self, stream: ResourceAny) -> Result<Option<actions::StreamItem>> {
+    pub async fn stream_next(
+        &mut self,
+        stream: ResourceAny,
+    ) -> Result<Option<actions::StreamItem>> {
         self.bindings
             .connector_openai_actions()
             .stream_execution()
@@ -258,7 +264,11 @@ impl Instance {
     }
 
     /// `sse.decoder.feed`.
-    pub async fn sse_feed(&mut self, decoder: ResourceAny, chunk: &[u8]) -> Result<Result<Vec<sse::Event>, String>> {
+    pub async fn sse_feed(
+        &mut self,
+        decoder: ResourceAny,
+        chunk: &[u8],
+    ) -> Result<Result<Vec<sse::Event>, String>> {
         self.bindings
             .connector_openai_sse()
             .decoder()
@@ -268,7 +278,10 @@ impl Instance {
     }
 
     /// `sse.decoder.finish`.
-    pub async fn sse_finish(&mut self, decoder: ResourceAny) -> Result<Result<Vec<sse::Event>, String>> {
+    pub async fn sse_finish(
+        &mut self,
+        decoder: ResourceAny,
+    ) -> Result<Result<Vec<sse::Event>, String>> {
         self.bindings
             .connector_openai_sse()
             .decoder()
@@ -288,7 +301,11 @@ impl Instance {
     }
 
     /// `sse.chat-stream.push`.
-    pub async fn chat_push(&mut self, chat: ResourceAny, data: &str) -> Result<Result<Vec<String>, String>> {
+    pub async fn chat_push(
+        &mut self,
+        chat: ResourceAny,
+        data: &str,
+    ) -> Result<Result<Vec<String>, String>> {
         self.bindings
             .connector_openai_sse()
             .chat_stream()

@@ -251,7 +251,9 @@ impl wit_actions::GuestStreamExecution for StreamResource {
         };
         match stream.next()? {
             actions::StreamItem::Bytes(bytes) => Some(wit_actions::StreamItem::Bytes(bytes)),
-            actions::StreamItem::Chunk(value) => Some(wit_actions::StreamItem::Chunk(value.to_json())),
+            actions::StreamItem::Chunk(value) => {
+                Some(wit_actions::StreamItem::Chunk(value.to_json()))
+            }
         }
     }
 
@@ -337,9 +339,11 @@ impl wit_sse::GuestChatStream for ChatStreamResource {
 
     fn push(&self, data: String) -> Result<Vec<String>, String> {
         match self.0.borrow_mut().push(&data).map_err(|e| e.to_string())? {
-            chat_stream::Step::Chunk(chunk) => {
-                Ok(chunk.deltas().iter().map(chat_stream::Delta::to_json).collect())
-            }
+            chat_stream::Step::Chunk(chunk) => Ok(chunk
+                .deltas()
+                .iter()
+                .map(chat_stream::Delta::to_json)
+                .collect()),
             chat_stream::Step::Skipped | chat_stream::Step::Done => Ok(Vec::new()),
         }
     }

@@ -5,6 +5,7 @@
 mod cli;
 mod errors;
 mod providers;
+mod streaming;
 mod support;
 mod tls;
 mod upstream;

@@ -58,7 +58,10 @@ async fn openai_run_sends_exact_request_and_returns_provider_json() {
     assert_eq!(data(&e), COMPLETION);
     // C107: reported usage.
     let u = &e.usage;
-    assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens), (9, 2, 11));
+    assert_eq!(
+        (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+        (9, 2, 11)
+    );
     assert_eq!(u.source, wit::UsageSource::Reported);
     // C118
     assert_eq!(e.request_body_bytes, Some(body.len() as u64));

@@ -111,8 +111,6 @@ pub struct TestPki {
 /// A certificate and key issued by a [`TestPki`].
 pub struct Issued {
     pub cert_der: Vec<u8>,
-    pub cert_pem: String,
-    pub key_pem: String,
     pub key_der: Vec<u8>,
 }
 
@@ -144,8 +142,6 @@ impl TestPki {
         let cert = params.signed_by(&key, &self.ca).unwrap();
         Issued {
             cert_der: cert.der().to_vec(),
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
             key_der: key.serialize_der(),
         }
     }

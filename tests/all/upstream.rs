@@ -45,11 +45,11 @@ pub enum Reply {
         headers: Vec<(String, String)>,
         body: Vec<u8>,
     },
-    /// Status and headers at once, then each chunk after its delay.
+    /// Status and headers at once, then the body step by step.
     Chunked {
         status: u16,
         headers: Vec<(String, String)>,
-        chunks: Vec<(Duration, Vec<u8>)>,
+        steps: Vec<Step>,
     },
     /// Wait, then answer.
     Delayed(Duration, Box<Reply>),
@@ -83,10 +83,34 @@ impl Reply {
     }
 }
 
+/// One step of a chunked body.
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// Send these bytes.
+    Send(Vec<u8>),
+    /// Pause.
+    Sleep(Duration),
+    /// Wait until the test says so.
+    Wait(Arc<tokio::sync::Notify>),
+    /// Break the connection without finishing the body.
+    Abort,
+}
+
+impl Reply {
+    /// An SSE response sending `events` (each a complete `data: ...\n\n` text) one by one.
+    pub fn sse(steps: Vec<Step>) -> Reply {
+        Reply::Chunked {
+            status: 200,
+            headers: vec![("content-type".into(), "text/event-stream".into())],
+            steps,
+        }
+    }
+}
+
 /// Decides the reply for each request.
 pub type Script = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
 
-type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 /// A running upstream; stops when dropped.
 pub struct Upstream {
@@ -226,23 +250,37 @@ async fn answer(
                 for (n, v) in headers {
                     builder = builder.header(n, v);
                 }
-                let body = http_body_util::Full::new(Bytes::from(body)).boxed();
+                let body = http_body_util::Full::new(Bytes::from(body))
+                    .map_err(|e: Infallible| match e {})
+                    .boxed();
                 return Ok(builder.body(body).expect("valid response"));
             }
             Reply::Chunked {
                 status,
                 headers,
-                chunks,
+                steps,
             } => {
                 let mut builder = hyper::Response::builder().status(status);
                 for (n, v) in headers {
                     builder = builder.header(n, v);
                 }
-                let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+                let (tx, rx) =
+                    tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
                 tokio::spawn(async move {
-                    for (delay, chunk) in chunks {
-                        tokio::time::sleep(delay).await;
-                        if tx.send(Ok(Frame::data(Bytes::from(chunk)))).await.is_err() {
+                    for step in steps {
+                        let sent = match step {
+                            Step::Send(chunk) => tx.send(Ok(Frame::data(Bytes::from(chunk)))).await,
+                            Step::Sleep(d) => {
+                                tokio::time::sleep(d).await;
+                                Ok(())
+                            }
+                            Step::Wait(gate) => {
+                                gate.notified().await;
+                                Ok(())
+                            }
+                            Step::Abort => tx.send(Err(std::io::Error::other("abort"))).await,
+                        };
+                        if sent.is_err() {
                             return;
                         }
                     }
@@ -254,17 +292,17 @@ async fn answer(
     }
 }
 
-/// A response body fed by a channel, one frame per message.
-struct ChannelBody(tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, Infallible>>);
+/// A response body fed by a channel, one frame per message; an error breaks the connection.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>);
 
 impl hyper::body::Body for ChannelBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = std::io::Error;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         self.0.poll_recv(cx)
     }
 }

@@ -1,0 +1,462 @@
+//! Streaming sub-actions through the CLI: pass-through as bytes arrive, parsed chunks, usage with
+//! provenance, failures mid-stream, the event log, and `sse decode`.
+
+use crate::support::*;
+use crate::upstream::{Reply, Step, Upstream};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+
+fn event(json: &str) -> String {
+    format!("data: {json}\n\n")
+}
+
+fn delta(content: &str) -> String {
+    event(&format!(
+        r#"{{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1767225600,"model":"gpt-4o","choices":[{{"index":0,"delta":{{"content":"{content}"}},"finish_reason":null}}]}}"#
+    ))
+}
+
+const USAGE: &str = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1767225600,"model":"gpt-4o","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}"#;
+const DONE: &str = "data: [DONE]\n\n";
+
+fn send(s: &str) -> Step {
+    Step::Send(s.as_bytes().to_vec())
+}
+
+fn stream_params(body: &str) -> String {
+    format!(
+        r#"{{"subAction":"stream","subActionParams":{{"stream":true,"body":{}}}}}"#,
+        serde_json::to_string(body).unwrap()
+    )
+}
+
+fn connector_file(upstream: &Upstream, provider_extra: &str) -> std::path::PathBuf {
+    write_file(
+        "stream-conn.json",
+        &format!(
+            r#"{{"id":"s1","name":"Streamer","config":{{"apiProvider":"Other","apiUrl":"{}","defaultModel":"gpt-4o"{provider_extra}}},"secrets":{{"apiKey":"{API_KEY}"}}}}"#,
+            upstream.url("/v1/chat/completions")
+        ),
+    )
+}
+
+struct Run {
+    code: Option<i32>,
+    stdout: Vec<u8>,
+    stderr: String,
+    log: Vec<serde_json::Value>,
+}
+
+/// Runs `execute` with an event log; returns exit code, stdout, stderr and the log lines.
+async fn execute_cli(file: &std::path::Path, params: &str, settings: Option<&str>) -> Run {
+    let params = write_file("params.json", params);
+    let log = write_file("events.ndjson", "");
+    let mut cmd = cli();
+    cmd.arg("execute")
+        .arg(file)
+        .arg("--params")
+        .arg(&params)
+        .arg("--event-log")
+        .arg(&log);
+    if let Some(s) = settings {
+        cmd.arg("--settings").arg(write_file("settings.json", s));
+    }
+    let out = run_cli(cmd).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    no_secret_in(&text);
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "C116: whole lines only"
+    );
+    Run {
+        code: out.status.code(),
+        stdout: out.stdout,
+        stderr: String::from_utf8(out.stderr).unwrap(),
+        log: text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+            .collect(),
+    }
+}
+
+fn usage_of(line: &serde_json::Value) -> &serde_json::Value {
+    &line["kibana"]["action"]["execution"]["gen_ai"]["usage"]
+}
+
+#[tokio::test]
+async fn c41_first_chunk_reaches_the_caller_before_the_upstream_sends_the_second() {
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let first = delta("Hel");
+    let rest = [delta("lo"), event(USAGE), DONE.to_owned()].concat();
+    let upstream = Upstream::always(Reply::sse(vec![
+        send(&first),
+        Step::Wait(gate.clone()),
+        send(&rest),
+    ]))
+    .await;
+    let file = connector_file(&upstream, "");
+    let params = write_file(
+        "params.json",
+        &stream_params(r#"{"messages":[{"role":"user","content":"Hi"}]}"#),
+    );
+    let mut cmd = tokio::process::Command::from(cli());
+    cmd.arg("execute")
+        .arg(&file)
+        .arg("--params")
+        .arg(&params)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut got = vec![0u8; first.len()];
+    // The upstream holds the second chunk until this read completes: a buffering pipeline
+    // would time out here.
+    tokio::time::timeout(Duration::from_secs(30), stdout.read_exact(&mut got))
+        .await
+        .expect("the first chunk arrived while the upstream was still holding the second")
+        .unwrap();
+    assert_eq!(got, first.as_bytes());
+    gate.notify_one();
+    let mut tail = Vec::new();
+    stdout.read_to_end(&mut tail).await.unwrap();
+    let status = child.wait().await.unwrap();
+    assert_eq!(status.code(), Some(0));
+    // C41: same bytes, same order, nothing added or removed ([DONE] included).
+    assert_eq!(String::from_utf8(tail).unwrap(), rest);
+    // C58: Other gets the stream flag; the model is filled in on the stream path.
+    assert_eq!(
+        upstream.only_request().body_str(),
+        r#"{"messages":[{"role":"user","content":"Hi"}],"stream":true,"model":"gpt-4o"}"#
+    );
+}
+
+#[tokio::test]
+async fn c109_c117_reported_usage_is_logged_with_its_source() {
+    let body = [delta("Hel"), delta("lo"), event(USAGE), DONE.to_owned()].concat();
+    let upstream = Upstream::always(Reply::sse(vec![send(&body)])).await;
+    let run = execute_cli(
+        &connector_file(&upstream, ""),
+        &stream_params(r#"{"messages":[]}"#),
+        None,
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.stdout, body.as_bytes());
+    assert_eq!(run.log.len(), 1);
+    let line = &run.log[0];
+    assert_eq!(line["event"]["outcome"], "success");
+    assert_eq!(line["message"], "action executed: .gen-ai:s1: Streamer");
+    assert_eq!(
+        usage_of(line),
+        &serde_json::json!({"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11, "source": "reported"})
+    );
+    let sent = upstream.only_request().body.len();
+    assert_eq!(
+        line["kibana"]["action"]["execution"]["usage"]["request_body_bytes"],
+        sent
+    );
+    assert!(line.get("error").is_none());
+}
+
+#[tokio::test]
+async fn c110_c112_usage_is_estimated_with_the_models_tokenizer_when_none_is_reported() {
+    let body = [delta("Hello"), delta(" there"), DONE.to_owned()].concat();
+    let upstream = Upstream::always(Reply::sse(vec![send(&body)])).await;
+    let run = execute_cli(
+        &connector_file(&upstream, ""),
+        &stream_params(r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Hi"}]}"#),
+        None,
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let usage = usage_of(&run.log[0]);
+    assert_eq!(usage["source"], "estimated");
+    assert_eq!(usage["tokenizer"], "o200k_base");
+    let count =
+        |t: &str| openai_connector_harness::tokenizer::count_tokens("o200k_base", t).unwrap();
+    let prompt = count("<|start|>user\nHi<|end|>");
+    let completion = count("Hello there");
+    assert_eq!(usage["prompt_tokens"], prompt);
+    assert_eq!(usage["completion_tokens"], completion);
+    assert_eq!(usage["total_tokens"], prompt + completion);
+}
+
+#[tokio::test]
+async fn c42_invoke_async_iterator_emits_each_chunk_as_received_and_stops_at_done() {
+    // The contract's Azure example (section 6b), through an Other connector.
+    let chunks = [
+        r#"{"id":"","model":"","object":"","choices":[],"prompt_filter_results":[{"prompt_index":0}]}"#,
+        r#"{"id":"chatcmpl-1","model":"gpt-4o","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,
+        r#"{"choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}]}"#,
+        r#"{"choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":null}]}"#,
+        r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+        r#"{"choices":[{"index":0,"finish_reason":null,"content_filter_offsets":{"start_offset":0,"end_offset":5}}]}"#,
+        r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}"#,
+    ];
+    let mut body: String = chunks.iter().map(|c| event(c)).collect();
+    body.push_str(DONE);
+    body.push_str(&event(r#"{"after":"done"}"#));
+    let upstream = Upstream::always(Reply::sse(vec![send(&body)])).await;
+    let params = r#"{"subAction":"invokeAsyncIterator","subActionParams":{"messages":[{"role":"user","content":"Hi"}]}}"#;
+    let run = execute_cli(&connector_file(&upstream, ""), params, None).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let expected: String = chunks.iter().map(|c| format!("{c}\n")).collect();
+    assert_eq!(String::from_utf8(run.stdout).unwrap(), expected);
+    // D10, C54: the request always asks for a stream.
+    assert!(
+        upstream
+            .only_request()
+            .body_str()
+            .contains(r#""stream":true"#)
+    );
+    assert_eq!(usage_of(&run.log[0])["source"], "reported");
+}
+
+#[tokio::test]
+async fn c96_error_object_mid_stream_fails_after_the_chunks_already_delivered() {
+    let body = [
+        delta("Hel"),
+        event(r#"{"error":{"message":"The server had an error while processing your request."}}"#),
+        delta("never"),
+    ]
+    .concat();
+    let upstream = Upstream::always(Reply::sse(vec![send(&body)])).await;
+    let params = r#"{"subAction":"invokeAsyncIterator","subActionParams":{"messages":[]}}"#;
+    let run = execute_cli(&connector_file(&upstream, ""), params, None).await;
+    assert_eq!(run.code, Some(1));
+    let stdout = String::from_utf8(run.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.contains(r#""content":"Hel""#));
+    assert_eq!(
+        run.stderr.trim_end(),
+        "Stream error: The server had an error while processing your request."
+    );
+    let line = &run.log[0];
+    assert_eq!(line["event"]["outcome"], "failure");
+    assert_eq!(
+        line["error"]["message"],
+        "an error occurred while running the action: Stream error: The server had an error while processing your request.; retry: true"
+    );
+}
+
+#[tokio::test]
+async fn c78_c113_reset_mid_stream_keeps_delivered_bytes_and_partial_usage() {
+    let delivered = [delta("Hello"), delta(" wor")].concat();
+    let upstream = Upstream::always(Reply::sse(vec![
+        send(&delivered),
+        Step::Sleep(Duration::from_millis(50)),
+        Step::Abort,
+    ]))
+    .await;
+    let run = execute_cli(
+        &connector_file(&upstream, ""),
+        &stream_params(r#"{"messages":[]}"#),
+        None,
+    )
+    .await;
+    assert_eq!(run.code, Some(1));
+    assert_eq!(run.stdout, delivered.as_bytes());
+    assert_eq!(
+        run.stderr.trim_end(),
+        "Status code: undefined. Message: Unexpected API Error: ECONNRESET - socket hang up"
+    );
+    let line = &run.log[0];
+    assert_eq!(line["event"]["outcome"], "failure");
+    let usage = usage_of(line);
+    assert_eq!(
+        usage["source"], "estimated",
+        "C113: usage from what arrived"
+    );
+    let completion =
+        openai_connector_harness::tokenizer::count_tokens("o200k_base", "Hello wor").unwrap();
+    assert_eq!(usage["completion_tokens"], completion);
+}
+
+#[tokio::test]
+async fn c63_c64_idle_timeout_ends_a_stalled_stream() {
+    let upstream = Upstream::always(Reply::sse(vec![
+        send(&delta("Hi")),
+        Step::Sleep(Duration::from_secs(10)),
+        send(DONE),
+    ]))
+    .await;
+    let started = std::time::Instant::now();
+    let run = execute_cli(
+        &connector_file(&upstream, ""),
+        &stream_params("{}"),
+        Some(r#"{"responseTimeout": 300}"#),
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(8));
+    assert_eq!(run.code, Some(1));
+    assert_eq!(run.stdout, delta("Hi").as_bytes());
+    assert_eq!(
+        run.stderr.trim_end(),
+        "Status code: undefined. Message: Unexpected API Error: ECONNABORTED - idle timeout of 300ms exceeded"
+    );
+}
+
+#[tokio::test]
+async fn c76_http_error_on_a_stream_prints_the_failure_json_and_streams_nothing() {
+    let upstream = Upstream::always(Reply::json(
+        429,
+        r#"{"error":{"message":"Rate limit reached"}}"#,
+    ))
+    .await;
+    let run = execute_cli(&connector_file(&upstream, ""), &stream_params("{}"), None).await;
+    assert_eq!(run.code, Some(1));
+    assert_eq!(
+        String::from_utf8(run.stdout).unwrap(),
+        "{\"connector_id\":\"s1\",\"status\":\"error\",\"message\":\"an error occurred while running the action\",\"service_message\":\"Status code: 429. Message: API Error: Too Many Requests - Rate limit reached\",\"retry\":true}\n"
+    );
+    assert_eq!(usage_of(&run.log[0])["source"], "unavailable");
+    assert!(usage_of(&run.log[0]).get("prompt_tokens").is_none(), "C119");
+}
+
+#[tokio::test]
+async fn c115_json_answer_to_a_stream_request_is_passed_through_and_accounted() {
+    let upstream = Upstream::always(Reply::json(200, COMPLETION)).await;
+    let run = execute_cli(&connector_file(&upstream, ""), &stream_params("{}"), None).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.stdout, COMPLETION.as_bytes());
+    assert_eq!(
+        usage_of(&run.log[0]),
+        &serde_json::json!({"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11, "source": "reported"})
+    );
+}
+
+#[tokio::test]
+async fn c116_params_failures_are_logged_and_invalid_connectors_are_not() {
+    let upstream = Upstream::always(Reply::json(200, COMPLETION)).await;
+    let file = connector_file(&upstream, "");
+    let run = execute_cli(&file, r#"{"subAction":"nope"}"#, None).await;
+    assert_eq!(run.code, Some(1));
+    assert_eq!(run.log.len(), 1);
+    assert_eq!(
+        run.log[0]["error"]["message"],
+        "an error occurred while running the action: Sub action \"nope\" is not registered. Connector id: s1. Connector name: OpenAI. Connector type: .gen-ai; retry: false"
+    );
+    assert!(
+        run.log[0]["kibana"]["action"]["execution"]["usage"]
+            .get("request_body_bytes")
+            .is_none(),
+        "C118"
+    );
+    let invalid = write_file(
+        "bad.json",
+        r#"{"name":"x","config":{"apiProvider":"Other"},"secrets":{}}"#,
+    );
+    let run = execute_cli(&invalid, &stream_params("{}"), None).await;
+    assert_eq!(run.code, Some(2));
+    assert!(run.log.is_empty());
+    assert!(upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn memory_stays_flat_on_a_long_stream() {
+    // 40 MiB of events (padded like logprobs-heavy chunks) against 200 KiB: the process's peak
+    // resident memory must not grow with the stream.
+    async fn peak_rss_kib(events: usize) -> u64 {
+        let pad = "x".repeat(10 * 1024);
+        let ev = event(&format!(
+            r#"{{"choices":[{{"index":0,"delta":{{"content":"a"}},"logprobs":{{"pad":"{pad}"}}}}]}}"#
+        ));
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let mut steps: Vec<Step> = (0..events).map(|_| send(&ev)).collect();
+        steps.push(Step::Wait(gate.clone()));
+        steps.push(send(DONE));
+        let upstream = Upstream::always(Reply::sse(steps)).await;
+        let file = connector_file(&upstream, "");
+        let params = write_file("params.json", &stream_params("{}"));
+        let mut cmd = tokio::process::Command::from(cli());
+        cmd.arg("execute")
+            .arg(&file)
+            .arg("--params")
+            .arg(&params)
+            .stdout(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let pid = child.id().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let expected = ev.len() * events;
+        let mut seen = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        while seen < expected {
+            let n = tokio::time::timeout(Duration::from_secs(120), stdout.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "stream ended early");
+            seen += n;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let hwm = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        gate.notify_one();
+        let mut rest = Vec::new();
+        stdout.read_to_end(&mut rest).await.unwrap();
+        assert!(child.wait().await.unwrap().success());
+        hwm
+    }
+    let small = peak_rss_kib(20).await;
+    let large = peak_rss_kib(4000).await;
+    assert!(
+        large < small + 24 * 1024,
+        "peak RSS grew from {small} KiB to {large} KiB for a 40 MiB stream"
+    );
+}
+
+#[tokio::test]
+async fn sse_decode_cli_follows_the_c91_table() {
+    let input = "data: a\ndata: b\n\n: keep-alive\n\nevent: ping\ndata: 1\n\nid: 7\n\ndata: x\n\nretry: 1500\ndata:  a\r\n\r\nData: x\n\ndata: tail";
+    let file = write_file("in.sse", input);
+    let mut cmd = cli();
+    cmd.args(["sse", "decode"]).arg(&file);
+    let out = run_cli(cmd).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        concat!(
+            "{\"event\":\"message\",\"data\":\"a\\nb\",\"id\":null,\"retry\":null}\n",
+            "{\"event\":\"ping\",\"data\":\"1\",\"id\":null,\"retry\":null}\n",
+            "{\"event\":\"message\",\"data\":\"x\",\"id\":\"7\",\"retry\":null}\n",
+            "{\"event\":\"message\",\"data\":\" a\",\"id\":\"7\",\"retry\":1500}\n",
+        )
+    );
+}
+
+#[tokio::test]
+async fn sse_decode_chat_assembles_tool_calls() {
+    // The contract's tool-call example (section 6b).
+    let input = [
+        r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":""}}]}}]}"#,
+        r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":"}}]}}]}"#,
+        r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"Paris\"}"}}]}}]}"#,
+        r#"{"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+    ]
+    .iter()
+    .map(|c| event(c))
+    .collect::<String>();
+    let mut cmd = cli();
+    cmd.args(["sse", "decode", "--chat"])
+        .arg(write_file("chat.sse", &input));
+    let out = run_cli(cmd).await;
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(lines[0].starts_with(r#"{"index":0,"delta":{"tool_calls":"#));
+    let last: serde_json::Value = serde_json::from_str(lines[4]).unwrap();
+    let message = &last["final"]["choices"][0]["message"];
+    assert_eq!(message["content"], serde_json::Value::Null);
+    assert_eq!(
+        message["tool_calls"],
+        serde_json::json!([{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}])
+    );
+    assert_eq!(last["final"]["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(last["final"]["done"], false);
+}
