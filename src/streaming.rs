@@ -239,3 +239,174 @@ fn json_usage(body: &[u8]) -> TokenUsage {
         .map(|(_, usage)| usage)
         .unwrap_or(TokenUsage::UNAVAILABLE)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::{self, Deployment, Started, Transport};
+    use crate::config;
+    use crate::usage::UsageSource;
+    use std::collections::VecDeque;
+
+    /// A body that yields scripted chunks or errors.
+    struct Scripted(VecDeque<Result<Vec<u8>, TransportError>>);
+
+    impl Body for Scripted {
+        fn next_chunk(&mut self, _idle: Option<u64>) -> Result<Option<Vec<u8>>, TransportError> {
+            self.0.pop_front().transpose()
+        }
+    }
+
+    /// A transport that answers once with a 2xx SSE head and the scripted body.
+    struct OneResponse(Option<Scripted>, &'static str);
+
+    impl Transport for OneResponse {
+        type Body = Scripted;
+
+        fn open(
+            &mut self,
+            _request: &HttpRequest,
+            _limits: &Limits,
+        ) -> Result<Head<Scripted>, TransportError> {
+            Ok(Head {
+                status: 200,
+                headers: vec![("content-type".into(), self.1.into())],
+                body: self.0.take().expect("one request"),
+            })
+        }
+    }
+
+    fn connector() -> Connector {
+        let config = Value::parse(
+            br#"{"apiProvider":"Other","apiUrl":"http://127.0.0.1:9/v1","defaultModel":"gpt-4o"}"#,
+        )
+        .unwrap();
+        let secrets = Value::parse(br#"{"apiKey":"sk-unit-test-key-123"}"#).unwrap();
+        config::validate_connector("c", "n", &config, &secrets, &["*".to_owned()]).unwrap()
+    }
+
+    fn start(
+        chunks: Vec<Result<&str, TransportError>>,
+        sub_action: &str,
+    ) -> Box<StreamExecution<Scripted>> {
+        let body = Scripted(
+            chunks
+                .into_iter()
+                .map(|c| c.map(|s| s.as_bytes().to_vec()))
+                .collect(),
+        );
+        let params = match sub_action {
+            "stream" => {
+                r#"{"subAction":"stream","subActionParams":{"stream":true,"body":"{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}"}}"#
+            }
+            _ => {
+                r#"{"subAction":"invokeAsyncIterator","subActionParams":{"messages":[{"role":"user","content":"Hi"}]}}"#
+            }
+        };
+        let mut transport = OneResponse(Some(body), "text/event-stream");
+        match actions::start(&connector(), &Deployment::default(), params, &mut transport) {
+            Started::Streaming(stream) => stream,
+            Started::Ended(e) => panic!("ended: {e:?}"),
+        }
+    }
+
+    const HEL: &str = "data: {\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n";
+    const LO: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"}}]}\n\n";
+
+    #[test]
+    fn c41_bytes_pass_through_unchanged_in_arrival_chunks() {
+        let mut stream = start(vec![Ok(&HEL[..7]), Ok(&HEL[7..]), Ok(LO)], "stream");
+        let items: Vec<StreamItem> = stream.by_ref().collect();
+        assert_eq!(
+            items,
+            vec![
+                StreamItem::Bytes(HEL.as_bytes()[..7].to_vec()),
+                StreamItem::Bytes(HEL.as_bytes()[7..].to_vec()),
+                StreamItem::Bytes(LO.as_bytes().to_vec()),
+            ]
+        );
+        let summary = stream.finish();
+        assert_eq!(summary.outcome, Ok(()));
+        // C106, C110: no usage chunk → the host is asked to estimate; the source stays
+        // `unavailable` until it does.
+        assert_eq!(summary.usage.source, UsageSource::Unavailable);
+        let estimate = summary.estimate.expect("estimation input");
+        assert_eq!(estimate.completion_text, "Hello");
+        assert_eq!(estimate.prompt_text, "<|start|>user\nHi<|end|>");
+        assert_eq!(estimate.encoding.as_str(), "o200k_base");
+    }
+
+    #[test]
+    fn c114_accounting_failure_never_stops_the_pass_through() {
+        let bad = "data: {not json\n\n";
+        let mut stream = start(vec![Ok(HEL), Ok(bad), Ok(LO)], "stream");
+        let bytes: Vec<u8> = stream
+            .by_ref()
+            .flat_map(|i| match i {
+                StreamItem::Bytes(b) => b,
+                StreamItem::Chunk(_) => panic!("raw mode"),
+            })
+            .collect();
+        assert_eq!(bytes, [HEL, bad, LO].concat().as_bytes());
+        let summary = stream.finish();
+        assert_eq!(summary.outcome, Ok(()));
+        // Usage from what was decoded before the accounting stopped.
+        assert_eq!(summary.estimate.unwrap().completion_text, "Hel");
+    }
+
+    #[test]
+    fn c106_c109_reported_usage_wins() {
+        let usage =
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n";
+        let mut stream = start(vec![Ok(HEL), Ok(usage)], "stream");
+        stream.by_ref().for_each(drop);
+        let summary = stream.finish();
+        assert_eq!(summary.usage, TokenUsage::reported(3, 4, 7));
+        assert!(summary.estimate.is_none());
+    }
+
+    #[test]
+    fn c68_finishing_early_abandons_the_upstream_as_canceled() {
+        let mut stream = start(vec![Ok(HEL), Ok(LO)], "stream");
+        assert!(stream.next().is_some());
+        let summary = stream.finish();
+        assert_eq!(
+            summary.outcome.unwrap_err().service_message,
+            "Status code: undefined. Message: Unexpected API Error: ERR_CANCELED - canceled"
+        );
+        // C113: usage is still computed from what arrived.
+        assert_eq!(summary.estimate.unwrap().completion_text, "Hel");
+        let sent =
+            r#"{"messages":[{"role":"user","content":"Hi"}],"stream":true,"model":"gpt-4o"}"#;
+        assert_eq!(summary.request_body_bytes, Some(sent.len() as u64));
+    }
+
+    #[test]
+    fn c42_c91_chunk_mode_fails_on_an_oversize_event_after_delivered_chunks() {
+        let huge = format!("data: {}", "x".repeat(crate::sse::MAX_SSE_EVENT_BYTES + 1));
+        let mut stream = start(vec![Ok(HEL), Ok(&huge)], "iterator");
+        let first = stream.next().expect("the first chunk");
+        assert!(matches!(first, StreamItem::Chunk(_)));
+        assert!(stream.next().is_none());
+        let summary = stream.finish();
+        assert_eq!(
+            summary.outcome.unwrap_err().service_message,
+            "SSE event exceeds the maximum size of 1048576 bytes"
+        );
+    }
+
+    #[test]
+    fn c78_transport_failure_mid_stream_keeps_what_was_delivered() {
+        let mut stream = start(
+            vec![Ok(HEL), Err(TransportError::ConnectionReset)],
+            "stream",
+        );
+        assert_eq!(stream.by_ref().count(), 1);
+        let summary = stream.finish();
+        assert_eq!(
+            summary.outcome.unwrap_err().service_message,
+            "Status code: undefined. Message: Unexpected API Error: ECONNRESET - socket hang up"
+        );
+        assert_eq!(summary.estimate.unwrap().completion_text, "Hel");
+    }
+}
