@@ -275,3 +275,28 @@ async fn demo_runs_every_provider_against_its_loopback_upstream() {
     }
     assert!(!text.contains("sk-demo-not-a-real-key"));
 }
+
+#[tokio::test]
+async fn bad_connector_input_gets_the_contracts_messages_without_echoing_values() {
+    // C14, D9: a header value with CR/LF is refused and never shown; C24: raw PEM is not base64;
+    // C11: an invalid URL.
+    let file = write_file(
+        "bad.json",
+        &format!(
+            r#"{{"name":"n","config":{{"apiProvider":"Other","apiUrl":"example.com/do-something","defaultModel":"m","headers":{{"X-Inject":"a\r\nX-Evil: {API_KEY}"}}}},"secrets":{{"certificateData":"-----BEGIN CERTIFICATE-----","privateKeyData":"not base64!"}}}}"#
+        ),
+    );
+    let mut cmd = cli();
+    cmd.arg("validate").arg(&file);
+    let out = run_cli(cmd).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        concat!(
+            "error validating action type config: [headers.X-Inject]: header value must not contain CR, LF or NUL\n",
+            "error validating action type config: Error configuring OpenAI action: Error: URL Error: Invalid URL: example.com/do-something\n",
+            "error validating action type secrets: Certificate data is not valid base64 (PKI fields must be base64-encoded PEM)\n",
+            "error validating action type secrets: Private key data is not valid base64 (PKI fields must be base64-encoded PEM)\n",
+        )
+    );
+}
