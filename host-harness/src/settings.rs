@@ -3,6 +3,7 @@
 
 use crate::tls::Verification;
 use serde_json::{Map, Value};
+use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -31,8 +32,8 @@ pub struct CustomHostSettings {
     pub ca_der: Vec<Vec<u8>>,
 }
 
-/// Deployment-wide settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Deployment-wide settings. `Debug` hides proxy credentials and proxy header values.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Settings {
     /// `allowedHosts` (default `["*"]`).
     pub allowed_hosts: Vec<String>,
@@ -54,6 +55,59 @@ pub struct Settings {
     pub proxy_verification: Verification,
     /// `customHostSettings`.
     pub custom_hosts: Vec<CustomHostSettings>,
+    /// `denyPrivateNetworks` (default `false`): refuse targets that resolve to loopback,
+    /// private, link-local or other non-public addresses (see `outbound::non_public_class`).
+    pub deny_private_networks: bool,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The proxy URL may carry a user name and password, and proxy headers often carry
+        // credentials: show where the proxy is and which headers are set, never their values.
+        let proxy_url = self.proxy_url.as_deref().map(redacted_url);
+        let proxy_headers: Vec<(&str, &str)> = self
+            .proxy_headers
+            .iter()
+            .map(|(name, _)| (name.as_str(), "[REDACTED]"))
+            .collect();
+        f.debug_struct("Settings")
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("response_timeout", &self.response_timeout)
+            .field(
+                "max_response_content_length",
+                &self.max_response_content_length,
+            )
+            .field("proxy_url", &proxy_url)
+            .field("proxy_headers", &proxy_headers)
+            .field("proxy_bypass_hosts", &self.proxy_bypass_hosts)
+            .field("proxy_only_hosts", &self.proxy_only_hosts)
+            .field("verification", &self.verification)
+            .field("proxy_verification", &self.proxy_verification)
+            .field("custom_hosts", &self.custom_hosts)
+            .field("deny_private_networks", &self.deny_private_networks)
+            .finish()
+    }
+}
+
+/// `scheme://host:port` of a URL, with `[REDACTED]@` when it has user information; never the
+/// path, query or credentials.
+fn redacted_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(u) => {
+            let userinfo = if u.username().is_empty() && u.password().is_none() {
+                ""
+            } else {
+                "[REDACTED]@"
+            };
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            format!(
+                "{}://{userinfo}{}{port}",
+                u.scheme(),
+                u.host_str().unwrap_or_default()
+            )
+        }
+        Err(_) => "[unparsable URL]".to_owned(),
+    }
 }
 
 impl Default for Settings {
@@ -69,6 +123,7 @@ impl Default for Settings {
             verification: Verification::Full,
             proxy_verification: Verification::Full,
             custom_hosts: Vec::new(),
+            deny_private_networks: false,
         }
     }
 }
@@ -116,6 +171,11 @@ impl Settings {
                         s.proxy_headers.push((name.clone(), value.to_owned()));
                     }
                 }
+                "denyPrivateNetworks" => {
+                    s.deny_private_networks = v
+                        .as_bool()
+                        .ok_or_else(|| format!("[{key}]: expected a boolean"))?;
+                }
                 "proxyBypassHosts" => s.proxy_bypass_hosts = Some(string_list(key, v)?),
                 "proxyOnlyHosts" => s.proxy_only_hosts = Some(string_list(key, v)?),
                 "ssl.verificationMode" => s.verification = verification(key, v)?,
@@ -130,6 +190,8 @@ impl Settings {
                 "proxyBypassHosts and proxyOnlyHosts cannot be used at the same time".to_owned(),
             );
         }
+        // C129: a proxy that cannot be used is a settings error, never a silent bypass.
+        crate::proxy::Proxy::from_settings(&s)?;
         Ok(s)
     }
 
@@ -335,6 +397,15 @@ mod tests {
         assert_eq!(s.response_timeout_ms(), 1500);
         assert_eq!(s.verification, Verification::Certificate);
         assert_eq!(s.max_response_content_length, 10);
+    }
+
+    #[test]
+    fn deny_private_networks_is_an_opt_in_boolean() {
+        assert!(!Settings::default().deny_private_networks);
+        let s = Settings::from_json(&json!({"denyPrivateNetworks": true})).unwrap();
+        assert!(s.deny_private_networks);
+        let e = Settings::from_json(&json!({"denyPrivateNetworks": "yes"})).unwrap_err();
+        assert_eq!(e, "[denyPrivateNetworks]: expected a boolean");
     }
 
     #[test]
