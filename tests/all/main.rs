@@ -4,6 +4,7 @@
 
 mod cli;
 mod errors;
+mod pki;
 mod providers;
 mod streaming;
 mod support;

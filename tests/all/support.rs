@@ -1,9 +1,13 @@
 //! Shared helpers: one compiled harness per test binary, connectors, certificates, the CLI.
 
+use base64::Engine;
 use openai_connector_harness::{
     CodeCache, ConnectorFile, ExecuteOutcome, Executor, Harness, Settings, wit,
 };
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, SanType,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};
@@ -147,7 +151,160 @@ impl TestPki {
     }
 }
 
+/// How a client key is generated and encoded (D4: PKCS#8, PKCS#1 and SEC1 are accepted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientKey {
+    /// ECDSA P-256, `PRIVATE KEY` (PKCS#8).
+    EcPkcs8,
+    /// ECDSA P-256, `EC PRIVATE KEY` (SEC1).
+    EcSec1,
+    /// RSA 2048 (the `src/testdata` key: ring cannot generate RSA), `PRIVATE KEY` (PKCS#8).
+    RsaPkcs8,
+    /// The same RSA key as `RSA PRIVATE KEY` (PKCS#1).
+    RsaPkcs1,
+}
+
+/// A client certificate issued by a [`TestPki`], with its key as PEM text.
+pub struct ClientIdentity {
+    pub cert_pem: String,
+    pub cert_der: Vec<u8>,
+    pub key_pem: String,
+}
+
+const RSA_PKCS8: &str = include_str!("../../src/testdata/rsa-pkcs8.pem");
+const RSA_PKCS1: &str = include_str!("../../src/testdata/rsa-pkcs1.pem");
+
+impl TestPki {
+    /// A client certificate (extended key usage `clientAuth`) for a fresh key of `kind`.
+    pub fn client(&self, name: &str, kind: ClientKey) -> ClientIdentity {
+        let key = match kind {
+            ClientKey::EcPkcs8 | ClientKey::EcSec1 => KeyPair::generate().unwrap(),
+            ClientKey::RsaPkcs8 | ClientKey::RsaPkcs1 => KeyPair::from_pem(RSA_PKCS8).unwrap(),
+        };
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        let key_pem = match kind {
+            ClientKey::EcPkcs8 | ClientKey::RsaPkcs8 => key.serialize_pem(),
+            ClientKey::EcSec1 => pem("EC PRIVATE KEY", &p256_pkcs8_to_sec1(&key.serialize_der())),
+            ClientKey::RsaPkcs1 => RSA_PKCS1.to_owned(),
+        };
+        ClientIdentity {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().to_vec(),
+            key_pem,
+        }
+    }
+}
+
+/// Connector secrets for provider Other: PEM text base64-encoded (section 2), the client
+/// identity when given (PKI mode, C21), `caData` holding `ca_pems` in order, and the API key
+/// when there is no identity (C22).
+pub fn pki_secrets(identity: Option<&ClientIdentity>, ca_pems: &[String]) -> String {
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    let mut secrets = serde_json::Map::new();
+    match identity {
+        Some(id) => {
+            secrets.insert("certificateData".into(), b64(&id.cert_pem).into());
+            secrets.insert("privateKeyData".into(), b64(&id.key_pem).into());
+        }
+        None => {
+            secrets.insert("apiKey".into(), API_KEY.into());
+        }
+    }
+    if !ca_pems.is_empty() {
+        secrets.insert("caData".into(), b64(&ca_pems.concat()).into());
+    }
+    serde_json::Value::Object(secrets).to_string()
+}
+
+/// PEM text with 64-character lines.
+fn pem(label: &str, der: &[u8]) -> String {
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// One DER element at the start of `der`: (tag, contents, rest).
+fn der_element(der: &[u8]) -> (u8, &[u8], &[u8]) {
+    let tag = der[0];
+    let (len, header) = match der[1] {
+        n if n < 0x80 => (n as usize, 2),
+        0x81 => (der[2] as usize, 3),
+        0x82 => ((der[2] as usize) << 8 | der[3] as usize, 4),
+        other => panic!("unexpected DER length byte {other:#x}"),
+    };
+    (tag, &der[header..header + len], &der[header + len..])
+}
+
+/// A DER element from its tag and contents.
+fn der_encode(tag: u8, contents: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    match contents.len() {
+        n if n < 0x80 => out.push(n as u8),
+        n if n < 0x100 => out.extend([0x81, n as u8]),
+        n => out.extend([0x82, (n >> 8) as u8, n as u8]),
+    }
+    out.extend_from_slice(contents);
+    out
+}
+
+/// The SEC1 `ECPrivateKey` inside a P-256 PKCS#8 document, with the curve named in `[0]`
+/// (RFC 5915), as OpenSSL writes `EC PRIVATE KEY` files.
+fn p256_pkcs8_to_sec1(pkcs8: &[u8]) -> Vec<u8> {
+    const P256_PARAMETERS: [u8; 12] = [
+        0xa0, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+    ];
+    let (_, info, _) = der_element(pkcs8);
+    let (_, _version, rest) = der_element(info);
+    let (_, _algorithm, rest) = der_element(rest);
+    let (tag, ec_private_key, _) = der_element(rest);
+    assert_eq!(tag, 0x04, "PKCS#8 privateKey is an OCTET STRING");
+    let (_, fields, _) = der_element(ec_private_key);
+    let (_, _, after_version) = der_element(fields);
+    let (_, _, after_key) = der_element(after_version);
+    let version_and_key = &fields[..fields.len() - after_key.len()];
+    assert_eq!(
+        after_key[0], 0xa1,
+        "ring writes the public key and no parameters"
+    );
+    let mut contents = version_and_key.to_vec();
+    contents.extend_from_slice(&P256_PARAMETERS);
+    contents.extend_from_slice(after_key);
+    der_encode(0x30, &contents)
+}
+
 impl Issued {
+    /// A server configuration presenting this certificate that requires a client certificate
+    /// issued by `client_ca` (C127's counterpart: an mTLS gateway).
+    pub fn mtls_server_config(&self, client_ca: &TestPki) -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(client_ca.ca.der().clone()).unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                vec![self.cert_der.clone().into()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(self.key_der.clone().into()),
+            )
+            .unwrap();
+        Arc::new(config)
+    }
+
     /// A rustls server configuration presenting this certificate.
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());

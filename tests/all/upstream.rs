@@ -7,6 +7,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -112,11 +113,24 @@ pub type Script = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
 
 type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
+/// A completed TLS handshake as the upstream saw it.
+#[derive(Clone, Debug)]
+pub struct TlsSession {
+    /// The client's leaf certificate (DER), when it presented one.
+    pub client_cert: Option<Vec<u8>>,
+}
+
 /// A running upstream; stops when dropped.
 pub struct Upstream {
     pub addr: SocketAddr,
     scheme: &'static str,
     requests: Arc<Mutex<Vec<Recorded>>>,
+    /// TCP connections accepted.
+    connections: Arc<AtomicUsize>,
+    /// TLS handshakes completed.
+    sessions: Arc<Mutex<Vec<TlsSession>>>,
+    /// Why TLS handshakes failed, as the server's TLS library says.
+    tls_failures: Arc<Mutex<Vec<String>>>,
     task: JoinHandle<()>,
 }
 
@@ -149,13 +163,22 @@ impl Upstream {
         let addr = listener.local_addr().expect("local addr");
         let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let log = requests.clone();
+        let connections: Arc<AtomicUsize> = Arc::default();
+        let accepted = connections.clone();
+        let sessions: Arc<Mutex<Vec<TlsSession>>> = Arc::default();
+        let session_log = sessions.clone();
+        let tls_failures: Arc<Mutex<Vec<String>>> = Arc::default();
+        let failure_log = tls_failures.clone();
         let scheme = if tls.is_some() { "https" } else { "http" };
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let log = log.clone();
                 let script = script.clone();
                 let tls = tls.clone();
+                let session_log = session_log.clone();
+                let failure_log = failure_log.clone();
                 connections.spawn(async move {
                     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let log = log.clone();
@@ -164,13 +187,21 @@ impl Upstream {
                     });
                     let builder = hyper::server::conn::http1::Builder::new();
                     match tls {
-                        Some(acceptor) => {
-                            if let Ok(stream) = acceptor.accept(stream).await {
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(stream) => {
+                                let client_cert = stream
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|chain| chain.first())
+                                    .map(|c| c.to_vec());
+                                session_log.lock().unwrap().push(TlsSession { client_cert });
                                 let _ = builder
                                     .serve_connection(TokioIo::new(stream), service)
                                     .await;
                             }
-                        }
+                            Err(e) => failure_log.lock().unwrap().push(e.to_string()),
+                        },
                         None => {
                             let _ = builder
                                 .serve_connection(TokioIo::new(stream), service)
@@ -184,8 +215,26 @@ impl Upstream {
             addr,
             scheme,
             requests,
+            connections,
+            sessions,
+            tls_failures,
             task,
         }
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Why TLS handshakes failed on the server's side (e.g. `peer sent no certificates`).
+    pub fn tls_failures(&self) -> Vec<String> {
+        self.tls_failures.lock().unwrap().clone()
+    }
+
+    /// TLS handshakes completed so far, in order.
+    pub fn tls_sessions(&self) -> Vec<TlsSession> {
+        self.sessions.lock().unwrap().clone()
     }
 
     /// `scheme://127.0.0.1:port{path}`.
