@@ -103,12 +103,10 @@ async fn c122_c127_mtls_accept_reject_matrix() {
                 .await;
                 let secrets = pki_secrets(with_identity.then_some(&client), &m.ca_bundle());
                 let e = run(&upstream, mode, &secrets).await;
-                let expected = server_check(mode, server).and_then(|()| {
-                    if with_identity {
-                        Ok(())
-                    } else {
-                        Err(CLIENT_CERT_REQUIRED)
-                    }
+                let expected = server_check(mode, server).and(if with_identity {
+                    Ok(())
+                } else {
+                    Err(CLIENT_CERT_REQUIRED)
                 });
                 let got = e
                     .outcome
