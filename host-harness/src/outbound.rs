@@ -247,10 +247,19 @@ impl OutboundPolicy {
         let mut sender = match opened {
             Opened::Connection(sender) => sender,
             Opened::TunnelRefused(response) => {
-                // Like Kibana's proxy agent: the proxy's answer (e.g. 407) is the response.
-                return Ok(response.map(|incoming| {
-                    TimedBody::new(incoming, between_bytes_timeout, None).boxed_unsync()
-                }));
+                // Like Kibana's proxy agent: the proxy's answer (e.g. 407) is the response. Only
+                // its status and body are kept: a proxy's `Location` must not steer the request.
+                let (parts, incoming) = response.into_parts();
+                let mut refused = http::Response::new(
+                    TimedBody::new(incoming, between_bytes_timeout, None).boxed_unsync(),
+                );
+                *refused.status_mut() = parts.status;
+                for name in [http::header::CONTENT_TYPE, http::header::CONTENT_LENGTH] {
+                    if let Some(value) = parts.headers.get(&name) {
+                        refused.headers_mut().insert(name, value.clone());
+                    }
+                }
+                return Ok(refused);
             }
         };
         if let Some(pool) = &self.pool {

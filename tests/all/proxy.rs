@@ -55,6 +55,8 @@ pub struct ProxyBehaviour {
     pub hosts: HashMap<String, SocketAddr>,
     /// The answer to absolute-form (http target) requests.
     pub answer: ProxyAnswer,
+    /// A raw response to every `CONNECT` instead of opening the tunnel.
+    pub refuse_connect: Option<String>,
 }
 
 impl Default for ProxyBehaviour {
@@ -63,6 +65,7 @@ impl Default for ProxyBehaviour {
             require_auth: None,
             hosts: HashMap::new(),
             answer: Arc::new(|_| (502, Vec::new(), String::new())),
+            refuse_connect: None,
         }
     }
 }
@@ -183,6 +186,12 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         return;
     }
 
+    if request.method == "CONNECT"
+        && let Some(raw) = &behaviour.refuse_connect
+    {
+        let _ = client.write_all(raw.as_bytes()).await;
+        return;
+    }
     if request.method == "CONNECT" {
         let to = behaviour
             .hosts
@@ -481,6 +490,39 @@ async fn c129_refused_tunnel_reports_the_proxy_status() {
         assert!(!format!("{e:?}").contains("wrong-PASSWORD"));
     }
     assert_eq!(proxy.requests().len(), 2);
+    assert_eq!(target.upstream.connections(), 0);
+}
+
+// C129, C66: a refused tunnel is reported by its status alone: a proxy's `Location` header
+// does not send the request anywhere.
+#[tokio::test]
+async fn c129_a_refused_tunnel_cannot_redirect_the_request() {
+    let target = TunnelTarget::start(Reply::json(200, COMPLETION)).await;
+    let elsewhere = Upstream::always(Reply::json(200, COMPLETION)).await;
+    let proxy = TestProxy::start(ProxyBehaviour {
+        refuse_connect: Some(format!(
+            "HTTP/1.1 302 Found\r\nLocation: {}\r\nContent-Type: text/html\r\nContent-Length: 5\r\n\r\nmoved",
+            elsewhere.url("/v1/chat/completions")
+        )),
+        require_auth: None,
+        ..target.proxy_behaviour()
+    })
+    .await;
+    let executor = executor(settings(
+        serde_json::json!({"proxyUrl": proxy.url("http", None)}),
+    ));
+    let c = connector(
+        &other_config(&target.url("/v1/chat/completions")),
+        &pki_secrets(None, &[target.pki.ca_pem()]),
+    );
+    let e = execute(&executor, &c, &run_params("run", "{}")).await;
+    assert!(
+        failure(&e).service_message.starts_with("Status code: 302."),
+        "{}",
+        failure(&e).service_message
+    );
+    assert_eq!(proxy.requests().len(), 1);
+    assert_eq!(elsewhere.connections(), 0);
     assert_eq!(target.upstream.connections(), 0);
 }
 
