@@ -6,8 +6,8 @@
 //! - `validate/*`, `build/*`: connector validation and request building, through the WIT export
 //!   on a warm instance, with a fresh instance per call, and natively (no wasm).
 //! - `execute/*`: a full `run` against a loopback upstream through the component (fresh
-//!   instance, validation, request, wasi-http, response mapping) next to the same POST sent
-//!   with hyper directly (the floor any connector pays for the HTTP exchange itself).
+//!   instance, validation, request, wasi-http, response mapping) next to the same POST sent with
+//!   hyper directly — both over a new connection per call, and both over a kept-alive one.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use openai_connector::actions::{self, Definition, Deployment};
@@ -102,34 +102,56 @@ fn bench(c: &mut Criterion) {
     });
     group.finish();
 
+    // Two fair pairs: a fresh connection per call on both sides, and a kept-alive connection
+    // on both sides.
     let mut group = c.benchmark_group("execute");
-    group.bench_function("component", |b| {
-        b.to_async(&rt).iter(|| async {
-            match executor.execute(&connector, &params).await.unwrap() {
+    let unpooled = executor.clone().with_connection_pool(None);
+    let run = |executor: Executor| {
+        let connector = &connector;
+        let params = &params;
+        async move {
+            match executor.execute(connector, params).await.unwrap() {
                 ExecuteOutcome::Executed(e) => black_box(e.outcome.unwrap()),
                 ExecuteOutcome::InvalidConnector(lines) => panic!("{lines:?}"),
             }
-        })
+        }
+    };
+    group.bench_function("component_new_connection", |b| {
+        b.to_async(&rt).iter(|| run(unpooled.clone()))
     });
     let url: hyper::Uri = format!("{base}/v1/chat/completions").parse().unwrap();
-    group.bench_function("hyper_direct", |b| {
+    group.bench_function("hyper_new_connection", |b| {
         b.to_async(&rt)
-            .iter(|| async { black_box(direct_post(&url, BODY).await) })
+            .iter(|| async { black_box(post(&mut connect(&url).await, &url, BODY).await) })
+    });
+    group.bench_function("component_keep_alive", |b| {
+        b.to_async(&rt).iter(|| run(executor.clone()))
+    });
+    let mut sender = rt.block_on(connect(&url));
+    group.bench_function("hyper_keep_alive", |b| {
+        b.iter(|| black_box(rt.block_on(post(&mut sender, &url, BODY))))
     });
     group.finish();
 }
 
-/// One POST over a new connection with hyper, as the harness's transport makes it.
-async fn direct_post(url: &hyper::Uri, body: &'static str) -> bytes::Bytes {
-    use http_body_util::BodyExt;
+type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
+
+/// A new HTTP/1.1 connection with hyper, as the harness's transport makes it.
+async fn connect(url: &hyper::Uri) -> Sender {
     let addr = format!("{}:{}", url.host().unwrap(), url.port_u16().unwrap());
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     tcp.set_nodelay(true).unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .unwrap();
     tokio::spawn(conn);
+    sender
+}
+
+/// One POST on `sender`, body read to the end.
+async fn post(sender: &mut Sender, url: &hyper::Uri, body: &'static str) -> bytes::Bytes {
+    use http_body_util::BodyExt;
+    sender.ready().await.unwrap();
     let request = hyper::Request::post(url.path())
         .header("host", url.authority().unwrap().as_str())
         .header("content-type", "application/json")
