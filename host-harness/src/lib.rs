@@ -26,7 +26,7 @@ pub mod tls;
 pub mod tokenizer;
 
 pub use connector_file::ConnectorFile;
-pub use outbound::OutboundPolicy;
+pub use outbound::{Cancel, OutboundPolicy};
 pub use pool::{ConnectionPool, PoolLimits};
 pub use runtime::{CodeCache, Harness, wit};
 pub use settings::Settings;
@@ -247,6 +247,7 @@ impl Executor {
     async fn prepare(
         &self,
         connector: &ConnectorFile,
+        cancel: Cancel,
     ) -> Result<Result<runtime::Instance, PrepareError>> {
         let mut instance = self
             .harness
@@ -273,15 +274,29 @@ impl Executor {
             })));
         }
         instance.set_policy(Arc::new(
-            OutboundPolicy::for_connector(&self.settings, tls).with_pool(self.pool.clone()),
+            OutboundPolicy::for_connector(&self.settings, tls)
+                .with_pool(self.pool.clone())
+                .with_cancel(cancel),
         ));
         Ok(Ok(instance))
     }
 
     /// Runs any sub-action; streaming ones return a [`Stream`].
     pub async fn start(&self, connector: &ConnectorFile, params_json: &str) -> Result<Started> {
+        self.start_cancellable(connector, params_json, Cancel::new())
+            .await
+    }
+
+    /// [`start`](Self::start), abandoned when `cancel` fires (C68): the execution then fails with
+    /// `ERR_CANCELED` and still reports the usage of what arrived (C113).
+    pub async fn start_cancellable(
+        &self,
+        connector: &ConnectorFile,
+        params_json: &str,
+        cancel: Cancel,
+    ) -> Result<Started> {
         let started = SystemTime::now();
-        let mut instance = match self.prepare(connector).await? {
+        let mut instance = match self.prepare(connector, cancel).await? {
             Ok(instance) => instance,
             Err(PrepareError::Invalid(lines)) => return Ok(Started::InvalidConnector(lines)),
             Err(PrepareError::Refused(failure)) => {
@@ -319,7 +334,7 @@ impl Executor {
         connector: &ConnectorFile,
         params_json: &str,
     ) -> Result<ExecuteOutcome> {
-        let mut instance = match self.prepare(connector).await? {
+        let mut instance = match self.prepare(connector, Cancel::new()).await? {
             Ok(instance) => instance,
             Err(PrepareError::Invalid(lines)) => {
                 return Ok(ExecuteOutcome::InvalidConnector(lines));

@@ -7,8 +7,8 @@ use clap::{Parser, Subcommand};
 use openai_connector_harness::event_log::EventLog;
 use openai_connector_harness::runtime::actions::StreamItem;
 use openai_connector_harness::{
-    CodeCache, ConnectorFile, Executor, Finished, Harness, OutboundPolicy, Settings, Started,
-    Stream, output,
+    Cancel, CodeCache, ConnectorFile, Executor, Finished, Harness, OutboundPolicy, Settings,
+    Started, Stream, output,
 };
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -196,7 +196,20 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
                     None => None,
                 };
             let executor = Executor::new(load_harness(&cli)?, settings);
-            let finished = match executor.start(&connector, &params).await? {
+            // C68: Ctrl-C abandons the upstream; the execution still ends (and is logged) as
+            // a failure with the usage of what arrived.
+            let cancel = Cancel::new();
+            let on_interrupt = cancel.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("openai-connector: interrupted; abandoning the upstream");
+                    on_interrupt.cancel();
+                }
+            });
+            let finished = match executor
+                .start_cancellable(&connector, &params, cancel.clone())
+                .await?
+            {
                 Started::InvalidConnector(lines) => {
                     for line in lines {
                         eprintln!("{line}");
@@ -213,7 +226,7 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
                     println!("{json}");
                     finished
                 }
-                Started::Streaming(stream) => stream_to_stdout(&connector, stream).await?,
+                Started::Streaming(stream) => stream_to_stdout(&connector, stream, &cancel).await?,
             };
             if let Some(log) = &log {
                 log.append(&finished.record(&connector)).with_context(|| {
@@ -239,35 +252,36 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
 }
 
 /// Writes a streaming execution to stdout as it arrives (cli.md "execute"). A failure before
-/// the first byte prints the failure JSON; after it, the message goes to stderr. Ctrl-C or a
-/// closed stdout abandons the upstream (C68).
-async fn stream_to_stdout(connector: &ConnectorFile, mut stream: Box<Stream>) -> Result<Finished> {
+/// the first byte prints the failure JSON; after it, the message goes to stderr. A closed stdout
+/// cancels the execution (C68).
+async fn stream_to_stdout(
+    connector: &ConnectorFile,
+    mut stream: Box<Stream>,
+    cancel: &Cancel,
+) -> Result<Finished> {
     let mut stdout = tokio::io::stdout();
     let mut delivered = false;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    loop {
-        let item = tokio::select! {
-            item = stream.next() => item?,
-            _ = &mut ctrl_c => {
-                eprintln!("openai-connector: interrupted; abandoning the upstream");
-                break;
-            }
-        };
+    let mut reader_gone = false;
+    while let Some(item) = stream.next().await? {
+        if reader_gone {
+            // Drain what the component still returns until the cancellation ends the stream.
+            continue;
+        }
         let written = match item {
-            None => break,
-            Some(StreamItem::Bytes(bytes)) => write_flush(&mut stdout, &bytes).await,
-            Some(StreamItem::Chunk(json)) => {
+            StreamItem::Bytes(bytes) => write_flush(&mut stdout, &bytes).await,
+            StreamItem::Chunk(json) => {
                 let mut line = json.into_bytes();
                 line.push(b'\n');
                 write_flush(&mut stdout, &line).await
             }
         };
-        if written.is_err() {
-            // The reader went away: stop pulling from the upstream.
-            break;
+        match written {
+            Ok(()) => delivered = true,
+            Err(_) => {
+                reader_gone = true;
+                cancel.cancel();
+            }
         }
-        delivered = true;
     }
     let finished = stream.finish().await?;
     if let Err(failure) = &finished.outcome {

@@ -44,6 +44,46 @@ enum ProxyRoute {
     Unusable,
 }
 
+/// Cancels an execution's outgoing requests (C68): the request in flight, or the response body
+/// being read, fails with `ERR_CANCELED - canceled`, which the component reports as C68 says,
+/// with the usage of what already arrived (C113). Clones cancel the same execution.
+#[derive(Clone, Debug)]
+pub struct Cancel(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Cancel {
+    fn default() -> Self {
+        Cancel(Arc::new(tokio::sync::watch::Sender::new(false)))
+    }
+}
+
+impl Cancel {
+    /// A handle that has not been cancelled.
+    pub fn new() -> Self {
+        Cancel::default()
+    }
+
+    /// Cancels; idempotent.
+    pub fn cancel(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Resolves once cancelled (at once if already).
+    fn cancelled(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.subscribe();
+        async move {
+            // An error means every sender is gone: nothing can cancel any more.
+            if rx.wait_for(|cancelled| *cancelled).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// The error a cancelled request or body reports to the guest.
+fn canceled() -> Error {
+    Error::InternalError(Some("ERR_CANCELED - canceled".to_owned()))
+}
+
 /// What an execution's outgoing requests may do and how they are made.
 #[derive(Debug, Default)]
 pub struct OutboundPolicy {
@@ -64,6 +104,8 @@ pub struct OutboundPolicy {
     pool: Option<Arc<ConnectionPool>>,
     /// rustls configurations built so far, by profile (when there is no pool).
     configs: Mutex<HashMap<TlsProfile, Arc<rustls::ClientConfig>>>,
+    /// Cancels this execution's requests.
+    cancel: Cancel,
 }
 
 impl OutboundPolicy {
@@ -90,7 +132,14 @@ impl OutboundPolicy {
             proxy,
             pool: None,
             configs: Mutex::default(),
+            cancel: Cancel::default(),
         }
+    }
+
+    /// Cancels this policy's requests through `cancel` (C68).
+    pub fn with_cancel(mut self, cancel: Cancel) -> Self {
+        self.cancel = cancel;
+        self
     }
 
     /// Takes connections from, and returns them to, `pool` (`None`: a new connection per
@@ -251,7 +300,13 @@ impl OutboundPolicy {
                 // its status and body are kept: a proxy's `Location` must not steer the request.
                 let (parts, incoming) = response.into_parts();
                 let mut refused = http::Response::new(
-                    TimedBody::new(incoming, between_bytes_timeout, None).boxed_unsync(),
+                    TimedBody::new(
+                        incoming,
+                        between_bytes_timeout,
+                        None,
+                        Box::pin(self.cancel.cancelled()),
+                    )
+                    .boxed_unsync(),
                 );
                 *refused.status_mut() = parts.status;
                 for name in [http::header::CONTENT_TYPE, http::header::CONTENT_LENGTH] {
@@ -282,8 +337,10 @@ impl OutboundPolicy {
         sender: SendRequest<WasiBody>,
     ) -> http::Response<WasiBody> {
         let reuse = self.pool.clone().map(|pool| Reuse { pool, key, sender });
-        response
-            .map(|incoming| TimedBody::new(incoming, between_bytes_timeout, reuse).boxed_unsync())
+        let cancelled = Box::pin(self.cancel.cancelled());
+        response.map(|incoming| {
+            TimedBody::new(incoming, between_bytes_timeout, reuse, cancelled).boxed_unsync()
+        })
     }
 
     /// Opens a connection for `key`: TCP (to the target or the proxy), TLS to an https proxy,
@@ -614,15 +671,22 @@ struct TimedBody {
     timeout: Duration,
     sleep: Pin<Box<tokio::time::Sleep>>,
     reuse: Option<Reuse>,
+    cancelled: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 impl TimedBody {
-    fn new(inner: hyper::body::Incoming, timeout: Duration, reuse: Option<Reuse>) -> Self {
+    fn new(
+        inner: hyper::body::Incoming,
+        timeout: Duration,
+        reuse: Option<Reuse>,
+        cancelled: Pin<Box<dyn Future<Output = ()> + Send>>,
+    ) -> Self {
         TimedBody {
             inner,
             timeout,
             sleep: Box::pin(tokio::time::sleep(timeout)),
             reuse,
+            cancelled,
         }
     }
 }
@@ -635,6 +699,11 @@ impl http_body::Body for TimedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Error>>> {
+        if self.cancelled.as_mut().poll(cx).is_ready() {
+            // C68: the connection goes with the abandoned response.
+            self.reuse = None;
+            return Poll::Ready(Some(Err(canceled())));
+        }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 let deadline = tokio::time::Instant::now() + self.timeout;
@@ -700,8 +769,12 @@ impl WasiHttpHooks for OutboundHooks {
             > + Send,
     > {
         let policy = self.policy.clone();
+        let cancelled = policy.cancel.cancelled();
         Box::new(async move {
-            let response = policy.send(request, options).await?;
+            let response = tokio::select! {
+                response = policy.send(request, options) => response?,
+                () = cancelled => return Err(canceled()),
+            };
             let io: Box<dyn Future<Output = Result<(), Error>> + Send> = Box::new(async { Ok(()) });
             Ok((response, io))
         })

@@ -84,7 +84,7 @@ impl Body for WasiBody {
                     return Err(
                         match super::bindings::wasi::http::types::http_error_code(&error) {
                             Some(code) => map_error_code(code),
-                            None => TransportError::ConnectionReset,
+                            None => body_error_from_text(&error.to_debug_string()),
                         },
                     );
                 }
@@ -221,6 +221,17 @@ fn head(
             deadline,
         },
     })
+}
+
+/// A body failure the host reported without an `error-code` (wasmtime-wasi-http 48 wraps
+/// body-stream errors instead of converting them): the host's `internal-error` text
+/// (`internal error: <CODE> - <message>`) still carries the convention of `wit/connector.wit`.
+fn body_error_from_text(text: &str) -> TransportError {
+    match text.strip_prefix("internal error: ") {
+        Some(detail) => map_error_code(ErrorCode::InternalError(Some(detail.to_owned()))),
+        None if text.contains("timeout") => TransportError::Timeout,
+        None => TransportError::ConnectionReset,
+    }
 }
 
 fn coded(code: &str, message: &str) -> TransportError {

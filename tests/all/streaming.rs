@@ -460,3 +460,68 @@ async fn sse_decode_chat_assembles_tool_calls() {
     assert_eq!(last["final"]["choices"][0]["finish_reason"], "tool_calls");
     assert_eq!(last["final"]["done"], false);
 }
+
+#[tokio::test]
+async fn c68_interrupt_abandons_the_upstream_and_still_logs_the_execution() {
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let first = delta("Hel");
+    // The upstream would hold the stream open until the test ends.
+    let upstream = Upstream::always(Reply::sse(vec![
+        send(&first),
+        Step::Wait(gate.clone()),
+        send(DONE),
+    ]))
+    .await;
+    let file = connector_file(&upstream, "");
+    let params = write_file(
+        "params.json",
+        &stream_params(r#"{"model":"gpt-4o","messages":[]}"#),
+    );
+    let log = write_file("events.ndjson", "");
+    let mut cmd = tokio::process::Command::from(cli());
+    cmd.arg("execute")
+        .arg(&file)
+        .arg("--params")
+        .arg(&params)
+        .arg("--event-log")
+        .arg(&log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut got = vec![0u8; first.len()];
+    tokio::time::timeout(Duration::from_secs(30), stdout.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.ends_with(
+            "Status code: undefined. Message: Unexpected API Error: ERR_CANCELED - canceled\n"
+        ),
+        "{stderr}"
+    );
+    let line: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&log).unwrap().trim_end()).unwrap();
+    assert_eq!(line["event"]["outcome"], "failure");
+    // C113: the usage of what arrived is still recorded.
+    assert_eq!(usage_of(&line)["source"], "estimated");
+    assert_eq!(
+        usage_of(&line)["completion_tokens"],
+        openai_connector_harness::tokenizer::count_tokens("o200k_base", "Hel").unwrap()
+    );
+    gate.notify_one();
+}
