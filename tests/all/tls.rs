@@ -165,3 +165,28 @@ async fn c122_c124_connector_ca_data_replaces_the_roots() {
             .starts_with("Certificate error: ")
     );
 }
+
+#[tokio::test]
+async fn c130_identity_refused_by_the_tls_stack_fails_before_anything_is_sent() {
+    // A 1024-bit RSA key is a valid key that matches its certificate (C28, C29), but rustls with
+    // ring refuses RSA keys under 2048 bits.
+    let upstream = Upstream::always(Reply::json(200, COMPLETION)).await;
+    let b64 = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem);
+    let secrets = format!(
+        r#"{{"certificateData":"{}","privateKeyData":"{}"}}"#,
+        b64(include_str!("fixtures/rsa1024-cert.pem")),
+        b64(include_str!("fixtures/rsa1024-key.pem"))
+    );
+    let c = connector(
+        &other_config(&upstream.url("/v1").replace("http:", "https:")),
+        &secrets,
+    );
+    let e = execute(&executor(Settings::default()), &c, &run_params("run", "{}")).await;
+    let message = &failure(&e).service_message;
+    assert!(
+        message.starts_with("Invalid or inaccessible PKI certificates: "),
+        "{message}"
+    );
+    assert_eq!(e.request_body_bytes, None);
+    assert!(upstream.requests().is_empty());
+}
