@@ -1,0 +1,529 @@
+//! Throughput of SSE decoding (C79–C91) and chat-completion assembly (C92–C105), natively and
+//! inside the component, next to the `eventsource-stream` crate, in the same run.
+//!
+//! `cargo bench -p openai-connector-harness --bench sse`
+//!
+//! Two corpora, generated in-process from a fixed seed and also written to
+//! `target/sse-corpora/` for `benches/node/eventsource-parser.mjs`:
+//!
+//! - `chat`: a realistic OpenAI chat stream (role chunk, ~200-byte `chat.completion.chunk`
+//!   content events, finish chunk, usage chunk, `[DONE]`), about 4 MiB, delivered in
+//!   [`CHAT_CHUNK`]-byte chunks.
+//! - `large`: the same shape with every content event exactly 4 KiB, about 4 MiB, delivered in
+//!   [`LARGE_CHUNK`]-byte chunks (one TCP segment's payload each).
+//!
+//! Per corpus (throughput in decimal MB/s of corpus bytes):
+//!
+//! - `decoder_native`: `sse::Decoder` fed the corpus's chunking.
+//! - `decoder_native_16k`: the same fed 16 KiB batches, the batching the component gets.
+//! - `decoder_component`: the `sse.decoder` resource on a fresh instance, fed 16 KiB batches;
+//!   events are lifted into host strings.
+//! - `eventsource_stream`: the `eventsource-stream` crate over an in-memory stream of the same
+//!   chunks, polled with `futures::executor::block_on`.
+//! - `assembly_native`: decoder plus `ChatStream::push` of every event, then the completion JSON.
+//! - `assembly_native_wit_work`: the same plus what the WIT `chat-stream.push` export also does
+//!   per chunk (serialise its delta lines), so that it is the native twin of the next one.
+//! - `assembly_component`: decoder and chat-stream resources, 16 KiB batches, one `push` call
+//!   per event (the event data crosses into the guest, the delta lines come back).
+//! - `assembly_component_blank_pushes`: the same number of `push` calls with blank data (which
+//!   the chat layer skips): the price of the per-event boundary crossings alone.
+//! - `pipeline_native`, `pipeline_component`: the production path with its batching, over
+//!   loopback HTTP. Native: hyper GET, then decoder and chat layer on every body frame. Component:
+//!   a `stream` execution (`stream: true`) through the executor, which decodes and assembles
+//!   inside the guest and crosses the boundary once per body read, passing the bytes through
+//!   (C41) and reporting the usage of the corpus's usage chunk (C109). Neither builds the
+//!   completion JSON, which a `stream` execution does not produce.
+
+use criterion::{
+    BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+    measurement::WallTime,
+};
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use openai_connector::chat_stream::{ChatStream, Step};
+use openai_connector::sse::{Decoder, MAX_SSE_EVENT_BYTES};
+use openai_connector_harness::runtime::Instance;
+use openai_connector_harness::runtime::actions::StreamItem;
+use openai_connector_harness::{
+    CodeCache, ConnectorFile, Executor, Harness, OutboundPolicy, Settings, Started,
+};
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Chunk size the `chat` corpus is delivered in.
+const CHAT_CHUNK: usize = 200;
+/// Chunk size the `large` corpus is delivered in.
+const LARGE_CHUNK: usize = 1460;
+/// Batch size of the component's `sse.decoder.feed` calls.
+const COMPONENT_BATCH: usize = 16 * 1024;
+/// Approximate corpus size.
+const CORPUS_BYTES: usize = 4 << 20;
+/// Size of every content event of the `large` corpus.
+const LARGE_EVENT_BYTES: usize = 4096;
+
+/// The corpora: deterministic, so that every run and the Node script see the same bytes.
+mod corpus {
+    /// splitmix64: a fixed-seed generator, enough to vary the content.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Content pieces as they appear inside a JSON string (escapes included), with the
+    /// non-ASCII text OpenAI sends raw.
+    const PIECES: &[&str] = &[
+        " the",
+        " model",
+        " stream",
+        " of",
+        " tokens",
+        ",",
+        ".",
+        " and",
+        " a",
+        " connector",
+        " Kibana",
+        " response",
+        " with",
+        " data",
+        " 42",
+        "\\n",
+        "\\n\\n",
+        " \\\"quoted\\\"",
+        " café",
+        " über",
+        " —",
+        " 😀",
+        " `code`",
+        " **bold**",
+        "ing",
+        " is",
+    ];
+
+    const HEAD: &str = r#"data: {"id":"chatcmpl-C3ZbJbEo8y2Jt4aXlT6rXpRzGsJmQ","object":"chat.completion.chunk","created":1767225600,"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_cbf1785567","choices":[{"index":0,"delta":{"#;
+    const TAIL: &str = r#"},"logprobs":null,"finish_reason":null}]}"#;
+
+    fn content_event(out: &mut Vec<u8>, content: &str) {
+        out.extend_from_slice(HEAD.as_bytes());
+        out.extend_from_slice(br#""content":""#);
+        out.extend_from_slice(content.as_bytes());
+        out.push(b'"');
+        out.extend_from_slice(TAIL.as_bytes());
+        out.extend_from_slice(b"\n\n");
+    }
+
+    fn stream(target: usize, mut content: impl FnMut(&mut Rng) -> String) -> Vec<u8> {
+        let mut rng = Rng(0x5EED_0F55_E000_0001);
+        let mut out = Vec::with_capacity(target + 4096);
+        out.extend_from_slice(HEAD.as_bytes());
+        out.extend_from_slice(br#""role":"assistant","content":"","refusal":null"#);
+        out.extend_from_slice(TAIL.as_bytes());
+        out.extend_from_slice(b"\n\n");
+        while out.len() < target {
+            content_event(&mut out, &content(&mut rng));
+        }
+        out.extend_from_slice(
+            br#"data: {"id":"chatcmpl-C3ZbJbEo8y2Jt4aXlT6rXpRzGsJmQ","object":"chat.completion.chunk","created":1767225600,"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_cbf1785567","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]}
+
+data: {"id":"chatcmpl-C3ZbJbEo8y2Jt4aXlT6rXpRzGsJmQ","object":"chat.completion.chunk","created":1767225600,"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_cbf1785567","choices":[],"usage":{"prompt_tokens":1017,"completion_tokens":52311,"total_tokens":53328,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}}
+
+data: [DONE]
+
+"#,
+        );
+        out
+    }
+
+    /// The `chat` corpus: content events of one to three pieces (~200 bytes each).
+    pub fn chat(target: usize) -> Vec<u8> {
+        stream(target, |rng| {
+            let n = 1 + rng.below(3);
+            (0..n).map(|_| PIECES[rng.below(PIECES.len())]).collect()
+        })
+    }
+
+    /// The `large` corpus: content events of exactly `event_bytes` bytes each.
+    pub fn large(target: usize, event_bytes: usize) -> Vec<u8> {
+        // `data: ` + HEAD's rest + `"content":"` + content + `"` + TAIL + `\n\n`.
+        let envelope = HEAD.len() + r#""content":""#.len() + 1 + TAIL.len() + 2;
+        let content_bytes = event_bytes - envelope;
+        stream(target, move |rng| {
+            let mut content = String::with_capacity(content_bytes);
+            loop {
+                let piece = PIECES[rng.below(PIECES.len())];
+                if content.len() + piece.len() > content_bytes {
+                    break;
+                }
+                content.push_str(piece);
+            }
+            while content.len() < content_bytes {
+                content.push('x');
+            }
+            content
+        })
+    }
+}
+
+/// One corpus and the ways it is delivered.
+struct Corpus {
+    name: &'static str,
+    bytes: bytes::Bytes,
+    chunk: usize,
+}
+
+impl Corpus {
+    fn chunks(&self) -> Vec<&[u8]> {
+        self.bytes.chunks(self.chunk).collect()
+    }
+
+    fn batches(&self) -> Vec<&[u8]> {
+        self.bytes.chunks(COMPONENT_BATCH).collect()
+    }
+}
+
+/// Where the corpora go for the Node script: `$CARGO_TARGET_DIR/sse-corpora`, or the
+/// workspace's `target/sse-corpora`.
+fn corpora_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")))
+        .join("sse-corpora")
+}
+
+fn decode_native(chunks: &[&[u8]]) -> usize {
+    let mut decoder = Decoder::new();
+    let mut events = Vec::new();
+    let mut count = 0;
+    for chunk in chunks {
+        decoder.feed(chunk, &mut events).unwrap();
+        count += events.len();
+        events.clear();
+    }
+    decoder.finish(&mut events).unwrap();
+    count
+}
+
+fn decode_eventsource_stream(chunks: &[&[u8]]) -> usize {
+    let stream = futures::stream::iter(chunks.iter().map(|&c| Ok::<_, Infallible>(c)));
+    let mut events = stream.eventsource();
+    futures::executor::block_on(async {
+        let mut count = 0;
+        while let Some(event) = events.next().await {
+            black_box(event.unwrap());
+            count += 1;
+        }
+        count
+    })
+}
+
+/// Decoder plus chat layer; with `wit_work`, also the delta lines the WIT export returns.
+fn assemble_native(chunks: &[&[u8]], wit_work: bool) -> String {
+    let mut decoder = Decoder::new();
+    let mut chat = ChatStream::new();
+    let mut events = Vec::new();
+    for chunk in chunks {
+        decoder.feed(chunk, &mut events).unwrap();
+        for event in events.drain(..) {
+            match chat.push(&event.data).unwrap() {
+                Step::Chunk(chunk) if wit_work => {
+                    let lines: Vec<String> = chunk.deltas().iter().map(|d| d.to_json()).collect();
+                    black_box(lines);
+                }
+                step => {
+                    black_box(step);
+                }
+            }
+        }
+    }
+    decoder.finish(&mut events).unwrap();
+    chat.finish().to_json()
+}
+
+async fn decode_component(instance: &mut Instance, batches: &[&[u8]]) -> usize {
+    let decoder = instance
+        .sse_decoder(MAX_SSE_EVENT_BYTES as u32)
+        .await
+        .unwrap();
+    let mut count = 0;
+    for batch in batches {
+        let events = instance.sse_feed(decoder, batch).await.unwrap().unwrap();
+        count += events.len();
+    }
+    count + instance.sse_finish(decoder).await.unwrap().unwrap().len()
+}
+
+/// Decoder and chat-stream resources; pushes each event's data, or blank data when `blank`.
+async fn assemble_component(instance: &mut Instance, batches: &[&[u8]], blank: bool) -> String {
+    let decoder = instance
+        .sse_decoder(MAX_SSE_EVENT_BYTES as u32)
+        .await
+        .unwrap();
+    let chat = instance.chat_stream().await.unwrap();
+    for batch in batches {
+        let events = instance.sse_feed(decoder, batch).await.unwrap().unwrap();
+        for event in &events {
+            let data = if blank { " " } else { event.data.as_str() };
+            black_box(instance.chat_push(chat, data).await.unwrap().unwrap());
+        }
+    }
+    instance.sse_finish(decoder).await.unwrap().unwrap();
+    instance.chat_finish(chat).await.unwrap()
+}
+
+/// A loopback upstream that answers every request with `body` as an event stream.
+async fn sse_upstream(body: bytes::Bytes) -> String {
+    use http_body_util::BodyExt;
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tcp.set_nodelay(true).unwrap();
+            let body = body.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let body = body.clone();
+                    async move {
+                        // Read the request first, as a real upstream does: answering before
+                        // the request is complete makes hyper close the connection.
+                        let _ = req.into_body().collect().await;
+                        hyper::Response::builder()
+                            .header("content-type", "text/event-stream")
+                            .body(http_body_util::Full::new(body))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A GET over a new connection with hyper; every body frame goes through the decoder and the
+/// chat layer as it arrives. Returns what the component's execution returns: the bytes passed
+/// through and the reported completion tokens.
+async fn pipeline_native(url: &hyper::Uri) -> (usize, u64) {
+    use http_body_util::BodyExt;
+    let addr = format!("{}:{}", url.host().unwrap(), url.port_u16().unwrap());
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let request = hyper::Request::post(url.path())
+        .header("host", url.authority().unwrap().as_str())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let mut body = sender.send_request(request).await.unwrap().into_body();
+    let mut decoder = Decoder::new();
+    let mut chat = ChatStream::new();
+    let mut events = Vec::new();
+    let mut passed = 0;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            passed += data.len();
+            decoder.feed(&data, &mut events).unwrap();
+            for event in events.drain(..) {
+                black_box(chat.push(&event.data).unwrap());
+            }
+        }
+    }
+    decoder.finish(&mut events).unwrap();
+    (passed, chat.token_usage().unwrap().completion_tokens)
+}
+
+/// A `stream` execution with `stream: true` through the component; returns the bytes passed
+/// through and the reported completion tokens.
+async fn pipeline_component(
+    executor: &Executor,
+    connector: &ConnectorFile,
+    params: &str,
+) -> (usize, u64) {
+    let Started::Streaming(mut stream) = executor.start(connector, params).await.unwrap() else {
+        panic!("the execution did not stream");
+    };
+    let mut passed = 0;
+    while let Some(item) = stream.next().await.unwrap() {
+        match item {
+            StreamItem::Bytes(bytes) => passed += bytes.len(),
+            StreamItem::Chunk(_) => panic!("raw mode delivers bytes"),
+        }
+    }
+    let finished = stream.finish().await.unwrap();
+    assert!(finished.outcome.is_ok(), "{:?}", finished.outcome);
+    (passed, finished.usage.completion_tokens)
+}
+
+fn configure(group: &mut BenchmarkGroup<'_, WallTime>, corpus: &Corpus) {
+    group
+        .throughput(Throughput::BytesDecimal(corpus.bytes.len() as u64))
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+}
+
+fn bench(c: &mut Criterion) {
+    let corpora = [
+        Corpus {
+            name: "chat",
+            bytes: corpus::chat(CORPUS_BYTES).into(),
+            chunk: CHAT_CHUNK,
+        },
+        Corpus {
+            name: "large",
+            bytes: corpus::large(CORPUS_BYTES, LARGE_EVENT_BYTES).into(),
+            chunk: LARGE_CHUNK,
+        },
+    ];
+    let dir = corpora_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    for corpus in &corpora {
+        let path = dir.join(format!("{}.sse", corpus.name));
+        std::fs::write(&path, &corpus.bytes).unwrap();
+        eprintln!(
+            "corpus {}: {} bytes in {}-byte chunks, written to {}",
+            corpus.name,
+            corpus.bytes.len(),
+            corpus.chunk,
+            path.display()
+        );
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let harness = Harness::embedded(CodeCache::Default).unwrap();
+    let deny = Arc::new(OutboundPolicy::deny_all());
+    let executor = Executor::new(harness.clone(), Settings::default());
+    let params = format!(
+        r#"{{"subAction":"stream","subActionParams":{{"stream":true,"body":{}}}}}"#,
+        serde_json::to_string(
+            r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Write a long essay."}],"stream":true}"#
+        )
+        .unwrap()
+    );
+
+    for corpus in &corpora {
+        let chunks = corpus.chunks();
+        let batches = corpus.batches();
+        let base = rt.block_on(sse_upstream(corpus.bytes.clone()));
+        let url: hyper::Uri = format!("{base}/v1/chat/completions").parse().unwrap();
+        let file = format!(
+            r#"{{"id":"bench","name":"Bench","config":{{"apiProvider":"OpenAI","apiUrl":"{url}"}},"secrets":{{"apiKey":"sk-bench-0123456789"}}}}"#
+        );
+        let connector = ConnectorFile::parse(&file, "bench", std::path::Path::new(".")).unwrap();
+
+        // Every contender sees the same events and builds the same completion.
+        let events = decode_native(&chunks);
+        assert_eq!(decode_native(&batches), events);
+        assert_eq!(decode_eventsource_stream(&chunks), events);
+        let completion = assemble_native(&chunks, false);
+        assert!(completion.contains(r#""completion_tokens":52311"#));
+        assert_eq!(assemble_native(&chunks, true), completion);
+        assert_eq!(
+            rt.block_on(pipeline_native(&url)),
+            (corpus.bytes.len(), 52311)
+        );
+        rt.block_on(async {
+            let mut instance = harness.instantiate(deny.clone()).await.unwrap();
+            assert_eq!(decode_component(&mut instance, &batches).await, events);
+            let mut instance = harness.instantiate(deny.clone()).await.unwrap();
+            assert_eq!(
+                assemble_component(&mut instance, &batches, false).await,
+                completion
+            );
+            assert_eq!(
+                pipeline_component(&executor, &connector, &params).await,
+                (corpus.bytes.len(), 52311)
+            );
+        });
+        eprintln!("corpus {}: {events} events", corpus.name);
+
+        let mut group = c.benchmark_group(format!("sse/{}", corpus.name));
+        configure(&mut group, corpus);
+        group.bench_function("decoder_native", |b| {
+            b.iter(|| black_box(decode_native(&chunks)))
+        });
+        group.bench_function("decoder_native_16k", |b| {
+            b.iter(|| black_box(decode_native(&batches)))
+        });
+        group.bench_function("eventsource_stream", |b| {
+            b.iter(|| black_box(decode_eventsource_stream(&chunks)))
+        });
+        // Component benches: a fresh instance per iteration (as every execution gets one),
+        // instantiated outside the timed part.
+        group.bench_function("decoder_component", |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut timed = Duration::ZERO;
+                    for _ in 0..iters {
+                        let mut instance = harness.instantiate(deny.clone()).await.unwrap();
+                        let start = Instant::now();
+                        black_box(decode_component(&mut instance, &batches).await);
+                        timed += start.elapsed();
+                    }
+                    timed
+                })
+            })
+        });
+        group.bench_function("assembly_native", |b| {
+            b.iter(|| black_box(assemble_native(&chunks, false)))
+        });
+        group.bench_function("assembly_native_wit_work", |b| {
+            b.iter(|| black_box(assemble_native(&chunks, true)))
+        });
+        for (name, blank) in [
+            ("assembly_component", false),
+            ("assembly_component_blank_pushes", true),
+        ] {
+            group.bench_function(name, |b| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let mut timed = Duration::ZERO;
+                        for _ in 0..iters {
+                            let mut instance = harness.instantiate(deny.clone()).await.unwrap();
+                            let start = Instant::now();
+                            black_box(assemble_component(&mut instance, &batches, blank).await);
+                            timed += start.elapsed();
+                        }
+                        timed
+                    })
+                })
+            });
+        }
+        group.bench_function("pipeline_native", |b| {
+            b.to_async(&rt)
+                .iter(|| async { black_box(pipeline_native(&url).await) })
+        });
+        group.bench_function("pipeline_component", |b| {
+            b.to_async(&rt).iter(|| async {
+                black_box(pipeline_component(&executor, &connector, &params).await)
+            })
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
