@@ -100,7 +100,24 @@ impl<B: Body> StreamExecution<B> {
     /// the execution fails with `ERR_CANCELED` (C68). Usage is computed from what arrived
     /// (C113).
     pub fn finish(mut self) -> StreamSummary {
-        self.summary()
+        if self.body.is_some() {
+            let message = transport_message(&TransportError::Canceled, &self.request, &self.limits);
+            self.fail(message);
+        }
+        let request_body_bytes = Some(self.request.body.len() as u64);
+        let (usage, estimate) = match &self.json_body {
+            Some(body) => (json_usage(body), None),
+            None => match self.chat.token_usage() {
+                Some(usage) => (usage, None),
+                None => (TokenUsage::UNAVAILABLE, Some(self.estimation_input())),
+            },
+        };
+        StreamSummary {
+            outcome: self.failure.map_or(Ok(()), Err),
+            usage,
+            estimate,
+            request_body_bytes,
+        }
     }
 }
 
@@ -139,28 +156,6 @@ impl<B: Body> Iterator for StreamExecution<B> {
 }
 
 impl<B: Body> StreamExecution<B> {
-    /// The summary; abandons the upstream if it has not ended.
-    fn summary(&mut self) -> StreamSummary {
-        if self.body.is_some() {
-            let message = transport_message(&TransportError::Canceled, &self.request, &self.limits);
-            self.fail(message);
-        }
-        let request_body_bytes = Some(self.request.body.len() as u64);
-        let (usage, estimate) = match &self.json_body {
-            Some(body) => (json_usage(body), None),
-            None => match self.chat.token_usage() {
-                Some(usage) => (usage, None),
-                None => (TokenUsage::UNAVAILABLE, Some(self.estimation_input())),
-            },
-        };
-        StreamSummary {
-            outcome: self.failure.clone().map_or(Ok(()), Err),
-            usage,
-            estimate,
-            request_body_bytes,
-        }
-    }
-
     fn estimation_input(&self) -> EstimationInput {
         EstimationInput::from_stream(
             &self.request.body,
