@@ -240,7 +240,7 @@ fn assemble_native(chunks: &[&[u8]], wit_work: bool) -> String {
         for event in events.drain(..) {
             match chat.push(&event.data).unwrap() {
                 Step::Chunk(chunk) if wit_work => {
-                    let lines: Vec<String> = chunk.deltas().iter().map(|d| d.to_json()).collect();
+                    let lines: Vec<String> = chunk.delta_lines();
                     black_box(lines);
                 }
                 step => {

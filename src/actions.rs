@@ -70,7 +70,7 @@ impl Definition<'_> {
 
 /// The connector as Kibana's get-connector API returns it: never secrets (cli.md "validate").
 pub fn connector_json(connector: &Connector) -> String {
-    let mut out = crate::json::Object::new();
+    let mut out = crate::json::Object::default();
     out.insert("id".into(), Value::from(connector.id.as_str()));
     out.insert("name".into(), Value::from(connector.name.as_str()));
     out.insert(

@@ -63,6 +63,18 @@ impl Chunk {
         self.0
     }
 
+    /// The chunk's delta lines, `{"index":<i>,"delta":<delta as received>}`, one per `choices`
+    /// element that carries a `delta` object, in array order (C105): the same text as
+    /// [`Delta::to_json`] of each of [`deltas`](Self::deltas), without copying the deltas.
+    pub fn delta_lines(&self) -> Vec<String> {
+        choice_elements(&self.0)
+            .filter_map(|element| {
+                let delta = element.get("delta").filter(|d| d.as_object().is_some())?;
+                Some(delta_line(choice_index(element), delta))
+            })
+            .collect()
+    }
+
     /// The chunk's deltas, one per `choices` element that carries a `delta` object, in array
     /// order (C105).
     pub fn deltas(&self) -> Vec<Delta> {
@@ -91,11 +103,16 @@ pub struct Delta {
 impl Delta {
     /// The delta line `{"index":<i>,"delta":<delta as received>}` (C105).
     pub fn to_json(&self) -> String {
-        let mut out = format!("{{\"index\":{},\"delta\":", self.index);
-        self.delta.write_json(&mut out);
-        out.push('}');
-        out
+        delta_line(self.index, &self.delta)
     }
+}
+
+/// `{"index":<index>,"delta":<delta>}` (C105).
+fn delta_line(index: u64, delta: &Value) -> String {
+    let mut out = format!("{{\"index\":{index},\"delta\":");
+    delta.write_json(&mut out);
+    out.push('}');
+    out
 }
 
 /// One tool call or legacy function call being assembled (C100, C101).
@@ -131,7 +148,7 @@ impl CallState {
 
     /// `{"name":…,"arguments":…}`.
     fn function_json(&self) -> Value {
-        let mut function = Object::new();
+        let mut function = Object::default();
         function.insert("name".into(), self.name().into());
         function.insert("arguments".into(), self.arguments().into());
         function.into()
@@ -188,7 +205,7 @@ impl ChoiceState {
 
     /// `{"role":…,"content":…,("tool_calls"),("function_call"),("refusal")}` (C105).
     fn message_json(&self) -> Value {
-        let mut message = Object::new();
+        let mut message = Object::default();
         message.insert(
             "role".into(),
             self.role.as_deref().unwrap_or("assistant").into(),
@@ -203,7 +220,7 @@ impl ChoiceState {
                 .tool_calls
                 .values()
                 .map(|call| {
-                    let mut json = Object::new();
+                    let mut json = Object::default();
                     json.insert("id".into(), call.id.as_deref().unwrap_or("").into());
                     json.insert(
                         "type".into(),
@@ -403,7 +420,7 @@ impl ChatStream {
     /// where each of the first four is the first non-empty value received or `null`, `usage`
     /// is the last usage object or `null`, and `error` is the error text or `null`.
     pub fn finish(&self) -> Value {
-        let mut result = Object::new();
+        let mut result = Object::default();
         for (key, value) in [
             ("id", &self.id),
             ("model", &self.model),
@@ -416,7 +433,7 @@ impl ChatStream {
             .choices
             .iter()
             .map(|(&index, choice)| {
-                let mut json = Object::new();
+                let mut json = Object::default();
                 json.insert("index".into(), index.into());
                 json.insert("message".into(), choice.message_json());
                 json.insert(
@@ -553,7 +570,7 @@ mod tests {
         let mut delta_lines = Vec::new();
         for event in &events {
             if let Step::Chunk(chunk) = stream.push(&event.data).unwrap() {
-                delta_lines.extend(chunk.deltas().iter().map(Delta::to_json));
+                delta_lines.extend(chunk.delta_lines());
             }
         }
         assert_eq!(

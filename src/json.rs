@@ -14,7 +14,46 @@ pub const MAX_DEPTH: usize = 128;
 
 /// A JSON object: insertion-ordered, and a repeated key keeps the first position with the
 /// last value (C50).
-pub type Object = IndexMap<String, Value>;
+///
+/// Keys hash with foldhash instead of std's SipHash, which was about 30% of chat-stream
+/// assembly; see [`KeyHasher`] for the seeding. Create one with `Object::default()`.
+pub type Object = IndexMap<String, Value, KeyHasher>;
+
+/// The hasher of [`Object`] keys: foldhash, seeded once per process from std's `RandomState`
+/// (the OS's randomness; `wasi:random` in the component).
+///
+/// Why not `foldhash::fast::RandomState`: its seed comes from addresses and the clock, and a
+/// wasm guest has no address randomisation. Keys come from upstream responses and callers'
+/// bodies, so the seed must not be guessable or colliding keys could be precomputed.
+#[derive(Clone, Debug)]
+pub struct KeyHasher(foldhash::fast::SeedableRandomState);
+
+impl Default for KeyHasher {
+    fn default() -> Self {
+        use std::hash::BuildHasher;
+        static SEED: std::sync::OnceLock<(u64, foldhash::SharedSeed)> = std::sync::OnceLock::new();
+        let (per_hasher, shared) = SEED.get_or_init(|| {
+            let random = std::hash::RandomState::new();
+            (
+                random.hash_one(0u8),
+                foldhash::SharedSeed::from_u64(random.hash_one(1u8)),
+            )
+        });
+        KeyHasher(foldhash::fast::SeedableRandomState::with_seed(
+            *per_hasher,
+            shared,
+        ))
+    }
+}
+
+impl std::hash::BuildHasher for KeyHasher {
+    type Hasher = foldhash::fast::FoldHasher<'static>;
+
+    #[inline]
+    fn build_hasher(&self) -> Self::Hasher {
+        self.0.build_hasher()
+    }
+}
 
 /// A JSON value.
 #[derive(Clone, Debug, PartialEq)]
@@ -235,10 +274,15 @@ impl From<Object> for Value {
 /// `\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, other controls as lower-case `\u00xx`, all else
 /// literal.
 pub fn write_string(s: &str, out: &mut String) {
+    out.reserve(s.len() + 2);
     out.push('"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    while let Some(offset) = find_special(&bytes[start..]) {
+        let i = start + offset;
+        // `i` is at an ASCII byte, so both slices end on character boundaries.
+        out.push_str(&s[start..i]);
+        let b = bytes[i];
         let escape: &str = match b {
             b'"' => "\\\"",
             b'\\' => "\\\\",
@@ -247,10 +291,8 @@ pub fn write_string(s: &str, out: &mut String) {
             b'\t' => "\\t",
             0x08 => "\\b",
             0x0c => "\\f",
-            0x00..=0x1f => "",
-            _ => continue,
+            _ => "",
         };
-        out.push_str(&s[start..i]);
         if escape.is_empty() {
             const HEX: &[u8; 16] = b"0123456789abcdef";
             out.push_str("\\u00");
@@ -263,6 +305,44 @@ pub fn write_string(s: &str, out: &mut String) {
     }
     out.push_str(&s[start..]);
     out.push('"');
+}
+
+/// Whether `b` ends a plain run inside a JSON string: `"`, `\` or a control character. These
+/// are the bytes [`write_string`] escapes and the string parser stops at.
+#[inline]
+fn is_special(b: u8) -> bool {
+    b == b'"' || b == b'\\' || b < 0x20
+}
+
+/// The offset of the first [`is_special`] byte of `bytes`.
+///
+/// Eight bytes per step with the classic SWAR tests (`(x - 0x01…) & !x & 0x80…` is non-zero
+/// exactly when some byte of `x` is zero; with `0x20…` instead of `0x01…`, when some byte is
+/// below 0x20). Each test is exact about whether a word holds such a byte, so a hit is then
+/// located byte by byte within the word. Byte-at-a-time scanning was most of the time spent
+/// escaping large content (benches/RESULTS.md). Hand-written because memchr has no
+/// "byte below N" search and this is twelve lines.
+#[inline]
+fn find_special(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for word in &mut words {
+        let x = u64::from_le_bytes(word.try_into().expect("chunks of eight"));
+        let control = x.wrapping_sub(ONES * 0x20);
+        let quote = (x ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES);
+        let backslash = (x ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES);
+        if (control | quote | backslash) & !x & HIGH != 0 {
+            return word.iter().position(|&b| is_special(b)).map(|i| offset + i);
+        }
+        offset += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&b| is_special(b))
+        .map(|i| offset + i)
 }
 
 /// The JSON string literal for `s` (see [`write_string`]).
@@ -347,7 +427,7 @@ impl Parser<'_> {
                     return Err(self.error("nesting too deep"));
                 }
                 self.pos += 1;
-                let mut map = Object::new();
+                let mut map = Object::default();
                 self.skip_ws();
                 if self.src.get(self.pos) == Some(&b'}') {
                     self.pos += 1;
@@ -410,9 +490,7 @@ impl Parser<'_> {
         let mut out = String::new();
         loop {
             // Copy the run up to the next quote, backslash or control character in one go.
-            let run_end = self.src[self.pos..]
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+            let run_end = find_special(&self.src[self.pos..])
                 .map(|i| self.pos + i)
                 .ok_or(ParseError {
                     message: "unterminated string",
@@ -615,6 +693,61 @@ mod tests {
                 Value::parse(truthy.as_bytes()).unwrap().is_truthy(),
                 "{truthy}"
             );
+        }
+    }
+
+    /// The word-at-a-time search finds exactly the first byte the byte-at-a-time one finds,
+    /// and escaping through it matches a byte-at-a-time escaper (C53).
+    mod find_special {
+        use super::super::{find_special, is_special, write_string};
+        use proptest::prelude::*;
+
+        /// Bytes weighted towards the interesting ones: specials, their neighbours, high bytes.
+        fn bytes() -> impl Strategy<Value = Vec<u8>> {
+            let byte = prop_oneof![
+                Just(b'"'),
+                Just(b'\\'),
+                0u8..0x21,
+                Just(0x21u8),
+                Just(0x5bu8),
+                Just(0x5du8),
+                Just(0x7fu8),
+                0x80u8..=0xff,
+                any::<u8>(),
+            ];
+            proptest::collection::vec(byte, 0..40)
+        }
+
+        proptest! {
+            #[test]
+            fn same_as_scanning_each_byte(bytes in bytes()) {
+                prop_assert_eq!(
+                    find_special(&bytes),
+                    bytes.iter().position(|&b| is_special(b))
+                );
+            }
+
+            #[test]
+            fn escaping_matches_a_char_by_char_escaper(text in "\\PC{0,40}|[\\x00-\\x7f]{0,40}") {
+                let mut expected = String::from("\"");
+                for c in text.chars() {
+                    match c {
+                        '"' => expected.push_str("\\\""),
+                        '\\' => expected.push_str("\\\\"),
+                        '\n' => expected.push_str("\\n"),
+                        '\r' => expected.push_str("\\r"),
+                        '\t' => expected.push_str("\\t"),
+                        '\u{8}' => expected.push_str("\\b"),
+                        '\u{c}' => expected.push_str("\\f"),
+                        c if (c as u32) < 0x20 => expected.push_str(&format!("\\u{:04x}", c as u32)),
+                        c => expected.push(c),
+                    }
+                }
+                expected.push('"');
+                let mut out = String::new();
+                write_string(&text, &mut out);
+                prop_assert_eq!(out, expected);
+            }
         }
     }
 }

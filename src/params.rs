@@ -173,7 +173,7 @@ pub fn parse_params(params_json: &[u8]) -> Result<Params, ParamsError> {
             None
         }
     };
-    let empty = Object::new();
+    let empty = Object::default();
     let sub_params = match envelope.get("subActionParams") {
         None => Some(&empty),
         Some(v) => expect_object(v, "subActionParams", &mut problems),
@@ -304,7 +304,7 @@ fn check_invoke(sub_action: SubAction, obj: &Object, out: &mut Vec<Problem>) -> 
         out,
     );
 
-    let mut body = Object::new();
+    let mut body = Object::default();
     for (key, value) in obj {
         if NOT_IN_BODY.contains(&key.as_str()) {
             continue;

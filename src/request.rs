@@ -282,7 +282,7 @@ fn rewrite(connector: &Connector, params: &Params, body: &mut Object) -> Rewrite
 fn set_stream(body: &mut Object, flag: bool, with_options: bool) {
     body.insert("stream".to_owned(), Value::Bool(flag));
     if flag && with_options {
-        let mut options = Object::new();
+        let mut options = Object::default();
         options.insert("include_usage".to_owned(), Value::Bool(true));
         body.insert("stream_options".to_owned(), Value::Object(options));
     }
@@ -356,7 +356,7 @@ mod tests {
                 project_id: None,
                 headers: Vec::new(),
                 verification_mode: None,
-                normalized: Object::new(),
+                normalized: Object::default(),
             },
             secrets: Secrets {
                 api_key: Some("sk-test-key-123456".to_owned()),

@@ -98,14 +98,14 @@ fn invoke_ai_data(response: &Value) -> Value {
     let usage = match response.get("usage") {
         Some(usage @ Value::Object(_)) => usage.clone(),
         _ => {
-            let mut zeros = Object::new();
+            let mut zeros = Object::default();
             for key in ["prompt_tokens", "completion_tokens", "total_tokens"] {
                 zeros.insert(key.to_owned(), Value::from(0u64));
             }
             Value::Object(zeros)
         }
     };
-    let mut data = Object::new();
+    let mut data = Object::default();
     data.insert("message".to_owned(), Value::String(message));
     data.insert("usage".to_owned(), usage);
     Value::Object(data)

@@ -339,11 +339,7 @@ impl wit_sse::GuestChatStream for ChatStreamResource {
 
     fn push(&self, data: String) -> Result<Vec<String>, String> {
         match self.0.borrow_mut().push(&data).map_err(|e| e.to_string())? {
-            chat_stream::Step::Chunk(chunk) => Ok(chunk
-                .deltas()
-                .iter()
-                .map(chat_stream::Delta::to_json)
-                .collect()),
+            chat_stream::Step::Chunk(chunk) => Ok(chunk.delta_lines()),
             chat_stream::Step::Skipped | chat_stream::Step::Done => Ok(Vec::new()),
         }
     }
