@@ -866,3 +866,109 @@ async fn start_refusals_and_preconfigured_connectors() {
     assert_eq!(v["name"], "My GPT");
     assert_eq!(v["is_preconfigured"], true);
 }
+
+/// Whether `python3 -c "import <module>"` works here.
+fn python_has(module: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The official `openai` Python SDK (tests/py/requirements.txt; .ci/run installs it) against
+/// `serve`: non-streaming, streaming, a broken stream, an upstream HTTP error, a wrong token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_python_sdk_through_serve() {
+    if !python_has("openai") {
+        eprintln!(
+            "\n\n!!! SKIPPED openai_python_sdk_through_serve: the `openai` Python package is not \
+             importable. Install it with `pip install -r tests/py/requirements.txt` (.ci/run does).\n\n"
+        );
+        return;
+    }
+    let script = Arc::new(|r: &crate::upstream::Recorded| {
+        let body = r.body_str();
+        if body.contains("\"reset\"") {
+            Reply::sse(vec![Step::Send(sse_chunk("partial")), Step::Abort])
+        } else if body.contains("\"stream\"") && body.contains("\"stream\":true") {
+            Reply::sse(vec![
+                Step::Send(sse_chunk("Hel")),
+                Step::Send(sse_chunk("lo!")),
+                Step::Send(USAGE_CHUNK.as_bytes().to_vec()),
+                Step::Send(b"data: [DONE]\n\n".to_vec()),
+            ])
+        } else if body.contains("\"limit\"") {
+            Reply::json(429, r#"{"error":{"message":"Rate limit reached"}}"#)
+        } else {
+            Reply::json(200, COMPLETION)
+        }
+    });
+    let upstream = Upstream::http(script).await;
+    let dir = connector_dir(&[("py", &upstream.url("/v1/chat/completions"))]);
+    let tokens = write_file(
+        "tokens.json",
+        &format!(r#"{{"tokens":[{{"token":"{CLIENT}","connectors":["*"]}}]}}"#),
+    );
+    let events = write_file("events.log", "");
+    let gw = Gateway::start(
+        &[
+            "--connectors",
+            path_str(&dir),
+            "--client-tokens",
+            path_str(&tokens),
+            "--event-log",
+            path_str(&events),
+        ],
+        Some(ADMIN),
+    );
+    let script_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/py/openai_client.py");
+    let base_url = format!("http://{}/connectors/py/v1", gw.addr);
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script_path).arg(&base_url).arg(CLIENT);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    no_secret_in(&stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        v["plain"],
+        serde_json::json!({"id": "chatcmpl-1", "content": "  Hello there  ", "finish_reason": "stop", "prompt_tokens": 9, "completion_tokens": 2})
+    );
+    assert_eq!(
+        v["stream"],
+        serde_json::json!({"deltas": ["Hel", "lo!"], "usage": [12, 3]})
+    );
+    assert_eq!(v["broken_stream"]["error"], "APIError", "{v}");
+    assert_eq!(v["broken_stream"]["received"], serde_json::json!(["partial"]));
+    assert!(
+        v["broken_stream"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ECONNRESET"),
+        "{v}"
+    );
+    assert_eq!(
+        v["http_error"],
+        serde_json::json!({"error": "RateLimitError", "status": 429, "message": "Error code: 429 - Status code: 429. Message: API Error: Too Many Requests - Rate limit reached"})
+    );
+    assert_eq!(v["bad_token"], serde_json::json!({"status": 401}));
+    // The SDK's requests arrived as it sent them, with the connector's key.
+    let sent = upstream.requests();
+    assert_eq!(sent.len(), 4, "the wrong token reached the upstream");
+    for r in &sent {
+        assert_eq!(r.header("authorization"), Some(format!("Bearer {API_KEY}").as_str()));
+    }
+    let streamed: serde_json::Value = serde_json::from_slice(&sent[1].body).unwrap();
+    assert_eq!(streamed["stream_options"]["include_usage"], true);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(std::fs::read_to_string(&events).unwrap().lines().count(), 4);
+    assert_no_secrets_in_stderr(&gw);
+}
