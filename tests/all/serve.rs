@@ -972,3 +972,178 @@ async fn openai_python_sdk_through_serve() {
     assert_eq!(std::fs::read_to_string(&events).unwrap().lines().count(), 4);
     assert_no_secrets_in_stderr(&gw);
 }
+
+/// Debian's Chromium, if installed.
+fn chromium() -> Option<PathBuf> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// Runs headless Chromium with `args`, killing it after 90 s; returns stdout.
+fn run_chromium(binary: &Path, args: &[String]) -> String {
+    let profile = scratch_dir("chromium-profile").join(format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    let mut child = Command::new(binary)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromium");
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut s);
+        s
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium did not finish within 90 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    reader.join().unwrap()
+}
+
+/// The dashboard in a real browser: the page loads its data with the token from its URL and
+/// draws the event log's history plus the live executions. Saves
+/// `target/serve-dashboard.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_renders_in_headless_chromium() {
+    let Some(chromium) = chromium() else {
+        eprintln!(
+            "\n\n!!! SKIPPED dashboard_renders_in_headless_chromium: no /usr/bin/chromium. \
+             Install it with `apt-get install -y chromium` (.ci/run does).\n\n"
+        );
+        return;
+    };
+    use openai_connector_harness::event_log::{ExecutionRecord, Usage, event_line};
+    let upstream = Upstream::always(Reply::json(200, COMPLETION)).await;
+    let dir = connector_dir(&[
+        ("dash", &upstream.url("/v1/chat/completions")),
+        ("idle", &upstream.url("/v1/chat/completions")),
+    ]);
+    // History from an earlier run: two executions 10 and 5 minutes ago.
+    let now = std::time::SystemTime::now();
+    let mut history = String::new();
+    for (minutes_ago, prompt, completion) in [(10u64, 100u64, 40u64), (5, 50, 20)] {
+        let start = now - Duration::from_secs(minutes_ago * 60);
+        history.push_str(&event_line(&ExecutionRecord {
+            connector_id: "dash",
+            connector_name: "Conn dash",
+            start,
+            end: start + Duration::from_millis(300),
+            outcome: Ok(()),
+            usage: Usage {
+                prompt_tokens: prompt,
+                completion_tokens: completion,
+                total_tokens: prompt + completion,
+                source: "reported",
+                tokenizer: None,
+            },
+            request_body_bytes: Some(40),
+        }));
+    }
+    let events = write_file("events.log", &history);
+    let gw = Gateway::start(
+        &["--connectors", path_str(&dir), "--event-log", path_str(&events)],
+        Some(ADMIN),
+    );
+    // Two live executions (9 prompt + 2 completion tokens each, reported).
+    for _ in 0..2 {
+        let (status, _, _) = gw
+            .call(
+                "POST",
+                "/connectors/dash/v1/chat/completions",
+                Some(ADMIN),
+                r#"{"messages":[{"role":"user","content":"Hi"}]}"#,
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (status, _, data) = gw.call("GET", "/dashboard/data", Some(ADMIN), "").await;
+    assert_eq!(status, 200);
+    let data: serde_json::Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(data["connectors"][0]["prompt_tokens"], 168);
+    assert_eq!(data["connectors"][0]["series"].as_array().unwrap().len(), 3);
+
+    let page = gw.url(&format!("/dashboard?token={ADMIN}"));
+    let dom = tokio::task::spawn_blocking({
+        let chromium = chromium.clone();
+        let page = page.clone();
+        move || {
+            run_chromium(
+                &chromium,
+                &[
+                    "--virtual-time-budget=5000".to_owned(),
+                    "--dump-dom".to_owned(),
+                    page,
+                ],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    // Totals: 100 + 50 + 9 + 9 prompt, 40 + 20 + 2 + 2 completion, 4 requests.
+    for expected in [
+        "<h2>Conn dash (dash)</h2>",
+        "<dt>Prompt tokens</dt><dd>168</dd>",
+        "<dt>Completion tokens</dt><dd>64</dd>",
+        "<dt>Requests</dt><dd>4</dd>",
+        "<dt>Failures</dt><dd>0</dd>",
+        "<td>reported</td><td>4</td><td>168</td><td>64</td>",
+        "<h2>Conn idle (idle)</h2>",
+        "no tokens yet",
+    ] {
+        assert!(dom.contains(expected), "missing {expected} in the rendered page:\n{dom}");
+    }
+    // One bar pair per minute with tokens: three minutes.
+    assert_eq!(dom.matches("class=\"bar-prompt\"").count(), 3, "{dom}");
+    assert!(!dom.contains(ADMIN), "the token stayed in the page");
+
+    let png = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/serve-dashboard.png");
+    let _ = std::fs::remove_file(&png);
+    tokio::task::spawn_blocking({
+        let png = png.clone();
+        move || {
+            run_chromium(
+                &chromium,
+                &[
+                    "--virtual-time-budget=5000".to_owned(),
+                    "--window-size=900,760".to_owned(),
+                    format!("--screenshot={}", png.display()),
+                    page,
+                ],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let bytes = std::fs::read(&png).expect("screenshot written");
+    assert!(bytes.starts_with(b"\x89PNG"), "not a PNG");
+    assert_no_secrets_in_stderr(&gw);
+}
