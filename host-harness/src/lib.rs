@@ -214,6 +214,11 @@ impl Executor {
         self.pool.as_ref()
     }
 
+    /// The harness (engine and pre-linked component).
+    pub fn harness(&self) -> &Harness {
+        &self.harness
+    }
+
     /// The deployment settings.
     pub fn settings(&self) -> &Settings {
         &self.settings

@@ -111,7 +111,8 @@ fn start_epoch_ticker(engine: &Engine) {
         tracing::error!("cannot start the epoch ticker thread; guest time limit inactive: {e}");
     }
 }
-/// Instances the pooling allocator keeps ready.
+/// Instances the pooling allocator keeps ready: at most this many Stores exist at once
+/// (callers that run many executions concurrently gate on [`Harness::max_instances`]).
 const POOLED_INSTANCES: u32 = 64;
 
 /// The state of one `Store`: WASI, wasi-http and the outbound policy for this execution.
@@ -215,6 +216,11 @@ impl Harness {
         let pre = bindings::ConnectorPre::new(pre)?;
         start_epoch_ticker(&engine);
         Ok(Harness { engine, pre })
+    }
+
+    /// How many instances can exist at once; one more fails to instantiate.
+    pub fn max_instances(&self) -> usize {
+        POOLED_INSTANCES as usize
     }
 
     /// The wasmtime engine.

@@ -71,19 +71,32 @@ struct InFlight {
     changed: tokio::sync::Notify,
 }
 
-/// Removes its execution from [`InFlight`] when dropped.
+/// Removes its execution from [`InFlight`] when dropped, and gives its instance slot back.
 struct InFlightGuard {
     id: u64,
     in_flight: Arc<InFlight>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl InFlight {
-    fn enter(self: &Arc<Self>, cancel: Cancel) -> InFlightGuard {
+    /// Waits for an instance slot, then registers the execution.
+    async fn enter(
+        self: &Arc<Self>,
+        slots: &Arc<tokio::sync::Semaphore>,
+        cancel: Cancel,
+    ) -> InFlightGuard {
+        // The semaphore is never closed.
+        let slot = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .unwrap_or_else(|_| unreachable!("the instance semaphore is never closed"));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.lock().insert(id, cancel);
         InFlightGuard {
             id,
             in_flight: self.clone(),
+            _slot: slot,
         }
     }
 
@@ -128,6 +141,9 @@ pub struct Gateway {
     history: dashboard::UsageHistory,
     log: Option<EventLog>,
     in_flight: Arc<InFlight>,
+    /// One permit per pooled instance: executions beyond the pool wait here instead of
+    /// failing to instantiate.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Gateway {
@@ -164,13 +180,16 @@ impl Gateway {
             };
         let metrics = metrics::Metrics::new(catalog.iter().map(|c| c.file.id.as_str()));
         Ok(Gateway {
-            executor,
             catalog,
             auth,
             metrics,
             history,
             log,
             in_flight: Arc::default(),
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                executor.harness().max_instances(),
+            )),
+            executor,
         })
     }
 

@@ -348,7 +348,7 @@ async fn run_execution(
     let started_at = Instant::now();
     let started_wall = SystemTime::now();
     let cancel = Cancel::new();
-    let guard = gw.in_flight.enter(cancel.clone());
+    let guard = gw.in_flight.enter(&gw.slots, cancel.clone()).await;
     gw.metrics.started(&connector.id, route);
     let started = gw
         .executor
