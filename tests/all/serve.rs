@@ -469,9 +469,8 @@ async fn streams_pass_bytes_through_as_they_arrive() {
         ),
         (
             "/api/actions/connector/s/_execute",
-            format!(
-                r#"{{"params":{{"subAction":"stream","subActionParams":{{"body":"{{\"messages\":[]}}","stream":true}}}}}}"#
-            ),
+            r#"{"params":{"subAction":"stream","subActionParams":{"body":"{\"messages\":[]}","stream":true}}}"#
+                .to_owned(),
         ),
     ] {
         let mut response = gw.open("POST", path, Some(ADMIN), &body).await;
@@ -947,7 +946,10 @@ async fn openai_python_sdk_through_serve() {
         serde_json::json!({"deltas": ["Hel", "lo!"], "usage": [12, 3]})
     );
     assert_eq!(v["broken_stream"]["error"], "APIError", "{v}");
-    assert_eq!(v["broken_stream"]["received"], serde_json::json!(["partial"]));
+    assert_eq!(
+        v["broken_stream"]["received"],
+        serde_json::json!(["partial"])
+    );
     assert!(
         v["broken_stream"]["message"]
             .as_str()
@@ -964,7 +966,10 @@ async fn openai_python_sdk_through_serve() {
     let sent = upstream.requests();
     assert_eq!(sent.len(), 4, "the wrong token reached the upstream");
     for r in &sent {
-        assert_eq!(r.header("authorization"), Some(format!("Bearer {API_KEY}").as_str()));
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {API_KEY}").as_str())
+        );
     }
     let streamed: serde_json::Value = serde_json::from_slice(&sent[1].body).unwrap();
     assert_eq!(streamed["stream_options"]["include_usage"], true);
@@ -1070,7 +1075,12 @@ async fn dashboard_renders_in_headless_chromium() {
     }
     let events = write_file("events.log", &history);
     let gw = Gateway::start(
-        &["--connectors", path_str(&dir), "--event-log", path_str(&events)],
+        &[
+            "--connectors",
+            path_str(&dir),
+            "--event-log",
+            path_str(&events),
+        ],
         Some(ADMIN),
     );
     // Two live executions (9 prompt + 2 completion tokens each, reported).
@@ -1119,7 +1129,10 @@ async fn dashboard_renders_in_headless_chromium() {
         "<h2>Conn idle (idle)</h2>",
         "no tokens yet",
     ] {
-        assert!(dom.contains(expected), "missing {expected} in the rendered page:\n{dom}");
+        assert!(
+            dom.contains(expected),
+            "missing {expected} in the rendered page:\n{dom}"
+        );
     }
     // One bar pair per minute with tokens: three minutes.
     assert_eq!(dom.matches("class=\"bar-prompt\"").count(), 3, "{dom}");
