@@ -33,7 +33,17 @@ impl Drop for Gateway {
 impl Gateway {
     /// Starts `serve` with `args` and waits for its `listening on` line.
     pub fn start(args: &[&str], admin_token: Option<&str>) -> Gateway {
+        Self::start_with_env(args, admin_token, &[])
+    }
+
+    /// [`start`](Self::start) with extra environment variables for the child only.
+    pub fn start_with_env(
+        args: &[&str],
+        admin_token: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let mut cmd = cli();
+        cmd.envs(env.iter().copied());
         cmd.arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
@@ -224,9 +234,7 @@ async fn routes_tokens_and_response_shapes() {
         r#"{"tokens":[{"token":{"env":"OC_TEST_CLIENT_TOKEN"},"connectors":["conn-a"]}]}"#,
     );
     let events = write_file("events.log", "");
-    // SAFETY: set before the child is spawned; no other thread of this test reads it.
-    unsafe { std::env::set_var("OC_TEST_CLIENT_TOKEN", CLIENT) };
-    let gw = Gateway::start(
+    let gw = Gateway::start_with_env(
         &[
             "--connectors",
             path_str(&dir),
@@ -236,6 +244,7 @@ async fn routes_tokens_and_response_shapes() {
             path_str(&events),
         ],
         Some(ADMIN),
+        &[("OC_TEST_CLIENT_TOKEN", CLIENT)],
     );
 
     // healthz: no auth.
