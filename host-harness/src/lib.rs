@@ -21,6 +21,7 @@ pub mod output;
 pub mod pool;
 pub mod proxy;
 pub mod runtime;
+pub mod serve;
 pub mod settings;
 pub mod tls;
 pub mod tokenizer;
@@ -28,7 +29,7 @@ pub mod tokenizer;
 pub use connector_file::ConnectorFile;
 pub use outbound::{Cancel, OutboundPolicy};
 pub use pool::{ConnectionPool, PoolLimits};
-pub use runtime::{CodeCache, Harness, wit};
+pub use runtime::{CodeCache, Harness, SandboxLimits, wit};
 pub use settings::Settings;
 
 use anyhow::Result;
@@ -213,6 +214,11 @@ impl Executor {
         self.pool.as_ref()
     }
 
+    /// The harness (engine and pre-linked component).
+    pub fn harness(&self) -> &Harness {
+        &self.harness
+    }
+
     /// The deployment settings.
     pub fn settings(&self) -> &Settings {
         &self.settings
@@ -234,7 +240,7 @@ impl Executor {
     ) -> Result<Result<wit::ValidatedConnector, Vec<String>>> {
         let mut instance = self
             .harness
-            .instantiate(Arc::new(OutboundPolicy::deny_all()))
+            .instantiate_limited(Arc::new(OutboundPolicy::deny_all()), self.settings.sandbox)
             .await?;
         let result = instance
             .validate(&definition(connector), &self.deployment())
@@ -251,7 +257,7 @@ impl Executor {
     ) -> Result<Result<runtime::Instance, PrepareError>> {
         let mut instance = self
             .harness
-            .instantiate(Arc::new(OutboundPolicy::deny_all()))
+            .instantiate_limited(Arc::new(OutboundPolicy::deny_all()), self.settings.sandbox)
             .await?;
         let validated = match instance
             .validate(&definition(connector), &self.deployment())

@@ -16,6 +16,9 @@ use std::process::ExitCode;
 
 mod demo;
 
+/// The environment variable holding the gateway's admin token.
+const ADMIN_TOKEN_VAR: &str = "OPENAI_CONNECTOR_ADMIN_TOKEN";
+
 /// Kibana's OpenAI connector as a WebAssembly component, run from the command line.
 #[derive(Parser)]
 #[command(name = "openai-connector", version, about, long_about = None)]
@@ -57,6 +60,35 @@ enum Command {
     /// Server-sent events tools.
     #[command(subcommand)]
     Sse(SseCommand),
+    /// Serve connectors over HTTP: Kibana-compatible connector routes, an OpenAI-compatible
+    /// chat-completions route, /metrics, /dashboard and /healthz.
+    ///
+    /// Admin routes need `Authorization: Bearer $OPENAI_CONNECTOR_ADMIN_TOKEN`.
+    Serve {
+        /// A directory of connector files, or one JSON file holding Kibana's
+        /// `xpack.actions.preconfigured` map.
+        #[arg(long, value_name = "PATH")]
+        connectors: PathBuf,
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Deployment settings (Kibana's `xpack.actions.*` keys, plus `guestMemoryLimit` and
+        /// `guestTimeLimit` for each execution's sandbox).
+        #[arg(long, value_name = "FILE")]
+        settings: Option<PathBuf>,
+        /// Append one JSON line per execution to this file; the dashboard also reads it at
+        /// start.
+        #[arg(long, value_name = "FILE")]
+        event_log: Option<PathBuf>,
+        /// Client tokens for the OpenAI-compatible route:
+        /// `{"tokens": [{"token": ..., "connectors": ["<id>" | "*"]}]}`.
+        #[arg(long, value_name = "FILE")]
+        client_tokens: Option<PathBuf>,
+        /// Start without `OPENAI_CONNECTOR_ADMIN_TOKEN`: every route is then open (local
+        /// experiments only).
+        #[arg(long)]
+        insecure_no_auth: bool,
+    },
     /// Run `test` and `run` for each provider against a built-in loopback demo upstream and
     /// show what was sent and received.
     Demo,
@@ -242,6 +274,49 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
         }) => {
             let harness = load_harness(&cli)?;
             sse_decode(&harness, file.as_deref(), *chat, *max_event_bytes).await
+        }
+        Command::Serve {
+            connectors,
+            listen,
+            settings,
+            event_log,
+            client_tokens,
+            insecure_no_auth,
+        } => {
+            let admin_token = match std::env::var(ADMIN_TOKEN_VAR) {
+                Ok(token) if !token.trim().is_empty() => Some(token.trim().to_owned()),
+                Ok(_) => {
+                    return Err(Fatal(anyhow::anyhow!("{ADMIN_TOKEN_VAR} is set but empty")));
+                }
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    return Err(Fatal(anyhow::anyhow!("{ADMIN_TOKEN_VAR} is not UTF-8")));
+                }
+                Err(std::env::VarError::NotPresent) if *insecure_no_auth => {
+                    tracing::warn!(
+                        "--insecure-no-auth: {ADMIN_TOKEN_VAR} is not set, so every route is open to anyone who can connect"
+                    );
+                    None
+                }
+                Err(std::env::VarError::NotPresent) => {
+                    return Err(Fatal(anyhow::anyhow!(
+                        "{ADMIN_TOKEN_VAR} is not set: set it to the admin token, or pass --insecure-no-auth for a local experiment"
+                    )));
+                }
+            };
+            let settings = load_settings(settings.as_deref())?;
+            let executor = Executor::new(load_harness(&cli)?, settings);
+            let options = openai_connector_harness::serve::ServeOptions {
+                connectors: connectors.clone(),
+                listen: listen.clone(),
+                event_log: event_log.clone(),
+                client_tokens: client_tokens.clone(),
+                admin_token,
+            };
+            openai_connector_harness::serve::serve(executor, options, |addr| {
+                eprintln!("listening on http://{addr}");
+            })
+            .await?;
+            Ok(0)
         }
         Command::Demo => {
             let executor = Executor::new(load_harness(&cli)?, Settings::default());

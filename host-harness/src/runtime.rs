@@ -5,8 +5,12 @@ use crate::outbound::{OutboundHooks, OutboundPolicy};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{
+    CallHook, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    StoreLimits, StoreLimitsBuilder, UpdateDeadline,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -35,9 +39,80 @@ pub use bindings::exports::connector::openai::types as wit;
 pub static EMBEDDED_COMPONENT: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/openai_connector.wasm"));
 
-/// Maximum linear memory of one execution's instance.
-const MAX_MEMORY_BYTES: usize = 256 << 20;
-/// Instances the pooling allocator keeps ready.
+/// Maximum linear memory of one execution's instance: the pooling allocator reserves this
+/// much address space per slot, and [`SandboxLimits::memory_bytes`] cannot exceed it.
+pub const MAX_MEMORY_BYTES: usize = 256 << 20;
+/// How often the epoch ticker advances the engine's epoch; the guest-time check runs at most
+/// this often while guest code runs.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// What one execution's `Store` may use: the sandbox boundary of each request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SandboxLimits {
+    /// Largest linear memory (bytes); growing beyond it fails inside the guest, which traps.
+    pub memory_bytes: usize,
+    /// Time the guest may spend running WebAssembly over the whole life of the `Store`. Time
+    /// spent in host calls (waiting for the upstream) does not count, so long streams are
+    /// bounded by the connector's own timeouts (C62, C63), and a guest that spins is trapped
+    /// at the next epoch tick after the budget is spent.
+    pub guest_time: Duration,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        SandboxLimits {
+            memory_bytes: MAX_MEMORY_BYTES,
+            guest_time: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Guest (WebAssembly) time used by one `Store`, measured with call hooks: the clock runs
+/// between entering WebAssembly (or returning to it from the host) and leaving it.
+struct GuestClock {
+    budget: Duration,
+    used: Duration,
+    running_since: Option<Instant>,
+}
+
+impl GuestClock {
+    fn enter(&mut self) {
+        self.running_since = Some(Instant::now());
+    }
+
+    fn leave(&mut self) {
+        if let Some(since) = self.running_since.take() {
+            self.used += since.elapsed();
+        }
+    }
+
+    fn used_now(&self) -> Duration {
+        self.used + self.running_since.map_or(Duration::ZERO, |s| s.elapsed())
+    }
+}
+
+/// Advances `engine`'s epoch every [`EPOCH_TICK`] until the engine is dropped.
+fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("wasm-epoch-ticker".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        // Without ticks the deadline never fires: the sandbox loses its time limit, not
+        // its correctness. Say so loudly.
+        tracing::error!("cannot start the epoch ticker thread; guest time limit inactive: {e}");
+    }
+}
+/// Instances the pooling allocator keeps ready: at most this many Stores exist at once
+/// (callers that run many executions concurrently gate on [`Harness::max_instances`]).
 const POOLED_INSTANCES: u32 = 64;
 
 /// The state of one `Store`: WASI, wasi-http and the outbound policy for this execution.
@@ -46,6 +121,8 @@ pub struct StoreState {
     http: WasiHttpCtx,
     table: ResourceTable,
     hooks: OutboundHooks,
+    limits: StoreLimits,
+    clock: GuestClock,
 }
 
 impl WasiView for StoreState {
@@ -104,6 +181,8 @@ impl Harness {
     pub fn from_bytes(bytes: &[u8], cache: CodeCache) -> Result<Self> {
         let mut config = Config::new();
         config.wasm_component_model(true);
+        // Every Store gets a guest-time budget checked at epoch ticks (SandboxLimits).
+        config.epoch_interruption(true);
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(POOLED_INSTANCES)
             .total_memories(POOLED_INSTANCES)
@@ -135,7 +214,13 @@ impl Harness {
             .map_err(anyhow::Error::from)
             .context("the component's imports cannot be satisfied")?;
         let pre = bindings::ConnectorPre::new(pre)?;
+        start_epoch_ticker(&engine);
         Ok(Harness { engine, pre })
+    }
+
+    /// How many instances can exist at once; one more fails to instantiate.
+    pub fn max_instances(&self) -> usize {
+        POOLED_INSTANCES as usize
     }
 
     /// The wasmtime engine.
@@ -143,16 +228,57 @@ impl Harness {
         &self.engine
     }
 
-    /// A fresh, sandboxed instance whose outgoing requests follow `policy`.
+    /// A fresh, sandboxed instance whose outgoing requests follow `policy`, with the default
+    /// [`SandboxLimits`].
     pub async fn instantiate(&self, policy: Arc<OutboundPolicy>) -> Result<Instance> {
+        self.instantiate_limited(policy, SandboxLimits::default())
+            .await
+    }
+
+    /// A fresh, sandboxed instance in its own `Store` limited by `limits`.
+    pub async fn instantiate_limited(
+        &self,
+        policy: Arc<OutboundPolicy>,
+        limits: SandboxLimits,
+    ) -> Result<Instance> {
         let state = StoreState {
             // No environment, arguments, files or stdio: the component needs none.
             wasi: WasiCtx::builder().build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             hooks: OutboundHooks::new(policy),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes.min(MAX_MEMORY_BYTES))
+                .build(),
+            clock: GuestClock {
+                budget: limits.guest_time,
+                used: Duration::ZERO,
+                running_since: None,
+            },
         };
         let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        store.call_hook(|mut store, hook| {
+            let clock = &mut store.data_mut().clock;
+            match hook {
+                CallHook::CallingWasm | CallHook::ReturningFromHost => clock.enter(),
+                CallHook::ReturningFromWasm | CallHook::CallingHost => clock.leave(),
+            }
+            Ok(())
+        });
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|store| {
+            let clock = &store.data().clock;
+            let used = clock.used_now();
+            if used > clock.budget {
+                return Err(wasmtime::format_err!(
+                    "guest time limit of {} ms exceeded",
+                    clock.budget.as_millis()
+                ));
+            }
+            // Under budget: let other tasks run, then check again at the next tick.
+            Ok(UpdateDeadline::Yield(1))
+        });
         let bindings = self
             .pre
             .instantiate_async(&mut store)

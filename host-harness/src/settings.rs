@@ -58,6 +58,10 @@ pub struct Settings {
     /// `denyPrivateNetworks` (default `false`): refuse targets that resolve to loopback,
     /// private, link-local or other non-public addresses (see `outbound::non_public_class`).
     pub deny_private_networks: bool,
+    /// `guestMemoryLimit` and `guestTimeLimit` (not Kibana settings): what each execution's
+    /// sandbox may use (defaults: 256 MiB, the most the pooling allocator reserves, and 10 s of
+    /// guest time).
+    pub sandbox: crate::runtime::SandboxLimits,
 }
 
 impl fmt::Debug for Settings {
@@ -85,6 +89,7 @@ impl fmt::Debug for Settings {
             .field("proxy_verification", &self.proxy_verification)
             .field("custom_hosts", &self.custom_hosts)
             .field("deny_private_networks", &self.deny_private_networks)
+            .field("sandbox", &self.sandbox)
             .finish()
     }
 }
@@ -124,6 +129,7 @@ impl Default for Settings {
             proxy_verification: Verification::Full,
             custom_hosts: Vec::new(),
             deny_private_networks: false,
+            sandbox: crate::runtime::SandboxLimits::default(),
         }
     }
 }
@@ -175,6 +181,24 @@ impl Settings {
                     s.deny_private_networks = v
                         .as_bool()
                         .ok_or_else(|| format!("[{key}]: expected a boolean"))?;
+                }
+                "guestMemoryLimit" => {
+                    let bytes = byte_size(key, v)?;
+                    let max = crate::runtime::MAX_MEMORY_BYTES as u64;
+                    if !(1 << 20..=max).contains(&bytes) {
+                        return Err(format!(
+                            "[{key}]: expected a size between 1mb and {}mb, got {v}",
+                            max >> 20
+                        ));
+                    }
+                    s.sandbox.memory_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+                }
+                "guestTimeLimit" => {
+                    let limit = duration(key, v)?;
+                    if limit.is_zero() {
+                        return Err(format!("[{key}]: must be more than 0 ms"));
+                    }
+                    s.sandbox.guest_time = limit;
                 }
                 "proxyBypassHosts" => s.proxy_bypass_hosts = Some(string_list(key, v)?),
                 "proxyOnlyHosts" => s.proxy_only_hosts = Some(string_list(key, v)?),

@@ -8,6 +8,7 @@ mod pki;
 mod providers;
 mod proxy;
 mod reuse;
+mod serve;
 mod ssrf;
 mod streaming;
 mod support;

@@ -1,0 +1,326 @@
+//! Admin and client tokens (cli.md "serve").
+//!
+//! Tokens are kept only as SHA-256 digests and compared in constant time: a presented token is
+//! hashed and compared with every known digest without an early exit, so neither the position
+//! of the first wrong byte nor the token's length shows in the timing.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::Path;
+
+/// A token's SHA-256 digest. `Debug` never shows it.
+#[derive(Clone)]
+struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    fn of(token: &str) -> Self {
+        TokenDigest(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// Constant-time equality.
+    fn matches(&self, other: &TokenDigest) -> bool {
+        let diff = self
+            .0
+            .iter()
+            .zip(other.0.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        // black_box keeps the optimiser from turning the fold into an early exit.
+        std::hint::black_box(diff) == 0
+    }
+}
+
+impl fmt::Debug for TokenDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+/// Which connectors a client token may use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Grant {
+    /// `"*"`: every connector.
+    All,
+    /// These connector ids.
+    Only(BTreeSet<String>),
+}
+
+impl Grant {
+    fn allows(&self, connector_id: &str) -> bool {
+        match self {
+            Grant::All => true,
+            Grant::Only(ids) => ids.contains(connector_id),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct ClientToken {
+    digest: TokenDigest,
+    grant: Grant,
+}
+
+/// Who may call what.
+#[derive(Clone, Debug)]
+pub struct Auth {
+    /// `None` only with `--insecure-no-auth` and no admin token: every route is open.
+    admin: Option<TokenDigest>,
+    clients: Vec<ClientToken>,
+}
+
+/// Why a client tokens file was refused. Names the file and the field, never a token.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct TokensError {
+    /// The tokens file.
+    pub file: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Auth {
+    /// Admin routes need `admin_token`; `None` opens every route (`--insecure-no-auth`).
+    pub fn new(admin_token: Option<&str>) -> Self {
+        Auth {
+            admin: admin_token.map(TokenDigest::of),
+            clients: Vec::new(),
+        }
+    }
+
+    /// Whether any check is made at all.
+    pub fn is_open(&self) -> bool {
+        self.admin.is_none()
+    }
+
+    /// Adds the client tokens of a `--client-tokens` file; `known` lists the connector ids, so
+    /// that a grant naming an unknown connector is reported instead of silently useless.
+    pub fn with_client_tokens_file(
+        mut self,
+        path: &Path,
+        known: &BTreeSet<String>,
+    ) -> Result<Self, TokensError> {
+        let file = path.display().to_string();
+        let err = |message: String| TokensError {
+            file: file.clone(),
+            message,
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err(format!("cannot read the client tokens file: {e}")))?;
+        let value: Value = serde_json::from_str(&text).map_err(|e| {
+            err(format!(
+                "invalid JSON at line {} column {}: {e}",
+                e.line(),
+                e.column()
+            ))
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        self.clients = parse_tokens(&value, base, known).map_err(err)?;
+        Ok(self)
+    }
+
+    /// Whether `headers` carry the admin token (always true when auth is off).
+    pub fn is_admin(&self, headers: &http::HeaderMap) -> bool {
+        self.admin_token_matches(bearer(headers))
+    }
+
+    /// Whether `token` (from a dashboard URL's `?token=`) is the admin token.
+    pub fn admin_token_matches(&self, token: Option<&str>) -> bool {
+        let Some(admin) = &self.admin else {
+            return true;
+        };
+        token.is_some_and(|t| admin.matches(&TokenDigest::of(t)))
+    }
+
+    /// Whether `headers` carry the admin token or a client token granted `connector_id`.
+    pub fn may_use(&self, headers: &http::HeaderMap, connector_id: &str) -> bool {
+        let Some(admin) = &self.admin else {
+            return true;
+        };
+        let Some(token) = bearer(headers) else {
+            return false;
+        };
+        let presented = TokenDigest::of(token);
+        // Every digest is compared, whatever matched first.
+        let mut allowed = admin.matches(&presented);
+        for client in &self.clients {
+            allowed |= client.digest.matches(&presented) && client.grant.allows(connector_id);
+        }
+        allowed
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+fn parse_tokens(
+    value: &Value,
+    base: &Path,
+    known: &BTreeSet<String>,
+) -> Result<Vec<ClientToken>, String> {
+    let Value::Object(top) = value else {
+        return Err("expected an object {\"tokens\": [...]}".to_owned());
+    };
+    if let Some(key) = top.keys().find(|k| *k != "tokens") {
+        return Err(format!("unknown key \"{key}\""));
+    }
+    let Some(Value::Array(entries)) = top.get("tokens") else {
+        return Err("[tokens]: expected an array".to_owned());
+    };
+    let mut out = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let at = format!("tokens.{i}");
+        let Value::Object(entry) = entry else {
+            return Err(format!("[{at}]: expected an object"));
+        };
+        if let Some(key) = entry.keys().find(|k| *k != "token" && *k != "connectors") {
+            return Err(format!("[{at}]: unknown key \"{key}\""));
+        }
+        let token = match entry.get("token") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Object(r)) => match (r.get("env"), r.get("file"), r.len()) {
+                (Some(Value::String(var)), None, 1) => std::env::var(var).map_err(|_| {
+                    format!("[{at}.token]: environment variable {var} is not set or not UTF-8")
+                })?,
+                (None, Some(Value::String(file)), 1) => {
+                    let path = base.join(file);
+                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                        format!("[{at}.token]: cannot read {}: {e}", path.display())
+                    })?;
+                    text.trim_end_matches(['\n', '\r']).to_owned()
+                }
+                _ => {
+                    return Err(format!(
+                        "[{at}.token]: expected a string, {{\"env\": \"VAR\"}} or {{\"file\": \"path\"}}"
+                    ));
+                }
+            },
+            Some(_) => {
+                return Err(format!(
+                    "[{at}.token]: expected a string, {{\"env\": \"VAR\"}} or {{\"file\": \"path\"}}"
+                ));
+            }
+            None => return Err(format!("[{at}.token]: required")),
+        };
+        if token.trim().is_empty() {
+            return Err(format!("[{at}.token]: must not be empty"));
+        }
+        let Some(Value::Array(ids)) = entry.get("connectors") else {
+            return Err(format!(
+                "[{at}.connectors]: expected an array of connector ids"
+            ));
+        };
+        let mut grant = BTreeSet::new();
+        let mut all = false;
+        for (j, id) in ids.iter().enumerate() {
+            match id.as_str() {
+                Some("*") => all = true,
+                Some(id) if known.contains(id) => {
+                    grant.insert(id.to_owned());
+                }
+                Some(id) => {
+                    return Err(format!(
+                        "[{at}.connectors.{j}]: no connector with id \"{id}\""
+                    ));
+                }
+                None => return Err(format!("[{at}.connectors.{j}]: expected a string")),
+            }
+        }
+        out.push(ClientToken {
+            digest: TokenDigest::of(token.trim()),
+            grant: if all { Grant::All } else { Grant::Only(grant) },
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(value: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::AUTHORIZATION, value.parse().unwrap());
+        h
+    }
+
+    fn known() -> BTreeSet<String> {
+        ["a".to_owned(), "b".to_owned()].into()
+    }
+
+    #[test]
+    fn admin_and_client_grants() {
+        let mut auth = Auth::new(Some("admin-secret"));
+        auth.clients = parse_tokens(
+            &serde_json::json!({"tokens": [
+                {"token": "client-a", "connectors": ["a"]},
+                {"token": "client-all", "connectors": ["*"]},
+            ]}),
+            Path::new("."),
+            &known(),
+        )
+        .unwrap();
+        assert!(auth.is_admin(&headers("Bearer admin-secret")));
+        assert!(auth.is_admin(&headers("bearer admin-secret")));
+        assert!(!auth.is_admin(&headers("Bearer admin-secreT")));
+        assert!(!auth.is_admin(&headers("Bearer client-all")));
+        assert!(!auth.is_admin(&headers("Basic admin-secret")));
+        assert!(!auth.is_admin(&http::HeaderMap::new()));
+        assert!(auth.may_use(&headers("Bearer admin-secret"), "b"));
+        assert!(auth.may_use(&headers("Bearer client-a"), "a"));
+        assert!(!auth.may_use(&headers("Bearer client-a"), "b"));
+        assert!(auth.may_use(&headers("Bearer client-all"), "b"));
+        assert!(!auth.may_use(&headers("Bearer nobody"), "a"));
+        assert!(!auth.may_use(&headers("Bearer "), "a"));
+        // Debug shows neither tokens nor digests.
+        let debug = format!("{auth:?}");
+        assert!(!debug.contains("admin-secret") && !debug.contains("client-a\""));
+        assert!(debug.contains("[REDACTED]"));
+    }
+
+    #[test]
+    fn open_auth_allows_everything() {
+        let auth = Auth::new(None);
+        assert!(auth.is_open());
+        assert!(auth.is_admin(&http::HeaderMap::new()));
+        assert!(auth.may_use(&http::HeaderMap::new(), "a"));
+    }
+
+    #[test]
+    fn bad_token_files_name_the_field() {
+        let cases = [
+            (serde_json::json!([]), "expected an object"),
+            (
+                serde_json::json!({"tokens": [], "x": 1}),
+                "unknown key \"x\"",
+            ),
+            (
+                serde_json::json!({"tokens": [{"connectors": ["a"]}]}),
+                "[tokens.0.token]: required",
+            ),
+            (
+                serde_json::json!({"tokens": [{"token": "t", "connectors": ["zz"]}]}),
+                "[tokens.0.connectors.0]: no connector with id \"zz\"",
+            ),
+            (
+                serde_json::json!({"tokens": [{"token": {"env": "OC_UNSET_TOKEN_VAR_1"}, "connectors": ["a"]}]}),
+                "[tokens.0.token]: environment variable OC_UNSET_TOKEN_VAR_1 is not set",
+            ),
+            (
+                serde_json::json!({"tokens": [{"token": " ", "connectors": ["a"]}]}),
+                "[tokens.0.token]: must not be empty",
+            ),
+        ];
+        for (value, expected) in cases {
+            let e = parse_tokens(&value, Path::new("."), &known()).unwrap_err();
+            assert!(e.contains(expected), "{e} does not contain {expected}");
+        }
+    }
+}

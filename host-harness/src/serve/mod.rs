@@ -1,0 +1,342 @@
+//! `openai-connector serve`: the gateway (cli.md "serve").
+//!
+//! One [`Executor`] (engine, pre-linked component, connection pool) is shared by all requests;
+//! every execution runs in its own `Store` with the sandbox limits of the settings
+//! (`guestMemoryLimit`, `guestTimeLimit`). A trap in one execution answers that request with
+//! a 500 JSON error; the gateway keeps serving.
+//!
+//! Routes ([`routes`]): Kibana-compatible connector routes and `_execute`, the OpenAI-compatible
+//! `POST /connectors/{id}/v1/chat/completions`, `/metrics` ([`metrics`]), `/dashboard`
+//! ([`dashboard`]) and `/healthz`. Tokens: [`auth`].
+//!
+//! Shutdown: on SIGTERM or SIGINT the listener closes, idle connections close, and requests in
+//! flight (streams included) get [`SHUTDOWN_GRACE`] to finish; what is still running after it is
+//! cancelled (C68), logged, and the process exits.
+
+pub mod auth;
+pub mod catalog;
+pub mod dashboard;
+pub mod metrics;
+mod routes;
+
+use crate::event_log::EventLog;
+use crate::{Cancel, ConnectorFile, Executor, Finished};
+use anyhow::{Context, Result};
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+/// How long requests in flight may run on after SIGTERM / SIGINT.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// What `serve` was asked to do.
+pub struct ServeOptions {
+    /// `--connectors`: a directory of connector files or a preconfigured-connectors map.
+    pub connectors: PathBuf,
+    /// `--listen`.
+    pub listen: String,
+    /// `--event-log`.
+    pub event_log: Option<PathBuf>,
+    /// `--client-tokens`.
+    pub client_tokens: Option<PathBuf>,
+    /// `OPENAI_CONNECTOR_ADMIN_TOKEN`; `None` only with `--insecure-no-auth`.
+    pub admin_token: Option<String>,
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeOptions")
+            .field("connectors", &self.connectors)
+            .field("listen", &self.listen)
+            .field("event_log", &self.event_log)
+            .field("client_tokens", &self.client_tokens)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "[REDACTED]"),
+            )
+            .finish()
+    }
+}
+
+/// Executions in flight, with their cancel handles (for the end of the grace period).
+#[derive(Default)]
+struct InFlight {
+    next_id: AtomicU64,
+    running: Mutex<HashMap<u64, Cancel>>,
+    changed: tokio::sync::Notify,
+}
+
+/// Removes its execution from [`InFlight`] when dropped, and gives its instance slot back.
+struct InFlightGuard {
+    id: u64,
+    in_flight: Arc<InFlight>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl InFlight {
+    /// Waits for an instance slot, then registers the execution.
+    async fn enter(
+        self: &Arc<Self>,
+        slots: &Arc<tokio::sync::Semaphore>,
+        cancel: Cancel,
+    ) -> InFlightGuard {
+        // The semaphore is never closed.
+        let slot = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .unwrap_or_else(|_| unreachable!("the instance semaphore is never closed"));
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, cancel);
+        InFlightGuard {
+            id,
+            in_flight: self.clone(),
+            _slot: slot,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Cancel>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn count(&self) -> usize {
+        self.lock().len()
+    }
+
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.changed.notified();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn cancel_all(&self) {
+        for cancel in self.lock().values() {
+            cancel.cancel();
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.in_flight.lock().remove(&self.id);
+        self.in_flight.changed.notify_waiters();
+    }
+}
+
+/// The state shared by every request.
+pub struct Gateway {
+    executor: Executor,
+    catalog: catalog::Catalog,
+    auth: auth::Auth,
+    metrics: metrics::Metrics,
+    history: dashboard::UsageHistory,
+    log: Option<EventLog>,
+    in_flight: Arc<InFlight>,
+    /// One permit per pooled instance: executions beyond the pool wait here instead of
+    /// failing to instantiate.
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Gateway {
+    /// Loads and validates the connectors, the client tokens and the event log.
+    pub async fn new(executor: Executor, options: &ServeOptions) -> Result<Gateway> {
+        let catalog = catalog::Catalog::load(&options.connectors, &executor).await?;
+        let mut auth = auth::Auth::new(options.admin_token.as_deref());
+        if let Some(path) = &options.client_tokens {
+            auth = auth.with_client_tokens_file(path, &catalog.ids())?;
+        }
+        let history = dashboard::UsageHistory::new(
+            catalog
+                .iter()
+                .map(|c| (c.file.id.as_str(), c.file.name.as_str())),
+        );
+        let log =
+            match &options.event_log {
+                Some(path) => {
+                    let summary = history.load_event_log(path).with_context(|| {
+                        format!("{}: cannot read the event log", path.display())
+                    })?;
+                    if summary.skipped > 0 {
+                        tracing::warn!(
+                            "{}: {} lines are not execution events; the dashboard skips them",
+                            path.display(),
+                            summary.skipped
+                        );
+                    }
+                    Some(EventLog::open(path).with_context(|| {
+                        format!("{}: cannot open the event log", path.display())
+                    })?)
+                }
+                None => None,
+            };
+        let metrics = metrics::Metrics::new(catalog.iter().map(|c| c.file.id.as_str()));
+        Ok(Gateway {
+            catalog,
+            auth,
+            metrics,
+            history,
+            log,
+            in_flight: Arc::default(),
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                executor.harness().max_instances(),
+            )),
+            executor,
+        })
+    }
+
+    /// Accounts for a finished execution: event log line (C116), metrics, dashboard.
+    fn record(
+        &self,
+        connector: &ConnectorFile,
+        route: metrics::Route,
+        finished: &Finished,
+        trapped: bool,
+        started: Instant,
+    ) {
+        if let Some(log) = &self.log
+            && let Err(e) = log.append(&finished.record(connector))
+        {
+            tracing::error!(
+                "{}: cannot append to the event log: {e}",
+                log.path().display()
+            );
+        }
+        let usage = finished.usage.for_log();
+        self.metrics.finished(&metrics::Observation {
+            connector: &connector.id,
+            route,
+            failed: finished.outcome.is_err(),
+            trapped,
+            latency: started.elapsed(),
+            source: usage.source,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+        });
+        self.history.add(&dashboard::UsagePoint {
+            connector_id: &connector.id,
+            connector_name: &connector.name,
+            at: finished.ended,
+            failed: finished.outcome.is_err(),
+            source: usage.source,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+        });
+    }
+}
+
+/// Runs the gateway until SIGTERM or SIGINT; `on_ready` gets the bound address once it
+/// accepts connections.
+pub async fn serve(
+    executor: Executor,
+    options: ServeOptions,
+    on_ready: impl FnOnce(SocketAddr),
+) -> Result<()> {
+    let gateway = Arc::new(Gateway::new(executor, &options).await?);
+    let listener = TcpListener::bind(&options.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", options.listen))?;
+    let addr = listener.local_addr()?;
+    on_ready(addr);
+    run(gateway, listener, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+/// Accepts connections until `shutdown`, then drains (see the module docs).
+pub async fn run(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait a little, keep serving.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let gateway = gateway.clone();
+                let mut stop = stop_rx.clone();
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let gateway = gateway.clone();
+                        async move { Ok::<_, std::convert::Infallible>(routes::handle(gateway, req).await) }
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                            // Finishes the response in flight, then closes.
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
+                });
+            }
+            // Reap finished connection tasks so the set stays small.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let running = gateway.in_flight.count();
+    eprintln!(
+        "shutting down: {running} execution(s) in flight, up to {} s to finish",
+        SHUTDOWN_GRACE.as_secs()
+    );
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+        gateway.in_flight.wait_idle().await;
+    })
+    .await;
+    if drained.is_err() {
+        eprintln!("grace period over: cancelling what is still running");
+        gateway.in_flight.cancel_all();
+        // Cancelled executions end promptly (C68) and log their line.
+        let _ = tokio::time::timeout(Duration::from_secs(5), gateway.in_flight.wait_idle()).await;
+    }
+}
