@@ -1,0 +1,533 @@
+//! Added latency of `openai-connector serve` over calling the upstream directly, at a fixed
+//! request rate, beside LiteLLM's proxy for the same upstream (issue 5, "Speed").
+//!
+//! ```sh
+//! cargo bench -p openai-connector-harness --bench gateway -- [--rate 1000] [--seconds 10]
+//!     [--stream-rate 500] [--connections 32] [--litellm PATH/TO/litellm]
+//! ```
+//!
+//! `benches/gateway/litellm-venv.sh` installs the pinned `litellm[proxy]` into
+//! `target/litellm-venv` and prints the path to pass as `--litellm`; without it LiteLLM is left
+//! out of the table.
+//!
+//! What runs, all on 127.0.0.1:
+//!
+//! - an upstream in this process (hyper, its own thread): `POST /v1/chat/completions` answers a
+//!   fixed chat completion, or with `"stream":true` a six-event SSE stream whose first event
+//!   is written at once;
+//! - the release `openai-connector serve` as a child process, with one connector for that
+//!   upstream and a client token (so authentication is part of the measurement);
+//! - optionally `litellm` (one worker) with one model for that upstream and a master key.
+//!
+//! The load is open loop: requests are scheduled at fixed intervals and each latency runs from
+//! the scheduled time (so a stall is not hidden by the requests it delayed, no coordinated
+//! omission) to the end of the body, or to the first body byte for streams (time to first
+//! byte). Requests go over `--connections` keep-alive HTTP/1.1 connections. Every target gets
+//! the same warm-up (2 s) and the same schedule, one target at a time.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+const BODY: &str = r#"{"model":"gpt-4o","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Hello world"}],"temperature":0.7}"#;
+const STREAM_BODY: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Hello world"}],"stream":true,"stream_options":{"include_usage":true}}"#;
+const COMPLETION: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1767225600,"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":19,"completion_tokens":9,"total_tokens":28}}"#;
+const UPSTREAM_KEY: &str = "sk-upstream-bench-0123456789";
+const CLIENT_TOKEN: &str = "client-token-bench-0123456789";
+const ADMIN_TOKEN: &str = "admin-token-bench-0123456789";
+const WARM_UP: Duration = Duration::from_secs(2);
+
+fn stream_events() -> Vec<Bytes> {
+    let chunk = |delta: &str, finish: &str| {
+        Bytes::from(format!(
+            "data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1767225600,\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"logprobs\":null,\"finish_reason\":{finish}}}]}}\n\n"
+        ))
+    };
+    vec![
+        chunk(r#"{"role":"assistant","content":""}"#, "null"),
+        chunk(r#"{"content":"Hello!"}"#, "null"),
+        chunk(r#"{"content":" How can I help?"}"#, "null"),
+        chunk("{}", "\"stop\""),
+        Bytes::from_static(b"data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1767225600,\"model\":\"gpt-4o-2024-08-06\",\"choices\":[],\"usage\":{\"prompt_tokens\":11,\"completion_tokens\":6,\"total_tokens\":17}}\n\n"),
+        Bytes::from_static(b"data: [DONE]\n\n"),
+    ]
+}
+
+struct Options {
+    rate: u32,
+    stream_rate: u32,
+    seconds: u64,
+    connections: usize,
+    litellm: Option<String>,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        rate: 1000,
+        stream_rate: 500,
+        seconds: 10,
+        connections: 32,
+        litellm: std::env::var("LITELLM_BIN").ok(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .unwrap_or_else(|| panic!("{name} needs a value"))
+        };
+        match arg.as_str() {
+            "--rate" => o.rate = value("--rate").parse().expect("--rate: a number"),
+            "--stream-rate" => {
+                o.stream_rate = value("--stream-rate")
+                    .parse()
+                    .expect("--stream-rate: a number")
+            }
+            "--seconds" => o.seconds = value("--seconds").parse().expect("--seconds: a number"),
+            "--connections" => {
+                o.connections = value("--connections")
+                    .parse()
+                    .expect("--connections: a number")
+            }
+            "--litellm" => o.litellm = Some(value("--litellm")),
+            // `cargo bench` passes `--bench`; criterion-style filters are not used here.
+            _ => {}
+        }
+    }
+    o
+}
+
+/// The upstream, on its own thread and runtime; returns its port.
+fn start_upstream() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let events = Arc::new(stream_events());
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                tcp.set_nodelay(true).unwrap();
+                let events = events.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                        let events = events.clone();
+                        async move { upstream_answer(req, &events).await }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+    });
+    port
+}
+
+type UpstreamBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+async fn upstream_answer(
+    req: hyper::Request<Incoming>,
+    events: &[Bytes],
+) -> Result<hyper::Response<UpstreamBody>, std::convert::Infallible> {
+    let authorized = req
+        .headers()
+        .get("authorization")
+        .is_some_and(|v| v.as_bytes() == format!("Bearer {UPSTREAM_KEY}").as_bytes());
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    if !authorized {
+        let mut r = hyper::Response::new(Full::new(Bytes::from_static(b"{\"error\":{\"message\":\"bad key\"}}")).boxed());
+        *r.status_mut() = hyper::StatusCode::UNAUTHORIZED;
+        return Ok(r);
+    }
+    let stream = memchr::memmem::find(&body, b"\"stream\":true").is_some();
+    if stream {
+        let frames: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = events
+            .iter()
+            .map(|e| Ok(hyper::body::Frame::data(e.clone())))
+            .collect();
+        let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
+        Ok(hyper::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(BodyExt::boxed(body))
+            .unwrap())
+    } else {
+        Ok(hyper::Response::builder()
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(COMPLETION.as_bytes())).boxed())
+            .unwrap())
+    }
+}
+
+/// A child process that is killed when dropped.
+struct Server {
+    child: Child,
+    name: &'static str,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        eprintln!("stopped {}", self.name);
+    }
+}
+
+fn start_gateway(dir: &std::path::Path, upstream: u16) -> (Server, String) {
+    let connectors = dir.join("connectors");
+    std::fs::create_dir_all(&connectors).unwrap();
+    std::fs::write(
+        connectors.join("bench.json"),
+        format!(
+            r#"{{"name":"Bench","config":{{"apiProvider":"OpenAI","apiUrl":"http://127.0.0.1:{upstream}/v1/chat/completions"}},"secrets":{{"apiKey":"{UPSTREAM_KEY}"}}}}"#
+        ),
+    )
+    .unwrap();
+    let tokens = dir.join("tokens.json");
+    std::fs::write(
+        &tokens,
+        format!(r#"{{"tokens":[{{"token":"{CLIENT_TOKEN}","connectors":["bench"]}}]}}"#),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_openai-connector"))
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--connectors"])
+        .arg(&connectors)
+        .arg("--client-tokens")
+        .arg(&tokens)
+        .env("OPENAI_CONNECTOR_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn openai-connector serve");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line.strip_prefix("listening on http://") {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(addr.to_owned());
+                }
+            } else {
+                eprintln!("serve: {line}");
+            }
+        }
+    });
+    let server = Server {
+        child,
+        name: "openai-connector serve",
+    };
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("serve printed `listening on`");
+    (
+        server,
+        format!("http://{addr}/connectors/bench/v1/chat/completions"),
+    )
+}
+
+fn start_litellm(bin: &str, dir: &std::path::Path, upstream: u16) -> (Server, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.join("litellm.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "model_list:\n  - model_name: gpt-4o\n    litellm_params:\n      model: openai/gpt-4o\n      api_base: http://127.0.0.1:{upstream}/v1\n      api_key: {UPSTREAM_KEY}\ngeneral_settings:\n  master_key: sk-{CLIENT_TOKEN}\nlitellm_settings:\n  telemetry: false\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new(bin)
+        .arg("--config")
+        .arg(&config)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--num_workers", "1"])
+        // No network: use the bundled model cost map instead of fetching it.
+        .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        .env("LITELLM_TELEMETRY", "False")
+        .env("LITELLM_LOG", "ERROR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn litellm");
+    let server = Server {
+        child,
+        name: "litellm",
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let ok = Command::new("curl")
+                .args(["-sf", &format!("http://127.0.0.1:{port}/health/liveliness")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "litellm did not start in 180 s");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    (server, format!("http://127.0.0.1:{port}/v1/chat/completions"))
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn connect(url: &hyper::Uri) -> Sender {
+    let addr = format!("{}:{}", url.host().unwrap(), url.port_u16().unwrap());
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// One request; returns the time to the first body byte (`ttfb`) or to the end of the body.
+async fn one(
+    sender: &mut Sender,
+    url: &hyper::Uri,
+    token: &str,
+    body: &'static str,
+    scheduled: Instant,
+    ttfb: bool,
+) -> Result<Duration, String> {
+    sender.ready().await.map_err(|e| e.to_string())?;
+    let request = hyper::Request::post(url.path())
+        .header("host", url.authority().unwrap().as_str())
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap();
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let mut body = response.into_body();
+    let mut first = None;
+    let mut all = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Some(data) = frame.data_ref() {
+            if first.is_none() && !data.is_empty() {
+                first = Some(scheduled.elapsed());
+            }
+            all.extend_from_slice(data);
+        }
+    }
+    let end = scheduled.elapsed();
+    if !status.is_success() {
+        return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&all)));
+    }
+    let expected: &[u8] = if ttfb { b"[DONE]" } else { b"Hello! How can I help" };
+    if memchr::memmem::find(&all, expected).is_none() {
+        return Err(format!("unexpected body: {}", String::from_utf8_lossy(&all)));
+    }
+    Ok(if ttfb { first.unwrap_or(end) } else { end })
+}
+
+struct Run {
+    latencies: Vec<Duration>,
+    errors: Vec<String>,
+    achieved_rate: f64,
+}
+
+/// Open-loop load: `rate` requests per second for `seconds`, over `connections` connections.
+async fn load(
+    url: &str,
+    token: &str,
+    body: &'static str,
+    ttfb: bool,
+    rate: u32,
+    duration: Duration,
+    connections: usize,
+) -> Run {
+    let url: hyper::Uri = url.parse().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let rx = Arc::new(Mutex::new(rx));
+    let results = Arc::new(Mutex::new((Vec::new(), Vec::new())));
+    let mut workers = Vec::new();
+    for _ in 0..connections {
+        let rx = rx.clone();
+        let results = results.clone();
+        let url = url.clone();
+        let token = token.to_owned();
+        let mut sender = connect(&url).await;
+        workers.push(tokio::spawn(async move {
+            loop {
+                let Some(scheduled) = rx.lock().await.recv().await else {
+                    break;
+                };
+                if sender.is_closed() {
+                    sender = connect(&url).await;
+                }
+                let outcome = one(&mut sender, &url, &token, body, scheduled, ttfb).await;
+                let mut r = results.lock().await;
+                match outcome {
+                    Ok(latency) => r.0.push(latency),
+                    Err(error) => {
+                        r.1.push(error);
+                        drop(r);
+                        sender = connect(&url).await;
+                    }
+                }
+            }
+        }));
+    }
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
+    let start = Instant::now();
+    let total = (duration.as_secs_f64() * f64::from(rate)) as u64;
+    for i in 0..total {
+        let at = start + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(at.into()).await;
+        tx.send(at).unwrap();
+    }
+    drop(tx);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let (latencies, errors) = std::mem::take(&mut *results.lock().await);
+    Run {
+        achieved_rate: latencies.len() as f64 / elapsed,
+        latencies,
+        errors,
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+struct Row {
+    target: String,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    ok: usize,
+    errors: usize,
+    rate: f64,
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1e3)
+}
+
+fn main() {
+    let o = options();
+    let dir = std::env::temp_dir().join(format!("openai-connector-gateway-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let upstream = start_upstream();
+    let (gateway, gateway_url) = start_gateway(&dir, upstream);
+    let litellm = o
+        .litellm
+        .as_deref()
+        .map(|bin| start_litellm(bin, &dir, upstream));
+    let direct_url = format!("http://127.0.0.1:{upstream}/v1/chat/completions");
+    let mut targets: Vec<(&str, String, String)> = vec![
+        ("direct", direct_url, UPSTREAM_KEY.to_owned()),
+        ("openai-connector serve", gateway_url, CLIENT_TOKEN.to_owned()),
+    ];
+    if let Some((_, url)) = &litellm {
+        targets.push(("litellm proxy", url.clone(), format!("sk-{CLIENT_TOKEN}")));
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let duration = Duration::from_secs(o.seconds);
+    let mut tables = Vec::new();
+    for (kind, body, ttfb, rate) in [
+        ("non-streaming, end of body", BODY, false, o.rate),
+        ("streaming, time to first byte", STREAM_BODY, true, o.stream_rate),
+    ] {
+        let mut rows = Vec::new();
+        for (name, url, token) in &targets {
+            eprintln!("{kind}: {name}: warm-up");
+            rt.block_on(load(url, token, body, ttfb, rate, WARM_UP, o.connections));
+            eprintln!("{kind}: {name}: {rate}/s for {} s", o.seconds);
+            let mut run = rt.block_on(load(url, token, body, ttfb, rate, duration, o.connections));
+            run.latencies.sort();
+            if let Some(e) = run.errors.first() {
+                eprintln!("{kind}: {name}: {} errors, first: {e}", run.errors.len());
+            }
+            rows.push(Row {
+                target: (*name).to_owned(),
+                p50: percentile(&run.latencies, 50.0),
+                p99: percentile(&run.latencies, 99.0),
+                max: run.latencies.last().copied().unwrap_or_default(),
+                ok: run.latencies.len(),
+                errors: run.errors.len(),
+                rate: run.achieved_rate,
+            });
+        }
+        tables.push((kind, rate, rows));
+    }
+    drop(litellm);
+    drop(gateway);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    println!(
+        "\n{} s per target at a fixed rate, {} keep-alive connections, open loop; latency in ms.\n",
+        o.seconds, o.connections
+    );
+    for (kind, rate, rows) in tables {
+        println!("### {kind}, {rate} requests/s\n");
+        println!("| target | p50 | p99 | max | p50 over direct | p99 over direct | ok | errors | achieved/s |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let direct = (rows[0].p50, rows[0].p99);
+        for r in &rows {
+            let over = |a: Duration, b: Duration| {
+                format!("{:+.3}", (a.as_secs_f64() - b.as_secs_f64()) * 1e3)
+            };
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
+                r.target,
+                ms(r.p50),
+                ms(r.p99),
+                ms(r.max),
+                over(r.p50, direct.0),
+                over(r.p99, direct.1),
+                r.ok,
+                r.errors,
+                r.rate
+            );
+        }
+        if rows.len() == 3 {
+            let gw = rows[1].p99.saturating_sub(direct.1).as_secs_f64();
+            let ll = rows[2].p99.saturating_sub(direct.1).as_secs_f64();
+            if gw > 0.0 {
+                println!("\np99 overhead, LiteLLM / openai-connector: {:.1}x", ll / gw);
+            }
+        }
+        println!();
+    }
+}
