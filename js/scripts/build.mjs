@@ -1,0 +1,37 @@
+// Transpiles the release component with jco into generated/ (not committed: built from the
+// component every time, so the JavaScript package can never drift from the Rust build).
+//
+//   generated/            ES module that instantiates on import (what src/index.js uses)
+//   generated/instantiate/ the same with an instantiate() export (used by scripts/budget.mjs)
+//
+// The component is `../target/wasm32-wasip2/release/openai_connector.wasm`, or the file named
+// by OPENAI_CONNECTOR_WASM.
+import { execFileSync } from 'node:child_process';
+import { existsSync, rmSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = resolve(here, '..');
+const component =
+  process.env.OPENAI_CONNECTOR_WASM ??
+  resolve(root, '../target/wasm32-wasip2/release/openai_connector.wasm');
+
+if (!existsSync(component)) {
+  console.error(
+    `component not found: ${component}\n` +
+      'build it first: cargo build --release --target wasm32-wasip2 -p openai-connector',
+  );
+  process.exit(1);
+}
+
+const jco = join(root, 'node_modules', '.bin', 'jco');
+const out = join(root, 'generated');
+rmSync(out, { recursive: true, force: true });
+const transpile = (dir, extra) =>
+  execFileSync(jco, ['transpile', component, '--name', 'connector', '-o', dir, '-q', ...extra], {
+    stdio: 'inherit',
+  });
+transpile(out, []);
+transpile(join(out, 'instantiate'), ['--instantiation', 'async']);
+console.log(`transpiled ${component} into ${out}`);

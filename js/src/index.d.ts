@@ -1,0 +1,165 @@
+// Types of the wrapper (src/index.js). The WIT types come from the jco-generated declarations
+// in generated/interfaces/ (built by `npm run build`).
+import type {
+  Provider,
+  TlsProfile,
+  UsageSource,
+} from '../generated/interfaces/connector-openai-types.js';
+import type * as Validation from '../generated/interfaces/connector-openai-validation.js';
+import type * as Requests from '../generated/interfaces/connector-openai-requests.js';
+import type * as Responses from '../generated/interfaces/connector-openai-responses.js';
+import type * as Sse from '../generated/interfaces/connector-openai-sse.js';
+import type * as Actions from '../generated/interfaces/connector-openai-actions.js';
+
+export type * as Wit from '../generated/interfaces/connector-openai-types.js';
+export type { Provider, TlsProfile, UsageSource };
+
+/** The raw WIT bindings (exact JSON texts, bigints, WIT results). */
+export declare const component: {
+  readonly validation: typeof Validation;
+  readonly requests: typeof Requests;
+  readonly responses: typeof Responses;
+  readonly sse: typeof Sse;
+  readonly actions: typeof Actions;
+};
+
+/** JSON text, or a value to serialise with JSON.stringify. */
+export type JsonInput = string | Record<string, unknown>;
+
+/** Kibana's create-connector body, secrets resolved. */
+export interface ConnectorInput {
+  id?: string;
+  name?: string;
+  /** The `config` object (or its JSON text). */
+  config: JsonInput;
+  /** The `secrets` object (or its JSON text): `apiKey`, `certificateData`, `privateKeyData`, `caData`. */
+  secrets?: JsonInput;
+}
+
+/** Kibana's `xpack.actions.*` settings the component applies. */
+export interface Settings {
+  /** Host names a connector may call; `*` allows all. Default `['*']`. */
+  allowedHosts?: string[];
+  /** `responseTimeout` in ms. Default 60000. */
+  responseTimeout?: number | bigint;
+  /** `maxResponseContentLength` in bytes. Default 1048576. */
+  maxResponseContentLength?: number | bigint;
+}
+
+export declare const DEFAULT_SETTINGS: Readonly<Required<Settings>>;
+export declare const DEFAULT_MAX_EVENT_BYTES: number;
+
+export type SubActionName =
+  | 'run'
+  | 'test'
+  | 'stream'
+  | 'invokeAI'
+  | 'invokeStream'
+  | 'invokeAsyncIterator';
+
+export interface ParsedConnector {
+  id: string;
+  name: string;
+  provider: Provider;
+  /** Kibana's get-connector shape (numbers through JSON.parse). */
+  connector: Record<string, unknown>;
+  /** The same, exact text (numbers as written). */
+  connectorJson: string;
+  /** TLS settings the host must apply, when the connector brings any (C122). */
+  tls?: TlsProfile;
+}
+
+export interface BuiltRequest {
+  subAction: SubActionName;
+  streaming: boolean;
+  method: string;
+  url: string;
+  headers: Array<[string, string]>;
+  body: Uint8Array;
+  totalTimeoutMs: number;
+  idleTimeoutMs?: number;
+}
+
+export interface Usage {
+  promptTokens: number;
+  completionTokens: number;
+  totalTokens: number;
+  source: UsageSource;
+}
+
+export type MappedResponse =
+  | { status: 'ok'; data: unknown; dataJson: string; usage: Usage }
+  | { status: 'error'; serviceMessage: string; retry: boolean };
+
+export interface SseEvent {
+  type: string;
+  data: string;
+  id: string | null;
+  retry: number | null;
+}
+
+export interface ChatDelta {
+  index: number;
+  delta: Record<string, unknown>;
+}
+
+export declare class ConnectorValidationError extends Error {
+  readonly config: string[];
+  readonly secrets: string[];
+  readonly lines: string[];
+}
+
+export declare class ConnectorFailure extends Error {
+  readonly serviceMessage: string;
+  readonly retry: boolean;
+}
+
+export declare class SseError extends Error {}
+export declare class ChatStreamError extends Error {}
+
+export declare function parseConnector(connector: ConnectorInput, settings?: Settings): ParsedConnector;
+
+export declare function buildRequest(
+  connector: ConnectorInput,
+  params: JsonInput,
+  settings?: Settings,
+): BuiltRequest;
+
+export declare function mapResponse(response: {
+  subAction: SubActionName;
+  status: number;
+  body?: Uint8Array | string;
+}): MappedResponse;
+
+export interface ExecutionResult {
+  status: 'ok' | 'error';
+  data?: unknown;
+  dataJson?: string;
+  serviceMessage?: string;
+  retry?: boolean;
+  usage: Usage;
+  requestBodyBytes?: number;
+}
+
+/**
+ * Runs a non-streaming sub-action over jco's wasi:http shim (synchronous: it blocks the event
+ * loop until the upstream answers). See the README for what it needs.
+ */
+export declare function execute(
+  connector: ConnectorInput,
+  params: JsonInput,
+  settings?: Settings,
+): ExecutionResult;
+
+export declare class SseDecoder implements Disposable {
+  constructor(options?: { maxEventBytes?: number });
+  feed(chunk: Uint8Array | string): SseEvent[];
+  finish(): SseEvent[];
+  [Symbol.dispose](): void;
+}
+
+export declare class ChatStream implements Disposable {
+  push(data: string): ChatDelta[];
+  finish(): Record<string, unknown>;
+  [Symbol.dispose](): void;
+}

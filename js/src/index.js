@@ -1,0 +1,320 @@
+// A thin, idiomatic wrapper over the jco-transpiled connector component (generated/).
+//
+// Every function calls the component; nothing here re-implements connector behaviour. The
+// wrapper only converts between JavaScript values and the WIT types (JSON texts, bigints,
+// results) and turns WIT errors into Error subclasses. Types: index.d.ts.
+import {
+  actions,
+  requests,
+  responses,
+  sse,
+  validation,
+} from '../generated/connector.js';
+
+/** The raw WIT bindings, for callers who want the exact texts and types of the WIT. */
+export const component = Object.freeze({ validation, requests, responses, sse, actions });
+
+/** Kibana's defaults for the deployment settings the component applies (contract section 0). */
+export const DEFAULT_SETTINGS = Object.freeze({
+  allowedHosts: Object.freeze(['*']),
+  responseTimeout: 60_000,
+  maxResponseContentLength: 1_048_576,
+});
+
+/** Largest SSE event the decoder holds by default (C91). */
+export const DEFAULT_MAX_EVENT_BYTES = 1_048_576;
+
+const CONFIG_PREFIX = 'error validating action type config: ';
+const SECRETS_PREFIX = 'error validating action type secrets: ';
+
+/** A connector whose config or secrets are invalid (C1–C32); nothing was or will be sent. */
+export class ConnectorValidationError extends Error {
+  constructor(errors) {
+    const lines = [
+      ...errors.config.map((line) => CONFIG_PREFIX + line),
+      ...errors.secrets.map((line) => SECRETS_PREFIX + line),
+    ];
+    super(lines.join('\n'));
+    this.name = 'ConnectorValidationError';
+    /** Problems with `config`, in Kibana's wording without the prefix. */
+    this.config = errors.config;
+    /** Problems with `secrets`, in Kibana's wording without the prefix. */
+    this.secrets = errors.secrets;
+    /** Kibana's lines, prefixes included. */
+    this.lines = lines;
+  }
+}
+
+/** An execution the connector refuses or that failed, as Kibana's `_execute` reports it. */
+export class ConnectorFailure extends Error {
+  constructor(failure) {
+    super(failure.serviceMessage);
+    this.name = 'ConnectorFailure';
+    /** Kibana's `serviceMessage`. */
+    this.serviceMessage = failure.serviceMessage;
+    /** Kibana's `retry`. */
+    this.retry = failure.retry;
+  }
+}
+
+/** The SSE decoder stopped (C91); every further call fails the same way. */
+export class SseError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'SseError';
+  }
+}
+
+/** The chat stream failed (C95, C96): invalid JSON data or a provider error chunk. */
+export class ChatStreamError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'ChatStreamError';
+  }
+}
+
+const isObject = (v) => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** JSON text of `value` (a string is taken as JSON text already). */
+function jsonText(value, field) {
+  if (typeof value === 'string') return value;
+  if (value === undefined) throw new TypeError(`${field}: missing (give an object or JSON text)`);
+  return JSON.stringify(value);
+}
+
+function toDefinition(connector) {
+  if (!isObject(connector)) {
+    throw new TypeError('connector: expected an object {id, name, config, secrets}');
+  }
+  for (const field of ['id', 'name']) {
+    if (connector[field] !== undefined && typeof connector[field] !== 'string') {
+      throw new TypeError(`connector.${field}: expected a string`);
+    }
+  }
+  return {
+    id: connector.id ?? '',
+    name: connector.name ?? '',
+    configJson: jsonText(connector.config, 'connector.config'),
+    // Never echoed: the component reports problems by field name only (C32).
+    secretsJson: jsonText(connector.secrets ?? {}, 'connector.secrets'),
+  };
+}
+
+function toU64(value, field) {
+  if (typeof value === 'bigint' && value >= 0n) return value;
+  if (Number.isSafeInteger(value) && value >= 0) return BigInt(value);
+  throw new TypeError(`settings.${field}: expected a non-negative integer`);
+}
+
+function toSettings(settings = {}) {
+  if (!isObject(settings)) throw new TypeError('settings: expected an object');
+  const s = { ...DEFAULT_SETTINGS, ...settings };
+  if (!Array.isArray(s.allowedHosts) || !s.allowedHosts.every((h) => typeof h === 'string')) {
+    throw new TypeError('settings.allowedHosts: expected an array of strings');
+  }
+  return {
+    allowedHosts: [...s.allowedHosts],
+    responseTimeoutMs: toU64(s.responseTimeout, 'responseTimeout'),
+    maxResponseContentLength: toU64(s.maxResponseContentLength, 'maxResponseContentLength'),
+  };
+}
+
+function toBytes(body, field) {
+  if (body instanceof Uint8Array) return body;
+  if (typeof body === 'string') return new TextEncoder().encode(body);
+  throw new TypeError(`${field}: expected a Uint8Array or a string`);
+}
+
+/** The payload of a WIT `result` error, which jco throws as a ComponentError. */
+function payloadOf(error) {
+  if (error && typeof error === 'object' && 'payload' in error) return error.payload;
+  throw error;
+}
+
+const SUB_ACTIONS = {
+  run: 'run',
+  test: 'test',
+  stream: 'stream',
+  invokeAI: 'invoke-ai',
+  invokeStream: 'invoke-stream',
+  invokeAsyncIterator: 'invoke-async-iterator',
+};
+const KIBANA_SUB_ACTIONS = Object.fromEntries(Object.entries(SUB_ACTIONS).map(([k, v]) => [v, k]));
+
+function toSubAction(name) {
+  if (SUB_ACTIONS[name]) return SUB_ACTIONS[name];
+  if (KIBANA_SUB_ACTIONS[name]) return name;
+  throw new TypeError(`subAction: unknown sub-action ${JSON.stringify(String(name))}`);
+}
+
+const toUsage = (u) => ({
+  promptTokens: Number(u.promptTokens),
+  completionTokens: Number(u.completionTokens),
+  totalTokens: Number(u.totalTokens),
+  source: u.source,
+});
+
+/**
+ * Validates a connector (Kibana's create-connector body: `{id, name, config, secrets}`, with
+ * `config` and `secrets` as objects or JSON text) against the deployment settings.
+ * Throws ConnectorValidationError listing every problem.
+ */
+export function parseConnector(connector, settings) {
+  let validated;
+  try {
+    validated = validation.validate(toDefinition(connector), toSettings(settings));
+  } catch (e) {
+    throw new ConnectorValidationError(payloadOf(e));
+  }
+  return {
+    id: validated.id,
+    name: validated.name,
+    provider: validated.provider,
+    connector: JSON.parse(validated.connectorJson),
+    connectorJson: validated.connectorJson,
+    tls: validated.tls,
+  };
+}
+
+/**
+ * The HTTP request an execution would send, exactly (sections 3 and 4), without sending it.
+ * `params` is Kibana's `_execute` params `{subAction, subActionParams}`, as an object or JSON
+ * text. Throws ConnectorValidationError (invalid connector) or ConnectorFailure (params or the
+ * allow-list refused the execution).
+ */
+export function buildRequest(connector, params, settings) {
+  let plan;
+  try {
+    plan = requests.build(toDefinition(connector), toSettings(settings), jsonText(params, 'params'));
+  } catch (e) {
+    const error = payloadOf(e);
+    if (error.tag === 'invalid-connector') throw new ConnectorValidationError(error.val);
+    throw new ConnectorFailure(error.val);
+  }
+  return {
+    subAction: KIBANA_SUB_ACTIONS[plan.subAction],
+    streaming: plan.streaming,
+    method: plan.request.method,
+    url: plan.request.url,
+    headers: plan.request.headers,
+    body: plan.request.body,
+    totalTimeoutMs: Number(plan.totalTimeoutMs),
+    idleTimeoutMs: plan.idleTimeoutMs === undefined ? undefined : Number(plan.idleTimeoutMs),
+  };
+}
+
+/**
+ * Maps an upstream response to Kibana's `_execute` result (section 5): `{status: 'ok', data,
+ * dataJson, usage}` for a valid 2xx body, `{status: 'error', serviceMessage, retry}` otherwise.
+ */
+export function mapResponse({ subAction, status, body }) {
+  if (!Number.isInteger(status) || status < 100 || status > 999) {
+    throw new TypeError('status: expected an HTTP status code (100-999)');
+  }
+  const bytes = toBytes(body ?? '', 'body');
+  if (status < 200 || status > 299) {
+    const failure = responses.mapHttpError(status, bytes);
+    return { status: 'error', serviceMessage: failure.serviceMessage, retry: failure.retry };
+  }
+  try {
+    const [dataJson, usage] = responses.mapSuccess(toSubAction(subAction), bytes);
+    return { status: 'ok', data: JSON.parse(dataJson), dataJson, usage: toUsage(usage) };
+  } catch (e) {
+    const failure = payloadOf(e);
+    return { status: 'error', serviceMessage: failure.serviceMessage, retry: failure.retry };
+  }
+}
+
+/**
+ * Runs a non-streaming sub-action: validation, request, response mapping, through the
+ * component's `actions.execute` and jco's wasi:http shim. Synchronous: the event loop is blocked
+ * until the upstream answers, so the upstream must not live on this thread. Throws
+ * ConnectorValidationError when the connector is invalid (nothing is sent, C16).
+ */
+export function execute(connector, params, settings) {
+  let execution;
+  try {
+    execution = actions.execute(
+      toDefinition(connector),
+      toSettings(settings),
+      jsonText(params, 'params'),
+    );
+  } catch (e) {
+    throw new ConnectorValidationError(payloadOf(e));
+  }
+  const { outcome } = execution;
+  const result =
+    outcome.tag === 'ok'
+      ? { status: 'ok', data: JSON.parse(outcome.val), dataJson: outcome.val }
+      : { status: 'error', serviceMessage: outcome.val.serviceMessage, retry: outcome.val.retry };
+  result.usage = toUsage(execution.usage);
+  if (execution.requestBodyBytes !== undefined) {
+    result.requestBodyBytes = Number(execution.requestBodyBytes);
+  }
+  return result;
+}
+
+const toEvent = (e) => ({
+  type: e.eventType,
+  data: e.data,
+  id: e.id ?? null,
+  retry: e.retry === undefined ? null : Number(e.retry),
+});
+
+/** A WHATWG event-stream decoder (C79–C91): feed bytes in chunks of any size. */
+export class SseDecoder {
+  #decoder;
+
+  constructor({ maxEventBytes = DEFAULT_MAX_EVENT_BYTES } = {}) {
+    if (!Number.isInteger(maxEventBytes) || maxEventBytes < 0 || maxEventBytes > 0xffffffff) {
+      throw new TypeError('maxEventBytes: expected an integer from 0 to 4294967295');
+    }
+    this.#decoder = new sse.Decoder(maxEventBytes);
+  }
+
+  /** Decodes `chunk` (bytes or text) and returns the events it completed. */
+  feed(chunk) {
+    try {
+      return this.#decoder.feed(toBytes(chunk, 'chunk')).map(toEvent);
+    } catch (e) {
+      throw new SseError(payloadOf(e));
+    }
+  }
+
+  /** Ends the input; a partly built event is discarded (C89). */
+  finish() {
+    try {
+      return this.#decoder.finish().map(toEvent);
+    } catch (e) {
+      throw new SseError(payloadOf(e));
+    }
+  }
+
+  [Symbol.dispose]() {
+    this.#decoder[Symbol.dispose]?.();
+  }
+}
+
+/** Accumulates chat-completion chunks into one completion (C92–C105). */
+export class ChatStream {
+  #stream = new sse.ChatStream();
+
+  /** Takes one event's data; returns its deltas `{index, delta}`. */
+  push(data) {
+    if (typeof data !== 'string') throw new TypeError('data: expected a string');
+    try {
+      return this.#stream.push(data).map((line) => JSON.parse(line));
+    } catch (e) {
+      throw new ChatStreamError(payloadOf(e));
+    }
+  }
+
+  /** The assembled completion (C105). */
+  finish() {
+    return JSON.parse(this.#stream.finish());
+  }
+
+  [Symbol.dispose]() {
+    this.#stream[Symbol.dispose]?.();
+  }
+}
