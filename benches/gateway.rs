@@ -25,6 +25,9 @@
 //! byte). Requests go over `--connections` keep-alive HTTP/1.1 connections. Every target gets
 //! the same warm-up (2 s) and the same schedule, one target at a time.
 
+// The table on stdout is this bench's output.
+#![allow(clippy::print_stdout)]
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -121,10 +124,11 @@ fn start_upstream() -> u16 {
                 tcp.set_nodelay(true).unwrap();
                 let events = events.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                        let events = events.clone();
-                        async move { upstream_answer(req, &events).await }
-                    });
+                    let service =
+                        hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                            let events = events.clone();
+                            async move { upstream_answer(req, &events).await }
+                        });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
                         .await;
@@ -147,7 +151,9 @@ async fn upstream_answer(
         .is_some_and(|v| v.as_bytes() == format!("Bearer {UPSTREAM_KEY}").as_bytes());
     let body = req.into_body().collect().await.unwrap().to_bytes();
     if !authorized {
-        let mut r = hyper::Response::new(Full::new(Bytes::from_static(b"{\"error\":{\"message\":\"bad key\"}}")).boxed());
+        let mut r = hyper::Response::new(
+            Full::new(Bytes::from_static(b"{\"error\":{\"message\":\"bad key\"}}")).boxed(),
+        );
         *r.status_mut() = hyper::StatusCode::UNAUTHORIZED;
         return Ok(r);
     }
@@ -288,7 +294,10 @@ fn start_litellm(bin: &str, dir: &std::path::Path, upstream: u16) -> (Server, St
         assert!(Instant::now() < deadline, "litellm did not start in 180 s");
         std::thread::sleep(Duration::from_millis(250));
     }
-    (server, format!("http://127.0.0.1:{port}/v1/chat/completions"))
+    (
+        server,
+        format!("http://127.0.0.1:{port}/v1/chat/completions"),
+    )
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
@@ -341,9 +350,16 @@ async fn one(
     if !status.is_success() {
         return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&all)));
     }
-    let expected: &[u8] = if ttfb { b"[DONE]" } else { b"Hello! How can I help" };
+    let expected: &[u8] = if ttfb {
+        b"[DONE]"
+    } else {
+        b"Hello! How can I help"
+    };
     if memchr::memmem::find(&all, expected).is_none() {
-        return Err(format!("unexpected body: {}", String::from_utf8_lossy(&all)));
+        return Err(format!(
+            "unexpected body: {}",
+            String::from_utf8_lossy(&all)
+        ));
     }
     Ok(if ttfb { first.unwrap_or(end) } else { end })
 }
@@ -441,7 +457,10 @@ fn ms(d: Duration) -> String {
 
 fn main() {
     let o = options();
-    let dir = std::env::temp_dir().join(format!("openai-connector-gateway-bench-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "openai-connector-gateway-bench-{}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let upstream = start_upstream();
     let (gateway, gateway_url) = start_gateway(&dir, upstream);
@@ -452,7 +471,11 @@ fn main() {
     let direct_url = format!("http://127.0.0.1:{upstream}/v1/chat/completions");
     let mut targets: Vec<(&str, String, String)> = vec![
         ("direct", direct_url, UPSTREAM_KEY.to_owned()),
-        ("openai-connector serve", gateway_url, CLIENT_TOKEN.to_owned()),
+        (
+            "openai-connector serve",
+            gateway_url,
+            CLIENT_TOKEN.to_owned(),
+        ),
     ];
     if let Some((_, url)) = &litellm {
         targets.push(("litellm proxy", url.clone(), format!("sk-{CLIENT_TOKEN}")));
@@ -467,7 +490,12 @@ fn main() {
     let mut tables = Vec::new();
     for (kind, body, ttfb, rate) in [
         ("non-streaming, end of body", BODY, false, o.rate),
-        ("streaming, time to first byte", STREAM_BODY, true, o.stream_rate),
+        (
+            "streaming, time to first byte",
+            STREAM_BODY,
+            true,
+            o.stream_rate,
+        ),
     ] {
         let mut rows = Vec::new();
         for (name, url, token) in &targets {
@@ -501,7 +529,9 @@ fn main() {
     );
     for (kind, rate, rows) in tables {
         println!("### {kind}, {rate} requests/s\n");
-        println!("| target | p50 | p99 | max | p50 over direct | p99 over direct | ok | errors | achieved/s |");
+        println!(
+            "| target | p50 | p99 | max | p50 over direct | p99 over direct | ok | errors | achieved/s |"
+        );
         println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         let direct = (rows[0].p50, rows[0].p99);
         for r in &rows {
@@ -525,7 +555,10 @@ fn main() {
             let gw = rows[1].p99.saturating_sub(direct.1).as_secs_f64();
             let ll = rows[2].p99.saturating_sub(direct.1).as_secs_f64();
             if gw > 0.0 {
-                println!("\np99 overhead, LiteLLM / openai-connector: {:.1}x", ll / gw);
+                println!(
+                    "\np99 overhead, LiteLLM / openai-connector: {:.1}x",
+                    ll / gw
+                );
             }
         }
         println!();

@@ -258,7 +258,7 @@ fn tls_json(connector: &openai_connector::config::Connector) -> Value {
     let Some(profile) = connector.tls_profile() else {
         return Value::Null;
     };
-    let mut out = Object::new();
+    let mut out = Object::default();
     let verification = match profile.verification {
         VerificationMode::Full => "full",
         VerificationMode::Certificate => "certificate",
@@ -266,7 +266,7 @@ fn tls_json(connector: &openai_connector::config::Connector) -> Value {
     };
     out.insert("verification".into(), Value::from(verification));
     let identity = profile.identity.as_ref().map_or(Value::Null, |i| {
-        let mut id = Object::new();
+        let mut id = Object::default();
         let format = match i.key_format {
             KeyFormat::Pkcs8 => "pkcs8",
             KeyFormat::Pkcs1 => "pkcs1",
