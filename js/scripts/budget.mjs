@@ -1,12 +1,16 @@
 // Size and start-up budget of the component in Node (issue 6): prints the figures the README
-// reports. Fails when the size budget is missed; the time budget is printed as met or missed but
-// not enforced, since timings on a shared CI machine are noisy (see README for the figures).
+// reports. Fails when the size or the instantiate budget is missed (instantiate is ~0.6 ms with
+// jco 1.17.0, two orders of magnitude under its budget, so machine noise cannot fail it; a jco
+// upgrade that brings back the 35-80 ms glue of jco >= 1.17.1 does, see README). The cold-start
+// figures are reported, not enforced.
 //
 //   size         the release component (≤ 1 MiB)
 //   instantiate  a new instance of the already compiled component, jco's instantiate() with
 //                the preview2-shim imports: the Node counterpart of wasmtime's
-//                Store + instantiate (≤ 50 ms, median of RUNS)
-//   cold start   a fresh `node` process importing src/index.js (shim modules, 0.6 MB of
+//                Store + instantiate (≤ 50 ms, median of RUNS). Every run is a genuine new
+//                instance: fresh core instances and memory, fresh glue; only the compiled
+//                WebAssembly.Module objects are reused.
+//   cold start   a fresh `node` process importing src/index.js (shim modules, 0.4 MB of
 //                generated JS, compiling and instantiating the core wasm) and making one call:
 //                reported, not enforced (median of COLD_RUNS processes)
 import { execFileSync } from 'node:child_process';
@@ -104,4 +108,4 @@ console.log(
 console.log(`first instantiate  ${fmt(firstInstantiateMs)} (compiling the core wasm included)`);
 console.log(`cold import        ${fmt(coldImportMs)} median of ${COLD_RUNS} fresh processes (shim, generated JS, compile, instantiate)`);
 console.log(`cold first call    ${fmt(coldFirstCallMs)} (parseConnector)`);
-if (size > SIZE_BUDGET) process.exit(1);
+if (size > SIZE_BUDGET || instantiateMs > INSTANTIATE_BUDGET_MS) process.exit(1);

@@ -4,6 +4,11 @@
 //   generated/            ES module that instantiates on import (what src/index.js uses)
 //   generated/instantiate/ the same with an instantiate() export (used by scripts/budget.mjs)
 //
+// jco is pinned at 1.17.0 (package.json), the last release whose generated glue is plain
+// synchronous lifting/lowering: instantiate() takes ~0.6 ms. From 1.17.1 on (checked up to
+// 1.35.0) jco emits component-model-async task machinery in one large per-instance generator
+// that V8 interprets on every instantiation: 35-80 ms, over the 50 ms budget (js/README.md).
+//
 // The component is `../target/wasm32-wasip2/release/openai_connector.wasm`, or the file named
 // by OPENAI_CONNECTOR_WASM.
 import { execFileSync } from 'node:child_process';
