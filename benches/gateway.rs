@@ -2,8 +2,8 @@
 //! request rate, beside LiteLLM's proxy for the same upstream (issue 5, "Speed").
 //!
 //! ```sh
-//! cargo bench -p openai-connector-harness --bench gateway -- [--rate 1000] [--seconds 10]
-//!     [--stream-rate 500] [--connections 32] [--litellm PATH/TO/litellm]
+//! cargo bench -p openai-connector-harness --bench gateway -- [--rate 1000,50] [--seconds 10]
+//!     [--stream-rate 500,50] [--connections 32] [--litellm PATH/TO/litellm]
 //! ```
 //!
 //! `benches/gateway/litellm-venv.sh` installs the pinned `litellm[proxy]` into
@@ -23,7 +23,9 @@
 //! the scheduled time (so a stall is not hidden by the requests it delayed, no coordinated
 //! omission) to the end of the body, or to the first body byte for streams (time to first
 //! byte). Requests go over `--connections` keep-alive HTTP/1.1 connections. Every target gets
-//! the same warm-up (2 s) and the same schedule, one target at a time.
+//! the same warm-up (2 s) and the same schedule, one target at a time. Each rate in the lists
+//! gets its own table: the high one is the issue's target load, the low one a load LiteLLM can
+//! sustain here, so that its own latency is not only queueing.
 
 // The table on stdout is this bench's output.
 #![allow(clippy::print_stdout)]
@@ -62,8 +64,8 @@ fn stream_events() -> Vec<Bytes> {
 }
 
 struct Options {
-    rate: u32,
-    stream_rate: u32,
+    rates: Vec<u32>,
+    stream_rates: Vec<u32>,
     seconds: u64,
     connections: usize,
     litellm: Option<String>,
@@ -71,8 +73,8 @@ struct Options {
 
 fn options() -> Options {
     let mut o = Options {
-        rate: 1000,
-        stream_rate: 500,
+        rates: vec![1000, 50],
+        stream_rates: vec![500, 50],
         seconds: 10,
         connections: 32,
         litellm: std::env::var("LITELLM_BIN").ok(),
@@ -84,12 +86,8 @@ fn options() -> Options {
                 .unwrap_or_else(|| panic!("{name} needs a value"))
         };
         match arg.as_str() {
-            "--rate" => o.rate = value("--rate").parse().expect("--rate: a number"),
-            "--stream-rate" => {
-                o.stream_rate = value("--stream-rate")
-                    .parse()
-                    .expect("--stream-rate: a number")
-            }
+            "--rate" => o.rates = rates(&value("--rate")),
+            "--stream-rate" => o.stream_rates = rates(&value("--stream-rate")),
             "--seconds" => o.seconds = value("--seconds").parse().expect("--seconds: a number"),
             "--connections" => {
                 o.connections = value("--connections")
@@ -102,6 +100,17 @@ fn options() -> Options {
         }
     }
     o
+}
+
+/// `1000,50` → `[1000, 50]`.
+fn rates(list: &str) -> Vec<u32> {
+    list.split(',')
+        .map(|r| {
+            r.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("rate {r:?}: requests per second, a whole number"))
+        })
+        .collect()
 }
 
 /// The upstream, on its own thread and runtime; returns its port.
