@@ -497,15 +497,16 @@ fn main() {
         .unwrap();
     let duration = Duration::from_secs(o.seconds);
     let mut tables = Vec::new();
-    for (kind, body, ttfb, rate) in [
-        ("non-streaming, end of body", BODY, false, o.rate),
-        (
-            "streaming, time to first byte",
-            STREAM_BODY,
-            true,
-            o.stream_rate,
-        ),
-    ] {
+    let runs = o
+        .rates
+        .iter()
+        .map(|&rate| ("non-streaming, end of body", BODY, false, rate))
+        .chain(
+            o.stream_rates
+                .iter()
+                .map(|&rate| ("streaming, time to first byte", STREAM_BODY, true, rate)),
+        );
+    for (kind, body, ttfb, rate) in runs {
         let mut rows = Vec::new();
         for (name, url, token) in &targets {
             eprintln!("{kind}: {name}: warm-up");
