@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs wasmtime-cli 48.0.8 (the harness's wasmtime version) from crates.io with only what
+# `wasmtime serve` needs (no run/wast/explore/wasi-nn/winch/pulley/...), into a cache directory
+# that later runs reuse. Prints the path of the `wasmtime` binary on stdout.
+#
+#   WASMTIME_CLI_ROOT   install root (default ~/.cache/openai-connector/wasmtime-cli-48.0.8)
+set -euo pipefail
+
+VERSION=48.0.8
+ROOT="${WASMTIME_CLI_ROOT:-$HOME/.cache/openai-connector/wasmtime-cli-$VERSION}"
+BIN="$ROOT/bin/wasmtime"
+
+if [ -x "$BIN" ] && "$BIN" --version | grep -qF "$VERSION"; then
+  echo "wasmtime-cli $VERSION already installed in $ROOT" >&2
+else
+  echo "installing wasmtime-cli $VERSION into $ROOT" >&2
+  start=$(date +%s)
+  cargo install wasmtime-cli --version "$VERSION" --locked \
+    --no-default-features --features serve,cranelift \
+    --root "$ROOT" >&2
+  echo "wasmtime-cli $VERSION installed in $(( $(date +%s) - start )) s" >&2
+fi
+echo "$BIN"
