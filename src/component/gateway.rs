@@ -127,7 +127,9 @@ enum BodyError {
 
 fn read_body(request: IncomingRequest) -> Result<Vec<u8>, BodyError> {
     let failed = |what: &str| BodyError::Failed(what.to_owned());
-    let body = request.consume().map_err(|()| failed("body already taken"))?;
+    let body = request
+        .consume()
+        .map_err(|()| failed("body already taken"))?;
     let stream = body
         .stream()
         .map_err(|()| failed("body stream already taken"))?;

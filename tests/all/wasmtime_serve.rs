@@ -178,7 +178,10 @@ impl Served {
         let log = self.log.lock().unwrap().clone();
         for line in &log {
             no_secret_in(line);
-            assert!(!line.contains(CLIENT_TOKEN), "client token in the log: {line}");
+            assert!(
+                !line.contains(CLIENT_TOKEN),
+                "client token in the log: {line}"
+            );
         }
         log
     }
@@ -211,7 +214,10 @@ async fn c41_wasmtime_serve_hosts_the_gateway_and_streams() {
         USAGE_EVENT.to_owned(),
         "data: [DONE]\n\n".to_owned(),
     ];
-    let mut steps = vec![Step::Send(first.clone().into_bytes()), Step::Wait(gate.clone())];
+    let mut steps = vec![
+        Step::Send(first.clone().into_bytes()),
+        Step::Wait(gate.clone()),
+    ];
     for chunk in &rest {
         steps.push(Step::Send(chunk.clone().into_bytes()));
         steps.push(Step::Sleep(Duration::from_millis(50)));
@@ -243,7 +249,10 @@ async fn c41_wasmtime_serve_hosts_the_gateway_and_streams() {
         let body: serde_json::Value = serde_json::from_str(&Served::text(resp).await).unwrap();
         assert_eq!(body["error"]["code"], "invalid_api_key");
     }
-    assert!(upstream.requests().is_empty(), "C44-like: nothing reached the upstream");
+    assert!(
+        upstream.requests().is_empty(),
+        "C44-like: nothing reached the upstream"
+    );
 
     // Streaming: the first event reaches the client while the upstream holds the rest.
     let resp = served
@@ -278,7 +287,10 @@ async fn c41_wasmtime_serve_hosts_the_gateway_and_streams() {
     got.extend_from_slice(&tail);
     assert_eq!(
         String::from_utf8(got).unwrap(),
-        [first.as_str()].into_iter().chain(rest.iter().map(String::as_str)).collect::<String>(),
+        [first.as_str()]
+            .into_iter()
+            .chain(rest.iter().map(String::as_str))
+            .collect::<String>(),
         "C41: the client got exactly the upstream's bytes"
     );
 
@@ -291,7 +303,10 @@ async fn c41_wasmtime_serve_hosts_the_gateway_and_streams() {
         Some(format!("Bearer {API_KEY}").as_str())
     );
     for (name, value) in &sent.headers {
-        assert!(!value.contains(CLIENT_TOKEN), "the client's {name} was forwarded");
+        assert!(
+            !value.contains(CLIENT_TOKEN),
+            "the client's {name} was forwarded"
+        );
     }
     let sent_body: serde_json::Value = serde_json::from_str(sent.body_str()).unwrap();
     assert_eq!(
@@ -313,7 +328,10 @@ async fn c41_wasmtime_serve_hosts_the_gateway_and_streams() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "application/json");
     let got: serde_json::Value = serde_json::from_str(&Served::text(resp).await).unwrap();
-    assert_eq!(got, serde_json::from_str::<serde_json::Value>(COMPLETION).unwrap());
+    assert_eq!(
+        got,
+        serde_json::from_str::<serde_json::Value>(COMPLETION).unwrap()
+    );
     assert_eq!(upstream.requests().len(), 2);
 
     // Kibana's `_execute` (C77).
