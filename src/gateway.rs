@@ -17,7 +17,7 @@ use crate::json::{Object, Value};
 
 /// `config` object of the connector, as JSON (required).
 pub const ENV_CONFIG: &str = "OPENAI_CONNECTOR_CONFIG";
-/// `secrets` object of the connector, as JSON (required; `{}` when there are none).
+/// `secrets` object of the connector, as JSON (optional, default `{}`).
 pub const ENV_SECRETS: &str = "OPENAI_CONNECTOR_SECRETS";
 /// Connector id (optional, default [`DEFAULT_ID`]).
 pub const ENV_ID: &str = "OPENAI_CONNECTOR_ID";

@@ -65,7 +65,7 @@ fn wasmtime_cli() -> PathBuf {
         }
     }
     panic!(
-        "no wasmtime binary: run scripts/install-wasmtime-cli.sh (cargo install wasmtime-cli --version {WASMTIME_VERSION} --locked --no-default-features --features serve,cranelift) or set WASMTIME_CLI"
+        "no wasmtime binary: run scripts/install-wasmtime-cli.sh (cargo install wasmtime-cli --version {WASMTIME_VERSION} --locked --no-default-features --features run,serve,cranelift,component-model-async) or set WASMTIME_CLI"
     );
 }
 
