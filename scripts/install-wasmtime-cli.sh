@@ -2,7 +2,7 @@
 # Installs wasmtime-cli 48.0.8 (the harness's wasmtime version) from crates.io with only what
 # `wasmtime serve` needs, into a cache directory that later runs reuse. Prints the path of the
 # `wasmtime` binary on stdout. In 48.0.8 `serve` does not build without `run` (shared flags) and
-# `component-model-async` (it uses `futures`); left out: wast, explore, objdump, wizer, wasi-nn,
+# `component-model-async` (it uses `futures`), and it uses the pooling allocator; left out: wast, explore, objdump, wizer, wasi-nn,
 # wasi-tls, wasi-keyvalue, wasi-config, winch, pulley, gc, threads, cache, debug.
 #
 #   WASMTIME_CLI_ROOT   install root (default ~/.cache/openai-connector/wasmtime-cli-48.0.8)
@@ -18,7 +18,7 @@ else
   echo "installing wasmtime-cli $VERSION into $ROOT" >&2
   start=$(date +%s)
   cargo install wasmtime-cli --version "$VERSION" --locked \
-    --no-default-features --features run,serve,cranelift,component-model-async \
+    --no-default-features --features run,serve,cranelift,component-model-async,pooling-allocator \
     --root "$ROOT" >&2
   echo "wasmtime-cli $VERSION installed in $(( $(date +%s) - start )) s" >&2
 fi

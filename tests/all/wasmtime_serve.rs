@@ -33,6 +33,13 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 /// The `wasmtime` binary to run.
 fn wasmtime_cli() -> PathBuf {
+    if let Some(path) = std::env::var_os("WASMTIME_CLI") {
+        assert!(
+            std::path::Path::new(&path).is_file(),
+            "WASMTIME_CLI={} is not a file",
+            path.display()
+        );
+    }
     let candidates = std::env::var_os("WASMTIME_CLI")
         .map(PathBuf::from)
         .into_iter()
@@ -65,7 +72,7 @@ fn wasmtime_cli() -> PathBuf {
         }
     }
     panic!(
-        "no wasmtime binary: run scripts/install-wasmtime-cli.sh (cargo install wasmtime-cli --version {WASMTIME_VERSION} --locked --no-default-features --features run,serve,cranelift,component-model-async) or set WASMTIME_CLI"
+        "no wasmtime binary: run scripts/install-wasmtime-cli.sh (cargo install wasmtime-cli --version {WASMTIME_VERSION} --locked --no-default-features --features run,serve,cranelift,component-model-async,pooling-allocator) or set WASMTIME_CLI"
     );
 }
 
