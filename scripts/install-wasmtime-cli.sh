@@ -9,17 +9,20 @@
 set -euo pipefail
 
 VERSION=48.0.8
+FEATURES=run,serve,cranelift,component-model-async,pooling-allocator
 ROOT="${WASMTIME_CLI_ROOT:-$HOME/.cache/openai-connector/wasmtime-cli-$VERSION}"
 BIN="$ROOT/bin/wasmtime"
+STAMP="$ROOT/openai-connector-features"
 
-if [ -x "$BIN" ] && "$BIN" --version | grep -qF "$VERSION"; then
-  echo "wasmtime-cli $VERSION already installed in $ROOT" >&2
+if [ -x "$BIN" ] && "$BIN" --version | grep -qF "$VERSION" && [ "$(cat "$STAMP" 2>/dev/null)" = "$FEATURES" ]; then
+  echo "wasmtime-cli $VERSION ($FEATURES) already installed in $ROOT" >&2
 else
-  echo "installing wasmtime-cli $VERSION into $ROOT" >&2
+  echo "installing wasmtime-cli $VERSION ($FEATURES) into $ROOT" >&2
   start=$(date +%s)
-  cargo install wasmtime-cli --version "$VERSION" --locked \
-    --no-default-features --features run,serve,cranelift,component-model-async,pooling-allocator \
+  cargo install wasmtime-cli --version "$VERSION" --locked --force \
+    --no-default-features --features "$FEATURES" \
     --root "$ROOT" >&2
+  echo "$FEATURES" > "$STAMP"
   echo "wasmtime-cli $VERSION installed in $(( $(date +%s) - start )) s" >&2
 fi
 echo "$BIN"
