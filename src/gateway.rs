@@ -96,6 +96,19 @@ impl Setup {
             served: served_from_env(&lookup),
         }
     }
+
+    /// Every configuration problem, each starting with the variable's name; empty when the
+    /// gateway is ready. Never holds a secret.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(p) = &self.auth {
+            problems.push(p.clone());
+        }
+        if let Err(ps) = &self.served {
+            problems.extend(ps.iter().cloned());
+        }
+        problems
+    }
 }
 
 fn auth_from_env(lookup: &impl Fn(&str) -> Option<String>) -> Result<Auth, String> {
@@ -486,28 +499,33 @@ pub fn dispatch(setup: &Setup, method: &str, path: &str, authorization: &[Vec<u8
     Dispatch::Run(route)
 }
 
+/// `GET /healthz` (no token): `{"status":"ok"}`, or `503` naming the variables to fix. The
+/// problems themselves (which may describe the upstream) go to authenticated callers and the log.
 fn healthz(setup: &Setup) -> Reply {
-    let mut problems = Vec::new();
-    if let Err(p) = &setup.auth {
-        problems.push(p.clone());
-    }
-    if let Err(ps) = &setup.served {
-        problems.extend(ps.iter().cloned());
-    }
+    let problems = setup.problems();
     if problems.is_empty() {
-        Reply::json(200, &object(vec![("status", Value::from("ok"))]))
-    } else {
-        Reply::json(
-            503,
-            &object(vec![
-                ("status", Value::from("misconfigured")),
-                (
-                    "problems",
-                    Value::Array(problems.into_iter().map(Value::from).collect()),
-                ),
-            ]),
-        )
+        return Reply::json(200, &object(vec![("status", Value::from("ok"))]));
     }
+    let mut variables: Vec<&str> = Vec::new();
+    for problem in &problems {
+        let name = problem
+            .split(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+            .next()
+            .unwrap_or_default();
+        if !name.is_empty() && !variables.contains(&name) {
+            variables.push(name);
+        }
+    }
+    Reply::json(
+        503,
+        &object(vec![
+            ("status", Value::from("misconfigured")),
+            (
+                "variables",
+                Value::Array(variables.into_iter().map(Value::from).collect()),
+            ),
+        ]),
+    )
 }
 
 fn method_not_allowed(allow: &str, route: Route) -> Reply {
@@ -1009,11 +1027,25 @@ mod tests {
         let r = reply(dispatch(&broken, "GET", "/healthz", &[]));
         assert_eq!(r.status, 503);
         let text = String::from_utf8(r.body).unwrap();
-        assert!(
-            text.contains(ENV_CONFIG) && text.contains(ENV_CLIENT_TOKEN),
-            "{text}"
+        assert_eq!(
+            text,
+            r#"{"status":"misconfigured","variables":["OPENAI_CONNECTOR_CLIENT_TOKEN","OPENAI_CONNECTOR_CONFIG"]}"#
         );
-        no_secret(&text);
+        // Details (which may describe the upstream) are for the log and authenticated callers.
+        let invalid = Setup::from_env(env(&[
+            (
+                ENV_CONFIG,
+                r#"{"apiProvider":"Other","apiUrl":"http://10.1.2.3/v1"}"#,
+            ),
+            (ENV_SECRETS, &secrets_json()),
+            (ENV_CLIENT_TOKEN, TOKEN),
+        ]));
+        let r = reply(dispatch(&invalid, "GET", "/healthz", &[]));
+        assert_eq!(
+            String::from_utf8(r.body).unwrap(),
+            r#"{"status":"misconfigured","variables":["OPENAI_CONNECTOR_CONFIG"]}"#
+        );
+        assert!(invalid.problems()[0].contains("defaultModel"));
     }
 
     #[test]

@@ -25,7 +25,13 @@ thread_local! {
 impl incoming_handler::Guest for super::Component {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
         SETUP.with(|cell| {
-            let setup = cell.get_or_init(|| Setup::from_env(|name| std::env::var(name).ok()));
+            let setup = cell.get_or_init(|| {
+                let setup = Setup::from_env(|name| std::env::var(name).ok());
+                for problem in setup.problems() {
+                    eprintln!("openai-connector gateway: misconfigured: {problem}");
+                }
+                setup
+            });
             handle(setup, request, response_out);
         });
     }

@@ -400,8 +400,19 @@ async fn c16_wasmtime_serve_reports_misconfiguration_by_variable() {
         "{message}"
     );
     no_secret_in(message);
+    // Health names the variable only; the details are logged.
     let resp = served.request("GET", "/healthz", None, "").await;
     assert_eq!(resp.status(), 503);
+    assert_eq!(
+        Served::text(resp).await,
+        r#"{"status":"misconfigured","variables":["OPENAI_CONNECTOR_CONFIG"]}"#
+    );
     assert!(upstream.requests().is_empty());
-    served.stop().await;
+    let log = served.stop().await;
+    assert!(
+        log.iter().any(|l| l.contains(
+            "openai-connector gateway: misconfigured: OPENAI_CONNECTOR_CONFIG: error validating action type config:"
+        )),
+        "{log:#?}"
+    );
 }
