@@ -7,6 +7,7 @@ pub mod actions;
 pub mod chat_stream;
 pub mod config;
 pub mod estimate;
+pub mod gateway;
 pub mod json;
 pub mod params;
 pub mod pki;

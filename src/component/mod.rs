@@ -1,6 +1,7 @@
 //! The WIT glue: converts between WIT types and the pure modules' types, and moves bytes over
 //! `wasi:http`. Compiled for `wasm32` only.
 
+mod gateway;
 mod transport;
 
 use crate::actions::{self, Definition, Deployment};
@@ -15,7 +16,7 @@ use std::cell::RefCell;
 pub mod bindings {
     wit_bindgen::generate!({
         path: "wit",
-        world: "connector:openai/connector",
+        world: "connector:openai/gateway",
         generate_all,
     });
 }

@@ -14,3 +14,4 @@ mod streaming;
 mod support;
 mod tls;
 mod upstream;
+mod wasmtime_serve;

@@ -1,0 +1,1607 @@
+//! The `gateway` world's HTTP front end for one connector (`wit/connector.wit`, world
+//! `gateway`): configuration from environment variables, routing, client authentication, and
+//! the response shapes of the harness gateway (`shared/spec/cli.md`, `serve`).
+//!
+//! Nothing here does I/O: the component's `wasi:http/incoming-handler` (`component::gateway`)
+//! reads the request, calls [`dispatch`] and [`run`], and writes what they return; streams are
+//! copied to the client by [`pump`] as each upstream read arrives (C41). Executions go through
+//! [`actions::start`] exactly as the `actions` interface runs them.
+//!
+//! Under a stock wasi:http host the component cannot apply the connector's own TLS settings
+//! (PKI, `caData`, `verificationMode`) nor proxies: [`Setup::from_env`] refuses connectors and
+//! settings that need them, naming the variable, rather than silently ignoring them.
+
+use crate::actions::{self, Body, Deployment, Failure, StreamExecution, StreamItem, Transport};
+use crate::config::{self, Connector};
+use crate::json::{Object, Value};
+
+/// `config` object of the connector, as JSON (required).
+pub const ENV_CONFIG: &str = "OPENAI_CONNECTOR_CONFIG";
+/// `secrets` object of the connector, as JSON (optional, default `{}`).
+pub const ENV_SECRETS: &str = "OPENAI_CONNECTOR_SECRETS";
+/// Connector id (optional, default [`DEFAULT_ID`]).
+pub const ENV_ID: &str = "OPENAI_CONNECTOR_ID";
+/// Connector name (optional, default: the id).
+pub const ENV_NAME: &str = "OPENAI_CONNECTOR_NAME";
+/// Deployment settings as JSON (optional): `allowedHosts`, `responseTimeout`,
+/// `maxResponseContentLength`, as in the harness's settings file.
+pub const ENV_SETTINGS: &str = "OPENAI_CONNECTOR_SETTINGS";
+/// The Bearer token clients must present.
+pub const ENV_CLIENT_TOKEN: &str = "OPENAI_CONNECTOR_CLIENT_TOKEN";
+/// `1` (or `true`) serves without a client token, for local experiments.
+pub const ENV_INSECURE_NO_AUTH: &str = "OPENAI_CONNECTOR_INSECURE_NO_AUTH";
+/// The connector id when [`ENV_ID`] is not set.
+pub const DEFAULT_ID: &str = "openai-connector";
+/// Largest request body accepted (as the harness gateway).
+pub const MAX_REQUEST_BYTES: usize = 16 << 20;
+/// Kibana's fixed top-level message of a failed execution (C77).
+pub const FAILURE_MESSAGE: &str = "an error occurred while running the action";
+
+/// Settings keys that only the `openai-connector` harness can apply (they configure the
+/// transport, which a stock host owns).
+const HARNESS_ONLY_SETTINGS: &[&str] = &[
+    "proxyUrl",
+    "proxyHeaders",
+    "proxyBypassHosts",
+    "proxyOnlyHosts",
+    "ssl",
+    "ssl.verificationMode",
+    "ssl.proxyVerificationMode",
+    "customHostSettings",
+    "denyPrivateNetworks",
+];
+
+/// How clients authenticate.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// `Authorization: Bearer <token>` with this token.
+    Token(Vec<u8>),
+    /// No authentication ([`ENV_INSECURE_NO_AUTH`]).
+    Open,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::Token(_) => f.write_str("Token([REDACTED])"),
+            Auth::Open => f.write_str("Open"),
+        }
+    }
+}
+
+/// The connector this gateway serves.
+pub struct Served {
+    /// Connector id.
+    pub id: String,
+    /// The validated connector.
+    pub connector: Connector,
+    /// Deployment settings.
+    pub deployment: Deployment,
+}
+
+/// The gateway's configuration as read from the environment. Problems are kept, not fatal:
+/// every request is answered with them (naming the variable) until the environment is fixed.
+pub struct Setup {
+    /// Client authentication, or why it is not configured.
+    pub auth: Result<Auth, String>,
+    /// The connector, or its problems (one message per problem, each naming the variable).
+    pub served: Result<Served, Vec<String>>,
+}
+
+impl Setup {
+    /// Reads the variables through `lookup` (the process environment in the component).
+    pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Setup {
+        Setup {
+            auth: auth_from_env(&lookup),
+            served: served_from_env(&lookup),
+        }
+    }
+
+    /// Every configuration problem, each starting with the variable's name; empty when the
+    /// gateway is ready. Never holds a secret.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(p) = &self.auth {
+            problems.push(p.clone());
+        }
+        if let Err(ps) = &self.served {
+            problems.extend(ps.iter().cloned());
+        }
+        problems
+    }
+}
+
+fn auth_from_env(lookup: &impl Fn(&str) -> Option<String>) -> Result<Auth, String> {
+    if let Some(token) = lookup(ENV_CLIENT_TOKEN) {
+        if token.trim().is_empty() {
+            return Err(format!(
+                "{ENV_CLIENT_TOKEN} is empty: set it to the Bearer token clients must present"
+            ));
+        }
+        if token.trim() != token || token.contains(|c: char| c.is_ascii_control()) {
+            return Err(format!(
+                "{ENV_CLIENT_TOKEN} has leading or trailing white space or control characters, which no client can send in an Authorization header"
+            ));
+        }
+        return Ok(Auth::Token(token.into_bytes()));
+    }
+    match lookup(ENV_INSECURE_NO_AUTH).as_deref().map(str::trim) {
+        Some("1" | "true") => Ok(Auth::Open),
+        None | Some("" | "0" | "false") => Err(format!(
+            "{ENV_CLIENT_TOKEN} is not set: set it to the Bearer token clients must present (or set {ENV_INSECURE_NO_AUTH}=1 to serve without authentication)"
+        )),
+        Some(_) => Err(format!(
+            "{ENV_INSECURE_NO_AUTH} must be 1, true, 0 or false"
+        )),
+    }
+}
+
+fn served_from_env(lookup: &impl Fn(&str) -> Option<String>) -> Result<Served, Vec<String>> {
+    let mut problems = Vec::new();
+    let id = lookup(ENV_ID).unwrap_or_else(|| DEFAULT_ID.to_owned());
+    if id.trim().is_empty() {
+        problems.push(format!("{ENV_ID} is empty"));
+    }
+    let name = lookup(ENV_NAME).unwrap_or_else(|| id.clone());
+    let config = json_object(lookup, ENV_CONFIG, true, &mut problems);
+    // The parse error names a position only: never the text of a secret.
+    let secrets = json_object(lookup, ENV_SECRETS, false, &mut problems);
+    let deployment = match lookup(ENV_SETTINGS) {
+        None => Some(Deployment::default()),
+        Some(text) => match deployment_from_json(&text) {
+            Ok(d) => Some(d),
+            Err(message) => {
+                problems.push(format!("{ENV_SETTINGS}: {message}"));
+                None
+            }
+        },
+    };
+    let (Some(config), Some(secrets), Some(deployment)) = (config, secrets, deployment) else {
+        return Err(problems);
+    };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let connector = match config::validate_connector(
+        &id,
+        &name,
+        &config,
+        &secrets,
+        &deployment.allowed_hosts,
+    ) {
+        Ok(c) => c,
+        Err(errors) => {
+            // C17 wording; the messages never contain secret values (C32).
+            problems.extend(
+                errors
+                    .config
+                    .iter()
+                    .map(|p| format!("{ENV_CONFIG}: error validating action type config: {p}")),
+            );
+            problems.extend(
+                errors
+                    .secrets
+                    .iter()
+                    .map(|p| format!("{ENV_SECRETS}: error validating action type secrets: {p}")),
+            );
+            return Err(problems);
+        }
+    };
+    if connector.tls_profile().is_some() {
+        return Err(vec![format!(
+            "{ENV_SECRETS}: this connector has its own TLS settings (a PKI client certificate or caData, with verificationMode), which need the openai-connector harness: under a stock wasi:http host requests use the host's default TLS only"
+        )]);
+    }
+    Ok(Served {
+        id,
+        connector,
+        deployment,
+    })
+}
+
+/// Reads and parses one JSON-object variable, recording problems. `required`: absent is an
+/// error; otherwise absent reads as `{}`.
+fn json_object(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    required: bool,
+    problems: &mut Vec<String>,
+) -> Option<Value> {
+    let Some(text) = lookup(name) else {
+        if required {
+            problems.push(format!(
+                "{name} is not set: set it to the connector's object as JSON, with Kibana's field names"
+            ));
+            return None;
+        }
+        return Some(Value::Object(Object::default()));
+    };
+    match Value::parse(text.as_bytes()) {
+        Ok(v @ Value::Object(_)) => Some(v),
+        Ok(_) => {
+            problems.push(format!("{name} must be a JSON object"));
+            None
+        }
+        Err(e) => {
+            problems.push(format!("{name} is not valid JSON: {e}"));
+            None
+        }
+    }
+}
+
+/// The deployment settings of [`ENV_SETTINGS`] (the harness's settings-file keys that the
+/// component applies itself).
+pub fn deployment_from_json(text: &str) -> Result<Deployment, String> {
+    let value = Value::parse(text.as_bytes()).map_err(|e| format!("not valid JSON: {e}"))?;
+    let Value::Object(map) = value else {
+        return Err("must be a JSON object".to_owned());
+    };
+    let mut deployment = Deployment::default();
+    for (key, v) in &map {
+        match key.as_str() {
+            "allowedHosts" => {
+                let hosts = v
+                    .as_array()
+                    .and_then(|items| {
+                        items
+                            .iter()
+                            .map(|h| h.as_str().map(str::to_owned))
+                            .collect::<Option<Vec<_>>>()
+                    })
+                    .ok_or_else(|| "[allowedHosts]: expected an array of strings".to_owned())?;
+                deployment.allowed_hosts = hosts;
+            }
+            "responseTimeout" => deployment.response_timeout_ms = duration_ms(key, v)?,
+            "maxResponseContentLength" => {
+                deployment.max_response_content_length = byte_size(key, v)?;
+            }
+            k if HARNESS_ONLY_SETTINGS.contains(&k) || k.starts_with("ssl.") => {
+                return Err(format!(
+                    "[{k}] configures the transport, which only the openai-connector harness applies (a stock wasi:http host uses its own)"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "unknown key [{other}] (known: allowedHosts, responseTimeout, maxResponseContentLength)"
+                ));
+            }
+        }
+    }
+    Ok(deployment)
+}
+
+/// `"60s"`, `"2m"`, `"500ms"`, `"1h"`, or a number of milliseconds (as the harness).
+fn duration_ms(key: &str, v: &Value) -> Result<u64, String> {
+    let bad =
+        || format!("[{key}]: expected a duration such as \"60s\", \"2m\" or milliseconds, got {v}");
+    match v {
+        Value::Number(n) => n.as_u64().ok_or_else(bad),
+        Value::String(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (digits, unit) = s.split_at(split);
+            let n: u64 = digits.parse().map_err(|_| bad())?;
+            match unit {
+                "" | "ms" => Some(n),
+                "s" => n.checked_mul(1000),
+                "m" => n.checked_mul(60_000),
+                "h" => n.checked_mul(3_600_000),
+                _ => None,
+            }
+            .ok_or_else(bad)
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// `"1mb"`, `"512kb"`, `"1gb"`, `"100b"` or a number of bytes (as the harness).
+fn byte_size(key: &str, v: &Value) -> Result<u64, String> {
+    let bad = || format!("[{key}]: expected a size such as \"1mb\", \"512kb\" or bytes, got {v}");
+    match v {
+        Value::Number(n) => n.as_u64().ok_or_else(bad),
+        Value::String(s) => {
+            let s = s.trim().to_ascii_lowercase();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (digits, unit) = s.split_at(split);
+            let n: u64 = digits.parse().map_err(|_| bad())?;
+            let factor: u64 = match unit {
+                "" | "b" => 1,
+                "kb" => 1 << 10,
+                "mb" => 1 << 20,
+                "gb" => 1 << 30,
+                _ => return Err(bad()),
+            };
+            n.checked_mul(factor).ok_or_else(bad)
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// A complete response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Header names and values.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(status: u16, value: &Value) -> Reply {
+        Reply::raw_json(status, value.to_json())
+    }
+
+    fn raw_json(status: u16, text: String) -> Reply {
+        Reply {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: text.into_bytes(),
+        }
+    }
+
+    fn with_header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+}
+
+/// Which error body a route answers with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `/v1/chat/completions`: OpenAI's `{"error": {...}}`.
+    ChatCompletions,
+    /// `/_execute`: Kibana's shapes.
+    Execute,
+}
+
+fn object(entries: Vec<(&str, Value)>) -> Value {
+    let mut map = Object::default();
+    for (k, v) in entries {
+        map.insert(k.to_owned(), v);
+    }
+    Value::Object(map)
+}
+
+/// OpenAI's error body (`{"error": {"message", "type", "param", "code"}}`), which the SDKs
+/// turn into their typed exceptions.
+fn openai_error(status: u16, message: &str, kind: &str, code: Option<&str>) -> Reply {
+    Reply::json(
+        status,
+        &object(vec![(
+            "error",
+            object(vec![
+                ("message", Value::from(message)),
+                ("type", Value::from(kind)),
+                ("param", Value::Null),
+                ("code", code.map_or(Value::Null, Value::from)),
+            ]),
+        )]),
+    )
+}
+
+/// Kibana's error body (`{"statusCode", "error", "message"}`).
+fn kibana_error(status: u16, message: &str) -> Reply {
+    Reply::json(
+        status,
+        &object(vec![
+            ("statusCode", Value::from(u64::from(status))),
+            ("error", Value::from(reason(status))),
+            ("message", Value::from(message)),
+        ]),
+    )
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        413 => "Payload Too Large",
+        500 => "Internal Server Error",
+        _ => "Error",
+    }
+}
+
+fn route_error(route: Route, status: u16, message: &str, code: Option<&str>) -> Reply {
+    match route {
+        Route::ChatCompletions => {
+            let kind = if status >= 500 {
+                "server_error"
+            } else {
+                "invalid_request_error"
+            };
+            openai_error(status, message, kind, code)
+        }
+        Route::Execute => kibana_error(status, message),
+    }
+}
+
+/// What to do with a request, decided from its head alone (before the body is read).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Dispatch {
+    /// Answer this; nothing reaches the upstream.
+    Reply(Reply),
+    /// Read the body and [`run`] the route.
+    Run(Route),
+}
+
+/// Routes a request by method and path, and authenticates it. `authorization` holds every
+/// `Authorization` header value.
+pub fn dispatch(setup: &Setup, method: &str, path: &str, authorization: &[Vec<u8>]) -> Dispatch {
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let segments: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(percent_decode)
+        .collect();
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let (route, id) = match segments.as_slice() {
+        ["healthz"] => {
+            if method != "GET" {
+                return Dispatch::Reply(method_not_allowed("GET", Route::Execute));
+            }
+            return Dispatch::Reply(healthz(setup));
+        }
+        ["v1", "chat", "completions"] => (Route::ChatCompletions, None),
+        ["connectors", id, "v1", "chat", "completions"] => (Route::ChatCompletions, Some(*id)),
+        ["_execute"] => (Route::Execute, None),
+        ["api", "actions", "connector", id, "_execute"] => (Route::Execute, Some(*id)),
+        _ => return Dispatch::Reply(kibana_error(404, "Not Found")),
+    };
+    if method != "POST" {
+        return Dispatch::Reply(method_not_allowed("POST", route));
+    }
+    match &setup.auth {
+        Err(problem) => {
+            return Dispatch::Reply(route_error(
+                route,
+                500,
+                &format!("the gateway is misconfigured: {problem}"),
+                Some("gateway_misconfigured"),
+            ));
+        }
+        Ok(Auth::Token(expected)) if !bearer_matches(authorization, expected) => {
+            return Dispatch::Reply(unauthorized(route));
+        }
+        Ok(_) => {}
+    }
+    let served = match &setup.served {
+        Ok(served) => served,
+        Err(problems) => {
+            return Dispatch::Reply(route_error(
+                route,
+                500,
+                &format!("the gateway is misconfigured: {}", problems.join("; ")),
+                Some("gateway_misconfigured"),
+            ));
+        }
+    };
+    if let Some(id) = id
+        && id != served.id
+    {
+        let message = format!(
+            "no connector with id \"{id}\" (this gateway serves \"{}\")",
+            served.id
+        );
+        return Dispatch::Reply(match route {
+            Route::ChatCompletions => openai_error(
+                404,
+                &message,
+                "invalid_request_error",
+                Some("connector_not_found"),
+            ),
+            Route::Execute => kibana_error(404, &format!("Saved object [action/{id}] not found")),
+        });
+    }
+    Dispatch::Run(route)
+}
+
+/// `GET /healthz` (no token): `{"status":"ok"}`, or `503` naming the variables to fix. The
+/// problems themselves (which may describe the upstream) go to authenticated callers and the log.
+fn healthz(setup: &Setup) -> Reply {
+    let problems = setup.problems();
+    if problems.is_empty() {
+        return Reply::json(200, &object(vec![("status", Value::from("ok"))]));
+    }
+    let mut variables: Vec<&str> = Vec::new();
+    for problem in &problems {
+        let name = problem
+            .split(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+            .next()
+            .unwrap_or_default();
+        if !name.is_empty() && !variables.contains(&name) {
+            variables.push(name);
+        }
+    }
+    Reply::json(
+        503,
+        &object(vec![
+            ("status", Value::from("misconfigured")),
+            (
+                "variables",
+                Value::Array(variables.into_iter().map(Value::from).collect()),
+            ),
+        ]),
+    )
+}
+
+fn method_not_allowed(allow: &str, route: Route) -> Reply {
+    route_error(route, 405, &format!("use {allow}"), None).with_header("allow", allow)
+}
+
+fn unauthorized(route: Route) -> Reply {
+    let message = "missing or wrong token: send Authorization: Bearer <token>";
+    match route {
+        Route::ChatCompletions => openai_error(
+            401,
+            message,
+            "invalid_request_error",
+            Some("invalid_api_key"),
+        ),
+        Route::Execute => kibana_error(401, message),
+    }
+    .with_header("www-authenticate", "Bearer")
+}
+
+/// `true` when there is exactly one `Authorization` header and it is `Bearer <expected>`.
+/// The token comparison takes the same time wherever the first difference is.
+pub fn bearer_matches(authorization: &[Vec<u8>], expected: &[u8]) -> bool {
+    let [value] = authorization else {
+        return false;
+    };
+    let Some(scheme_end) = value.iter().position(|&b| b == b' ') else {
+        return false;
+    };
+    let (scheme, rest) = value.split_at(scheme_end);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return false;
+    }
+    let token = rest.trim_ascii();
+    constant_time_eq(token, expected)
+}
+
+/// Compares in time that depends on `expected`'s length only.
+pub fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+    let mut diff = u8::from(given.len() != expected.len());
+    for (i, &e) in expected.iter().enumerate() {
+        let g = given.get(i).copied().unwrap_or(!e);
+        diff |= std::hint::black_box(g ^ e);
+    }
+    diff == 0
+}
+
+/// `%XX` escapes decoded (invalid ones kept as written).
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The answer when the request body is larger than [`MAX_REQUEST_BYTES`].
+pub fn body_too_large(route: Route) -> Reply {
+    route_error(
+        route,
+        413,
+        &format!("request body larger than {MAX_REQUEST_BYTES} bytes"),
+        None,
+    )
+}
+
+/// The answer when the request body could not be read.
+pub fn body_unreadable(route: Route, detail: &str) -> Reply {
+    route_error(
+        route,
+        400,
+        &format!("cannot read the request body: {detail}"),
+        None,
+    )
+}
+
+/// What an execution answers: a whole response, or a stream for [`pump`].
+pub enum Outcome<B> {
+    /// A complete response.
+    Reply(Reply),
+    /// A 2xx streaming upstream response: answer [`stream_head`], then [`pump`].
+    Stream(Box<StreamExecution<B>>),
+}
+
+/// Runs `route` with the request `body` through `transport`.
+pub fn run<T: Transport>(
+    served: &Served,
+    route: Route,
+    body: &[u8],
+    transport: &mut T,
+) -> Outcome<T::Body> {
+    let params = match route {
+        Route::ChatCompletions => chat_params(body),
+        Route::Execute => execute_params(body),
+    };
+    let params = match params {
+        Ok(p) => p,
+        Err(reply) => return Outcome::Reply(reply),
+    };
+    match actions::start(&served.connector, &served.deployment, &params, transport) {
+        actions::Started::Streaming(stream) => Outcome::Stream(stream),
+        actions::Started::Ended(execution) => {
+            Outcome::Reply(ended(&served.id, route, execution.outcome))
+        }
+    }
+}
+
+/// The `stream` sub-action's params for an OpenAI chat-completions body, with `stream` taken
+/// from the body (cli.md, `serve`).
+fn chat_params(body: &[u8]) -> Result<String, Reply> {
+    let bad = |message: &str| openai_error(400, message, "invalid_request_error", None);
+    let text = std::str::from_utf8(body).map_err(|_| bad("the request body is not UTF-8"))?;
+    let stream = match Value::parse(body) {
+        Ok(Value::Object(map)) => map.get("stream") == Some(&Value::Bool(true)),
+        Ok(_) => return Err(bad("the request body must be a JSON object")),
+        Err(e) => return Err(bad(&format!("the request body is not valid JSON: {e}"))),
+    };
+    Ok(object(vec![
+        ("subAction", Value::from("stream")),
+        (
+            "subActionParams",
+            object(vec![
+                ("body", Value::from(text)),
+                ("stream", Value::Bool(stream)),
+            ]),
+        ),
+    ])
+    .to_json())
+}
+
+/// The `params` of a Kibana `_execute` body (`{"params": {...}}`).
+fn execute_params(body: &[u8]) -> Result<String, Reply> {
+    let bad = |message: &str| kibana_error(400, message);
+    let value =
+        Value::parse(body).map_err(|e| bad(&format!("[request body]: not valid JSON: {e}")))?;
+    let Value::Object(map) = value else {
+        return Err(bad("[request body]: expected value of type [object]"));
+    };
+    if let Some(other) = map.keys().find(|k| *k != "params") {
+        return Err(bad(&format!(
+            "[request body.{other}]: definition for this key is missing"
+        )));
+    }
+    match map.get("params") {
+        Some(params @ Value::Object(_)) => Ok(params.to_json()),
+        Some(_) => Err(bad(
+            "[request body.params]: expected value of type [object]",
+        )),
+        None => Err(bad(
+            "[request body.params]: expected value of type [object] but got [undefined]",
+        )),
+    }
+}
+
+/// The response of an execution that has ended.
+fn ended(connector_id: &str, route: Route, outcome: Result<Value, Failure>) -> Reply {
+    match (route, outcome) {
+        (Route::Execute, Ok(data)) => Reply::json(
+            200,
+            &object(vec![
+                ("connector_id", Value::from(connector_id)),
+                ("status", Value::from("ok")),
+                ("data", data),
+            ]),
+        ),
+        // Kibana answers 200 for `status: error` too.
+        (Route::Execute, Err(failure)) => {
+            Reply::raw_json(200, failure_json(connector_id, &failure))
+        }
+        (Route::ChatCompletions, Ok(data)) => Reply::json(200, &data),
+        (Route::ChatCompletions, Err(failure)) => {
+            let status = openai_status(&failure.service_message);
+            openai_error(
+                status,
+                &failure.service_message,
+                openai_error_type(status),
+                None,
+            )
+        }
+    }
+}
+
+/// Kibana's failure shape (C77).
+fn failure_json(connector_id: &str, failure: &Failure) -> String {
+    object(vec![
+        ("connector_id", Value::from(connector_id)),
+        ("status", Value::from("error")),
+        ("message", Value::from(FAILURE_MESSAGE)),
+        (
+            "service_message",
+            Value::from(failure.service_message.as_str()),
+        ),
+        ("retry", Value::Bool(failure.retry)),
+    ])
+    .to_json()
+}
+
+/// The status an OpenAI client should see for a failed execution: the upstream's status when
+/// there was one (C70), 400 for invalid params, 504 for timeouts, 502 otherwise.
+pub fn openai_status(service_message: &str) -> u16 {
+    if let Some(rest) = service_message.split("Status code: ").nth(1) {
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if let Ok(code) = digits.parse::<u16>()
+            && (400..600).contains(&code)
+        {
+            return code;
+        }
+    }
+    if service_message.starts_with("Request validation failed")
+        || service_message.starts_with("Sub action")
+    {
+        400
+    } else if service_message.contains("ECONNABORTED") {
+        504
+    } else {
+        502
+    }
+}
+
+fn openai_error_type(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        403 => "permission_error",
+        429 => "rate_limit_error",
+        400..=499 => "invalid_request_error",
+        _ => "upstream_error",
+    }
+}
+
+/// Status and headers of a streamed response.
+pub fn stream_head() -> (u16, Vec<(String, String)>) {
+    (
+        200,
+        vec![
+            ("content-type".into(), "text/event-stream".into()),
+            ("cache-control".into(), "no-cache".into()),
+        ],
+    )
+}
+
+/// Where [`pump`] writes a streamed response body.
+pub trait Sink {
+    /// Writes and flushes `bytes` to the client; `false` when the client has gone.
+    fn write(&mut self, bytes: &[u8]) -> bool;
+}
+
+/// How a streamed response ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pumped {
+    /// The execution's summary (usage, outcome).
+    pub summary: actions::StreamSummary,
+    /// The client went away before the end (the execution was then cancelled, C68).
+    pub client_gone: bool,
+}
+
+/// Copies the stream's output to `sink` as each upstream read arrives (C41; parsed chunks as
+/// `data:` events, C42). A failure after the first byte is told to the client as a last SSE
+/// event (OpenAI SDKs raise an error for a `data` event holding an `error` object); a client
+/// that goes away cancels the execution.
+pub fn pump<B: Body>(
+    connector_id: &str,
+    route: Route,
+    mut stream: Box<StreamExecution<B>>,
+    sink: &mut impl Sink,
+) -> Pumped {
+    let mut client_gone = false;
+    for item in stream.by_ref() {
+        let written = match item {
+            StreamItem::Bytes(bytes) => sink.write(&bytes),
+            StreamItem::Chunk(chunk) => {
+                sink.write(format!("data: {}\n\n", chunk.to_json()).as_bytes())
+            }
+        };
+        if !written {
+            client_gone = true;
+            break;
+        }
+    }
+    let summary = stream.finish();
+    if let (Err(failure), false) = (&summary.outcome, client_gone) {
+        sink.write(&stream_error_event(connector_id, route, failure));
+    }
+    Pumped {
+        summary,
+        client_gone,
+    }
+}
+
+/// The SSE event that tells the client a stream failed after it began.
+fn stream_error_event(connector_id: &str, route: Route, failure: &Failure) -> Vec<u8> {
+    match route {
+        Route::ChatCompletions => format!(
+            "data: {}\n\n",
+            object(vec![(
+                "error",
+                object(vec![
+                    ("message", Value::from(failure.service_message.as_str())),
+                    ("type", Value::from("upstream_error")),
+                    ("param", Value::Null),
+                    ("code", Value::Null),
+                ]),
+            )])
+            .to_json()
+        ),
+        Route::Execute => format!(
+            "event: error\ndata: {}\n\n",
+            failure_json(connector_id, failure)
+        ),
+    }
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::{Head, Limits, TransportError};
+    use crate::request::HttpRequest;
+    use std::collections::{HashMap, VecDeque};
+
+    const KEY: &str = "sk-gateway-unit-SECRET-42";
+    const TOKEN: &str = "client-token-abc";
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    fn config_json() -> String {
+        r#"{"apiProvider":"Other","apiUrl":"http://127.0.0.1:9/v1/chat/completions","defaultModel":"gpt-4o"}"#.to_owned()
+    }
+
+    fn secrets_json() -> String {
+        format!(r#"{{"apiKey":"{KEY}"}}"#)
+    }
+
+    fn setup() -> Setup {
+        Setup::from_env(env(&[
+            (ENV_CONFIG, &config_json()),
+            (ENV_SECRETS, &secrets_json()),
+            (ENV_ID, "gw"),
+            (ENV_CLIENT_TOKEN, TOKEN),
+        ]))
+    }
+
+    fn bearer(token: &str) -> Vec<Vec<u8>> {
+        vec![format!("Bearer {token}").into_bytes()]
+    }
+
+    fn reply(d: Dispatch) -> Reply {
+        match d {
+            Dispatch::Reply(r) => r,
+            Dispatch::Run(route) => panic!("expected a reply, got Run({route:?})"),
+        }
+    }
+
+    fn body_json(r: &Reply) -> Value {
+        Value::parse(&r.body).expect("JSON body")
+    }
+
+    fn no_secret(text: &str) {
+        assert!(!text.contains(KEY), "secret leaked: {text}");
+        assert!(!text.contains(TOKEN), "client token leaked: {text}");
+    }
+
+    #[test]
+    fn routes_and_auth() {
+        let s = setup();
+        let ok = bearer(TOKEN);
+        for path in [
+            "/v1/chat/completions",
+            "/connectors/gw/v1/chat/completions",
+            "/connectors/g%77/v1/chat/completions?x=1",
+        ] {
+            assert_eq!(
+                dispatch(&s, "POST", path, &ok),
+                Dispatch::Run(Route::ChatCompletions),
+                "{path}"
+            );
+        }
+        for path in ["/_execute", "/api/actions/connector/gw/_execute"] {
+            assert_eq!(
+                dispatch(&s, "POST", path, &ok),
+                Dispatch::Run(Route::Execute)
+            );
+        }
+        let r = reply(dispatch(
+            &s,
+            "POST",
+            "/connectors/other/v1/chat/completions",
+            &ok,
+        ));
+        assert_eq!(r.status, 404);
+        assert_eq!(
+            body_json(&r)
+                .get("error")
+                .unwrap()
+                .get("code")
+                .unwrap()
+                .as_str(),
+            Some("connector_not_found")
+        );
+        let r = reply(dispatch(
+            &s,
+            "POST",
+            "/api/actions/connector/other/_execute",
+            &ok,
+        ));
+        assert_eq!(r.status, 404);
+        assert_eq!(reply(dispatch(&s, "POST", "/nope", &ok)).status, 404);
+        let r = reply(dispatch(&s, "GET", "/v1/chat/completions", &ok));
+        assert_eq!(
+            (r.status, r.headers.last().unwrap().1.as_str()),
+            (405, "POST")
+        );
+    }
+
+    #[test]
+    fn wrong_missing_or_duplicated_tokens_get_401_before_anything_runs() {
+        let s = setup();
+        for auth in [
+            vec![],
+            bearer("client-token-abd"),
+            bearer("client-token-ab"),
+            bearer("client-token-abcd"),
+            vec![format!("Basic {TOKEN}").into_bytes()],
+            vec![TOKEN.as_bytes().to_vec()],
+            [bearer(TOKEN), bearer(TOKEN)].concat(),
+        ] {
+            for (path, route) in [
+                ("/v1/chat/completions", Route::ChatCompletions),
+                ("/_execute", Route::Execute),
+            ] {
+                let r = reply(dispatch(&s, "POST", path, &auth));
+                assert_eq!(r.status, 401, "{auth:?}");
+                assert!(
+                    r.headers
+                        .contains(&("www-authenticate".into(), "Bearer".into()))
+                );
+                let body = body_json(&r);
+                match route {
+                    Route::ChatCompletions => assert_eq!(
+                        body.get("error").unwrap().get("code").unwrap().as_str(),
+                        Some("invalid_api_key")
+                    ),
+                    Route::Execute => {
+                        assert_eq!(body.get("statusCode").unwrap().to_json(), "401")
+                    }
+                }
+                no_secret(&String::from_utf8_lossy(&r.body));
+            }
+        }
+        // The scheme is case-insensitive and surrounding blanks are ignored.
+        assert_eq!(
+            dispatch(
+                &s,
+                "POST",
+                "/_execute",
+                &[format!("bearer  {TOKEN} ").into_bytes()]
+            ),
+            Dispatch::Run(Route::Execute)
+        );
+    }
+
+    #[test]
+    fn constant_time_eq_compares_whole_tokens() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abd", b"abc"));
+        assert!(!constant_time_eq(b"ab", b"abc"));
+        assert!(!constant_time_eq(b"abcd", b"abc"));
+        assert!(!constant_time_eq(b"", b"abc"));
+        assert!(!constant_time_eq(b"\xff\xfe\xfd", b"\x00\x01\x02"));
+    }
+
+    #[test]
+    fn healthz_needs_no_token_and_reports_misconfiguration() {
+        let r = reply(dispatch(&setup(), "GET", "/healthz", &[]));
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, &br#"{"status":"ok"}"#[..])
+        );
+        let broken = Setup::from_env(env(&[(ENV_SECRETS, &secrets_json())]));
+        let r = reply(dispatch(&broken, "GET", "/healthz", &[]));
+        assert_eq!(r.status, 503);
+        let text = String::from_utf8(r.body).unwrap();
+        assert_eq!(
+            text,
+            r#"{"status":"misconfigured","variables":["OPENAI_CONNECTOR_CLIENT_TOKEN","OPENAI_CONNECTOR_CONFIG"]}"#
+        );
+        // Details (which may describe the upstream) are for the log and authenticated callers.
+        let invalid = Setup::from_env(env(&[
+            (
+                ENV_CONFIG,
+                r#"{"apiProvider":"Other","apiUrl":"http://10.1.2.3/v1"}"#,
+            ),
+            (ENV_SECRETS, &secrets_json()),
+            (ENV_CLIENT_TOKEN, TOKEN),
+        ]));
+        let r = reply(dispatch(&invalid, "GET", "/healthz", &[]));
+        assert_eq!(
+            String::from_utf8(r.body).unwrap(),
+            r#"{"status":"misconfigured","variables":["OPENAI_CONNECTOR_CONFIG"]}"#
+        );
+        assert!(invalid.problems()[0].contains("defaultModel"));
+    }
+
+    #[test]
+    fn missing_token_refuses_every_request_unless_insecure_is_asked_for() {
+        let base = [(ENV_CONFIG, config_json()), (ENV_SECRETS, secrets_json())];
+        let pairs: Vec<(&str, &str)> = base.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let s = Setup::from_env(env(&pairs));
+        let r = reply(dispatch(
+            &s,
+            "POST",
+            "/v1/chat/completions",
+            &bearer("anything"),
+        ));
+        assert_eq!(r.status, 500);
+        let message = body_json(&r)
+            .get("error")
+            .unwrap()
+            .get("message")
+            .unwrap()
+            .to_json();
+        assert!(message.contains(ENV_CLIENT_TOKEN) && message.contains(ENV_INSECURE_NO_AUTH));
+        let mut open = pairs.clone();
+        open.push((ENV_INSECURE_NO_AUTH, "1"));
+        let s = Setup::from_env(env(&open));
+        assert_eq!(s.auth, Ok(Auth::Open));
+        assert_eq!(
+            dispatch(&s, "POST", "/v1/chat/completions", &[]),
+            Dispatch::Run(Route::ChatCompletions)
+        );
+        assert_eq!(s.served.as_ref().unwrap().id, DEFAULT_ID);
+        let mut odd = pairs.clone();
+        odd.push((ENV_INSECURE_NO_AUTH, "yes"));
+        assert!(
+            Setup::from_env(env(&odd))
+                .auth
+                .unwrap_err()
+                .contains(ENV_INSECURE_NO_AUTH)
+        );
+        let mut empty = pairs;
+        empty.push((ENV_CLIENT_TOKEN, " "));
+        assert!(
+            Setup::from_env(env(&empty))
+                .auth
+                .unwrap_err()
+                .contains("is empty")
+        );
+    }
+
+    /// C16/C17: an invalid connector is reported per variable, in Kibana's wording, without
+    /// secret values; the token is checked first.
+    #[test]
+    fn misconfiguration_names_the_variable_and_never_a_secret() {
+        let cases: Vec<(Vec<(&str, String)>, &str)> = vec![
+            (
+                vec![(ENV_SECRETS, secrets_json())],
+                "OPENAI_CONNECTOR_CONFIG is not set",
+            ),
+            (
+                vec![
+                    (ENV_CONFIG, "{\"apiProvider\":".into()),
+                    (ENV_SECRETS, secrets_json()),
+                ],
+                "OPENAI_CONNECTOR_CONFIG is not valid JSON",
+            ),
+            (
+                vec![
+                    (ENV_CONFIG, config_json()),
+                    (ENV_SECRETS, format!("{{\"apiKey\":\"{KEY}")),
+                ],
+                "OPENAI_CONNECTOR_SECRETS is not valid JSON",
+            ),
+            (
+                vec![
+                    (ENV_CONFIG, config_json()),
+                    (ENV_SECRETS, format!("\"{KEY}\"")),
+                ],
+                "OPENAI_CONNECTOR_SECRETS must be a JSON object",
+            ),
+            (
+                vec![
+                    (ENV_CONFIG, r#"{"apiProvider":"OpenAI"}"#.into()),
+                    (ENV_SECRETS, secrets_json()),
+                ],
+                "OPENAI_CONNECTOR_CONFIG: error validating action type config: [apiUrl]: expected value of type [string] but got [undefined]",
+            ),
+            (
+                vec![
+                    (ENV_CONFIG, config_json()),
+                    (
+                        ENV_SECRETS,
+                        format!(r#"{{"apiKey":"{KEY}","nope":"{KEY}"}}"#),
+                    ),
+                ],
+                "OPENAI_CONNECTOR_SECRETS: error validating action type secrets:",
+            ),
+            (
+                vec![
+                    (ENV_CONFIG, config_json()),
+                    (ENV_SECRETS, secrets_json()),
+                    (ENV_SETTINGS, r#"{"proxyUrl":"http://proxy:8080"}"#.into()),
+                ],
+                "OPENAI_CONNECTOR_SETTINGS: [proxyUrl] configures the transport, which only the openai-connector harness applies",
+            ),
+            (
+                vec![
+                    (ENV_CONFIG, config_json()),
+                    (ENV_SECRETS, secrets_json()),
+                    (
+                        ENV_SETTINGS,
+                        r#"{"allowedHosts":["api.openai.com"]}"#.into(),
+                    ),
+                ],
+                "OPENAI_CONNECTOR_CONFIG: error validating action type config: Error configuring OpenAI action: Error: error validating url: target url \"http://127.0.0.1:9/v1/chat/completions\" is not added to the Kibana config xpack.actions.allowedHosts",
+            ),
+        ];
+        for (mut pairs, expected) in cases {
+            pairs.push((ENV_CLIENT_TOKEN, TOKEN.into()));
+            let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let s = Setup::from_env(env(&pairs));
+            let r = reply(dispatch(
+                &s,
+                "POST",
+                "/v1/chat/completions",
+                &bearer("wrong"),
+            ));
+            assert_eq!(
+                r.status, 401,
+                "the token is checked before the configuration"
+            );
+            let r = reply(dispatch(&s, "POST", "/v1/chat/completions", &bearer(TOKEN)));
+            assert_eq!(r.status, 500);
+            let text = String::from_utf8(r.body.clone()).unwrap();
+            let error = body_json(&r)
+                .get("error")
+                .cloned()
+                .expect("OpenAI error shape");
+            let message = error.get("message").and_then(Value::as_str).unwrap();
+            assert!(message.contains(expected), "{expected:?} not in {message}");
+            assert_eq!(
+                error.get("code").and_then(Value::as_str),
+                Some("gateway_misconfigured")
+            );
+            no_secret(&text);
+            let r = reply(dispatch(&s, "POST", "/_execute", &bearer(TOKEN)));
+            assert_eq!(r.status, 500);
+            no_secret(&String::from_utf8_lossy(&r.body));
+        }
+    }
+
+    /// C122: the connector's own TLS settings need the harness; the message says so and
+    /// names the variable. Without them (plain `https` with an API key) the connector is served.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn c122_connectors_with_their_own_tls_settings_are_refused() {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        let ca = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, ca.pem());
+        let https = r#"{"apiProvider":"Other","apiUrl":"https://127.0.0.1:9/v1/chat/completions","defaultModel":"gpt-4o"}"#;
+        let lookup = |secrets: String| {
+            env(&[
+                (ENV_CONFIG, https),
+                (ENV_SECRETS, &secrets),
+                (ENV_CLIENT_TOKEN, TOKEN),
+            ])
+        };
+        let problems = Setup::from_env(lookup(format!(r#"{{"apiKey":"{KEY}","caData":"{ca}"}}"#)))
+            .served
+            .err()
+            .expect("refused");
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0]
+                .starts_with("OPENAI_CONNECTOR_SECRETS: this connector has its own TLS settings")
+                && problems[0].contains("need the openai-connector harness"),
+            "{problems:?}"
+        );
+        no_secret(&problems[0]);
+        assert!(Setup::from_env(lookup(secrets_json())).served.is_ok());
+    }
+
+    #[test]
+    fn settings_parse_like_the_harness() {
+        let d = deployment_from_json(
+            r#"{"allowedHosts":["a.example"],"responseTimeout":"2m","maxResponseContentLength":"512kb"}"#,
+        )
+        .unwrap();
+        assert_eq!(d.allowed_hosts, ["a.example"]);
+        assert_eq!(d.response_timeout_ms, 120_000);
+        assert_eq!(d.max_response_content_length, 512 << 10);
+        assert_eq!(
+            deployment_from_json(r#"{"responseTimeout":250}"#)
+                .unwrap()
+                .response_timeout_ms,
+            250
+        );
+        assert!(
+            deployment_from_json(r#"{"bogus":1}"#)
+                .unwrap_err()
+                .contains("[bogus]")
+        );
+        assert!(
+            deployment_from_json(r#"{"ssl.verificationMode":"none"}"#)
+                .unwrap_err()
+                .contains("only the openai-connector harness")
+        );
+        assert!(
+            deployment_from_json(r#"{"responseTimeout":"soon"}"#)
+                .unwrap_err()
+                .contains("[responseTimeout]")
+        );
+        assert!(
+            deployment_from_json("[]")
+                .unwrap_err()
+                .contains("JSON object")
+        );
+    }
+
+    // --- executions over an in-memory transport ---
+
+    struct Scripted(VecDeque<Result<Vec<u8>, TransportError>>);
+
+    impl Body for Scripted {
+        fn next_chunk(&mut self, _idle: Option<u64>) -> Result<Option<Vec<u8>>, TransportError> {
+            self.0.pop_front().transpose()
+        }
+    }
+
+    /// Answers once with `status`, `content_type` and the scripted body; records the request.
+    struct OneResponse {
+        status: u16,
+        content_type: &'static str,
+        body: Option<Scripted>,
+        sent: Vec<HttpRequest>,
+    }
+
+    impl OneResponse {
+        fn new(status: u16, content_type: &'static str, chunks: &[&str]) -> Self {
+            OneResponse {
+                status,
+                content_type,
+                body: Some(Scripted(
+                    chunks.iter().map(|c| Ok(c.as_bytes().to_vec())).collect(),
+                )),
+                sent: Vec::new(),
+            }
+        }
+    }
+
+    impl Transport for OneResponse {
+        type Body = Scripted;
+
+        fn open(
+            &mut self,
+            request: &HttpRequest,
+            _limits: &Limits,
+        ) -> Result<Head<Scripted>, TransportError> {
+            self.sent.push(request.clone());
+            Ok(Head {
+                status: self.status,
+                headers: vec![("content-type".into(), self.content_type.into())],
+                body: self.body.take().expect("one request"),
+            })
+        }
+    }
+
+    #[derive(Default)]
+    struct Collect {
+        bytes: Vec<u8>,
+        writes: usize,
+        /// Refuse writes after this many.
+        gone_after: Option<usize>,
+    }
+
+    impl Sink for Collect {
+        fn write(&mut self, bytes: &[u8]) -> bool {
+            if self.gone_after.is_some_and(|n| self.writes >= n) {
+                return false;
+            }
+            self.writes += 1;
+            self.bytes.extend_from_slice(bytes);
+            true
+        }
+    }
+
+    fn served() -> Served {
+        setup().served.ok().unwrap()
+    }
+
+    const HEL: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n";
+    const LO: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"}}]}\n\n";
+    const USAGE: &str = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\n";
+
+    /// C41: the chat route passes the upstream's bytes through, one write per read, with the
+    /// connector's credentials and the client's body.
+    #[test]
+    fn c41_chat_stream_passes_bytes_through_as_they_arrive() {
+        let mut t = OneResponse::new(200, "text/event-stream", &[&HEL[..9], &HEL[9..], LO, USAGE]);
+        let body = br#"{"messages":[{"role":"user","content":"Hi"}],"stream":true}"#;
+        let Outcome::Stream(stream) = run(&served(), Route::ChatCompletions, body, &mut t) else {
+            panic!("expected a stream");
+        };
+        let mut sink = Collect::default();
+        let pumped = pump("gw", Route::ChatCompletions, stream, &mut sink);
+        assert_eq!(sink.bytes, [HEL, LO, USAGE].concat().as_bytes());
+        assert_eq!(sink.writes, 4, "one write per upstream read");
+        assert_eq!(pumped.summary.outcome, Ok(()));
+        assert_eq!(
+            pumped.summary.usage,
+            crate::usage::TokenUsage::reported(3, 2, 5)
+        );
+        assert!(!pumped.client_gone);
+        let sent = &t.sent[0];
+        assert!(
+            sent.headers
+                .contains(&("Authorization".into(), format!("Bearer {KEY}")))
+                || sent
+                    .headers
+                    .iter()
+                    .any(|(n, v)| n.eq_ignore_ascii_case("authorization")
+                        && v == &format!("Bearer {KEY}"))
+        );
+        let sent_body = Value::parse(&sent.body).unwrap();
+        assert_eq!(sent_body.get("stream"), Some(&Value::Bool(true)));
+        assert_eq!(
+            sent_body.get("model").and_then(Value::as_str),
+            Some("gpt-4o")
+        );
+        assert!(!sent.headers.iter().any(|(_, v)| v.contains(TOKEN)));
+    }
+
+    /// C78: a failure after the first byte ends the stream with an error event.
+    #[test]
+    fn c78_failure_mid_stream_ends_with_an_error_event() {
+        for (route, prefix) in [
+            (
+                Route::ChatCompletions,
+                "data: {\"error\":{\"message\":\"Status code: undefined. Message: Unexpected API Error: ECONNRESET - socket hang up\",\"type\":\"upstream_error\"",
+            ),
+            (
+                Route::Execute,
+                "event: error\ndata: {\"connector_id\":\"gw\",\"status\":\"error\"",
+            ),
+        ] {
+            let mut t = OneResponse::new(200, "text/event-stream", &[HEL]);
+            t.body
+                .as_mut()
+                .unwrap()
+                .0
+                .push_back(Err(TransportError::ConnectionReset));
+            let body: &[u8] = match route {
+                Route::ChatCompletions => br#"{"messages":[],"stream":true}"#,
+                Route::Execute => br#"{"params":{"subAction":"invokeStream","subActionParams":{"messages":[{"role":"user","content":"Hi"}]}}}"#,
+            };
+            let Outcome::Stream(stream) = run(&served(), route, body, &mut t) else {
+                panic!("expected a stream");
+            };
+            let mut sink = Collect::default();
+            pump("gw", route, stream, &mut sink);
+            let text = String::from_utf8(sink.bytes).unwrap();
+            let rest = text.strip_prefix(HEL).expect("the delivered bytes stand");
+            assert!(rest.starts_with(prefix), "{rest}");
+            assert!(rest.ends_with("\n\n"));
+        }
+    }
+
+    /// C68: a client that goes away cancels the execution.
+    #[test]
+    fn c68_client_gone_cancels() {
+        let mut t = OneResponse::new(200, "text/event-stream", &[HEL, LO]);
+        let Outcome::Stream(stream) = run(
+            &served(),
+            Route::ChatCompletions,
+            br#"{"messages":[],"stream":true}"#,
+            &mut t,
+        ) else {
+            panic!("expected a stream");
+        };
+        let mut sink = Collect {
+            gone_after: Some(1),
+            ..Collect::default()
+        };
+        let pumped = pump("gw", Route::ChatCompletions, stream, &mut sink);
+        assert!(pumped.client_gone);
+        assert_eq!(sink.bytes, HEL.as_bytes());
+        assert!(
+            pumped
+                .summary
+                .outcome
+                .unwrap_err()
+                .service_message
+                .contains("ERR_CANCELED")
+        );
+    }
+
+    /// C42: parsed chunks go out as `data:` events on the execute route.
+    #[test]
+    fn c42_iterator_chunks_are_sse_events() {
+        let mut t = OneResponse::new(200, "text/event-stream", &[HEL, LO, "data: [DONE]\n\n"]);
+        let body = br#"{"params":{"subAction":"invokeAsyncIterator","subActionParams":{"messages":[{"role":"user","content":"Hi"}]}}}"#;
+        let Outcome::Stream(stream) = run(&served(), Route::Execute, body, &mut t) else {
+            panic!("expected a stream");
+        };
+        let mut sink = Collect::default();
+        pump("gw", Route::Execute, stream, &mut sink);
+        assert_eq!(sink.bytes, [HEL, LO].concat().as_bytes());
+    }
+
+    /// Non-streaming: the upstream JSON on the chat route, Kibana's shapes on execute (C77).
+    #[test]
+    fn c77_non_streaming_shapes() {
+        let completion = r#"{"id":"c1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2},"temperature":0.70}"#;
+        let mut t = OneResponse::new(200, "application/json", &[completion]);
+        let Outcome::Reply(r) = run(
+            &served(),
+            Route::ChatCompletions,
+            br#"{"messages":[]}"#,
+            &mut t,
+        ) else {
+            panic!("expected a reply");
+        };
+        assert_eq!(
+            (r.status, String::from_utf8(r.body).unwrap()),
+            (200, completion.to_owned())
+        );
+        assert_eq!(
+            Value::parse(&t.sent[0].body).unwrap().get("stream"),
+            Some(&Value::Bool(false))
+        );
+
+        let mut t = OneResponse::new(200, "application/json", &[completion]);
+        let Outcome::Reply(r) = run(
+            &served(),
+            Route::Execute,
+            br#"{"params":{"subAction":"run","subActionParams":{"body":"{\"messages\":[]}"}}}"#,
+            &mut t,
+        ) else {
+            panic!("expected a reply");
+        };
+        assert_eq!(
+            String::from_utf8(r.body).unwrap(),
+            format!(r#"{{"connector_id":"gw","status":"ok","data":{completion}}}"#)
+        );
+
+        let error = r#"{"error":{"message":"Rate limit reached","type":"requests"}}"#;
+        let mut t = OneResponse::new(429, "application/json", &[error]);
+        let Outcome::Reply(r) = run(
+            &served(),
+            Route::ChatCompletions,
+            br#"{"messages":[],"stream":true}"#,
+            &mut t,
+        ) else {
+            panic!("expected a reply");
+        };
+        assert_eq!(r.status, 429, "C70: the upstream status");
+        let e = body_json(&r);
+        assert_eq!(
+            e.get("error").unwrap().get("type").unwrap().as_str(),
+            Some("rate_limit_error")
+        );
+        assert!(
+            e.get("error")
+                .unwrap()
+                .get("message")
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .starts_with("Status code: 429.")
+        );
+
+        let mut t = OneResponse::new(
+            401,
+            "application/json",
+            &[r#"{"error":{"message":"bad key"}}"#],
+        );
+        let Outcome::Reply(r) = run(
+            &served(),
+            Route::Execute,
+            br#"{"params":{"subAction":"run","subActionParams":{"body":"{}"}}}"#,
+            &mut t,
+        ) else {
+            panic!("expected a reply");
+        };
+        assert_eq!(r.status, 200, "Kibana answers status: error with 200");
+        let text = String::from_utf8(r.body).unwrap();
+        assert!(text.starts_with(r#"{"connector_id":"gw","status":"error","message":"an error occurred while running the action","service_message":"Status code: 401."#), "{text}");
+    }
+
+    #[test]
+    fn bad_bodies_get_400_and_send_nothing() {
+        for (route, body, needle) in [
+            (Route::ChatCompletions, &b"[1]"[..], "must be a JSON object"),
+            (Route::ChatCompletions, b"{", "not valid JSON"),
+            (Route::ChatCompletions, b"\xff", "not UTF-8"),
+            (Route::Execute, b"{}", "[request body.params]"),
+            (
+                Route::Execute,
+                br#"{"params":{},"x":1}"#,
+                "[request body.x]",
+            ),
+            (
+                Route::Execute,
+                br#"{"params":"run"}"#,
+                "expected value of type [object]",
+            ),
+        ] {
+            let mut t = OneResponse::new(200, "application/json", &[]);
+            let Outcome::Reply(r) = run(&served(), route, body, &mut t) else {
+                panic!("expected a reply");
+            };
+            assert_eq!(r.status, 400);
+            assert!(
+                String::from_utf8_lossy(&r.body).contains(needle),
+                "{needle}"
+            );
+            assert!(t.sent.is_empty());
+        }
+        // Invalid params are the execution's failure (C34), not a transport request.
+        let mut t = OneResponse::new(200, "application/json", &[]);
+        let Outcome::Reply(r) = run(
+            &served(),
+            Route::Execute,
+            br#"{"params":{"subAction":"nope"}}"#,
+            &mut t,
+        ) else {
+            panic!("expected a reply");
+        };
+        assert!(
+            String::from_utf8_lossy(&r.body).contains(r#"Sub action \"nope\" is not registered"#)
+        );
+        assert!(t.sent.is_empty());
+    }
+
+    #[test]
+    fn openai_statuses() {
+        assert_eq!(
+            openai_status("Status code: 429. Message: API Error: Too Many Requests"),
+            429
+        );
+        assert_eq!(
+            openai_status(
+                "Status code: undefined. Message: Unexpected API Error: ECONNABORTED - timeout of 2ms exceeded"
+            ),
+            504
+        );
+        assert_eq!(
+            openai_status(
+                "Status code: undefined. Message: Unexpected API Error: ECONNREFUSED - connect ECONNREFUSED 127.0.0.1:1"
+            ),
+            502
+        );
+        assert_eq!(
+            openai_status("Request validation failed ([stream]: x)"),
+            400
+        );
+    }
+}
