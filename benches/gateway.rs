@@ -19,10 +19,10 @@
 //!   upstream and a client token (so authentication is part of the measurement);
 //! - optionally `litellm` (one worker) with one model for that upstream and a master key.
 //!
-//! The load is open loop: requests are scheduled at fixed intervals and each latency runs from
-//! the scheduled time (so a stall is not hidden by the requests it delayed, no coordinated
-//! omission) to the end of the body, or to the first body byte for streams (time to first
-//! byte). Requests go over `--connections` keep-alive HTTP/1.1 connections. Every target gets
+//! The load is open loop: requests are issued at fixed intervals whatever the responses (so a
+//! stall is not hidden by the requests it delayed: no coordinated omission), and each latency
+//! runs from the moment the request was issued (waiting for a free connection included) to the
+//! end of the body, or to the first body byte for streams (time to first byte). Requests go over `--connections` keep-alive HTTP/1.1 connections. Every target gets
 //! the same warm-up (2 s) and the same schedule, one target at a time. Each rate in the lists
 //! gets its own table: the high one is the target load, the low one a load LiteLLM can
 //! sustain here, so that its own latency is not only queueing.
@@ -427,7 +427,11 @@ async fn load(
     for i in 0..total {
         let at = start + interval.mul_f64(i as f64);
         tokio::time::sleep_until(at.into()).await;
-        tx.send(at).unwrap();
+        // Latency runs from when the request was issued. The schedule itself stays fixed (the
+        // next send time does not depend on any response), so a slow target still gets the
+        // full rate and its queueing counts; issuing time rather than the nominal slot keeps
+        // tokio's 1 ms timer granularity out of the figures.
+        tx.send(Instant::now()).unwrap();
     }
     drop(tx);
     for w in workers {
