@@ -328,7 +328,7 @@ async fn one(
     url: &hyper::Uri,
     token: &str,
     body: &'static str,
-    scheduled: Instant,
+    issued: Instant,
     ttfb: bool,
 ) -> Result<Duration, String> {
     sender.ready().await.map_err(|e| e.to_string())?;
@@ -350,12 +350,12 @@ async fn one(
         let frame = frame.map_err(|e| e.to_string())?;
         if let Some(data) = frame.data_ref() {
             if first.is_none() && !data.is_empty() {
-                first = Some(scheduled.elapsed());
+                first = Some(issued.elapsed());
             }
             all.extend_from_slice(data);
         }
     }
-    let end = scheduled.elapsed();
+    let end = issued.elapsed();
     if !status.is_success() {
         return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&all)));
     }
@@ -402,13 +402,13 @@ async fn load(
         let mut sender = connect(&url).await;
         workers.push(tokio::spawn(async move {
             loop {
-                let Some(scheduled) = rx.lock().await.recv().await else {
+                let Some(issued) = rx.lock().await.recv().await else {
                     break;
                 };
                 if sender.is_closed() {
                     sender = connect(&url).await;
                 }
-                let outcome = one(&mut sender, &url, &token, body, scheduled, ttfb).await;
+                let outcome = one(&mut sender, &url, &token, body, issued, ttfb).await;
                 let mut r = results.lock().await;
                 match outcome {
                     Ok(latency) => r.0.push(latency),
