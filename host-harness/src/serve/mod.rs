@@ -246,8 +246,7 @@ pub async fn serve(
         .with_context(|| format!("cannot listen on {}", options.listen))?;
     let addr = listener.local_addr()?;
     on_ready(addr);
-    run(gateway, listener, shutdown_signal()).await;
-    Ok(())
+    run(gateway, listener, shutdown_signal()).await
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -274,21 +273,35 @@ async fn shutdown_signal() {
     }
 }
 
-/// Accepts connections until `shutdown`, then drains (see the module docs).
+/// Accepts connections until `shutdown`, hands each to a serving thread, then drains (see the
+/// module docs).
+///
+/// Each serving thread runs its own single-threaded runtime with its own pool of upstream
+/// connections, so a request, its Store and its upstream connection all stay on one thread:
+/// serving one takes no cross-thread wake-up. On a small machine at low load those wake-ups
+/// cost more than the work (measured with `benches/gateway.rs`, see `benches/RESULTS.md`).
+/// Connections are dealt round robin; the acceptor only accepts.
 pub async fn run(
     gateway: Arc<Gateway>,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
-) {
+) -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut connections = tokio::task::JoinSet::new();
+    let mut workers = Vec::new();
+    for index in 0..worker_count() {
+        workers.push(Worker::start(index, gateway.clone(), stop_rx.clone())?);
+    }
     tokio::pin!(shutdown);
+    let mut next = 0;
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
-                    Ok(a) => a,
+                let stream = match accepted.and_then(|(stream, _)| {
+                    stream.set_nodelay(true)?;
+                    stream.into_std()
+                }) {
+                    Ok(stream) => stream,
                     Err(e) => {
                         // Out of file descriptors and the like: wait a little, keep serving.
                         tracing::warn!("accept failed: {e}");
@@ -296,29 +309,20 @@ pub async fn run(
                         continue;
                     }
                 };
-                let _ = stream.set_nodelay(true);
-                let gateway = gateway.clone();
-                let mut stop = stop_rx.clone();
-                connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let gateway = gateway.clone();
-                        async move { Ok::<_, std::convert::Infallible>(routes::handle(gateway, req).await) }
-                    });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-                            // Finishes the response in flight, then closes.
-                            conn.as_mut().graceful_shutdown();
-                            let _ = conn.await;
-                        }
+                // A worker only goes away if its thread died; the next one takes the connection.
+                let mut stream = Some(stream);
+                for _ in 0..workers.len() {
+                    let worker = &workers[next % workers.len()];
+                    next += 1;
+                    match worker.connections.send(stream.take().unwrap_or_else(|| unreachable!())) {
+                        Ok(()) => break,
+                        Err(returned) => stream = Some(returned.0),
                     }
-                });
+                }
+                if stream.is_some() {
+                    anyhow::bail!("every serving thread has stopped");
+                }
             }
-            // Reap finished connection tasks so the set stays small.
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
     drop(listener);
@@ -328,8 +332,16 @@ pub async fn run(
         SHUTDOWN_GRACE.as_secs()
     );
     let _ = stop_tx.send(true);
+    let mut drained = Vec::new();
+    for worker in workers {
+        // Closing the channel ends the worker's accept loop; it then drains its connections.
+        drop(worker.connections);
+        drained.push(worker.drained);
+    }
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while connections.join_next().await.is_some() {}
+        for worker in drained {
+            let _ = worker.await;
+        }
         gateway.in_flight.wait_idle().await;
     })
     .await;
@@ -338,5 +350,113 @@ pub async fn run(
         gateway.in_flight.cancel_all();
         // Cancelled executions end promptly (C68) and log their line.
         let _ = tokio::time::timeout(Duration::from_secs(5), gateway.in_flight.wait_idle()).await;
+    }
+    Ok(())
+}
+
+/// Serving threads: one per core the process may use.
+fn worker_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A serving thread, as the acceptor sees it.
+struct Worker {
+    connections: tokio::sync::mpsc::UnboundedSender<std::net::TcpStream>,
+    /// Resolves when the thread has drained its connections and executions.
+    drained: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Worker {
+    fn start(
+        index: usize,
+        gateway: Arc<Gateway>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Worker> {
+        let (connections, incoming) = tokio::sync::mpsc::unbounded_channel();
+        let (drained_tx, drained) = tokio::sync::oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start a serving thread's runtime")?;
+        // Its own pool: a pooled connection is driven by the runtime that opened it.
+        let executor = Arc::new(
+            gateway.executor.clone().with_connection_pool(
+                gateway
+                    .executor
+                    .connection_pool()
+                    .map(|pool| Arc::new(crate::ConnectionPool::new(pool.limits()))),
+            ),
+        );
+        std::thread::Builder::new()
+            .name(format!("serve-{index}"))
+            .spawn(move || {
+                runtime.block_on(serve_connections(gateway, executor, incoming, stop));
+                let _ = drained_tx.send(());
+            })
+            .context("cannot start a serving thread")?;
+        Ok(Worker {
+            connections,
+            drained,
+        })
+    }
+}
+
+/// A serving thread's loop: serves the connections it is dealt until the acceptor stops, then
+/// finishes them and waits for the executions in flight (streams outlive their request
+/// handler, and run on this thread's runtime).
+async fn serve_connections(
+    gateway: Arc<Gateway>,
+    executor: Arc<Executor>,
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<std::net::TcpStream>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            stream = incoming.recv() => {
+                let Some(stream) = stream else { break };
+                let stream = match tokio::net::TcpStream::from_std(stream) {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        tracing::warn!("cannot serve an accepted connection: {e}");
+                        continue;
+                    }
+                };
+                connections.spawn(serve_connection(
+                    gateway.clone(),
+                    executor.clone(),
+                    stream,
+                    stop.clone(),
+                ));
+            }
+            // Reap finished connection tasks so the set stays small.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    while connections.join_next().await.is_some() {}
+    gateway.in_flight.wait_idle().await;
+}
+
+/// One HTTP/1.1 connection, closed gracefully (after the response in flight) on `stop`.
+async fn serve_connection(
+    gateway: Arc<Gateway>,
+    executor: Arc<Executor>,
+    stream: tokio::net::TcpStream,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let service = hyper::service::service_fn(move |req| {
+        let gateway = gateway.clone();
+        let executor = executor.clone();
+        async move { Ok::<_, std::convert::Infallible>(routes::handle(gateway, executor, req).await) }
+    });
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
 }

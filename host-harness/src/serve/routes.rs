@@ -4,7 +4,7 @@ use super::metrics::Route;
 use super::{Gateway, InFlightGuard};
 use crate::output;
 use crate::runtime::actions::StreamItem;
-use crate::{Cancel, ConnectorFile, Finished, Started, Stream, Usage, wit};
+use crate::{Cancel, ConnectorFile, Executor, Finished, Started, Stream, Usage, wit};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -97,9 +97,14 @@ fn query_token(req: &Request<hyper::body::Incoming>) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// Dispatches one request. Authentication happens before the body is read, so a refused
-/// request never reaches the component or the upstream.
-pub async fn handle(gw: Arc<Gateway>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+/// Dispatches one request; executions run on `executor` (the serving thread's). Authentication
+/// happens before the body is read, so a refused request never reaches the component or the
+/// upstream.
+pub async fn handle(
+    gw: Arc<Gateway>,
+    executor: Arc<Executor>,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method().clone();
@@ -167,14 +172,14 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<hyper::body::Incoming>) -> Re
                 return unauthorized(&gw, false);
             }
             let id = (*id).to_owned();
-            execute_route(gw, &id, req).await
+            execute_route(gw, executor, &id, req).await
         }
         (&Method::POST, ["connectors", id, "v1", "chat", "completions"]) => {
             if !gw.auth.may_use(req.headers(), id) {
                 return unauthorized(&gw, true);
             }
             let id = (*id).to_owned();
-            chat_route(gw, &id, req).await
+            chat_route(gw, executor, &id, req).await
         }
         _ => kibana_error(StatusCode::NOT_FOUND, "Not Found"),
     }
@@ -230,6 +235,7 @@ struct ExecuteBody {
 /// `POST /api/actions/connector/{id}/_execute`: Kibana's response shapes (cli.md "execute").
 async fn execute_route(
     gw: Arc<Gateway>,
+    executor: Arc<Executor>,
     id: &str,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
@@ -253,13 +259,21 @@ async fn execute_route(
             return kibana_error(StatusCode::BAD_REQUEST, &format!("[request body]: {e}"));
         }
     };
-    run_execution(gw, connector, params.get().to_owned(), Route::Execute).await
+    run_execution(
+        gw,
+        &executor,
+        connector,
+        params.get().to_owned(),
+        Route::Execute,
+    )
+    .await
 }
 
 /// `POST /connectors/{id}/v1/chat/completions`: the body is the `stream` sub-action's body,
 /// with `stream` taken from it.
 async fn chat_route(
     gw: Arc<Gateway>,
+    executor: Arc<Executor>,
     id: &str,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
@@ -315,7 +329,7 @@ async fn chat_route(
         "subActionParams": {"body": text, "stream": stream},
     })
     .to_string();
-    run_execution(gw, connector, params, Route::ChatCompletions).await
+    run_execution(gw, &executor, connector, params, Route::ChatCompletions).await
 }
 
 /// A finished execution that never got a summary from the guest: it trapped or could not be
@@ -341,6 +355,7 @@ fn sandbox_failure(e: &anyhow::Error, started: SystemTime) -> Finished {
 
 async fn run_execution(
     gw: Arc<Gateway>,
+    executor: &Executor,
     connector: ConnectorFile,
     params: String,
     route: Route,
@@ -350,8 +365,7 @@ async fn run_execution(
     let cancel = Cancel::new();
     let guard = gw.in_flight.enter(&gw.slots, cancel.clone()).await;
     gw.metrics.started(&connector.id, route);
-    let started = gw
-        .executor
+    let started = executor
         .start_cancellable(&connector, &params, cancel.clone())
         .await;
     match started {
