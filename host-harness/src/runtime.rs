@@ -114,9 +114,9 @@ fn start_epoch_ticker(engine: &Engine) {
 /// Instances the pooling allocator keeps ready: at most this many Stores exist at once
 /// (callers that run many executions concurrently gate on [`Harness::max_instances`]).
 const POOLED_INSTANCES: u32 = 64;
-/// Bytes of each pooled linear memory kept mapped between Stores and reset in place; above
-/// it, memory is given back with `madvise`. An execution touches about 2 MiB; a memory that
-/// grew further for a large response keeps only this much resident.
+/// Bytes of each pooled linear memory kept mapped between Stores and reset in place (only the
+/// pages the last Store touched, where PAGEMAP_SCAN is available); above it, memory is given
+/// back with `madvise`, so a memory that grew for one large response does not stay large.
 const KEEP_RESIDENT_BYTES: usize = 8 << 20;
 /// The same for each pooled table.
 const KEEP_RESIDENT_TABLE_BYTES: usize = 64 << 10;
@@ -198,7 +198,7 @@ impl Harness {
             // touched (found with Linux's PAGEMAP_SCAN where the kernel has it, 6.7+) instead of
             // `madvise`, which unmaps them: every request then took its page faults again, and
             // the TLB shootdowns of `madvise` interrupt every thread. Measured with
-            // `benches/gateway.rs` (1000 requests/s): p99 added latency 2.0 ms -> 0.65 ms.
+            // `benches/gateway.rs` (1000 requests/s, one run each): p99 added latency 2.0 -> 0.65 ms.
             .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
             .table_keep_resident(KEEP_RESIDENT_TABLE_BYTES)
             .pagemap_scan(wasmtime::Enabled::Auto);

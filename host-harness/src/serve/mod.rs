@@ -1,8 +1,9 @@
 //! `openai-connector serve`: the gateway (cli.md "serve").
 //!
-//! One [`Executor`] (engine, pre-linked component, connection pool) is shared by all requests;
-//! every execution runs in its own `Store` with the sandbox limits of the settings
-//! (`guestMemoryLimit`, `guestTimeLimit`). A trap in one execution answers that request with
+//! One engine and pre-linked component serve every request. Connections are served by one
+//! thread per core, each with a single-threaded runtime and its own pool of upstream
+//! connections ([`run`]). Every execution runs in its own `Store` with the sandbox limits of
+//! the settings (`guestMemoryLimit`, `guestTimeLimit`). A trap in one execution answers that request with
 //! a 500 JSON error; the gateway keeps serving.
 //!
 //! Routes ([`routes`]): Kibana-compatible connector routes and `_execute`, the OpenAI-compatible
