@@ -316,20 +316,27 @@ impl wit_sse::GuestDecoder for DecoderResource {
 
     fn feed(&self, chunk: Vec<u8>) -> Result<Vec<wit_sse::Event>, String> {
         let mut events = Vec::new();
-        self.0
-            .borrow_mut()
-            .feed(&chunk, &mut events)
-            .map_err(|e| e.to_string())?;
-        Ok(events.into_iter().map(event).collect())
+        let result = self.0.borrow_mut().feed(&chunk, &mut events);
+        events_then_error(result, events)
     }
 
     fn finish(&self) -> Result<Vec<wit_sse::Event>, String> {
         let mut events = Vec::new();
-        self.0
-            .borrow_mut()
-            .finish(&mut events)
-            .map_err(|e| e.to_string())?;
-        Ok(events.into_iter().map(event).collect())
+        let result = self.0.borrow_mut().finish(&mut events);
+        events_then_error(result, events)
+    }
+}
+
+/// A WIT result carries events or an error, not both: events completed before a failure are
+/// returned now, and the decoder, which keeps its error (`sse::Decoder::feed`), reports it on
+/// the next call.
+fn events_then_error(
+    result: Result<(), sse::SseError>,
+    events: Vec<sse::Event>,
+) -> Result<Vec<wit_sse::Event>, String> {
+    match result {
+        Err(e) if events.is_empty() => Err(e.to_string()),
+        _ => Ok(events.into_iter().map(event).collect()),
     }
 }
 

@@ -429,6 +429,34 @@ async fn sse_decode_cli_follows_the_c91_table() {
     );
 }
 
+/// C91 through the WIT resource: an oversize event after complete ones in the same chunk (the
+/// CLI reads 64 KiB at a time, so this file is one `feed`) loses none of the earlier events.
+#[tokio::test]
+async fn sse_decode_cli_keeps_the_events_before_an_oversize_one() {
+    let input = format!(
+        "data: one\n\nevent: two\ndata: 2\n\ndata: {}\n\ndata: never\n\n",
+        "x".repeat(200)
+    );
+    let file = write_file("oversize.sse", &input);
+    let mut cmd = cli();
+    cmd.args(["sse", "decode", "--max-event-bytes", "64"])
+        .arg(&file);
+    let out = run_cli(cmd).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        concat!(
+            "{\"event\":\"message\",\"data\":\"one\",\"id\":null,\"retry\":null}\n",
+            "{\"event\":\"two\",\"data\":\"2\",\"id\":null,\"retry\":null}\n",
+        )
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("SSE event exceeds the maximum size of 64 bytes"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn sse_decode_chat_assembles_tool_calls() {
     // The contract's tool-call example (section 6b).
