@@ -18,6 +18,8 @@
 //! - `decoder_native_16k`: the same fed 16 KiB batches, the batching the component gets.
 //! - `decoder_component`: the `sse.decoder` resource on a fresh instance, fed 16 KiB batches;
 //!   events are lifted into host strings.
+//! - `decoder_component_packed`: the same through `feed-packed`: per batch, one text and two
+//!   lists are lifted, then split into borrowed events (`runtime::unpack`).
 //! - `eventsource_stream`: the `eventsource-stream` crate over an in-memory stream of the same
 //!   chunks, polled with `futures::executor::block_on`.
 //! - `assembly_native`: decoder plus `ChatStream::push` of every event, then the completion JSON.
@@ -42,8 +44,8 @@ use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use openai_connector::chat_stream::{ChatStream, Step};
 use openai_connector::sse::{Decoder, MAX_SSE_EVENT_BYTES};
-use openai_connector_harness::runtime::Instance;
 use openai_connector_harness::runtime::actions::StreamItem;
+use openai_connector_harness::runtime::{Instance, unpack};
 use openai_connector_harness::{
     CodeCache, ConnectorFile, Executor, Harness, OutboundPolicy, Settings, Started,
 };
@@ -266,6 +268,23 @@ async fn decode_component(instance: &mut Instance, batches: &[&[u8]]) -> usize {
     count + instance.sse_finish(decoder).await.unwrap().unwrap().len()
 }
 
+async fn decode_component_packed(instance: &mut Instance, batches: &[&[u8]]) -> usize {
+    let decoder = instance
+        .sse_decoder(MAX_SSE_EVENT_BYTES as u32)
+        .await
+        .unwrap();
+    let mut count = 0;
+    for batch in batches {
+        let packed = instance
+            .sse_feed_packed(decoder, batch)
+            .await
+            .unwrap()
+            .unwrap();
+        count += black_box(unpack(&packed).unwrap()).len();
+    }
+    count + instance.sse_finish(decoder).await.unwrap().unwrap().len()
+}
+
 /// Decoder and chat-stream resources; pushes each event's data, or blank data when `blank`.
 async fn assemble_component(instance: &mut Instance, batches: &[&[u8]], blank: bool) -> String {
     let decoder = instance
@@ -450,6 +469,11 @@ fn bench(c: &mut Criterion) {
             assert_eq!(decode_component(&mut instance, &batches).await, events);
             let mut instance = harness.instantiate(deny.clone()).await.unwrap();
             assert_eq!(
+                decode_component_packed(&mut instance, &batches).await,
+                events
+            );
+            let mut instance = harness.instantiate(deny.clone()).await.unwrap();
+            assert_eq!(
                 assemble_component(&mut instance, &batches, false).await,
                 completion
             );
@@ -481,6 +505,20 @@ fn bench(c: &mut Criterion) {
                         let mut instance = harness.instantiate(deny.clone()).await.unwrap();
                         let start = Instant::now();
                         black_box(decode_component(&mut instance, &batches).await);
+                        timed += start.elapsed();
+                    }
+                    timed
+                })
+            })
+        });
+        group.bench_function("decoder_component_packed", |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut timed = Duration::ZERO;
+                    for _ in 0..iters {
+                        let mut instance = harness.instantiate(deny.clone()).await.unwrap();
+                        let start = Instant::now();
+                        black_box(decode_component_packed(&mut instance, &batches).await);
                         timed += start.elapsed();
                     }
                     timed

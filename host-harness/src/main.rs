@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use openai_connector_harness::event_log::EventLog;
 use openai_connector_harness::runtime::actions::StreamItem;
+use openai_connector_harness::runtime::{PackedEvent, unpack};
 use openai_connector_harness::{
     Cancel, CodeCache, ConnectorFile, Executor, Finished, Harness, OutboundPolicy, Settings,
     Started, Stream, output,
@@ -409,24 +410,41 @@ async fn sse_decode(
             .read(&mut buf)
             .await
             .context("cannot read the input")?;
+        // Feeds take the packed form (three values per call instead of a record per event).
+        let (fed, ended);
         let events = if n == 0 {
             finished = true;
-            instance.sse_finish(decoder).await?
+            ended = match instance.sse_finish(decoder).await? {
+                Ok(events) => events,
+                Err(message) => {
+                    eprintln!("openai-connector: {message}");
+                    return Ok(1);
+                }
+            };
+            ended
+                .iter()
+                .map(|e| PackedEvent {
+                    event_type: &e.event_type,
+                    data: &e.data,
+                    id: e.id.as_deref(),
+                    retry: e.retry,
+                })
+                .collect()
         } else {
-            instance.sse_feed(decoder, &buf[..n]).await?
-        };
-        let events = match events {
-            Ok(events) => events,
-            Err(message) => {
-                eprintln!("openai-connector: {message}");
-                return Ok(1);
-            }
+            fed = match instance.sse_feed_packed(decoder, &buf[..n]).await? {
+                Ok(packed) => packed,
+                Err(message) => {
+                    eprintln!("openai-connector: {message}");
+                    return Ok(1);
+                }
+            };
+            unpack(&fed)?
         };
         let mut out = String::new();
         for event in events {
             match chat_stream {
                 Some(chat) => {
-                    if let Ok(deltas) = instance.chat_push(chat, &event.data).await? {
+                    if let Ok(deltas) = instance.chat_push(chat, event.data).await? {
                         for delta in deltas {
                             out.push_str(&delta);
                             out.push('\n');

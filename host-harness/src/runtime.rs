@@ -417,6 +417,20 @@ impl Instance {
             .map_err(anyhow::Error::from)
     }
 
+    /// `sse.decoder.feed-packed`; [`unpack`] reads the result.
+    pub async fn sse_feed_packed(
+        &mut self,
+        decoder: ResourceAny,
+        chunk: &[u8],
+    ) -> Result<Result<sse::PackedEvents, String>> {
+        self.bindings
+            .connector_openai_sse()
+            .decoder()
+            .call_feed_packed(&mut self.store, decoder, chunk)
+            .await
+            .map_err(anyhow::Error::from)
+    }
+
     /// `sse.decoder.finish`.
     pub async fn sse_finish(
         &mut self,
@@ -476,5 +490,125 @@ impl Instance {
             .call_execute(&mut self.store, definition, settings, params_json)
             .await
             .map_err(anyhow::Error::from)
+    }
+}
+
+/// One event of an [`sse::PackedEvents`], borrowed from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackedEvent<'a> {
+    /// Event type.
+    pub event_type: &'a str,
+    /// Data.
+    pub data: &'a str,
+    /// Last event ID, if any.
+    pub id: Option<&'a str>,
+    /// Reconnection time, if any.
+    pub retry: Option<u64>,
+}
+
+/// The ID length that means "no ID" in [`sse::PackedEvents::lengths`].
+const PACKED_NO_ID: u32 = u32::MAX;
+
+/// The events of `packed`. The component is not trusted: lengths that do not describe its
+/// text (out of range, not on a character boundary, a wrong count) are an error, not a panic.
+pub fn unpack(packed: &sse::PackedEvents) -> Result<Vec<PackedEvent<'_>>> {
+    let malformed =
+        |what: &str| anyhow::anyhow!("the component returned malformed packed events: {what}");
+    if packed.lengths.len() != packed.retries.len() * 3 {
+        return Err(malformed("not three lengths per event"));
+    }
+    let mut rest = packed.text.as_str();
+    let mut take = |len: u32| -> Result<&str> {
+        let len = usize::try_from(len).map_err(|_| malformed("a length out of range"))?;
+        if len > rest.len() || !rest.is_char_boundary(len) {
+            return Err(malformed("a length past the text or inside a character"));
+        }
+        let (head, tail) = rest.split_at(len);
+        rest = tail;
+        Ok(head)
+    };
+    let mut events = Vec::with_capacity(packed.retries.len());
+    for (lengths, retry) in packed.lengths.chunks_exact(3).zip(&packed.retries) {
+        let event_type = take(lengths[0])?;
+        let data = take(lengths[1])?;
+        let id = match lengths[2] {
+            PACKED_NO_ID => None,
+            len => Some(take(len)?),
+        };
+        events.push(PackedEvent {
+            event_type,
+            data,
+            id,
+            retry: *retry,
+        });
+    }
+    if !rest.is_empty() {
+        return Err(malformed("text left over after the last event"));
+    }
+    Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packed(text: &str, lengths: &[u32], retries: &[Option<u64>]) -> sse::PackedEvents {
+        sse::PackedEvents {
+            text: text.to_owned(),
+            lengths: lengths.to_vec(),
+            retries: retries.to_vec(),
+        }
+    }
+
+    #[test]
+    fn unpack_reads_types_data_ids_and_retries() {
+        let p = packed(
+            "messageabcping\u{e9}t7",
+            &[7, 3, PACKED_NO_ID, 4, 2, 2],
+            &[None, Some(1500)],
+        );
+        assert_eq!(
+            unpack(&p).unwrap(),
+            [
+                PackedEvent {
+                    event_type: "message",
+                    data: "abc",
+                    id: None,
+                    retry: None
+                },
+                PackedEvent {
+                    event_type: "ping",
+                    data: "\u{e9}",
+                    id: Some("t7"),
+                    retry: Some(1500)
+                },
+            ]
+        );
+        assert!(unpack(&packed("", &[], &[])).unwrap().is_empty());
+    }
+
+    #[test]
+    fn unpack_refuses_lengths_that_do_not_describe_the_text() {
+        for (text, lengths, retries, why) in [
+            (
+                "message",
+                &[7, 0][..],
+                &[None][..],
+                "not three lengths per event",
+            ),
+            ("msg", &[7, 0, PACKED_NO_ID], &[None], "past the text"),
+            (
+                "\u{e9}",
+                &[1, 0, PACKED_NO_ID],
+                &[None],
+                "inside a character",
+            ),
+            ("messagex", &[7, 0, PACKED_NO_ID], &[None], "left over"),
+        ] {
+            let e = unpack(&packed(text, lengths, retries))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{e}");
+        }
     }
 }

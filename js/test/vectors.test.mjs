@@ -218,6 +218,38 @@ function decode(chunks, max) {
   }
 }
 
+/** As `decode`, with every chunk through `feedPacked`; the packed events are unpacked here. */
+function decodePacked(chunks, max) {
+  const decoder = new sse.Decoder(max);
+  const events = [];
+  const utf8 = new TextEncoder();
+  const text = new TextDecoder('utf-8', { fatal: true });
+  try {
+    for (const chunk of chunks) {
+      const got = witError(() => decoder.feedPacked(chunk));
+      if (got.err !== undefined) return { events, error: got.err };
+      const { lengths, retries } = got.ok;
+      assert.equal(lengths.length, 3 * retries.length, 'three lengths per event');
+      const bytes = utf8.encode(got.ok.text);
+      let at = 0;
+      const take = (len) => text.decode(bytes.subarray(at, (at += len)));
+      retries.forEach((retry, i) => {
+        const eventType = take(lengths[3 * i]);
+        const data = take(lengths[3 * i + 1]);
+        const id = lengths[3 * i + 2] === 0xffffffff ? undefined : take(lengths[3 * i + 2]);
+        events.push(eventRow({ eventType, data, id, retry }));
+      });
+      assert.equal(at, bytes.length, 'every byte of the packed text belongs to an event');
+    }
+    const got = witError(() => decoder.finish());
+    if (got.err !== undefined) return { events, error: got.err };
+    events.push(...got.ok.map(eventRow));
+    return { events, error: null };
+  } finally {
+    decoder[Symbol.dispose]?.();
+  }
+}
+
 const oneByteAtATime = (input) => Array.from(input, (_, i) => input.subarray(i, i + 1));
 
 describe('sse', () => {
@@ -236,6 +268,12 @@ describe('sse', () => {
       const whole = decode([input], max);
       assert.deepEqual(whole.events, want, 'events, whole');
       assert.equal(whole.error, expect.error, 'error, whole');
+
+      for (const [how, chunks] of [['one byte at a time', oneByteAtATime(input)], ['whole', [input]]]) {
+        const packed = decodePacked(chunks, max);
+        assert.deepEqual(packed.events, want, `events, feedPacked ${how}`);
+        assert.equal(packed.error, expect.error, `error, feedPacked ${how}`);
+      }
     });
   }
 });

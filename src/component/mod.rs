@@ -317,13 +317,19 @@ impl wit_sse::GuestDecoder for DecoderResource {
     fn feed(&self, chunk: Vec<u8>) -> Result<Vec<wit_sse::Event>, String> {
         let mut events = Vec::new();
         let result = self.0.borrow_mut().feed(&chunk, &mut events);
-        events_then_error(result, events)
+        events_then_error(result, events).map(|events| events.into_iter().map(event).collect())
+    }
+
+    fn feed_packed(&self, chunk: Vec<u8>) -> Result<wit_sse::PackedEvents, String> {
+        let mut events = Vec::new();
+        let result = self.0.borrow_mut().feed(&chunk, &mut events);
+        events_then_error(result, events).map(|events| pack(&events))
     }
 
     fn finish(&self) -> Result<Vec<wit_sse::Event>, String> {
         let mut events = Vec::new();
         let result = self.0.borrow_mut().finish(&mut events);
-        events_then_error(result, events)
+        events_then_error(result, events).map(|events| events.into_iter().map(event).collect())
     }
 }
 
@@ -333,11 +339,46 @@ impl wit_sse::GuestDecoder for DecoderResource {
 fn events_then_error(
     result: Result<(), sse::SseError>,
     events: Vec<sse::Event>,
-) -> Result<Vec<wit_sse::Event>, String> {
+) -> Result<Vec<sse::Event>, String> {
     match result {
         Err(e) if events.is_empty() => Err(e.to_string()),
-        _ => Ok(events.into_iter().map(event).collect()),
+        _ => Ok(events),
     }
+}
+
+/// `sse.packed-events` of `events`.
+fn pack(events: &[sse::Event]) -> wit_sse::PackedEvents {
+    /// The ID length that means "no ID".
+    const NO_ID: u32 = u32::MAX;
+    // In a 32-bit linear memory every length fits in u32, and none can be u32::MAX (the memory
+    // holds more than this one string).
+    let len = |s: &str| u32::try_from(s.len()).unwrap_or(NO_ID - 1);
+    let text_len = events
+        .iter()
+        .map(|e| {
+            e.event_type.len() + e.data.len() + e.last_event_id.as_ref().map_or(0, String::len)
+        })
+        .sum();
+    let mut packed = wit_sse::PackedEvents {
+        text: String::with_capacity(text_len),
+        lengths: Vec::with_capacity(events.len() * 3),
+        retries: Vec::with_capacity(events.len()),
+    };
+    for e in events {
+        packed.text.push_str(&e.event_type);
+        packed.text.push_str(&e.data);
+        packed.lengths.push(len(&e.event_type));
+        packed.lengths.push(len(&e.data));
+        match &e.last_event_id {
+            Some(id) => {
+                packed.text.push_str(id);
+                packed.lengths.push(len(id));
+            }
+            None => packed.lengths.push(NO_ID),
+        }
+        packed.retries.push(e.retry);
+    }
+    packed
 }
 
 impl wit_sse::GuestChatStream for ChatStreamResource {
