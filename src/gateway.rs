@@ -14,6 +14,7 @@
 use crate::actions::{self, Body, Deployment, Failure, StreamExecution, StreamItem, Transport};
 use crate::config::{self, Connector};
 use crate::json::{Object, Value};
+use crate::units;
 
 /// `config` object of the connector, as JSON (required).
 pub const ENV_CONFIG: &str = "OPENAI_CONNECTOR_CONFIG";
@@ -275,46 +276,22 @@ fn duration_ms(key: &str, v: &Value) -> Result<u64, String> {
     let bad =
         || format!("[{key}]: expected a duration such as \"60s\", \"2m\" or milliseconds, got {v}");
     match v {
-        Value::Number(n) => n.as_u64().ok_or_else(bad),
-        Value::String(s) => {
-            let s = s.trim();
-            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-            let (digits, unit) = s.split_at(split);
-            let n: u64 = digits.parse().map_err(|_| bad())?;
-            match unit {
-                "" | "ms" => Some(n),
-                "s" => n.checked_mul(1000),
-                "m" => n.checked_mul(60_000),
-                "h" => n.checked_mul(3_600_000),
-                _ => None,
-            }
-            .ok_or_else(bad)
-        }
-        _ => Err(bad()),
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => units::duration_ms(s),
+        _ => None,
     }
+    .ok_or_else(bad)
 }
 
 /// `"1mb"`, `"512kb"`, `"1gb"`, `"100b"` or a number of bytes (as the harness).
 fn byte_size(key: &str, v: &Value) -> Result<u64, String> {
     let bad = || format!("[{key}]: expected a size such as \"1mb\", \"512kb\" or bytes, got {v}");
     match v {
-        Value::Number(n) => n.as_u64().ok_or_else(bad),
-        Value::String(s) => {
-            let s = s.trim().to_ascii_lowercase();
-            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-            let (digits, unit) = s.split_at(split);
-            let n: u64 = digits.parse().map_err(|_| bad())?;
-            let factor: u64 = match unit {
-                "" | "b" => 1,
-                "kb" => 1 << 10,
-                "mb" => 1 << 20,
-                "gb" => 1 << 30,
-                _ => return Err(bad()),
-            };
-            n.checked_mul(factor).ok_or_else(bad)
-        }
-        _ => Err(bad()),
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => units::byte_size(s),
+        _ => None,
     }
+    .ok_or_else(bad)
 }
 
 /// A complete response.

@@ -16,6 +16,7 @@ pub mod response;
 pub mod schema;
 pub mod sse;
 pub mod streaming;
+pub mod units;
 pub mod usage;
 
 #[cfg(target_arch = "wasm32")]
