@@ -30,7 +30,10 @@
 // The table on stdout is this bench's output.
 #![allow(clippy::print_stdout)]
 
+#[path = "common.rs"]
+mod common;
 use bytes::Bytes;
+use common::{Sender, connect};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use std::io::BufRead;
@@ -307,19 +310,6 @@ fn start_litellm(bin: &str, dir: &std::path::Path, upstream: u16) -> (Server, St
         server,
         format!("http://127.0.0.1:{port}/v1/chat/completions"),
     )
-}
-
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-async fn connect(url: &hyper::Uri) -> Sender {
-    let addr = format!("{}:{}", url.host().unwrap(), url.port_u16().unwrap());
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.set_nodelay(true).unwrap();
-    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    sender
 }
 
 /// One request; returns the time to the first body byte (`ttfb`) or to the end of the body.

@@ -9,6 +9,9 @@
 //!   instance, validation, request, wasi-http, response mapping) next to the same POST sent with
 //!   hyper directly — both over a new connection per call, and both over a kept-alive one.
 
+#[path = "common.rs"]
+mod common;
+use common::{Sender, connect};
 use criterion::{Criterion, criterion_group, criterion_main};
 use openai_connector::actions::{self, Definition, Deployment};
 use openai_connector_harness::{
@@ -132,20 +135,6 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(rt.block_on(post(&mut sender, &url, BODY))))
     });
     group.finish();
-}
-
-type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
-
-/// A new HTTP/1.1 connection with hyper, as the harness's transport makes it.
-async fn connect(url: &hyper::Uri) -> Sender {
-    let addr = format!("{}:{}", url.host().unwrap(), url.port_u16().unwrap());
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.set_nodelay(true).unwrap();
-    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    sender
 }
 
 /// One POST on `sender`, body read to the end.
