@@ -255,6 +255,15 @@ fn assemble_native(chunks: &[&[u8]], wit_work: bool) -> String {
     chat.finish().to_json()
 }
 
+/// What a component bench does on its fresh instance.
+#[derive(Clone, Copy)]
+enum Work {
+    /// `decode_component`, or `decode_component_packed`.
+    Decode { packed: bool },
+    /// `assemble_component`.
+    Assemble { blank: bool },
+}
+
 async fn decode_component(instance: &mut Instance, batches: &[&[u8]]) -> usize {
     let decoder = instance
         .sse_decoder(MAX_SSE_EVENT_BYTES as u32)
@@ -497,33 +506,35 @@ fn bench(c: &mut Criterion) {
         });
         // Component benches: a fresh instance per iteration (as every execution gets one),
         // instantiated outside the timed part.
-        group.bench_function("decoder_component", |b| {
+        let on_fresh_instances = |b: &mut criterion::Bencher, work: Work| {
             b.iter_custom(|iters| {
                 rt.block_on(async {
                     let mut timed = Duration::ZERO;
                     for _ in 0..iters {
                         let mut instance = harness.instantiate(deny.clone()).await.unwrap();
                         let start = Instant::now();
-                        black_box(decode_component(&mut instance, &batches).await);
+                        match work {
+                            Work::Decode { packed: false } => {
+                                black_box(decode_component(&mut instance, &batches).await);
+                            }
+                            Work::Decode { packed: true } => {
+                                black_box(decode_component_packed(&mut instance, &batches).await);
+                            }
+                            Work::Assemble { blank } => {
+                                black_box(assemble_component(&mut instance, &batches, blank).await);
+                            }
+                        }
                         timed += start.elapsed();
                     }
                     timed
                 })
             })
+        };
+        group.bench_function("decoder_component", |b| {
+            on_fresh_instances(b, Work::Decode { packed: false })
         });
         group.bench_function("decoder_component_packed", |b| {
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let mut timed = Duration::ZERO;
-                    for _ in 0..iters {
-                        let mut instance = harness.instantiate(deny.clone()).await.unwrap();
-                        let start = Instant::now();
-                        black_box(decode_component_packed(&mut instance, &batches).await);
-                        timed += start.elapsed();
-                    }
-                    timed
-                })
-            })
+            on_fresh_instances(b, Work::Decode { packed: true })
         });
         group.bench_function("assembly_native", |b| {
             b.iter(|| black_box(assemble_native(&chunks, false)))
@@ -535,20 +546,7 @@ fn bench(c: &mut Criterion) {
             ("assembly_component", false),
             ("assembly_component_blank_pushes", true),
         ] {
-            group.bench_function(name, |b| {
-                b.iter_custom(|iters| {
-                    rt.block_on(async {
-                        let mut timed = Duration::ZERO;
-                        for _ in 0..iters {
-                            let mut instance = harness.instantiate(deny.clone()).await.unwrap();
-                            let start = Instant::now();
-                            black_box(assemble_component(&mut instance, &batches, blank).await);
-                            timed += start.elapsed();
-                        }
-                        timed
-                    })
-                })
-            });
+            group.bench_function(name, |b| on_fresh_instances(b, Work::Assemble { blank }));
         }
         group.bench_function("pipeline_native", |b| {
             b.to_async(&rt)
