@@ -281,7 +281,9 @@ async fn shutdown_signal() {
 /// connections, so a request, its Store and its upstream connection all stay on one thread:
 /// serving one takes no cross-thread wake-up. On a small machine at low load those wake-ups
 /// cost more than the work (measured with `benches/gateway.rs`, see `benches/RESULTS.md`).
-/// Connections are dealt round robin; the acceptor only accepts.
+/// Connections are dealt round robin; the acceptor only accepts. The price: a connection stays
+/// on its thread, so a long guest computation (a body of many megabytes, say) delays the other
+/// connections of that thread instead of being worked around by another one.
 pub async fn run(
     gateway: Arc<Gateway>,
     listener: TcpListener,
