@@ -75,8 +75,11 @@ pub async fn run(executor: &Executor) -> Result<()> {
                     println!("received: {json}");
                     let u = &execution.usage;
                     println!(
-                        "usage:    {:?}: prompt {} completion {} total {}",
-                        u.source, u.prompt_tokens, u.completion_tokens, u.total_tokens
+                        "usage:    {}: prompt {} completion {} total {}",
+                        openai_connector_harness::usage_source_name(u.source),
+                        u.prompt_tokens,
+                        u.completion_tokens,
+                        u.total_tokens
                     );
                 }
                 ExecuteOutcome::InvalidConnector(lines) => {

@@ -79,13 +79,18 @@ impl Usage {
             prompt_tokens: self.prompt_tokens,
             completion_tokens: self.completion_tokens,
             total_tokens: self.total_tokens,
-            source: match self.source {
-                wit::UsageSource::Reported => "reported",
-                wit::UsageSource::Estimated => "estimated",
-                wit::UsageSource::Unavailable => "unavailable",
-            },
+            source: usage_source_name(self.source),
             tokenizer: self.tokenizer,
         }
+    }
+}
+
+/// The name of a usage source (C106): `reported`, `estimated` or `unavailable`.
+pub fn usage_source_name(source: wit::UsageSource) -> &'static str {
+    match source {
+        wit::UsageSource::Reported => "reported",
+        wit::UsageSource::Estimated => "estimated",
+        wit::UsageSource::Unavailable => "unavailable",
     }
 }
 

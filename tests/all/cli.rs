@@ -267,6 +267,8 @@ async fn demo_runs_every_provider_against_its_loopback_upstream() {
         "authorization: Bearer [REDACTED]",
         "api-key: [REDACTED]",
         "\"status\":\"ok\"",
+        // C106's label, not a Debug spelling.
+        "usage:    reported: prompt ",
     ] {
         assert!(
             text.contains(needle),
