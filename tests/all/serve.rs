@@ -1169,3 +1169,31 @@ async fn dashboard_renders_in_headless_chromium() {
     assert!(bytes.starts_with(b"\x89PNG"), "not a PNG");
     assert_no_secrets_in_stderr(&gw);
 }
+
+/// Each serving thread keeps its own pool of upstream connections (`serve::run`): sequential
+/// requests, each on a new client connection dealt round robin to the threads, open at most one
+/// upstream connection per thread, and every answer is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_threads_reuse_their_upstream_connections() {
+    let upstream = Upstream::always(Reply::json(200, COMPLETION)).await;
+    let dir = connector_dir(&[("r", &upstream.url("/v1/chat/completions"))]);
+    let gw = Gateway::start(&["--connectors", path_str(&dir)], Some(ADMIN));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let requests = 4 * threads + 2;
+    for _ in 0..requests {
+        let (status, _, text) = gw
+            .call(
+                "POST",
+                "/connectors/r/v1/chat/completions",
+                Some(ADMIN),
+                r#"{"messages":[{"role":"user","content":"hi"}]}"#,
+            )
+            .await;
+        assert_eq!((status, text.as_str()), (200, COMPLETION));
+    }
+    let opened = upstream.connections();
+    assert!(
+        (1..=threads).contains(&opened),
+        "{requests} requests opened {opened} upstream connections; at most {threads} (one per serving thread) expected"
+    );
+}
