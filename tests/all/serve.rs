@@ -524,7 +524,13 @@ async fn upstream_faults_give_clean_errors_and_log_lines() {
     let script = Arc::new(|r: &crate::upstream::Recorded| {
         let body = r.body_str();
         if body.contains("reset") {
-            Reply::sse(vec![Step::Send(sse_chunk("par")), Step::Abort])
+            Reply::sse(vec![
+                Step::Send(sse_chunk("par")),
+                // The test upstream (hyper) drops bytes it has not flushed when the body fails
+                // right after them: give it time to put them on the wire before the reset.
+                Step::Sleep(Duration::from_millis(50)),
+                Step::Abort,
+            ])
         } else if body.contains("stall") {
             // Longer than the 1 s idle timeout below; ends by itself.
             Reply::sse(vec![
@@ -899,7 +905,13 @@ async fn openai_python_sdk_through_serve() {
     let script = Arc::new(|r: &crate::upstream::Recorded| {
         let body = r.body_str();
         if body.contains("\"reset\"") {
-            Reply::sse(vec![Step::Send(sse_chunk("partial")), Step::Abort])
+            Reply::sse(vec![
+                Step::Send(sse_chunk("partial")),
+                // The test upstream (hyper) drops bytes it has not flushed when the body fails
+                // right after them: give it time to put them on the wire before the reset.
+                Step::Sleep(Duration::from_millis(50)),
+                Step::Abort,
+            ])
         } else if body.contains("\"stream\"") && body.contains("\"stream\":true") {
             Reply::sse(vec![
                 Step::Send(sse_chunk("Hel")),
