@@ -198,7 +198,8 @@ impl Harness {
             // touched (found with Linux's PAGEMAP_SCAN where the kernel has it, 6.7+) instead of
             // `madvise`, which unmaps them: every request then took its page faults again, and
             // the TLB shootdowns of `madvise` interrupt every thread. Measured with
-            // `benches/gateway.rs` (1000 requests/s, one run each): p99 added latency 2.0 -> 0.65 ms.
+            // `benches/gateway.rs` (1000 requests/s, one run each): p99 added latency
+            // 2.0 -> 0.65 ms.
             .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
             .table_keep_resident(KEEP_RESIDENT_TABLE_BYTES)
             .pagemap_scan(wasmtime::Enabled::Auto);

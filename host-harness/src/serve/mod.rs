@@ -3,8 +3,8 @@
 //! One engine and pre-linked component serve every request. Connections are served by one
 //! thread per core, each with a single-threaded runtime and its own pool of upstream
 //! connections ([`run`]). Every execution runs in its own `Store` with the sandbox limits of
-//! the settings (`guestMemoryLimit`, `guestTimeLimit`). A trap in one execution answers that request with
-//! a 500 JSON error; the gateway keeps serving.
+//! the settings (`guestMemoryLimit`, `guestTimeLimit`). A trap in one execution answers that
+//! request with a 500 JSON error; the gateway keeps serving.
 //!
 //! Routes ([`routes`]): Kibana-compatible connector routes and `_execute`, the OpenAI-compatible
 //! `POST /connectors/{id}/v1/chat/completions`, `/metrics` ([`metrics`]), `/dashboard`
@@ -313,16 +313,20 @@ pub async fn run(
                     }
                 };
                 // A worker only goes away if its thread died; the next one takes the connection.
-                let mut stream = Some(stream);
+                let mut stream = stream;
+                let mut dealt = false;
                 for _ in 0..workers.len() {
                     let worker = &workers[next % workers.len()];
                     next += 1;
-                    match worker.connections.send(stream.take().unwrap_or_else(|| unreachable!())) {
-                        Ok(()) => break,
-                        Err(returned) => stream = Some(returned.0),
+                    match worker.connections.send(stream) {
+                        Ok(()) => {
+                            dealt = true;
+                            break;
+                        }
+                        Err(returned) => stream = returned.0,
                     }
                 }
-                if stream.is_some() {
+                if !dealt {
                     anyhow::bail!("every serving thread has stopped");
                 }
             }
