@@ -258,38 +258,36 @@ fn assemble_native(chunks: &[&[u8]], wit_work: bool) -> String {
 /// What a component bench does on its fresh instance.
 #[derive(Clone, Copy)]
 enum Work {
-    /// `decode_component`, or `decode_component_packed`.
+    /// `decode_component`.
     Decode { packed: bool },
     /// `assemble_component`.
     Assemble { blank: bool },
 }
 
-async fn decode_component(instance: &mut Instance, batches: &[&[u8]]) -> usize {
+/// The `sse.decoder` resource fed `batches` through `feed`, or through `feed-packed` (the
+/// result split into borrowed events) when `packed`; returns the number of events.
+async fn decode_component(instance: &mut Instance, batches: &[&[u8]], packed: bool) -> usize {
     let decoder = instance
         .sse_decoder(MAX_SSE_EVENT_BYTES as u32)
         .await
         .unwrap();
     let mut count = 0;
     for batch in batches {
-        let events = instance.sse_feed(decoder, batch).await.unwrap().unwrap();
-        count += events.len();
-    }
-    count + instance.sse_finish(decoder).await.unwrap().unwrap().len()
-}
-
-async fn decode_component_packed(instance: &mut Instance, batches: &[&[u8]]) -> usize {
-    let decoder = instance
-        .sse_decoder(MAX_SSE_EVENT_BYTES as u32)
-        .await
-        .unwrap();
-    let mut count = 0;
-    for batch in batches {
-        let packed = instance
-            .sse_feed_packed(decoder, batch)
-            .await
-            .unwrap()
-            .unwrap();
-        count += black_box(unpack(&packed).unwrap()).len();
+        count += if packed {
+            let packed = instance
+                .sse_feed_packed(decoder, batch)
+                .await
+                .unwrap()
+                .unwrap();
+            black_box(unpack(&packed).unwrap()).len()
+        } else {
+            instance
+                .sse_feed(decoder, batch)
+                .await
+                .unwrap()
+                .unwrap()
+                .len()
+        };
     }
     count + instance.sse_finish(decoder).await.unwrap().unwrap().len()
 }
@@ -474,13 +472,13 @@ fn bench(c: &mut Criterion) {
             (corpus.bytes.len(), 52311)
         );
         rt.block_on(async {
-            let mut instance = harness.instantiate(deny.clone()).await.unwrap();
-            assert_eq!(decode_component(&mut instance, &batches).await, events);
-            let mut instance = harness.instantiate(deny.clone()).await.unwrap();
-            assert_eq!(
-                decode_component_packed(&mut instance, &batches).await,
-                events
-            );
+            for packed in [false, true] {
+                let mut instance = harness.instantiate(deny.clone()).await.unwrap();
+                assert_eq!(
+                    decode_component(&mut instance, &batches, packed).await,
+                    events
+                );
+            }
             let mut instance = harness.instantiate(deny.clone()).await.unwrap();
             assert_eq!(
                 assemble_component(&mut instance, &batches, false).await,
@@ -514,11 +512,8 @@ fn bench(c: &mut Criterion) {
                         let mut instance = harness.instantiate(deny.clone()).await.unwrap();
                         let start = Instant::now();
                         match work {
-                            Work::Decode { packed: false } => {
-                                black_box(decode_component(&mut instance, &batches).await);
-                            }
-                            Work::Decode { packed: true } => {
-                                black_box(decode_component_packed(&mut instance, &batches).await);
+                            Work::Decode { packed } => {
+                                black_box(decode_component(&mut instance, &batches, packed).await);
                             }
                             Work::Assemble { blank } => {
                                 black_box(assemble_component(&mut instance, &batches, blank).await);
