@@ -199,47 +199,33 @@ const eventRow = (e) => ({
 });
 const expectedRow = (e) => ({ ...e, retry: e.retry === null ? null : String(e.retry) });
 
-/** Feeds `chunks` to a new decoder, then finishes. */
-function decode(chunks, max) {
-  const decoder = new sse.Decoder(max);
-  const events = [];
-  try {
-    for (const chunk of chunks) {
-      const got = witError(() => decoder.feed(chunk));
-      if (got.err !== undefined) return { events, error: got.err };
-      events.push(...got.ok.map(eventRow));
-    }
-    const got = witError(() => decoder.finish());
-    if (got.err !== undefined) return { events, error: got.err };
-    events.push(...got.ok.map(eventRow));
-    return { events, error: null };
-  } finally {
-    decoder[Symbol.dispose]?.();
-  }
+/** The events of a `feedPacked` result, unpacked (UTF-8 byte lengths into `text`). */
+function unpacked({ text, lengths, retries }) {
+  assert.equal(lengths.length, 3 * retries.length, 'three lengths per event');
+  const bytes = new TextEncoder().encode(text);
+  const utf8 = new TextDecoder('utf-8', { fatal: true });
+  let at = 0;
+  const take = (len) => utf8.decode(bytes.subarray(at, (at += len)));
+  const events = retries.map((retry, i) => {
+    const eventType = take(lengths[3 * i]);
+    const data = take(lengths[3 * i + 1]);
+    const id = lengths[3 * i + 2] === 0xffffffff ? undefined : take(lengths[3 * i + 2]);
+    return { eventType, data, id, retry };
+  });
+  assert.equal(at, bytes.length, 'every byte of the packed text belongs to an event');
+  return events;
 }
 
-/** As `decode`, with every chunk through `feedPacked`; the packed events are unpacked here. */
-function decodePacked(chunks, max) {
+/** Feeds `chunks` to a new decoder (through `feedPacked` when `packed`), then finishes. */
+function decode(chunks, max, { packed = false } = {}) {
   const decoder = new sse.Decoder(max);
+  const feed = packed ? (chunk) => unpacked(decoder.feedPacked(chunk)) : (chunk) => decoder.feed(chunk);
   const events = [];
-  const utf8 = new TextEncoder();
-  const text = new TextDecoder('utf-8', { fatal: true });
   try {
     for (const chunk of chunks) {
-      const got = witError(() => decoder.feedPacked(chunk));
+      const got = witError(() => feed(chunk));
       if (got.err !== undefined) return { events, error: got.err };
-      const { lengths, retries } = got.ok;
-      assert.equal(lengths.length, 3 * retries.length, 'three lengths per event');
-      const bytes = utf8.encode(got.ok.text);
-      let at = 0;
-      const take = (len) => text.decode(bytes.subarray(at, (at += len)));
-      retries.forEach((retry, i) => {
-        const eventType = take(lengths[3 * i]);
-        const data = take(lengths[3 * i + 1]);
-        const id = lengths[3 * i + 2] === 0xffffffff ? undefined : take(lengths[3 * i + 2]);
-        events.push(eventRow({ eventType, data, id, retry }));
-      });
-      assert.equal(at, bytes.length, 'every byte of the packed text belongs to an event');
+      events.push(...got.ok.map(eventRow));
     }
     const got = witError(() => decoder.finish());
     if (got.err !== undefined) return { events, error: got.err };
@@ -270,7 +256,7 @@ describe('sse', () => {
       assert.equal(whole.error, expect.error, 'error, whole');
 
       for (const [how, chunks] of [['one byte at a time', oneByteAtATime(input)], ['whole', [input]]]) {
-        const packed = decodePacked(chunks, max);
+        const packed = decode(chunks, max, { packed: true });
         assert.deepEqual(packed.events, want, `events, feedPacked ${how}`);
         assert.equal(packed.error, expect.error, `error, feedPacked ${how}`);
       }
