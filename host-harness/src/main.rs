@@ -123,9 +123,14 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("OPENAI_CONNECTOR_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                // wasmtime's code cache warns when two processes compile the same component
+                // at once and the second loses the race to write it (a benign `File exists`;
+                // the winner's copy is identical). A cache problem only ever costs start-up
+                // time, so it is not the caller's business unless they ask for it.
+                .unwrap_or_else(|_| "warn,wasmtime_internal_cache=error".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

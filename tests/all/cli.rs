@@ -302,3 +302,24 @@ async fn bad_connector_input_gets_the_contracts_messages_without_echoing_values(
         )
     );
 }
+
+#[tokio::test]
+async fn processes_racing_on_a_cold_code_cache_print_nothing_extra() {
+    // Parallel invocations on an empty cache all compile the component and race to write it;
+    // the loser's benign wasmtime warning must not reach a script's stderr (C17's exact lines
+    // are all a failed `validate` may print, and a passing one prints nothing there).
+    let cache = scratch_dir("cold-cache-race");
+    let _ = std::fs::remove_dir_all(&cache);
+    let file = connector_file(
+        r#"{"apiProvider":"OpenAI","apiUrl":"https://api.openai.com/v1/chat/completions"}"#,
+    );
+    let runs = (0..6).map(|_| {
+        let mut cmd = cli();
+        cmd.env("XDG_CACHE_HOME", &cache).arg("validate").arg(&file);
+        run_cli(cmd)
+    });
+    for out in futures::future::join_all(runs).await {
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(stderr(&out), "");
+    }
+}
