@@ -131,18 +131,7 @@ impl Value {
             message: "invalid UTF-8",
             offset: e.valid_up_to(),
         })?;
-        let mut parser = Parser {
-            src: text.as_bytes(),
-            text,
-            pos: 0,
-        };
-        parser.skip_ws();
-        let value = parser.value(0)?;
-        parser.skip_ws();
-        if parser.pos != parser.src.len() {
-            return Err(parser.error("unexpected data after the JSON value"));
-        }
-        Ok(value)
+        Ok(Tape::default().parse(text)?.to_value())
     }
 
     /// Compact JSON text (C52, C53).
@@ -352,13 +341,290 @@ pub fn quote(s: &str) -> String {
     out
 }
 
-struct Parser<'a> {
+/// A parsed JSON text as a flat list of nodes that borrow from the text: no allocation per
+/// key, string or number, and the buffers are kept for the next parse.
+///
+/// Why: building a [`Value`] tree (a hash map per object, a `String` per key and string) was
+/// most of the time spent assembling chat streams, which read a few members of each chunk and
+/// skip the rest (benches/RESULTS.md). [`Value::parse`] goes through the same parser, so both
+/// accept exactly the same texts and report the same errors.
+///
+/// ```
+/// use openai_connector::json::Tape;
+///
+/// let mut tape = Tape::default();
+/// let chunk = tape.parse(r#"{"choices":[{"delta":{"content":"Hi"}}]}"#).unwrap();
+/// let delta = chunk.get("choices").unwrap().elements().next().unwrap().get("delta").unwrap();
+/// assert_eq!(delta.get("content").unwrap().as_str(), Some("Hi"));
+/// assert_eq!(delta.to_json(), r#"{"content":"Hi"}"#);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Tape {
+    nodes: Vec<Node>,
+    /// The decoded text of strings that contain escapes, back to back.
+    decoded: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Null,
+    True,
+    False,
+    /// `start..end` of the source text.
+    Number,
+    /// A string without escapes: `start..end` of the source text, quotes excluded.
+    Plain,
+    /// A string with escapes: `start..end` of [`Tape::decoded`].
+    Decoded,
+    /// `end` is the index of the node after the array's last descendant.
+    Array,
+    /// Members are key and value nodes in turn; `end` as for arrays.
+    Object,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Node {
+    kind: Kind,
+    start: usize,
+    end: usize,
+}
+
+impl Tape {
+    /// Parses one JSON text (surrounding white space allowed) and returns its root value. The
+    /// rules and errors are those of [`Value::parse`].
+    pub fn parse<'t>(&'t mut self, text: &'t str) -> Result<Item<'t>, ParseError> {
+        self.nodes.clear();
+        self.decoded.clear();
+        let mut parser = TapeParser {
+            src: text.as_bytes(),
+            text,
+            pos: 0,
+            tape: self,
+        };
+        parser.skip_ws();
+        parser.value(0)?;
+        parser.skip_ws();
+        if parser.pos != parser.src.len() {
+            return Err(parser.error("unexpected data after the JSON value"));
+        }
+        Ok(Item {
+            tape: self,
+            src: text,
+            index: 0,
+        })
+    }
+}
+
+/// One value of a parsed [`Tape`].
+#[derive(Clone, Copy)]
+pub struct Item<'t> {
+    tape: &'t Tape,
+    src: &'t str,
+    index: usize,
+}
+
+impl fmt::Debug for Item<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_json())
+    }
+}
+
+impl<'t> Item<'t> {
+    fn node(&self) -> Node {
+        self.tape.nodes[self.index]
+    }
+
+    fn at(&self, index: usize) -> Item<'t> {
+        Item { index, ..*self }
+    }
+
+    /// The index of the node after this value and its descendants.
+    fn next(&self) -> usize {
+        let node = self.node();
+        match node.kind {
+            Kind::Array | Kind::Object => node.end,
+            _ => self.index + 1,
+        }
+    }
+
+    /// `true` for `null`.
+    pub fn is_null(&self) -> bool {
+        self.node().kind == Kind::Null
+    }
+
+    /// `true` for an object.
+    pub fn is_object(&self) -> bool {
+        self.node().kind == Kind::Object
+    }
+
+    /// `true` for an array.
+    pub fn is_array(&self) -> bool {
+        self.node().kind == Kind::Array
+    }
+
+    /// The string's (decoded) text, if this is a string.
+    pub fn as_str(&self) -> Option<&'t str> {
+        let node = self.node();
+        match node.kind {
+            Kind::Plain => Some(&self.src[node.start..node.end]),
+            Kind::Decoded => Some(&self.tape.decoded[node.start..node.end]),
+            _ => None,
+        }
+    }
+
+    /// The number's text as written, if this is a number.
+    pub fn as_number(&self) -> Option<&'t str> {
+        let node = self.node();
+        (node.kind == Kind::Number).then(|| &self.src[node.start..node.end])
+    }
+
+    /// JavaScript truthiness, as [`Value::is_truthy`] (C55).
+    pub fn is_truthy(&self) -> bool {
+        match self.node().kind {
+            Kind::Null | Kind::False => false,
+            Kind::True | Kind::Array | Kind::Object => true,
+            Kind::Number => number_is_truthy(self.as_number().unwrap_or("0")),
+            Kind::Plain | Kind::Decoded => self.as_str().is_some_and(|s| !s.is_empty()),
+        }
+    }
+
+    /// The elements of an array (nothing for other values).
+    pub fn elements(&self) -> impl Iterator<Item = Item<'t>> + use<'t> {
+        let node = self.node();
+        let end = if node.kind == Kind::Array { node.end } else { 0 };
+        let mut index = self.index + 1;
+        let first = *self;
+        std::iter::from_fn(move || {
+            (index < end).then(|| {
+                let item = first.at(index);
+                index = item.next();
+                item
+            })
+        })
+    }
+
+    /// The members of an object in input order, duplicates included (nothing for other
+    /// values).
+    pub fn members(&self) -> impl Iterator<Item = (&'t str, Item<'t>)> + use<'t> {
+        let node = self.node();
+        let end = if node.kind == Kind::Object { node.end } else { 0 };
+        let mut index = self.index + 1;
+        let first = *self;
+        std::iter::from_fn(move || {
+            (index < end).then(|| {
+                let key = first.at(index).as_str().unwrap_or_default();
+                let value = first.at(index + 1);
+                index = value.next();
+                (key, value)
+            })
+        })
+    }
+
+    /// The member `key` of an object (its last value when the key repeats, C50); `None` for
+    /// other values or a missing key.
+    pub fn get(&self, key: &str) -> Option<Item<'t>> {
+        self.members().filter(|(k, _)| *k == key).map(|(_, v)| v).last()
+    }
+
+    /// The value as a [`Value`].
+    pub fn to_value(&self) -> Value {
+        match self.node().kind {
+            Kind::Null => Value::Null,
+            Kind::True => Value::Bool(true),
+            Kind::False => Value::Bool(false),
+            Kind::Number => Value::Number(Number(self.as_number().unwrap_or("0").to_owned())),
+            Kind::Plain | Kind::Decoded => Value::String(self.as_str().unwrap_or("").to_owned()),
+            Kind::Array => Value::Array(self.elements().map(|e| e.to_value()).collect()),
+            Kind::Object => {
+                let mut map = Object::default();
+                for (key, value) in self.members() {
+                    // IndexMap::insert keeps an existing key's position and replaces its
+                    // value, which is exactly C50's rule for duplicate keys.
+                    map.insert(key.to_owned(), value.to_value());
+                }
+                Value::Object(map)
+            }
+        }
+    }
+
+    /// Compact JSON text, as [`Value::to_json`] of [`to_value`](Self::to_value) (C52, C53).
+    pub fn to_json(&self) -> String {
+        let mut out = String::new();
+        self.write_json(&mut out);
+        out
+    }
+
+    /// Appends the compact JSON text to `out`: the same text as `to_value().write_json(out)`,
+    /// without building the value.
+    pub fn write_json(&self, out: &mut String) {
+        match self.node().kind {
+            Kind::Null => out.push_str("null"),
+            Kind::True => out.push_str("true"),
+            Kind::False => out.push_str("false"),
+            Kind::Number => out.push_str(self.as_number().unwrap_or("0")),
+            // The parser ends a plain string at its first quote, backslash or control
+            // character, so there is nothing in it to escape.
+            Kind::Plain => {
+                out.push('"');
+                out.push_str(self.as_str().unwrap_or(""));
+                out.push('"');
+            }
+            Kind::Decoded => write_string(self.as_str().unwrap_or(""), out),
+            Kind::Array => {
+                out.push('[');
+                for (i, element) in self.elements().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    element.write_json(out);
+                }
+                out.push(']');
+            }
+            Kind::Object if self.has_duplicate_keys() => self.to_value().write_json(out),
+            Kind::Object => {
+                out.push('{');
+                for (i, (key, value)) in self.members().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_string(key, out);
+                    out.push(':');
+                    value.write_json(out);
+                }
+                out.push('}');
+            }
+        }
+    }
+
+    /// Whether an object repeats a key; for large objects, `true` when it might (the caller
+    /// then goes through [`Value`], which is exact either way).
+    fn has_duplicate_keys(&self) -> bool {
+        const PAIRWISE: usize = 16;
+        let mut seen: [&str; PAIRWISE] = [""; PAIRWISE];
+        for (i, (key, _)) in self.members().enumerate() {
+            if i == PAIRWISE || seen[..i].contains(&key) {
+                return true;
+            }
+            seen[i] = key;
+        }
+        false
+    }
+}
+
+/// JavaScript truthiness of a JSON number's text: `0`, `-0`, `0.0`, `0e5` are falsy (C55).
+fn number_is_truthy(text: &str) -> bool {
+    // The text is a valid JSON number, which Rust's float grammar accepts.
+    text.parse::<f64>().unwrap_or(f64::NAN) != 0.0
+}
+
+struct TapeParser<'a> {
     src: &'a [u8],
     text: &'a str,
     pos: usize,
+    tape: &'a mut Tape,
 }
 
-impl Parser<'_> {
+impl TapeParser<'_> {
     fn error(&self, message: &'static str) -> ParseError {
         ParseError {
             message,
@@ -372,50 +638,60 @@ impl Parser<'_> {
         }
     }
 
-    fn expect_literal(&mut self, literal: &[u8], value: Value) -> Result<Value, ParseError> {
+    fn push(&mut self, kind: Kind, start: usize, end: usize) -> usize {
+        self.tape.nodes.push(Node { kind, start, end });
+        self.tape.nodes.len() - 1
+    }
+
+    fn literal(&mut self, literal: &[u8], kind: Kind) -> Result<(), ParseError> {
         if self.src[self.pos..].starts_with(literal) {
             self.pos += literal.len();
-            Ok(value)
+            self.push(kind, 0, 0);
+            Ok(())
         } else {
             Err(self.error("unexpected token"))
         }
     }
 
-    fn value(&mut self, depth: usize) -> Result<Value, ParseError> {
+    /// Parses one value at `pos` (which is not white space) onto the tape.
+    fn value(&mut self, depth: usize) -> Result<(), ParseError> {
         match self.src.get(self.pos) {
             None => Err(self.error("unexpected end of JSON input")),
-            Some(b'n') => self.expect_literal(b"null", Value::Null),
-            Some(b't') => self.expect_literal(b"true", Value::Bool(true)),
-            Some(b'f') => self.expect_literal(b"false", Value::Bool(false)),
-            Some(b'"') => Ok(Value::String(self.string()?)),
+            Some(b'n') => self.literal(b"null", Kind::Null),
+            Some(b't') => self.literal(b"true", Kind::True),
+            Some(b'f') => self.literal(b"false", Kind::False),
+            Some(b'"') => self.string(),
             Some(b'-' | b'0'..=b'9') => {
                 let start = self.pos;
                 self.pos = scan_number(self.src, start).map_err(|offset| ParseError {
                     message: "invalid number",
                     offset,
                 })?;
-                Ok(Value::Number(Number(self.text[start..self.pos].to_owned())))
+                self.push(Kind::Number, start, self.pos);
+                Ok(())
             }
             Some(b'[') => {
                 if depth >= MAX_DEPTH {
                     return Err(self.error("nesting too deep"));
                 }
                 self.pos += 1;
-                let mut items = Vec::new();
+                let array = self.push(Kind::Array, 0, 0);
                 self.skip_ws();
                 if self.src.get(self.pos) == Some(&b']') {
                     self.pos += 1;
-                    return Ok(Value::Array(items));
+                    self.tape.nodes[array].end = self.tape.nodes.len();
+                    return Ok(());
                 }
                 loop {
                     self.skip_ws();
-                    items.push(self.value(depth + 1)?);
+                    self.value(depth + 1)?;
                     self.skip_ws();
                     match self.src.get(self.pos) {
                         Some(b',') => self.pos += 1,
                         Some(b']') => {
                             self.pos += 1;
-                            return Ok(Value::Array(items));
+                            self.tape.nodes[array].end = self.tape.nodes.len();
+                            return Ok(());
                         }
                         None => return Err(self.error("unexpected end of JSON input")),
                         Some(_) => return Err(self.error("expected ',' or ']'")),
@@ -427,11 +703,12 @@ impl Parser<'_> {
                     return Err(self.error("nesting too deep"));
                 }
                 self.pos += 1;
-                let mut map = Object::default();
+                let object = self.push(Kind::Object, 0, 0);
                 self.skip_ws();
                 if self.src.get(self.pos) == Some(&b'}') {
                     self.pos += 1;
-                    return Ok(Value::Object(map));
+                    self.tape.nodes[object].end = self.tape.nodes.len();
+                    return Ok(());
                 }
                 loop {
                     self.skip_ws();
@@ -441,23 +718,21 @@ impl Parser<'_> {
                             Some(_) => self.error("expected a string key"),
                         });
                     }
-                    let key = self.string()?;
+                    self.string()?;
                     self.skip_ws();
                     if self.src.get(self.pos) != Some(&b':') {
                         return Err(self.error("expected ':'"));
                     }
                     self.pos += 1;
                     self.skip_ws();
-                    let value = self.value(depth + 1)?;
-                    // IndexMap::insert keeps an existing key's position and replaces its value,
-                    // which is exactly C50's rule for duplicate keys.
-                    map.insert(key, value);
+                    self.value(depth + 1)?;
                     self.skip_ws();
                     match self.src.get(self.pos) {
                         Some(b',') => self.pos += 1,
                         Some(b'}') => {
                             self.pos += 1;
-                            return Ok(Value::Object(map));
+                            self.tape.nodes[object].end = self.tape.nodes.len();
+                            return Ok(());
                         }
                         None => return Err(self.error("unexpected end of JSON input")),
                         Some(_) => return Err(self.error("expected ',' or '}'")),
@@ -484,24 +759,40 @@ impl Parser<'_> {
         Ok(n)
     }
 
-    fn string(&mut self) -> Result<String, ParseError> {
+    /// Parses the string at `pos` (a quote) onto the tape: a plain node when it has no escape,
+    /// otherwise its decoded text goes to the tape's buffer.
+    fn string(&mut self) -> Result<(), ParseError> {
         debug_assert_eq!(self.src[self.pos], b'"');
         self.pos += 1;
-        let mut out = String::new();
+        let start = self.pos;
+        let unterminated = ParseError {
+            message: "unterminated string",
+            offset: self.src.len(),
+        };
+        // Find the run up to the next quote, backslash or control character in one go.
+        let run_end = find_special(&self.src[start..])
+            .map(|i| start + i)
+            .ok_or(unterminated.clone())?;
+        if self.src[run_end] == b'"' {
+            self.pos = run_end + 1;
+            self.push(Kind::Plain, start, run_end);
+            return Ok(());
+        }
+        let decoded_start = self.tape.decoded.len();
+        self.pos = start;
         loop {
-            // Copy the run up to the next quote, backslash or control character in one go.
             let run_end = find_special(&self.src[self.pos..])
                 .map(|i| self.pos + i)
-                .ok_or(ParseError {
-                    message: "unterminated string",
-                    offset: self.src.len(),
-                })?;
-            out.push_str(&self.text[self.pos..run_end]);
+                .ok_or(unterminated.clone())?;
+            self.tape.decoded.push_str(&self.text[self.pos..run_end]);
             self.pos = run_end;
+            let out = &mut self.tape.decoded;
             match self.src[self.pos] {
                 b'"' => {
                     self.pos += 1;
-                    return Ok(out);
+                    let end = self.tape.decoded.len();
+                    self.push(Kind::Decoded, decoded_start, end);
+                    return Ok(());
                 }
                 b'\\' => {
                     self.pos += 1;
@@ -538,7 +829,9 @@ impl Parser<'_> {
                                 other => other,
                             };
                             // Surrogates were handled above, so this is a scalar value.
-                            out.push(char::from_u32(code).unwrap_or('\u{FFFD}'));
+                            self.tape
+                                .decoded
+                                .push(char::from_u32(code).unwrap_or('\u{FFFD}'));
                         }
                         _ => return Err(self.error("invalid escape")),
                     }
@@ -693,6 +986,85 @@ mod tests {
                 Value::parse(truthy.as_bytes()).unwrap().is_truthy(),
                 "{truthy}"
             );
+        }
+    }
+
+    /// The tape's direct serialisation and lookups agree with the [`Value`] built from it,
+    /// whose object type applies C50's duplicate rule by construction.
+    mod tape {
+        use super::super::{Tape, Value};
+        use proptest::prelude::*;
+
+        /// JSON texts with few distinct keys (so they repeat), escapes and white space.
+        fn json() -> impl Strategy<Value = String> {
+            let string = prop_oneof![
+                Just(r#""a""#.to_owned()),
+                Just(r#""b""#.to_owned()),
+                Just(r#""\u0061""#.to_owned()),
+                Just(r#""\n\"\/é😀""#.to_owned()),
+                "[a-c]{0,3}".prop_map(|s| format!("\"{s}\"")),
+            ];
+            let leaf = prop_oneof![
+                Just("null".to_owned()),
+                Just("true".to_owned()),
+                Just("false".to_owned()),
+                Just("-0".to_owned()),
+                Just("1.50e+2".to_owned()),
+                string.clone(),
+            ];
+            let ws = prop_oneof![Just(""), Just(" "), Just("\n\t")];
+            leaf.prop_recursive(4, 48, 6, move |inner| {
+                prop_oneof![
+                    proptest::collection::vec((inner.clone(), ws.clone()), 0..6).prop_map(
+                        |items| {
+                            let items: Vec<String> =
+                                items.into_iter().map(|(v, w)| format!("{w}{v}{w}")).collect();
+                            format!("[{}]", items.join(","))
+                        }
+                    ),
+                    proptest::collection::vec((string.clone(), inner, ws.clone()), 0..20)
+                        .prop_map(|members| {
+                            let members: Vec<String> = members
+                                .into_iter()
+                                .map(|(k, v, w)| format!("{w}{k}{w}:{w}{v}"))
+                                .collect();
+                            format!("{{{}}}", members.join(","))
+                        }),
+                ]
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn serialises_and_looks_up_like_the_value_tree(text in json()) {
+                let value = Value::parse(text.as_bytes()).unwrap();
+                let mut tape = Tape::default();
+                let root = tape.parse(&text).unwrap();
+                prop_assert_eq!(root.to_json(), value.to_json());
+                prop_assert_eq!(root.to_value(), value.clone());
+                for key in ["a", "b", "c", ""] {
+                    prop_assert_eq!(root.get(key).map(|v| v.to_value()), value.get(key).cloned());
+                }
+            }
+
+            /// An independent parser accepts exactly the same texts (the generated ones are
+            /// far from the depth limit, where serde_json's own limit differs).
+            #[test]
+            fn accepts_what_serde_json_accepts(
+                text in json(), cut in 0usize..64, junk in "[\\x00-\\x7f]{0,2}"
+            ) {
+                let mut damaged = text.clone();
+                let at = (cut % (text.len() + 1)..=text.len())
+                    .find(|&i| damaged.is_char_boundary(i))
+                    .unwrap_or(text.len());
+                damaged.insert_str(at, &junk);
+                let mut tape = Tape::default();
+                prop_assert_eq!(
+                    tape.parse(&damaged).is_ok(),
+                    serde_json::from_str::<serde_json::Value>(&damaged).is_ok(),
+                    "{:?}", damaged
+                );
+            }
         }
     }
 
