@@ -2,8 +2,12 @@
 //! `chat.completion.chunk` objects into one completion, on top of [`crate::sse`].
 //!
 //! [`ChatStream::push`] takes the data of each dispatched event in order; [`ChatStream::finish`]
-//! gives the assembled object (C105). The layer keeps only the assembled message, never the
-//! chunks themselves, so memory grows with the completion, not with the stream.
+//! gives the assembled object (C105). [`ChatDecoder`] does both layers at once: bytes in, delta
+//! lines out. The layer keeps only the assembled message, never the chunks themselves, so memory
+//! grows with the completion, not with the stream.
+//!
+//! Each chunk is parsed onto a reused [`Tape`] and only the members the completion keeps are
+//! copied out, so a chunk costs no allocation once the buffers have grown.
 //!
 //! Choices rules that the contract leaves open and this module fixes (chosen):
 //! - An `index` (of a choice or a tool call) counts only when it is a JSON number with a
@@ -16,10 +20,12 @@
 //! - `id`, `type`, `function.name`, `role` take the first non-empty *string*; other types are
 //!   ignored. A tool call whose id or name never arrived gets `""`.
 //! - `"{}"` replaces empty `arguments` of the legacy `function_call` too.
+//! - A key that repeats in a chunk counts with its last value (C50), like everywhere else.
 
 use std::collections::BTreeMap;
 
-use crate::json::{Number, Object, ParseError, Value};
+use crate::json::{Item, Object, ParseError, Tape, Value};
+use crate::sse::{self, SseError};
 use crate::usage::TokenUsage;
 
 /// Why the stream ended in failure.
@@ -37,40 +43,57 @@ pub enum StreamError {
 
 /// What [`ChatStream::push`] made of one event's data.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Step {
+pub enum Step<'a> {
     /// Nothing to deliver: blank data (C94), a JSON value that is not an object (C95), or data
     /// after the end marker or an error (C92).
     Skipped,
     /// A chunk object, merged into the completion; delivered as received by
     /// `invokeAsyncIterator` (C42).
-    Chunk(Chunk),
+    Chunk(Chunk<'a>),
     /// The end marker `[DONE]` (C93); nothing after it is processed.
     Done,
 }
 
-/// One parsed chunk: a JSON object exactly as received.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Chunk(Value);
+/// One parsed chunk: a JSON object exactly as received, borrowed from the stream's tape until
+/// the next push.
+#[derive(Clone, Copy, Debug)]
+pub struct Chunk<'a>(Item<'a>);
 
-impl Chunk {
+impl PartialEq for Chunk<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_json() == other.to_json()
+    }
+}
+
+impl Chunk<'_> {
     /// The chunk object as received.
-    pub fn value(&self) -> &Value {
-        &self.0
+    pub fn to_value(&self) -> Value {
+        self.0.to_value()
     }
 
-    /// The chunk object as received, by value.
-    pub fn into_value(self) -> Value {
-        self.0
+    /// The chunk object as received, as compact JSON text (C42).
+    pub fn to_json(&self) -> String {
+        self.0.to_json()
     }
 
-    /// The chunk's delta lines, `{"index":<i>,"delta":<delta as received>}`, one per `choices`
-    /// element that carries a `delta` object, in array order (C105): the same text as
-    /// [`Delta::to_json`] of each of [`deltas`](Self::deltas), without copying the deltas.
+    /// Appends the chunk's delta lines to `out`, each followed by LF: one
+    /// `{"index":<i>,"delta":<delta as received>}` per `choices` element that carries a `delta`
+    /// object, in array order (C105); the same text as [`Delta::to_json`] of each of
+    /// [`deltas`](Self::deltas).
+    pub fn write_delta_lines(&self, out: &mut String) {
+        for (index, delta) in self.delta_items() {
+            write_delta_line(index, delta, out);
+            out.push('\n');
+        }
+    }
+
+    /// The chunk's delta lines (see [`write_delta_lines`](Self::write_delta_lines)).
     pub fn delta_lines(&self) -> Vec<String> {
-        choice_elements(&self.0)
-            .filter_map(|element| {
-                let delta = element.get("delta").filter(|d| d.as_object().is_some())?;
-                Some(delta_line(choice_index(element), delta))
+        self.delta_items()
+            .map(|(index, delta)| {
+                let mut line = String::new();
+                write_delta_line(index, delta, &mut line);
+                line
             })
             .collect()
     }
@@ -78,15 +101,20 @@ impl Chunk {
     /// The chunk's deltas, one per `choices` element that carries a `delta` object, in array
     /// order (C105).
     pub fn deltas(&self) -> Vec<Delta> {
-        choice_elements(&self.0)
-            .filter_map(|element| {
-                let delta = element.get("delta").filter(|d| d.as_object().is_some())?;
-                Some(Delta {
-                    index: choice_index(element),
-                    delta: delta.clone(),
-                })
+        self.delta_items()
+            .map(|(index, delta)| Delta {
+                index,
+                delta: delta.to_value(),
             })
             .collect()
+    }
+
+    fn delta_items(&self) -> impl Iterator<Item = (u64, Item<'_>)> {
+        let choices = self.0.get("choices");
+        choices.into_iter().flat_map(choice_elements).filter_map(|element| {
+            let element = ChoiceElement::read(element);
+            Some((element.index, element.delta?))
+        })
     }
 }
 
@@ -103,16 +131,80 @@ pub struct Delta {
 impl Delta {
     /// The delta line `{"index":<i>,"delta":<delta as received>}` (C105).
     pub fn to_json(&self) -> String {
-        delta_line(self.index, &self.delta)
+        let mut out = format!("{{\"index\":{},\"delta\":", self.index);
+        self.delta.write_json(&mut out);
+        out.push('}');
+        out
     }
 }
 
-/// `{"index":<index>,"delta":<delta>}` (C105).
-fn delta_line(index: u64, delta: &Value) -> String {
-    let mut out = format!("{{\"index\":{index},\"delta\":");
-    delta.write_json(&mut out);
+/// Appends `{"index":<index>,"delta":<delta>}` (C105).
+fn write_delta_line(index: u64, delta: Item<'_>, out: &mut String) {
+    use std::fmt::Write;
+    let _ = write!(out, "{{\"index\":{index},\"delta\":");
+    delta.write_json(out);
     out.push('}');
-    out
+}
+
+/// The members of a chunk that the layer reads, each with its last value (C50).
+#[derive(Default)]
+struct ChunkMembers<'t> {
+    error: Option<Item<'t>>,
+    id: Option<Item<'t>>,
+    model: Option<Item<'t>>,
+    created: Option<Item<'t>>,
+    system_fingerprint: Option<Item<'t>>,
+    choices: Option<Item<'t>>,
+    usage: Option<Item<'t>>,
+}
+
+impl<'t> ChunkMembers<'t> {
+    /// One pass over the chunk's members.
+    fn read(chunk: Item<'t>) -> Self {
+        let mut members = ChunkMembers::default();
+        for (key, value) in chunk.members() {
+            let slot = match key {
+                "error" => &mut members.error,
+                "id" => &mut members.id,
+                "model" => &mut members.model,
+                "created" => &mut members.created,
+                "system_fingerprint" => &mut members.system_fingerprint,
+                "choices" => &mut members.choices,
+                "usage" => &mut members.usage,
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+        members
+    }
+}
+
+/// What a `choices` element contributes (C98): its index, its `delta` when that is an object,
+/// its `finish_reason` when that is not null.
+struct ChoiceElement<'t> {
+    index: u64,
+    delta: Option<Item<'t>>,
+    finish_reason: Option<Item<'t>>,
+}
+
+impl<'t> ChoiceElement<'t> {
+    fn read(element: Item<'t>) -> Self {
+        let (mut index, mut delta, mut finish_reason) = (None, None, None);
+        for (key, value) in element.members() {
+            match key {
+                "index" => index = Some(value),
+                "delta" => delta = Some(value),
+                "finish_reason" => finish_reason = Some(value),
+                _ => {}
+            }
+        }
+        ChoiceElement {
+            // C98: 0 when absent or unusable (chosen).
+            index: index.and_then(as_index).unwrap_or(0),
+            delta: delta.filter(Item::is_object),
+            finish_reason: finish_reason.filter(|f| !f.is_null()),
+        }
+    }
 }
 
 /// One tool call or legacy function call being assembled (C100, C101).
@@ -126,9 +218,17 @@ struct CallState {
 
 impl CallState {
     /// Merges `function`'s `name` and `arguments` (C100, C101).
-    fn merge_function(&mut self, function: &Value) {
-        set_first(&mut self.name, function.get("name"));
-        if let Some(Value::String(fragment)) = function.get("arguments") {
+    fn merge_function(&mut self, function: Item<'_>) {
+        let (mut name, mut arguments) = (None, None);
+        for (key, value) in function.members() {
+            match key {
+                "name" => name = Some(value),
+                "arguments" => arguments = Some(value),
+                _ => {}
+            }
+        }
+        set_first(&mut self.name, name);
+        if let Some(fragment) = arguments.and_then(|a| a.as_str()) {
             self.arguments.push_str(fragment);
         }
     }
@@ -168,35 +268,52 @@ struct ChoiceState {
 
 impl ChoiceState {
     /// Merges one `delta` object (C99–C101).
-    fn merge_delta(&mut self, delta: &Value) {
+    fn merge_delta(&mut self, delta: Item<'_>) {
+        let (mut role, mut content, mut refusal, mut tool_calls, mut function_call) =
+            (None, None, None, None, None);
+        for (key, value) in delta.members() {
+            match key {
+                "role" => role = Some(value),
+                "content" => content = Some(value),
+                "refusal" => refusal = Some(value),
+                "tool_calls" => tool_calls = Some(value),
+                "function_call" => function_call = Some(value),
+                _ => {}
+            }
+        }
         // C99: first non-empty role; every string content and refusal, concatenated.
-        set_first(&mut self.role, delta.get("role"));
-        if let Some(Value::String(text)) = delta.get("content") {
+        set_first(&mut self.role, role);
+        if let Some(text) = content.and_then(|c| c.as_str()) {
             self.content.get_or_insert_default().push_str(text);
         }
-        if let Some(Value::String(text)) = delta.get("refusal") {
+        if let Some(text) = refusal.and_then(|r| r.as_str()) {
             self.refusal.get_or_insert_default().push_str(text);
         }
         // C100: tool calls merge by their index, or their position when it is absent.
-        if let Some(Value::Array(calls)) = delta.get("tool_calls") {
-            for (position, call) in calls.iter().enumerate() {
-                if call.as_object().is_none() {
-                    continue;
+        for (position, call) in tool_calls.into_iter().flat_map(|c| c.elements()).enumerate() {
+            if !call.is_object() {
+                continue;
+            }
+            let (mut index, mut id, mut kind, mut function) = (None, None, None, None);
+            for (key, value) in call.members() {
+                match key {
+                    "index" => index = Some(value),
+                    "id" => id = Some(value),
+                    "type" => kind = Some(value),
+                    "function" => function = Some(value),
+                    _ => {}
                 }
-                let index = call
-                    .get("index")
-                    .and_then(as_index)
-                    .unwrap_or(position as u64);
-                let state = self.tool_calls.entry(index).or_default();
-                set_first(&mut state.id, call.get("id"));
-                set_first(&mut state.kind, call.get("type"));
-                if let Some(function @ Value::Object(_)) = call.get("function") {
-                    state.merge_function(function);
-                }
+            }
+            let index = index.and_then(as_index).unwrap_or(position as u64);
+            let state = self.tool_calls.entry(index).or_default();
+            set_first(&mut state.id, id);
+            set_first(&mut state.kind, kind);
+            if let Some(function) = function.filter(Item::is_object) {
+                state.merge_function(function);
             }
         }
         // C101: the legacy `function_call` merges the same way.
-        if let Some(function @ Value::Object(_)) = delta.get("function_call") {
+        if let Some(function) = function_call.filter(Item::is_object) {
             self.function_call
                 .get_or_insert_default()
                 .merge_function(function);
@@ -257,6 +374,14 @@ impl ChoiceState {
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct ChatStream {
+    state: Assembly,
+    /// The last chunk, parsed; reused so that a push allocates nothing once it has grown.
+    tape: Tape,
+}
+
+/// What the stream assembled so far.
+#[derive(Clone, Debug, Default)]
+struct Assembly {
     id: Option<Value>,
     model: Option<Value>,
     created: Option<Value>,
@@ -265,6 +390,65 @@ pub struct ChatStream {
     usage: Option<Object>,
     done: bool,
     error: Option<StreamError>,
+}
+
+impl Assembly {
+    fn fail(&mut self, error: StreamError) -> StreamError {
+        self.error = Some(error.clone());
+        error
+    }
+
+    /// Merges one chunk object (C96–C104).
+    fn merge(&mut self, chunk: Item<'_>) -> Result<(), StreamError> {
+        let members = ChunkMembers::read(chunk);
+        // C96: a non-null `error` member ends the stream; nothing else of that chunk counts.
+        if let Some(error) = members.error.filter(|e| !e.is_null()) {
+            let text = match error.as_str() {
+                Some(text) => text.to_owned(),
+                None => match error.get("message").and_then(|m| m.as_str()) {
+                    Some(message) => message.to_owned(),
+                    None => error.to_json(),
+                },
+            };
+            return Err(self.fail(StreamError::Provider(text)));
+        }
+        // C104: the first non-empty value of each. "Empty" is JavaScript falsiness, so that
+        // Azure's first chunk (`"id":""`, `"created":0`) does not count.
+        for (slot, value) in [
+            (&mut self.id, members.id),
+            (&mut self.model, members.model),
+            (&mut self.created, members.created),
+            (&mut self.system_fingerprint, members.system_fingerprint),
+        ] {
+            if slot.is_none()
+                && let Some(value) = value.filter(Item::is_truthy)
+            {
+                *slot = Some(value.to_value());
+            }
+        }
+        // C97: never filtered by `object`; absent, null or empty `choices` is normal.
+        for element in members.choices.into_iter().flat_map(choice_elements) {
+            // C98: the element belongs to the choice named by its index.
+            let element = ChoiceElement::read(element);
+            if element.delta.is_none() && element.finish_reason.is_none() {
+                continue;
+            }
+            let choice = self.choices.entry(element.index).or_default();
+            if let Some(delta) = element.delta {
+                choice.merge_delta(delta);
+            }
+            // C102: the last non-null finish reason.
+            if let Some(reason) = element.finish_reason {
+                choice.finish_reason = Some(reason.to_value());
+            }
+        }
+        // C103: every non-null usage object replaces the stored one.
+        if let Some(Value::Object(usage)) = members.usage.filter(Item::is_object).map(|u| u.to_value())
+        {
+            self.usage = Some(usage);
+        }
+        Ok(())
+    }
 }
 
 impl ChatStream {
@@ -276,112 +460,59 @@ impl ChatStream {
     /// Processes the data of the next event (C92: the event type is not looked at).
     ///
     /// Returns the error once when the stream fails (C95, C96); after that, or after
-    /// `[DONE]`, every push returns [`Step::Skipped`] and changes nothing (C92).
-    pub fn push(&mut self, data: &str) -> Result<Step, StreamError> {
-        if self.ended() {
+    /// `[DONE]`, every push returns [`Step::Skipped`] and changes nothing (C92). A returned
+    /// chunk borrows the stream until the next call.
+    pub fn push<'a>(&'a mut self, data: &'a str) -> Result<Step<'a>, StreamError> {
+        let state = &mut self.state;
+        if state.done || state.error.is_some() {
             return Ok(Step::Skipped);
         }
         // C93, C94: ASCII white space (the WHATWG set: tab, LF, FF, CR, space) is trimmed.
         let trimmed = data.trim_ascii();
         if trimmed == "[DONE]" {
-            self.done = true;
+            state.done = true;
             return Ok(Step::Done);
         }
         if trimmed.is_empty() {
             return Ok(Step::Skipped);
         }
         // C95: parse failure is an error; a value that is not an object is skipped.
-        let chunk = match Value::parse(data.as_bytes()) {
-            Ok(chunk @ Value::Object(_)) => chunk,
+        let chunk = match self.tape.parse(data) {
+            Ok(chunk) if chunk.is_object() => chunk,
             Ok(_) => return Ok(Step::Skipped),
-            Err(error) => return Err(self.fail(StreamError::InvalidJson(error))),
+            Err(error) => return Err(state.fail(StreamError::InvalidJson(error))),
         };
-        // C96: a non-null `error` member ends the stream; nothing else of that chunk counts.
-        if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
-            let text = match error {
-                Value::String(text) => text.clone(),
-                _ => match error.get("message") {
-                    Some(Value::String(message)) => message.clone(),
-                    _ => error.to_json(),
-                },
-            };
-            return Err(self.fail(StreamError::Provider(text)));
-        }
-        self.merge(&chunk);
+        state.merge(chunk)?;
         Ok(Step::Chunk(Chunk(chunk)))
-    }
-
-    fn fail(&mut self, error: StreamError) -> StreamError {
-        self.error = Some(error.clone());
-        error
-    }
-
-    /// Merges one chunk object (C97–C104).
-    fn merge(&mut self, chunk: &Value) {
-        // C104: the first non-empty value of each. "Empty" is JavaScript falsiness, so that
-        // Azure's first chunk (`"id":""`, `"created":0`) does not count.
-        for (slot, key) in [
-            (&mut self.id, "id"),
-            (&mut self.model, "model"),
-            (&mut self.created, "created"),
-            (&mut self.system_fingerprint, "system_fingerprint"),
-        ] {
-            if slot.is_none()
-                && let Some(value) = chunk.get(key).filter(|v| v.is_truthy())
-            {
-                *slot = Some(value.clone());
-            }
-        }
-        // C97: never filtered by `object`; absent, null or empty `choices` is normal.
-        for element in choice_elements(chunk) {
-            // C98: the element belongs to the choice named by its index.
-            let delta = element.get("delta").filter(|d| d.as_object().is_some());
-            let finish_reason = element.get("finish_reason").filter(|f| !f.is_null());
-            if delta.is_none() && finish_reason.is_none() {
-                continue;
-            }
-            let choice = self.choices.entry(choice_index(element)).or_default();
-            if let Some(delta) = delta {
-                choice.merge_delta(delta);
-            }
-            // C102: the last non-null finish reason.
-            if let Some(reason) = finish_reason {
-                choice.finish_reason = Some(reason.clone());
-            }
-        }
-        // C103: every non-null usage object replaces the stored one.
-        if let Some(Value::Object(usage)) = chunk.get("usage") {
-            self.usage = Some(usage.clone());
-        }
     }
 
     /// `true` once `[DONE]` arrived or the stream failed: nothing more is processed (C92).
     pub fn ended(&self) -> bool {
-        self.done || self.error.is_some()
+        self.state.done || self.state.error.is_some()
     }
 
     /// `true` once `[DONE]` arrived (C93).
     pub fn done(&self) -> bool {
-        self.done
+        self.state.done
     }
 
     /// The error that ended the stream, if any (C95, C96).
     pub fn error(&self) -> Option<&StreamError> {
-        self.error.as_ref()
+        self.state.error.as_ref()
     }
 
     /// The last usage object received (C103), as received.
     pub fn usage(&self) -> Option<&Object> {
-        self.usage.as_ref()
+        self.state.usage.as_ref()
     }
 
     /// Reported token usage (C109): `None` when no usage object arrived. A missing count is 0
     /// and a missing `total_tokens` is the sum of the other two; a count that is not a
     /// non-negative integer counts as missing (chosen).
     pub fn token_usage(&self) -> Option<TokenUsage> {
-        let usage = self.usage.as_ref()?;
+        let usage = self.state.usage.as_ref()?;
         let count = |key: &str| match usage.get(key) {
-            Some(Value::Number(n)) => number_as_u64(n),
+            Some(Value::Number(n)) => number_as_u64(n.as_str()),
             _ => None,
         };
         let prompt = count("prompt_tokens").unwrap_or(0);
@@ -392,7 +523,7 @@ impl ChatStream {
 
     /// The first non-empty `model` of the stream, when it is a string (C104, C110).
     pub fn first_model(&self) -> Option<&str> {
-        self.model.as_ref().and_then(Value::as_str)
+        self.state.model.as_ref().and_then(Value::as_str)
     }
 
     /// The completion text for token estimation (C111): for each choice in index order, joined
@@ -400,7 +531,7 @@ impl ChatStream {
     /// (in index order) and then the function call. Arguments are as in [`finish`](Self::finish).
     pub fn completion_text(&self) -> String {
         let mut text = String::new();
-        for (i, choice) in self.choices.values().enumerate() {
+        for (i, choice) in self.state.choices.values().enumerate() {
             if i > 0 {
                 text.push('\n');
             }
@@ -420,16 +551,17 @@ impl ChatStream {
     /// where each of the first four is the first non-empty value received or `null`, `usage`
     /// is the last usage object or `null`, and `error` is the error text or `null`.
     pub fn finish(&self) -> Value {
+        let state = &self.state;
         let mut result = Object::default();
         for (key, value) in [
-            ("id", &self.id),
-            ("model", &self.model),
-            ("created", &self.created),
-            ("system_fingerprint", &self.system_fingerprint),
+            ("id", &state.id),
+            ("model", &state.model),
+            ("created", &state.created),
+            ("system_fingerprint", &state.system_fingerprint),
         ] {
             result.insert(key.into(), value.clone().unwrap_or(Value::Null));
         }
-        let choices = self
+        let choices = state
             .choices
             .iter()
             .map(|(&index, choice)| {
@@ -446,12 +578,13 @@ impl ChatStream {
         result.insert("choices".into(), Value::Array(choices));
         result.insert(
             "usage".into(),
-            self.usage.clone().map_or(Value::Null, Value::Object),
+            state.usage.clone().map_or(Value::Null, Value::Object),
         );
-        result.insert("done".into(), self.done.into());
+        result.insert("done".into(), state.done.into());
         result.insert(
             "error".into(),
-            self.error
+            state
+                .error
                 .as_ref()
                 .map_or(Value::Null, |e| e.to_string().into()),
         );
@@ -459,45 +592,102 @@ impl ChatStream {
     }
 }
 
-/// The object elements of a chunk's `choices` array (C97, C98).
-fn choice_elements(chunk: &Value) -> impl Iterator<Item = &Value> {
-    chunk
-        .get("choices")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|element| element.as_object().is_some())
+/// An event-stream decoder feeding a [`ChatStream`]: bytes in, delta lines out (C79–C105). The
+/// results are exactly those of pushing the data of every event that an [`sse::Decoder`]
+/// dispatches, without materialising the events' list for the caller.
+///
+/// ```
+/// use openai_connector::chat_stream::ChatDecoder;
+///
+/// let mut decoder = ChatDecoder::new(1 << 20);
+/// let mut lines = String::new();
+/// decoder.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: [DO", &mut lines).unwrap();
+/// decoder.feed(b"NE]\n\n", &mut lines).unwrap();
+/// decoder.finish(&mut lines).unwrap();
+/// assert_eq!(lines, "{\"index\":0,\"delta\":{\"content\":\"Hi\"}}\n");
+/// assert!(decoder.chat().done());
+/// ```
+#[derive(Clone, Debug)]
+pub struct ChatDecoder {
+    decoder: sse::Decoder,
+    chat: ChatStream,
+    /// Reused between calls.
+    events: Vec<sse::Event>,
 }
 
-/// C98: the element's `index`, 0 when absent or unusable (chosen).
-fn choice_index(element: &Value) -> u64 {
-    element.get("index").and_then(as_index).unwrap_or(0)
+impl ChatDecoder {
+    /// A decoder holding at most `max_event_bytes` for the event being built (C91).
+    pub fn new(max_event_bytes: usize) -> Self {
+        ChatDecoder {
+            decoder: sse::Decoder::with_max_event_bytes(max_event_bytes),
+            chat: ChatStream::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Decodes `chunk`, pushes every event it completes and appends their delta lines to
+    /// `out`, each followed by LF (C105).
+    ///
+    /// A stream error (C95, C96) is not an error of this call: it ends the assembly and shows
+    /// in [`chat`](Self::chat)'s [`error`](ChatStream::error). `Err` means decoding failed
+    /// (C91); the lines of the events completed before the failure are in `out`, and every
+    /// later call returns the same error.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut String) -> Result<(), SseError> {
+        self.events.clear();
+        let decoded = self.decoder.feed(chunk, &mut self.events);
+        self.push_events(out);
+        decoded
+    }
+
+    /// Ends the input: a partly built event is discarded (C89).
+    pub fn finish(&mut self, out: &mut String) -> Result<(), SseError> {
+        self.events.clear();
+        let decoded = self.decoder.finish(&mut self.events);
+        self.push_events(out);
+        decoded
+    }
+
+    fn push_events(&mut self, out: &mut String) {
+        for event in &self.events {
+            if let Ok(Step::Chunk(chunk)) = self.chat.push(&event.data) {
+                chunk.write_delta_lines(out);
+            }
+        }
+    }
+
+    /// The accumulator: the completion so far, usage, errors.
+    pub fn chat(&self) -> &ChatStream {
+        &self.chat
+    }
+}
+
+/// The object elements of a `choices` array (C97, C98); nothing when it is not an array.
+fn choice_elements<'t>(choices: Item<'t>) -> impl Iterator<Item = Item<'t>> + use<'t> {
+    choices.elements().filter(Item::is_object)
 }
 
 /// An index: a JSON number whose value is a non-negative integer up to 2^53.
-fn as_index(value: &Value) -> Option<u64> {
-    match value {
-        Value::Number(n) => number_as_u64(n).filter(|&i| i <= 1 << 53),
-        _ => None,
-    }
+fn as_index(value: Item<'_>) -> Option<u64> {
+    number_as_u64(value.as_number()?).filter(|&i| i <= 1 << 53)
 }
 
 /// A number's value when it is a non-negative integer: exactly for integer spellings that fit,
 /// through `f64` for others (`1.0`, `1e2`) up to 2^53, where `f64` is still exact.
-fn number_as_u64(n: &Number) -> Option<u64> {
-    n.as_u64().or_else(|| {
-        let f = n.as_f64();
+fn number_as_u64(text: &str) -> Option<u64> {
+    text.parse().ok().or_else(|| {
+        // The text is a valid JSON number, which Rust's float grammar accepts.
+        let f: f64 = text.parse().unwrap_or(f64::NAN);
         (f.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(&f)).then_some(f as u64)
     })
 }
 
 /// Sets `slot` to `value` when `slot` is still unset and `value` is a non-empty string.
-fn set_first(slot: &mut Option<String>, value: Option<&Value>) {
+fn set_first(slot: &mut Option<String>, value: Option<Item<'_>>) {
     if slot.is_none()
-        && let Some(Value::String(text)) = value
+        && let Some(text) = value.and_then(|v| v.as_str())
         && !text.is_empty()
     {
-        *slot = Some(text.clone());
+        *slot = Some(text.to_owned());
     }
 }
 
@@ -506,11 +696,24 @@ mod tests {
     use super::*;
     use crate::sse::{Decoder, MAX_SSE_EVENT_BYTES};
 
+    /// What a push gave, without the borrow.
+    #[derive(Debug, PartialEq)]
+    enum Kind {
+        Skipped,
+        Chunk,
+        Done,
+    }
+
     /// Pushes every line of `lines` as one event's data; returns the steps (errors as text).
-    fn push_all(stream: &mut ChatStream, lines: &str) -> Vec<Result<Step, String>> {
+    fn push_all(stream: &mut ChatStream, lines: &str) -> Vec<Result<Kind, String>> {
         lines
             .lines()
-            .map(|line| stream.push(line).map_err(|e| e.to_string()))
+            .map(|line| match stream.push(line) {
+                Ok(Step::Skipped) => Ok(Kind::Skipped),
+                Ok(Step::Chunk(_)) => Ok(Kind::Chunk),
+                Ok(Step::Done) => Ok(Kind::Done),
+                Err(e) => Err(e.to_string()),
+            })
             .collect()
     }
 
@@ -540,8 +743,8 @@ mod tests {
         let mut stream = ChatStream::new();
         let steps = push_all(&mut stream, AZURE);
         assert_eq!(steps.len(), 8);
-        assert!(steps[..7].iter().all(|s| matches!(s, Ok(Step::Chunk(_)))));
-        assert_eq!(steps[7], Ok(Step::Done));
+        assert!(steps[..7].iter().all(|s| s == &Ok(Kind::Chunk)));
+        assert_eq!(steps[7], Ok(Kind::Done));
         assert_eq!(
             stream.finish().to_json(),
             r#"{"id":"chatcmpl-1","model":"gpt-4o","created":null,"system_fingerprint":null,"choices":[{"index":0,"message":{"role":"assistant","content":"Hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11},"done":true,"error":null}"#
@@ -806,12 +1009,112 @@ mod tests {
         };
         let indices: Vec<u64> = parsed.deltas().iter().map(|d| d.index).collect();
         assert_eq!(indices, [1, 0, 0, 1]);
+        assert_eq!(parsed.to_json(), chunk, "the chunk is delivered as received");
         assert_eq!(stream.completion_text(), "bc\nad");
+    }
+
+    // C50: a key that repeats in a chunk counts with its last value, in the assembly and in
+    // the delta line (first position, last value).
+    #[test]
+    fn c50_repeated_keys_count_with_their_last_value() {
+        let mut stream = ChatStream::new();
+        let chunk = r#"{"choices":[{"delta":{"content":"lost"}}],"model":"m","choices":[{"index":1,"index":0,"delta":{"content":"a","role":"tool","content":"b"}}]}"#;
+        let Ok(Step::Chunk(parsed)) = stream.push(chunk) else {
+            panic!("not a chunk")
+        };
         assert_eq!(
-            parsed.into_value().to_json(),
-            chunk,
-            "the chunk is delivered as received"
+            parsed.delta_lines(),
+            [r#"{"index":0,"delta":{"content":"b","role":"tool"}}"#]
         );
+        assert_eq!(
+            parsed.to_json(),
+            r#"{"choices":[{"index":0,"delta":{"content":"b","role":"tool"}}],"model":"m"}"#
+        );
+        assert_eq!(stream.completion_text(), "b");
+    }
+
+    // C91 with C105: a decoding failure keeps the lines of the events before it, and the
+    // assembly so far.
+    #[test]
+    fn c91_chat_decoder_keeps_what_came_before_an_oversize_event() {
+        let mut decoder = ChatDecoder::new(64);
+        let mut lines = String::new();
+        let input = format!(
+            "data: {{\"choices\":[{{\"delta\":{{\"content\":\"ok\"}}}}]}}\n\ndata: {}\n\n",
+            "x".repeat(100)
+        );
+        let error = decoder.feed(input.as_bytes(), &mut lines).unwrap_err();
+        assert!(error.to_string().contains("64"), "{error}");
+        assert_eq!(lines, "{\"index\":0,\"delta\":{\"content\":\"ok\"}}\n");
+        assert_eq!(decoder.chat().completion_text(), "ok");
+        assert_eq!(decoder.feed(b"data: [DONE]\n\n", &mut lines), Err(error));
+    }
+
+    mod chat_decoder {
+        use super::super::{ChatDecoder, ChatStream, Step};
+        use crate::sse::Decoder;
+        use proptest::prelude::*;
+
+        /// A stream of chat events: content with escapes, tool calls, an error, junk, `[DONE]`.
+        fn stream() -> impl Strategy<Value = String> {
+            let event = prop_oneof![
+                "[a-z \\\\n\"é]{0,12}".prop_map(|t| format!(
+                    "data: {{\"id\":\"c\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":{}}}}}]}}\n\n",
+                    crate::json::quote(&t)
+                )),
+                (0u8..3, "[a-z{}:\"]{0,6}").prop_map(|(i, a)| format!(
+                    "data: {{\"choices\":[{{\"delta\":{{\"tool_calls\":[{{\"index\":{i},\"function\":{{\"name\":\"f{i}\",\"arguments\":{}}}}}]}}}}]}}\r\n\r\n",
+                    crate::json::quote(&a)
+                )),
+                Just("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n".to_owned()),
+                Just(": keep-alive\n\n".to_owned()),
+                Just("data: {\"error\":{\"message\":\"boom\"}}\n\n".to_owned()),
+                Just("data: {\"choices\":\n\n".to_owned()),
+                Just("data: [DONE]\n\n".to_owned()),
+            ];
+            proptest::collection::vec(event, 0..12).prop_map(|events| events.concat())
+        }
+
+        proptest! {
+            /// Bytes in and delta lines out, in chunks of any size, is exactly the decoder plus
+            /// one push per event.
+            #[test]
+            fn equals_the_decoder_plus_one_push_per_event(
+                input in stream(),
+                cuts in proptest::collection::vec(1usize..40, 1..8),
+            ) {
+                let mut events = Vec::new();
+                let mut decoder = Decoder::new();
+                decoder.feed(input.as_bytes(), &mut events).unwrap();
+                decoder.finish(&mut events).unwrap();
+                let mut stream = ChatStream::new();
+                let mut want = String::new();
+                for event in &events {
+                    if let Ok(Step::Chunk(chunk)) = stream.push(&event.data) {
+                        for delta in chunk.deltas() {
+                            want.push_str(&delta.to_json());
+                            want.push('\n');
+                        }
+                    }
+                }
+
+                let mut chat = ChatDecoder::new(1 << 20);
+                let mut lines = String::new();
+                let mut rest = input.as_bytes();
+                for cut in cuts.iter().cycle() {
+                    if rest.is_empty() {
+                        break;
+                    }
+                    let (piece, tail) = rest.split_at((*cut).min(rest.len()));
+                    chat.feed(piece, &mut lines).unwrap();
+                    rest = tail;
+                }
+                chat.finish(&mut lines).unwrap();
+                prop_assert_eq!(lines, want);
+                prop_assert_eq!(chat.chat().finish().to_json(), stream.finish().to_json());
+                prop_assert_eq!(chat.chat().token_usage(), stream.token_usage());
+            }
+        }
     }
 
     // C79, C92: the full path from SSE bytes, with the event type ignored.

@@ -197,7 +197,7 @@ impl<B: Body> StreamExecution<B> {
         for event in &events {
             match self.chat.push(&event.data) {
                 Ok(Step::Chunk(chunk)) if self.mode == Mode::Chunks => {
-                    self.pending.push_back(chunk.into_value());
+                    self.pending.push_back(chunk.to_value());
                 }
                 Ok(Step::Done) if self.mode == Mode::Chunks => {
                     // C42: `[DONE]` ends the output.

@@ -1,10 +1,11 @@
 //! C92–C105: decoding any bytes and pushing every event through the chat layer never panics,
-//! and the assembled result always serialises.
+//! the assembled result always serialises, and `ChatDecoder` (bytes in, delta lines out) gives
+//! exactly what the decoder plus one push per event gives.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use openai_connector::chat_stream::{ChatStream, Step};
+use openai_connector::chat_stream::{ChatDecoder, ChatStream, Step};
 use openai_connector::sse::{Decoder, MAX_SSE_EVENT_BYTES};
 
 fuzz_target!(|data: &[u8]| {
@@ -18,13 +19,15 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = decoder.finish(&mut events);
     let mut stream = ChatStream::new();
+    let mut lines = String::new();
     for event in &events {
         match stream.push(&event.data) {
             Ok(Step::Chunk(chunk)) => {
                 for delta in chunk.deltas() {
-                    let _ = delta.to_json();
+                    lines.push_str(&delta.to_json());
+                    lines.push('\n');
                 }
-                let _ = chunk.into_value().to_json();
+                let _ = chunk.to_json();
             }
             Ok(Step::Done | Step::Skipped) => {}
             Err(error) => {
@@ -38,4 +41,15 @@ fuzz_target!(|data: &[u8]| {
     let _ = stream.completion_text();
     let _ = stream.token_usage();
     let _ = stream.first_model();
+
+    let mut chat = ChatDecoder::new(MAX_SSE_EVENT_BYTES);
+    let mut chat_lines = String::new();
+    for chunk in data.chunks(5) {
+        if chat.feed(chunk, &mut chat_lines).is_err() {
+            break;
+        }
+    }
+    let _ = chat.finish(&mut chat_lines);
+    assert_eq!(chat_lines, lines);
+    assert_eq!(chat.chat().finish().to_json(), result);
 });
