@@ -111,10 +111,13 @@ impl Chunk<'_> {
 
     fn delta_items(&self) -> impl Iterator<Item = (u64, Item<'_>)> {
         let choices = self.0.get("choices");
-        choices.into_iter().flat_map(choice_elements).filter_map(|element| {
-            let element = ChoiceElement::read(element);
-            Some((element.index, element.delta?))
-        })
+        choices
+            .into_iter()
+            .flat_map(choice_elements)
+            .filter_map(|element| {
+                let element = ChoiceElement::read(element);
+                Some((element.index, element.delta?))
+            })
     }
 }
 
@@ -290,7 +293,11 @@ impl ChoiceState {
             self.refusal.get_or_insert_default().push_str(text);
         }
         // C100: tool calls merge by their index, or their position when it is absent.
-        for (position, call) in tool_calls.into_iter().flat_map(|c| c.elements()).enumerate() {
+        for (position, call) in tool_calls
+            .into_iter()
+            .flat_map(|c| c.elements())
+            .enumerate()
+        {
             if !call.is_object() {
                 continue;
             }
@@ -443,7 +450,8 @@ impl Assembly {
             }
         }
         // C103: every non-null usage object replaces the stored one.
-        if let Some(Value::Object(usage)) = members.usage.filter(Item::is_object).map(|u| u.to_value())
+        if let Some(Value::Object(usage)) =
+            members.usage.filter(Item::is_object).map(|u| u.to_value())
         {
             self.usage = Some(usage);
         }
@@ -1009,7 +1017,11 @@ mod tests {
         };
         let indices: Vec<u64> = parsed.deltas().iter().map(|d| d.index).collect();
         assert_eq!(indices, [1, 0, 0, 1]);
-        assert_eq!(parsed.to_json(), chunk, "the chunk is delivered as received");
+        assert_eq!(
+            parsed.to_json(),
+            chunk,
+            "the chunk is delivered as received"
+        );
         assert_eq!(stream.completion_text(), "bc\nad");
     }
 

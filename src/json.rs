@@ -491,7 +491,11 @@ impl<'t> Item<'t> {
     /// The elements of an array (nothing for other values).
     pub fn elements(&self) -> impl Iterator<Item = Item<'t>> + use<'t> {
         let node = self.node();
-        let end = if node.kind == Kind::Array { node.end } else { 0 };
+        let end = if node.kind == Kind::Array {
+            node.end
+        } else {
+            0
+        };
         let mut index = self.index + 1;
         let first = *self;
         std::iter::from_fn(move || {
@@ -507,7 +511,11 @@ impl<'t> Item<'t> {
     /// values).
     pub fn members(&self) -> impl Iterator<Item = (&'t str, Item<'t>)> + use<'t> {
         let node = self.node();
-        let end = if node.kind == Kind::Object { node.end } else { 0 };
+        let end = if node.kind == Kind::Object {
+            node.end
+        } else {
+            0
+        };
         let mut index = self.index + 1;
         let first = *self;
         std::iter::from_fn(move || {
@@ -523,7 +531,10 @@ impl<'t> Item<'t> {
     /// The member `key` of an object (its last value when the key repeats, C50); `None` for
     /// other values or a missing key.
     pub fn get(&self, key: &str) -> Option<Item<'t>> {
-        self.members().filter(|(k, _)| *k == key).map(|(_, v)| v).last()
+        self.members()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+            .last()
     }
 
     /// The value as a [`Value`].
@@ -1017,19 +1028,22 @@ mod tests {
                 prop_oneof![
                     proptest::collection::vec((inner.clone(), ws.clone()), 0..6).prop_map(
                         |items| {
-                            let items: Vec<String> =
-                                items.into_iter().map(|(v, w)| format!("{w}{v}{w}")).collect();
+                            let items: Vec<String> = items
+                                .into_iter()
+                                .map(|(v, w)| format!("{w}{v}{w}"))
+                                .collect();
                             format!("[{}]", items.join(","))
                         }
                     ),
-                    proptest::collection::vec((string.clone(), inner, ws.clone()), 0..20)
-                        .prop_map(|members| {
+                    proptest::collection::vec((string.clone(), inner, ws.clone()), 0..20).prop_map(
+                        |members| {
                             let members: Vec<String> = members
                                 .into_iter()
                                 .map(|(k, v, w)| format!("{w}{k}{w}:{w}{v}"))
                                 .collect();
                             format!("{{{}}}", members.join(","))
-                        }),
+                        }
+                    ),
                 ]
             })
         }

@@ -532,16 +532,27 @@ fn run_chat(input: &[u8], expect: &Value) -> Result<(), String> {
     expect_eq("push errors", errors, strings(expect, "push_errors")?)?;
     expect_eq("final", stream.finish().to_json(), want_final.clone())?;
     // As `sse.chat-decoder`: bytes in, delta lines out, whole and one byte at a time.
-    for (how, size) in [("chat decoder, whole", input.len().max(1)), ("chat decoder, bytewise", 1)] {
+    for (how, size) in [
+        ("chat decoder, whole", input.len().max(1)),
+        ("chat decoder, bytewise", 1),
+    ] {
         let mut decoder = chat_stream::ChatDecoder::new(max_event_bytes(expect)?);
         let mut lines = String::new();
         for piece in input.chunks(size) {
-            decoder.feed(piece, &mut lines).map_err(|e| format!("{how}: {e}"))?;
+            decoder
+                .feed(piece, &mut lines)
+                .map_err(|e| format!("{how}: {e}"))?;
         }
-        decoder.finish(&mut lines).map_err(|e| format!("{how}: {e}"))?;
+        decoder
+            .finish(&mut lines)
+            .map_err(|e| format!("{how}: {e}"))?;
         let lines: Vec<String> = lines.lines().map(str::to_owned).collect();
         expect_eq(&format!("deltas ({how})"), lines, want_deltas.clone())?;
-        expect_eq(&format!("final ({how})"), decoder.chat().finish().to_json(), want_final.clone())?;
+        expect_eq(
+            &format!("final ({how})"),
+            decoder.chat().finish().to_json(),
+            want_final.clone(),
+        )?;
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use openai_connector_harness::event_log::EventLog;
 use openai_connector_harness::runtime::actions::StreamItem;
-use openai_connector_harness::runtime::{PackedEvent, unpack};
+use openai_connector_harness::runtime::{Instance, PackedEvent, unpack};
 use openai_connector_harness::{
     Cancel, CodeCache, ConnectorFile, Executor, Finished, Harness, OutboundPolicy, Settings,
     Started, Stream, output,
@@ -382,15 +382,14 @@ async fn write_flush(out: &mut tokio::io::Stdout, bytes: &[u8]) -> std::io::Resu
     out.flush().await
 }
 
-/// `sse decode`: feeds the input to the component's decoder as it is read.
+/// `sse decode`: feeds the input to the component as it is read, 64 KiB at a time.
 async fn sse_decode(
     harness: &Harness,
     file: Option<&Path>,
     chat: bool,
     max_event_bytes: u32,
 ) -> Result<u8, Fatal> {
-    use tokio::io::AsyncReadExt;
-    let mut input: Box<dyn tokio::io::AsyncRead + Unpin> = match file {
+    let input: Box<dyn tokio::io::AsyncRead + Unpin> = match file {
         Some(path) => Box::new(
             tokio::fs::File::open(path)
                 .await
@@ -398,84 +397,121 @@ async fn sse_decode(
         ),
         None => Box::new(tokio::io::stdin()),
     };
-    let mut instance = harness
+    let instance = harness
         .instantiate(std::sync::Arc::new(OutboundPolicy::deny_all()))
         .await?;
-    let decoder = instance.sse_decoder(max_event_bytes).await?;
-    let chat_stream = if chat {
-        Some(instance.chat_stream().await?)
+    if chat {
+        sse_decode_chat(instance, input, max_event_bytes).await
     } else {
-        None
-    };
+        sse_decode_events(instance, input, max_event_bytes).await
+    }
+}
+
+/// Reads the next piece of input into `buf`; `None` at the end.
+async fn read_some(
+    input: &mut (dyn tokio::io::AsyncRead + Unpin),
+    buf: &mut [u8],
+) -> Result<Option<usize>, Fatal> {
+    use tokio::io::AsyncReadExt;
+    let n = input.read(buf).await.context("cannot read the input")?;
+    Ok((n > 0).then_some(n))
+}
+
+/// `sse decode`: one JSON line per event, through `sse.decoder.feed-packed` (three values per
+/// call instead of a record per event).
+async fn sse_decode_events(
+    mut instance: Instance,
+    mut input: Box<dyn tokio::io::AsyncRead + Unpin>,
+    max_event_bytes: u32,
+) -> Result<u8, Fatal> {
+    let decoder = instance.sse_decoder(max_event_bytes).await?;
     let mut stdout = tokio::io::stdout();
     let mut buf = vec![0u8; 64 * 1024];
     let mut finished = false;
     while !finished {
-        let n = input
-            .read(&mut buf)
-            .await
-            .context("cannot read the input")?;
-        // Feeds take the packed form (three values per call instead of a record per event).
         let (fed, ended);
-        let events = if n == 0 {
-            finished = true;
-            ended = match instance.sse_finish(decoder).await? {
-                Ok(events) => events,
-                Err(message) => {
-                    eprintln!("openai-connector: {message}");
-                    return Ok(1);
-                }
-            };
-            ended
-                .iter()
-                .map(|e| PackedEvent {
-                    event_type: &e.event_type,
-                    data: &e.data,
-                    id: e.id.as_deref(),
-                    retry: e.retry,
-                })
-                .collect()
-        } else {
-            fed = match instance.sse_feed_packed(decoder, &buf[..n]).await? {
-                Ok(packed) => packed,
-                Err(message) => {
-                    eprintln!("openai-connector: {message}");
-                    return Ok(1);
-                }
-            };
-            unpack(&fed)?
+        let events = match read_some(&mut input, &mut buf).await? {
+            Some(n) => {
+                fed = match instance.sse_feed_packed(decoder, &buf[..n]).await? {
+                    Ok(packed) => packed,
+                    Err(message) => {
+                        eprintln!("openai-connector: {message}");
+                        return Ok(1);
+                    }
+                };
+                unpack(&fed)?
+            }
+            None => {
+                finished = true;
+                ended = match instance.sse_finish(decoder).await? {
+                    Ok(events) => events,
+                    Err(message) => {
+                        eprintln!("openai-connector: {message}");
+                        return Ok(1);
+                    }
+                };
+                ended
+                    .iter()
+                    .map(|e| PackedEvent {
+                        event_type: &e.event_type,
+                        data: &e.data,
+                        id: e.id.as_deref(),
+                        retry: e.retry,
+                    })
+                    .collect()
+            }
         };
         let mut out = String::new();
         for event in events {
-            match chat_stream {
-                Some(chat) => {
-                    if let Ok(deltas) = instance.chat_push(chat, event.data).await? {
-                        for delta in deltas {
-                            out.push_str(&delta);
-                            out.push('\n');
-                        }
-                    }
-                }
-                None => {
-                    out.push_str(
-                        &serde_json::json!({
-                            "event": event.event_type,
-                            "data": event.data,
-                            "id": event.id,
-                            "retry": event.retry,
-                        })
-                        .to_string(),
-                    );
-                    out.push('\n');
-                }
-            }
+            out.push_str(
+                &serde_json::json!({
+                    "event": event.event_type,
+                    "data": event.data,
+                    "id": event.id,
+                    "retry": event.retry,
+                })
+                .to_string(),
+            );
+            out.push('\n');
         }
         write_flush(&mut stdout, out.as_bytes()).await?;
     }
-    if let Some(chat) = chat_stream {
-        let assembled = instance.chat_finish(chat).await?;
-        let line = format!("{{\"final\":{assembled}}}\n");
-        write_flush(&mut stdout, line.as_bytes()).await?;
-    }
     Ok(0)
+}
+
+/// `sse decode --chat`: the delta lines as each chunk of input completes them, then the
+/// assembled completion, through `sse.chat-decoder` (one call per chunk of input). When
+/// decoding fails (C91) the completion so far is still written before the error.
+async fn sse_decode_chat(
+    mut instance: Instance,
+    mut input: Box<dyn tokio::io::AsyncRead + Unpin>,
+    max_event_bytes: u32,
+) -> Result<u8, Fatal> {
+    let decoder = instance.chat_decoder(max_event_bytes).await?;
+    let mut stdout = tokio::io::stdout();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut outcome = Ok(());
+    while let Some(n) = read_some(&mut input, &mut buf).await? {
+        match instance.chat_decoder_feed(decoder, &buf[..n]).await? {
+            Ok(lines) => write_flush(&mut stdout, lines.as_bytes()).await?,
+            Err(message) => {
+                outcome = Err(message);
+                break;
+            }
+        }
+    }
+    if outcome.is_ok() {
+        // The error of a failure after the last lines comes from here (C91).
+        outcome = instance.chat_decoder_finish(decoder).await?;
+    }
+    let assembled = instance.chat_decoder_completion(decoder).await?;
+    let line = format!("{{\"final\":{assembled}}}\n");
+    write_flush(&mut stdout, line.as_bytes()).await?;
+    match outcome {
+        Ok(()) => Ok(0),
+        Err(message) => {
+            eprintln!("openai-connector: {message}");
+            Ok(1)
+        }
+    }
 }

@@ -479,6 +479,53 @@ impl Instance {
             .map_err(anyhow::Error::from)
     }
 
+    /// `sse.chat-decoder` constructor.
+    pub async fn chat_decoder(&mut self, max_event_bytes: u32) -> Result<ResourceAny> {
+        self.bindings
+            .connector_openai_sse()
+            .chat_decoder()
+            .call_constructor(&mut self.store, max_event_bytes)
+            .await
+            .map_err(anyhow::Error::from)
+    }
+
+    /// `sse.chat-decoder.feed`: the delta lines, each followed by LF.
+    pub async fn chat_decoder_feed(
+        &mut self,
+        decoder: ResourceAny,
+        chunk: &[u8],
+    ) -> Result<Result<String, String>> {
+        self.bindings
+            .connector_openai_sse()
+            .chat_decoder()
+            .call_feed(&mut self.store, decoder, chunk)
+            .await
+            .map_err(anyhow::Error::from)
+    }
+
+    /// `sse.chat-decoder.finish`: the decoding error, if decoding had stopped.
+    pub async fn chat_decoder_finish(
+        &mut self,
+        decoder: ResourceAny,
+    ) -> Result<Result<(), String>> {
+        self.bindings
+            .connector_openai_sse()
+            .chat_decoder()
+            .call_finish(&mut self.store, decoder)
+            .await
+            .map_err(anyhow::Error::from)
+    }
+
+    /// `sse.chat-decoder.completion`: the completion assembled so far.
+    pub async fn chat_decoder_completion(&mut self, decoder: ResourceAny) -> Result<String> {
+        self.bindings
+            .connector_openai_sse()
+            .chat_decoder()
+            .call_completion(&mut self.store, decoder)
+            .await
+            .map_err(anyhow::Error::from)
+    }
+
     /// `actions.execute`.
     pub async fn execute(
         &mut self,

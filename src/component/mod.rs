@@ -293,6 +293,9 @@ pub struct DecoderResource(RefCell<sse::Decoder>);
 /// The `sse.chat-stream` resource.
 pub struct ChatStreamResource(RefCell<chat_stream::ChatStream>);
 
+/// The `sse.chat-decoder` resource.
+pub struct ChatDecoderResource(RefCell<chat_stream::ChatDecoder>);
+
 fn event(e: sse::Event) -> wit_sse::Event {
     wit_sse::Event {
         event_type: e.event_type,
@@ -305,6 +308,7 @@ fn event(e: sse::Event) -> wit_sse::Event {
 impl wit_sse::Guest for Component {
     type Decoder = DecoderResource;
     type ChatStream = ChatStreamResource;
+    type ChatDecoder = ChatDecoderResource;
 }
 
 impl wit_sse::GuestDecoder for DecoderResource {
@@ -343,6 +347,14 @@ fn events_then_error(
     match result {
         Err(e) if events.is_empty() => Err(e.to_string()),
         _ => Ok(events),
+    }
+}
+
+/// [`events_then_error`] for delta lines: the events behind the lines are merged either way.
+fn lines_then_error(result: Result<(), sse::SseError>, lines: String) -> Result<String, String> {
+    match result {
+        Err(e) if lines.is_empty() => Err(e.to_string()),
+        _ => Ok(lines),
     }
 }
 
@@ -395,5 +407,32 @@ impl wit_sse::GuestChatStream for ChatStreamResource {
 
     fn finish(&self) -> String {
         self.0.borrow().finish().to_json()
+    }
+}
+
+impl wit_sse::GuestChatDecoder for ChatDecoderResource {
+    fn new(max_event_bytes: u32) -> Self {
+        ChatDecoderResource(RefCell::new(chat_stream::ChatDecoder::new(
+            max_event_bytes as usize,
+        )))
+    }
+
+    fn feed(&self, chunk: Vec<u8>) -> Result<String, String> {
+        let mut lines = String::new();
+        let result = self.0.borrow_mut().feed(&chunk, &mut lines);
+        lines_then_error(result, lines)
+    }
+
+    fn finish(&self) -> Result<(), String> {
+        // C89: the end of input dispatches nothing (a partly built event is dropped), so there
+        // are never lines to return here.
+        let mut lines = String::new();
+        let result = self.0.borrow_mut().finish(&mut lines);
+        debug_assert!(lines.is_empty());
+        result.map_err(|e| e.to_string())
+    }
+
+    fn completion(&self) -> String {
+        self.0.borrow().chat().finish().to_json()
     }
 }

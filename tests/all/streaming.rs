@@ -489,6 +489,39 @@ async fn sse_decode_chat_assembles_tool_calls() {
     assert_eq!(last["final"]["done"], false);
 }
 
+/// C91, C105 through `sse.chat-decoder`: an oversize event stops decoding, but the delta lines
+/// before it and the completion assembled so far are still written, then the error (exit 1).
+#[tokio::test]
+async fn sse_decode_chat_keeps_the_assembly_before_an_oversize_event() {
+    let input = format!(
+        "{}{}data: {}\n\n{}",
+        event(r#"{"model":"m","choices":[{"delta":{"role":"assistant","content":"Hel"}}]}"#),
+        event(
+            r#"{"choices":[{"delta":{"content":"lo"}}],"usage":{"prompt_tokens":2,"completion_tokens":1}}"#
+        ),
+        "x".repeat(300),
+        event(r#"{"choices":[{"delta":{"content":" never"}}]}"#),
+    );
+    let mut cmd = cli();
+    cmd.args(["sse", "decode", "--chat", "--max-event-bytes", "256"])
+        .arg(write_file("oversize-chat.sse", &input));
+    let out = run_cli(cmd).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        concat!(
+            "{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hel\"}}\n",
+            "{\"index\":0,\"delta\":{\"content\":\"lo\"}}\n",
+            "{\"final\":{\"id\":null,\"model\":\"m\",\"created\":null,\"system_fingerprint\":null,\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"Hello\"},\"finish_reason\":null}],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1},\"done\":false,\"error\":null}}\n",
+        )
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        stderr,
+        "openai-connector: SSE event exceeds the maximum size of 256 bytes\n"
+    );
+}
+
 #[tokio::test]
 async fn c68_interrupt_abandons_the_upstream_and_still_logs_the_execution() {
     let gate = Arc::new(tokio::sync::Notify::new());
