@@ -25,8 +25,12 @@
 //! - `assembly_native`: decoder plus `ChatStream::push` of every event, then the completion JSON.
 //! - `assembly_native_wit_work`: the same plus what the WIT `chat-stream.push` export also does
 //!   per chunk (serialise its delta lines), so that it is the native twin of the next one.
+//! - `assembly_native_batched`: `ChatDecoder` (decoder and chat layer in one, delta lines out) fed
+//!   16 KiB batches, then the completion JSON: the native twin of `assembly_component_batched`.
 //! - `assembly_component`: decoder and chat-stream resources, 16 KiB batches, one `push` call
 //!   per event (the event data crosses into the guest, the delta lines come back).
+//! - `assembly_component_batched`: the `sse.chat-decoder` resource, 16 KiB batches: one call
+//!   per batch, bytes in and the batch's delta lines out, then the completion JSON.
 //! - `assembly_component_blank_pushes`: the same number of `push` calls with blank data (which
 //!   the chat layer skips): the price of the per-event boundary crossings alone.
 //! - `pipeline_native`, `pipeline_component`: the production path with its batching, over
@@ -42,7 +46,7 @@ use criterion::{
 };
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
-use openai_connector::chat_stream::{ChatStream, Step};
+use openai_connector::chat_stream::{ChatDecoder, ChatStream, Step};
 use openai_connector::sse::{Decoder, MAX_SSE_EVENT_BYTES};
 use openai_connector_harness::runtime::actions::StreamItem;
 use openai_connector_harness::runtime::{Instance, unpack};
@@ -252,7 +256,20 @@ fn assemble_native(chunks: &[&[u8]], wit_work: bool) -> String {
         }
     }
     decoder.finish(&mut events).unwrap();
-    chat.finish().to_json()
+    chat.finish_json()
+}
+
+/// `ChatDecoder` fed `batches`; the delta lines of each batch are kept until the next one.
+fn assemble_native_batched(batches: &[&[u8]]) -> String {
+    let mut decoder = ChatDecoder::new(MAX_SSE_EVENT_BYTES);
+    let mut lines = String::new();
+    for batch in batches {
+        lines.clear();
+        decoder.feed(batch, &mut lines).unwrap();
+        black_box(&lines);
+    }
+    decoder.finish(&mut lines).unwrap();
+    decoder.chat().finish_json()
 }
 
 /// What a component bench does on its fresh instance.
@@ -262,6 +279,8 @@ enum Work {
     Decode { packed: bool },
     /// `assemble_component`.
     Assemble { blank: bool },
+    /// `assemble_component_batched`.
+    AssembleBatched,
 }
 
 /// The `sse.decoder` resource fed `batches` through `feed`, or through `feed-packed` (the
@@ -308,6 +327,29 @@ async fn assemble_component(instance: &mut Instance, batches: &[&[u8]], blank: b
     }
     instance.sse_finish(decoder).await.unwrap().unwrap();
     instance.chat_finish(chat).await.unwrap()
+}
+
+/// The `sse.chat-decoder` resource: one `feed` per batch (bytes in, delta lines out).
+async fn assemble_component_batched(instance: &mut Instance, batches: &[&[u8]]) -> String {
+    let decoder = instance
+        .chat_decoder(MAX_SSE_EVENT_BYTES as u32)
+        .await
+        .unwrap();
+    for batch in batches {
+        black_box(
+            instance
+                .chat_decoder_feed(decoder, batch)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    instance
+        .chat_decoder_finish(decoder)
+        .await
+        .unwrap()
+        .unwrap();
+    instance.chat_decoder_completion(decoder).await.unwrap()
 }
 
 /// A loopback upstream that answers every request with `body` as an event stream.
@@ -484,6 +526,12 @@ fn bench(c: &mut Criterion) {
                 assemble_component(&mut instance, &batches, false).await,
                 completion
             );
+            assert_eq!(assemble_native_batched(&batches), completion);
+            let mut instance = harness.instantiate(deny.clone()).await.unwrap();
+            assert_eq!(
+                assemble_component_batched(&mut instance, &batches).await,
+                completion
+            );
             assert_eq!(
                 pipeline_component(&executor, &connector, &params).await,
                 (corpus.bytes.len(), 52311)
@@ -518,6 +566,11 @@ fn bench(c: &mut Criterion) {
                             Work::Assemble { blank } => {
                                 black_box(assemble_component(&mut instance, &batches, blank).await);
                             }
+                            Work::AssembleBatched => {
+                                black_box(
+                                    assemble_component_batched(&mut instance, &batches).await,
+                                );
+                            }
                         }
                         timed += start.elapsed();
                     }
@@ -536,6 +589,12 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_function("assembly_native_wit_work", |b| {
             b.iter(|| black_box(assemble_native(&chunks, true)))
+        });
+        group.bench_function("assembly_native_batched", |b| {
+            b.iter(|| black_box(assemble_native_batched(&batches)))
+        });
+        group.bench_function("assembly_component_batched", |b| {
+            on_fresh_instances(b, Work::AssembleBatched)
         });
         for (name, blank) in [
             ("assembly_component", false),

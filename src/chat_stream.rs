@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::json::{Item, Object, ParseError, Tape, Value};
+use crate::json::{Item, Object, ParseError, Tape, Value, write_object, write_string};
 use crate::sse::{self, SseError};
 use crate::usage::TokenUsage;
 
@@ -250,11 +250,12 @@ impl CallState {
     }
 
     /// `{"name":…,"arguments":…}`.
-    fn function_json(&self) -> Value {
-        let mut function = Object::default();
-        function.insert("name".into(), self.name().into());
-        function.insert("arguments".into(), self.arguments().into());
-        function.into()
+    fn write_function(&self, out: &mut String) {
+        out.push_str("{\"name\":");
+        write_string(self.name(), out);
+        out.push_str(",\"arguments\":");
+        write_string(self.arguments(), out);
+        out.push('}');
     }
 }
 
@@ -328,41 +329,37 @@ impl ChoiceState {
     }
 
     /// `{"role":…,"content":…,("tool_calls"),("function_call"),("refusal")}` (C105).
-    fn message_json(&self) -> Value {
-        let mut message = Object::default();
-        message.insert(
-            "role".into(),
-            self.role.as_deref().unwrap_or("assistant").into(),
-        );
-        message.insert(
-            "content".into(),
-            self.content.clone().map_or(Value::Null, Value::String),
-        );
+    fn write_message(&self, out: &mut String) {
+        out.push_str("{\"role\":");
+        write_string(self.role.as_deref().unwrap_or("assistant"), out);
+        out.push_str(",\"content\":");
+        write_optional_string(self.content.as_deref(), out);
         if !self.tool_calls.is_empty() {
+            out.push_str(",\"tool_calls\":[");
             // C101: a BTreeMap iterates in index order and has no gaps.
-            let calls = self
-                .tool_calls
-                .values()
-                .map(|call| {
-                    let mut json = Object::default();
-                    json.insert("id".into(), call.id.as_deref().unwrap_or("").into());
-                    json.insert(
-                        "type".into(),
-                        call.kind.as_deref().unwrap_or("function").into(),
-                    );
-                    json.insert("function".into(), call.function_json());
-                    Value::Object(json)
-                })
-                .collect();
-            message.insert("tool_calls".into(), Value::Array(calls));
+            for (i, call) in self.tool_calls.values().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"id\":");
+                write_string(call.id.as_deref().unwrap_or(""), out);
+                out.push_str(",\"type\":");
+                write_string(call.kind.as_deref().unwrap_or("function"), out);
+                out.push_str(",\"function\":");
+                call.write_function(out);
+                out.push('}');
+            }
+            out.push(']');
         }
         if let Some(call) = &self.function_call {
-            message.insert("function_call".into(), call.function_json());
+            out.push_str(",\"function_call\":");
+            call.write_function(out);
         }
         if let Some(refusal) = &self.refusal {
-            message.insert("refusal".into(), refusal.as_str().into());
+            out.push_str(",\"refusal\":");
+            write_string(refusal, out);
         }
-        Value::Object(message)
+        out.push('}');
     }
 }
 
@@ -559,44 +556,56 @@ impl ChatStream {
     /// where each of the first four is the first non-empty value received or `null`, `usage`
     /// is the last usage object or `null`, and `error` is the error text or `null`.
     pub fn finish(&self) -> Value {
+        Value::parse(self.finish_json().as_bytes())
+            .expect("the completion is written as valid JSON")
+    }
+
+    /// [`finish`](Self::finish) as compact JSON text, written directly (the content is not
+    /// copied into a [`Value`] first).
+    pub fn finish_json(&self) -> String {
         let state = &self.state;
-        let mut result = Object::default();
-        for (key, value) in [
-            ("id", &state.id),
-            ("model", &state.model),
-            ("created", &state.created),
-            ("system_fingerprint", &state.system_fingerprint),
-        ] {
-            result.insert(key.into(), value.clone().unwrap_or(Value::Null));
-        }
-        let choices = state
+        let content: usize = state
             .choices
-            .iter()
-            .map(|(&index, choice)| {
-                let mut json = Object::default();
-                json.insert("index".into(), index.into());
-                json.insert("message".into(), choice.message_json());
-                json.insert(
-                    "finish_reason".into(),
-                    choice.finish_reason.clone().unwrap_or(Value::Null),
-                );
-                Value::Object(json)
-            })
-            .collect();
-        result.insert("choices".into(), Value::Array(choices));
-        result.insert(
-            "usage".into(),
-            state.usage.clone().map_or(Value::Null, Value::Object),
+            .values()
+            .map(|c| c.content.as_ref().map_or(0, String::len))
+            .sum();
+        let mut out = String::with_capacity(content + 256);
+        for (key, value) in [
+            ("{\"id\":", &state.id),
+            (",\"model\":", &state.model),
+            (",\"created\":", &state.created),
+            (",\"system_fingerprint\":", &state.system_fingerprint),
+        ] {
+            out.push_str(key);
+            write_optional(value.as_ref(), &mut out);
+        }
+        out.push_str(",\"choices\":[");
+        for (i, (index, choice)) in state.choices.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"index\":");
+            out.push_str(&index.to_string());
+            out.push_str(",\"message\":");
+            choice.write_message(&mut out);
+            out.push_str(",\"finish_reason\":");
+            write_optional(choice.finish_reason.as_ref(), &mut out);
+            out.push('}');
+        }
+        out.push_str("],\"usage\":");
+        match &state.usage {
+            Some(usage) => write_object(usage, &mut out),
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"done\":");
+        out.push_str(if state.done { "true" } else { "false" });
+        out.push_str(",\"error\":");
+        write_optional_string(
+            state.error.as_ref().map(ToString::to_string).as_deref(),
+            &mut out,
         );
-        result.insert("done".into(), state.done.into());
-        result.insert(
-            "error".into(),
-            state
-                .error
-                .as_ref()
-                .map_or(Value::Null, |e| e.to_string().into()),
-        );
-        Value::Object(result)
+        out.push('}');
+        out
     }
 }
 
@@ -687,6 +696,22 @@ fn number_as_u64(text: &str) -> Option<u64> {
         let f: f64 = text.parse().unwrap_or(f64::NAN);
         (f.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(&f)).then_some(f as u64)
     })
+}
+
+/// `value`'s JSON, or `null`.
+fn write_optional(value: Option<&Value>, out: &mut String) {
+    match value {
+        Some(value) => value.write_json(out),
+        None => out.push_str("null"),
+    }
+}
+
+/// `text` as a JSON string, or `null`.
+fn write_optional_string(text: Option<&str>, out: &mut String) {
+    match text {
+        Some(text) => write_string(text, out),
+        None => out.push_str("null"),
+    }
 }
 
 /// Sets `slot` to `value` when `slot` is still unset and `value` is a non-empty string.

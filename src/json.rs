@@ -159,18 +159,7 @@ impl Value {
                 }
                 out.push(']');
             }
-            Value::Object(map) => {
-                out.push('{');
-                for (i, (k, v)) in map.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write_string(k, out);
-                    out.push(':');
-                    v.write_json(out);
-                }
-                out.push('}');
-            }
+            Value::Object(map) => write_object(map, out),
         }
     }
 
@@ -257,6 +246,20 @@ impl From<Object> for Value {
     fn from(map: Object) -> Self {
         Value::Object(map)
     }
+}
+
+/// Appends the compact JSON text of `map` to `out` (C52, C53).
+pub fn write_object(map: &Object, out: &mut String) {
+    out.push('{');
+    for (i, (k, v)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(k, out);
+        out.push(':');
+        v.write_json(out);
+    }
+    out.push('}');
 }
 
 /// Writes `s` as a JSON string literal the way JavaScript's `JSON.stringify` does (C53):
@@ -376,6 +379,10 @@ enum Kind {
     Plain,
     /// A string with escapes: `start..end` of [`Tape::decoded`].
     Decoded,
+    /// A string whose escapes are all the ones [`write_string`] writes: `start..end` of
+    /// [`Tape::decoded`], and `raw..raw_end` of the source is already its JSON text, quotes
+    /// excluded.
+    Canonical,
     /// `end` is the index of the node after the array's last descendant.
     Array,
     /// Members are key and value nodes in turn; `end` as for arrays.
@@ -387,6 +394,10 @@ struct Node {
     kind: Kind,
     start: usize,
     end: usize,
+    /// [`Kind::Canonical`]: where its escaped text starts in the source (quote excluded); it
+    /// ends before the closing quote, at `raw_end`.
+    raw: usize,
+    raw_end: usize,
 }
 
 impl Tape {
@@ -467,7 +478,7 @@ impl<'t> Item<'t> {
         let node = self.node();
         match node.kind {
             Kind::Plain => Some(&self.src[node.start..node.end]),
-            Kind::Decoded => Some(&self.tape.decoded[node.start..node.end]),
+            Kind::Decoded | Kind::Canonical => Some(&self.tape.decoded[node.start..node.end]),
             _ => None,
         }
     }
@@ -484,7 +495,9 @@ impl<'t> Item<'t> {
             Kind::Null | Kind::False => false,
             Kind::True | Kind::Array | Kind::Object => true,
             Kind::Number => number_is_truthy(self.as_number().unwrap_or("0")),
-            Kind::Plain | Kind::Decoded => self.as_str().is_some_and(|s| !s.is_empty()),
+            Kind::Plain | Kind::Decoded | Kind::Canonical => {
+                self.as_str().is_some_and(|s| !s.is_empty())
+            }
         }
     }
 
@@ -544,7 +557,9 @@ impl<'t> Item<'t> {
             Kind::True => Value::Bool(true),
             Kind::False => Value::Bool(false),
             Kind::Number => Value::Number(Number(self.as_number().unwrap_or("0").to_owned())),
-            Kind::Plain | Kind::Decoded => Value::String(self.as_str().unwrap_or("").to_owned()),
+            Kind::Plain | Kind::Decoded | Kind::Canonical => {
+                Value::String(self.as_str().unwrap_or("").to_owned())
+            }
             Kind::Array => Value::Array(self.elements().map(|e| e.to_value()).collect()),
             Kind::Object => {
                 let mut map = Object::default();
@@ -581,6 +596,13 @@ impl<'t> Item<'t> {
                 out.push('"');
             }
             Kind::Decoded => write_string(self.as_str().unwrap_or(""), out),
+            // Decoding and escaping again would give back the same text.
+            Kind::Canonical => {
+                let node = self.node();
+                out.push('"');
+                out.push_str(&self.src[node.raw..node.raw_end]);
+                out.push('"');
+            }
             Kind::Array => {
                 out.push('[');
                 for (i, element) in self.elements().enumerate() {
@@ -650,7 +672,13 @@ impl TapeParser<'_> {
     }
 
     fn push(&mut self, kind: Kind, start: usize, end: usize) -> usize {
-        self.tape.nodes.push(Node { kind, start, end });
+        self.tape.nodes.push(Node {
+            kind,
+            start,
+            end,
+            raw: 0,
+            raw_end: 0,
+        });
         self.tape.nodes.len() - 1
     }
 
@@ -791,6 +819,8 @@ impl TapeParser<'_> {
         }
         let decoded_start = self.tape.decoded.len();
         self.pos = start;
+        // Whether every escape so far is the one `write_string` writes for its character.
+        let mut canonical = true;
         loop {
             let run_end = find_special(&self.src[self.pos..])
                 .map(|i| self.pos + i)
@@ -800,9 +830,16 @@ impl TapeParser<'_> {
             let out = &mut self.tape.decoded;
             match self.src[self.pos] {
                 b'"' => {
-                    self.pos += 1;
                     let end = self.tape.decoded.len();
-                    self.push(Kind::Decoded, decoded_start, end);
+                    let kind = if canonical {
+                        Kind::Canonical
+                    } else {
+                        Kind::Decoded
+                    };
+                    let node = self.push(kind, decoded_start, end);
+                    self.tape.nodes[node].raw = start;
+                    self.tape.nodes[node].raw_end = self.pos;
+                    self.pos += 1;
                     return Ok(());
                 }
                 b'\\' => {
@@ -814,14 +851,30 @@ impl TapeParser<'_> {
                     match esc {
                         b'"' => out.push('"'),
                         b'\\' => out.push('\\'),
-                        b'/' => out.push('/'),
+                        b'/' => {
+                            canonical = false;
+                            out.push('/');
+                        }
                         b'b' => out.push('\u{8}'),
                         b'f' => out.push('\u{c}'),
                         b'n' => out.push('\n'),
                         b'r' => out.push('\r'),
                         b't' => out.push('\t'),
                         b'u' => {
+                            let digits = self.pos;
                             let first = self.hex4()?;
+                            // `write_string` spells only controls without a short escape this
+                            // way, in lower case.
+                            const HEX: &[u8; 16] = b"0123456789abcdef";
+                            canonical &= first < 0x20
+                                && !matches!(first, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d)
+                                && self.src[digits..digits + 4]
+                                    == [
+                                        b'0',
+                                        b'0',
+                                        HEX[first as usize >> 4],
+                                        HEX[first as usize & 0xf],
+                                    ];
                             let code = match first {
                                 0xD800..=0xDBFF => {
                                     if self.src.get(self.pos..self.pos + 2) != Some(b"\\u") {
@@ -1013,6 +1066,10 @@ mod tests {
                 Just(r#""b""#.to_owned()),
                 Just(r#""\u0061""#.to_owned()),
                 Just(r#""\n\"\/é😀""#.to_owned()),
+                Just(r#""\n\"\\\t\b\f\r\u0001\u001f""#.to_owned()),
+                Just(r#""\u001F""#.to_owned()),
+                Just(r#""x\u000a""#.to_owned()),
+                Just(r#""\u0008\u00e9""#.to_owned()),
                 "[a-c]{0,3}".prop_map(|s| format!("\"{s}\"")),
             ];
             let leaf = prop_oneof![

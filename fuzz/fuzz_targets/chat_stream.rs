@@ -51,5 +51,5 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = chat.finish(&mut chat_lines);
     assert_eq!(chat_lines, lines);
-    assert_eq!(chat.chat().finish().to_json(), result);
+    assert_eq!(chat.chat().finish_json(), result);
 });

@@ -406,7 +406,7 @@ impl wit_sse::GuestChatStream for ChatStreamResource {
     }
 
     fn finish(&self) -> String {
-        self.0.borrow().finish().to_json()
+        self.0.borrow().finish_json()
     }
 }
 
@@ -433,6 +433,6 @@ impl wit_sse::GuestChatDecoder for ChatDecoderResource {
     }
 
     fn completion(&self) -> String {
-        self.0.borrow().chat().finish().to_json()
+        self.0.borrow().chat().finish_json()
     }
 }
