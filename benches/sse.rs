@@ -268,7 +268,7 @@ fn assemble_native_batched(batches: &[&[u8]]) -> String {
         decoder.feed(batch, &mut lines).unwrap();
         black_box(&lines);
     }
-    decoder.finish(&mut lines).unwrap();
+    decoder.finish().unwrap();
     decoder.chat().finish_json()
 }
 

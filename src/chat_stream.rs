@@ -143,8 +143,9 @@ impl Delta {
 
 /// Appends `{"index":<index>,"delta":<delta>}` (C105).
 fn write_delta_line(index: u64, delta: Item<'_>, out: &mut String) {
-    use std::fmt::Write;
-    let _ = write!(out, "{{\"index\":{index},\"delta\":");
+    out.push_str("{\"index\":");
+    out.push_str(itoa::Buffer::new().format(index));
+    out.push_str(",\"delta\":");
     delta.write_json(out);
     out.push('}');
 }
@@ -402,8 +403,12 @@ impl Assembly {
         error
     }
 
-    /// Merges one chunk object (C96–C104).
-    fn merge(&mut self, chunk: Item<'_>) -> Result<(), StreamError> {
+    /// Merges one chunk object (C96–C104), appending its delta lines to `lines` when given.
+    fn merge(
+        &mut self,
+        chunk: Item<'_>,
+        mut lines: Option<&mut String>,
+    ) -> Result<(), StreamError> {
         let members = ChunkMembers::read(chunk);
         // C96: a non-null `error` member ends the stream; nothing else of that chunk counts.
         if let Some(error) = members.error.filter(|e| !e.is_null()) {
@@ -440,6 +445,10 @@ impl Assembly {
             let choice = self.choices.entry(element.index).or_default();
             if let Some(delta) = element.delta {
                 choice.merge_delta(delta);
+                if let Some(out) = lines.as_deref_mut() {
+                    write_delta_line(element.index, delta, out);
+                    out.push('\n');
+                }
             }
             // C102: the last non-null finish reason.
             if let Some(reason) = element.finish_reason {
@@ -468,6 +477,16 @@ impl ChatStream {
     /// `[DONE]`, every push returns [`Step::Skipped`] and changes nothing (C92). A returned
     /// chunk borrows the stream until the next call.
     pub fn push<'a>(&'a mut self, data: &'a str) -> Result<Step<'a>, StreamError> {
+        self.step(data, None)
+    }
+
+    /// [`push`](Self::push), appending the chunk's delta lines to `lines` when given (as
+    /// [`Chunk::write_delta_lines`] would, in the same pass as the merge).
+    fn step<'a>(
+        &'a mut self,
+        data: &'a str,
+        lines: Option<&mut String>,
+    ) -> Result<Step<'a>, StreamError> {
         let state = &mut self.state;
         if state.done || state.error.is_some() {
             return Ok(Step::Skipped);
@@ -487,7 +506,7 @@ impl ChatStream {
             Ok(_) => return Ok(Step::Skipped),
             Err(error) => return Err(state.fail(StreamError::InvalidJson(error))),
         };
-        state.merge(chunk)?;
+        state.merge(chunk, lines)?;
         Ok(Step::Chunk(Chunk(chunk)))
     }
 
@@ -585,7 +604,7 @@ impl ChatStream {
                 out.push(',');
             }
             out.push_str("{\"index\":");
-            out.push_str(&index.to_string());
+            out.push_str(itoa::Buffer::new().format(*index));
             out.push_str(",\"message\":");
             choice.write_message(&mut out);
             out.push_str(",\"finish_reason\":");
@@ -620,7 +639,7 @@ impl ChatStream {
 /// let mut lines = String::new();
 /// decoder.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: [DO", &mut lines).unwrap();
 /// decoder.feed(b"NE]\n\n", &mut lines).unwrap();
-/// decoder.finish(&mut lines).unwrap();
+/// decoder.finish().unwrap();
 /// assert_eq!(lines, "{\"index\":0,\"delta\":{\"content\":\"Hi\"}}\n");
 /// assert!(decoder.chat().done());
 /// ```
@@ -628,8 +647,6 @@ impl ChatStream {
 pub struct ChatDecoder {
     decoder: sse::Decoder,
     chat: ChatStream,
-    /// Reused between calls.
-    events: Vec<sse::Event>,
 }
 
 impl ChatDecoder {
@@ -638,7 +655,6 @@ impl ChatDecoder {
         ChatDecoder {
             decoder: sse::Decoder::with_max_event_bytes(max_event_bytes),
             chat: ChatStream::new(),
-            events: Vec::new(),
         }
     }
 
@@ -650,26 +666,17 @@ impl ChatDecoder {
     /// (C91); the lines of the events completed before the failure are in `out`, and every
     /// later call returns the same error.
     pub fn feed(&mut self, chunk: &[u8], out: &mut String) -> Result<(), SseError> {
-        self.events.clear();
-        let decoded = self.decoder.feed(chunk, &mut self.events);
-        self.push_events(out);
-        decoded
+        let chat = &mut self.chat;
+        // Each event is borrowed from the decoder's buffer and merged as it is dispatched.
+        self.decoder.feed_with(chunk, &mut |event| {
+            let _ = chat.step(event.data, Some(out));
+        })
     }
 
-    /// Ends the input: a partly built event is discarded (C89).
-    pub fn finish(&mut self, out: &mut String) -> Result<(), SseError> {
-        self.events.clear();
-        let decoded = self.decoder.finish(&mut self.events);
-        self.push_events(out);
-        decoded
-    }
-
-    fn push_events(&mut self, out: &mut String) {
-        for event in &self.events {
-            if let Ok(Step::Chunk(chunk)) = self.chat.push(&event.data) {
-                chunk.write_delta_lines(out);
-            }
-        }
+    /// Ends the input: a partly built event is discarded and nothing is dispatched (C89).
+    /// Returns the decoding error if decoding had stopped (C91).
+    pub fn finish(&mut self) -> Result<(), SseError> {
+        self.decoder.finish(&mut Vec::new())
     }
 
     /// The accumulator: the completion so far, usage, errors.
@@ -1146,7 +1153,7 @@ mod tests {
                     chat.feed(piece, &mut lines).unwrap();
                     rest = tail;
                 }
-                chat.finish(&mut lines).unwrap();
+                chat.finish().unwrap();
                 prop_assert_eq!(lines, want);
                 prop_assert_eq!(chat.chat().finish().to_json(), stream.finish().to_json());
                 prop_assert_eq!(chat.chat().token_usage(), stream.token_usage());

@@ -53,6 +53,31 @@ pub struct Event {
     pub retry: Option<u64>,
 }
 
+/// A dispatched event borrowed from the decoder: what [`Decoder::feed_with`] hands its sink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    /// The event type (`message` when none was given).
+    pub event_type: &'a str,
+    /// The data: every `data` field's value joined with LF.
+    pub data: &'a str,
+    /// The last event ID at dispatch time, if an `id` field was accepted (C90).
+    pub last_event_id: Option<&'a str>,
+    /// The most recent reconnection time, in milliseconds (C87, C90).
+    pub retry: Option<u64>,
+}
+
+impl EventRef<'_> {
+    /// The event, owned.
+    pub fn to_event(&self) -> Event {
+        Event {
+            event_type: self.event_type.to_owned(),
+            data: self.data.to_owned(),
+            last_event_id: self.last_event_id.map(str::to_owned),
+            retry: self.retry,
+        }
+    }
+}
+
 /// Why decoding stopped.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -157,6 +182,16 @@ impl Decoder {
     /// same error. The events produced never depend on how the stream is split into chunks
     /// (C80). After `finish`, further input is ignored.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<Event>) -> Result<(), SseError> {
+        self.feed_with(chunk, &mut |event| out.push(event.to_event()))
+    }
+
+    /// [`feed`](Self::feed), handing each event to `sink` as it is dispatched, borrowed: no
+    /// event is allocated.
+    pub fn feed_with(
+        &mut self,
+        chunk: &[u8],
+        sink: &mut dyn FnMut(EventRef<'_>),
+    ) -> Result<(), SseError> {
         let mut input = chunk;
         match &self.state {
             State::Failed(error) => return Err(error.clone()),
@@ -195,7 +230,7 @@ impl Decoder {
             input = &input[1..];
         }
         self.state = State::Line;
-        match self.decode_lines(input, out) {
+        match self.decode_lines(input, sink) {
             Ok(()) => Ok(()),
             Err(error) => {
                 self.line = Vec::new();
@@ -233,7 +268,11 @@ impl Decoder {
     /// FEED (LF) character not preceded by a U+000D CARRIAGE RETURN (CR) character, and a
     /// single U+000D CARRIAGE RETURN (CR) character not followed by a U+000A LINE FEED (LF)
     /// character being the ways in which a line can end."
-    fn decode_lines(&mut self, mut input: &[u8], out: &mut Vec<Event>) -> Result<(), SseError> {
+    fn decode_lines(
+        &mut self,
+        mut input: &[u8],
+        sink: &mut dyn FnMut(EventRef<'_>),
+    ) -> Result<(), SseError> {
         while !input.is_empty() {
             let Some(end) = memchr2(b'\r', b'\n', input) else {
                 #[cfg(test)]
@@ -251,12 +290,12 @@ impl Decoder {
                 self.work += end + 1;
             }
             if self.line.is_empty() {
-                self.process_line(&input[..end], out)?;
+                self.process_line(&input[..end], sink)?;
             } else {
                 self.check(self.line.len() + end)?;
                 let mut line = std::mem::take(&mut self.line);
                 line.extend_from_slice(&input[..end]);
-                let result = self.process_line(&line, out);
+                let result = self.process_line(&line, sink);
                 line.clear();
                 line.shrink_to(RETAINED_LINE_CAPACITY);
                 self.line = line;
@@ -290,7 +329,11 @@ impl Decoder {
     ///
     /// The field name is compared as bytes: a name containing invalid UTF-8 decodes to text
     /// with U+FFFD, which matches no known field either way.
-    fn process_line(&mut self, line: &[u8], out: &mut Vec<Event>) -> Result<(), SseError> {
+    fn process_line(
+        &mut self,
+        line: &[u8],
+        sink: &mut dyn FnMut(EventRef<'_>),
+    ) -> Result<(), SseError> {
         #[cfg(test)]
         {
             self.work += line.len();
@@ -300,7 +343,7 @@ impl Decoder {
         self.check(line.len())?;
         // WHATWG: "If the line is empty (a blank line) → Dispatch the event, as defined below."
         if line.is_empty() {
-            self.dispatch(out);
+            self.dispatch(sink);
             return Ok(());
         }
         let (name, value) = match memchr(b':', line) {
@@ -365,7 +408,7 @@ impl Decoder {
     }
 
     /// Dispatches the event (C88). WHATWG, "dispatch the event":
-    fn dispatch(&mut self, out: &mut Vec<Event>) {
+    fn dispatch(&mut self, sink: &mut dyn FnMut(EventRef<'_>)) {
         // "1. Set the last event ID string of the event source to the value of the last event
         // ID buffer. The buffer does not get reset, so the last event ID string of the event
         // source remains set to this value until the next time it is set by the server."
@@ -386,22 +429,24 @@ impl Decoder {
         // "5. Initialize event's type attribute to "message", its data attribute to data, […]
         // and its lastEventId attribute to the last event ID string of the event source.
         // 6. If the event type buffer has a value other than the empty string, change the type
-        // of the newly created event to equal the value of the event type buffer.
-        // 7. Set the data buffer and the event type buffer to the empty string."
+        // of the newly created event to equal the value of the event type buffer."
         let event_type = if self.event_type.is_empty() {
-            String::from("message")
+            "message"
         } else {
-            std::mem::take(&mut self.event_type)
+            &self.event_type
         };
-        // The buffer becomes the event's data (no copy); the next `data` field allocates a new
-        // one at its own size, so a large event never pins memory after it is dispatched.
-        let data = std::mem::take(&mut self.data);
-        out.push(Event {
+        sink(EventRef {
             event_type,
-            data,
-            last_event_id: self.last_event_id.clone(),
+            data: &self.data,
+            last_event_id: self.last_event_id.as_deref(),
             retry: self.retry,
         });
+        // "7. Set the data buffer and the event type buffer to the empty string." The buffer is
+        // kept for the next event unless it grew large, so that a large event never pins
+        // memory after it is dispatched.
+        self.data.clear();
+        self.data.shrink_to(RETAINED_LINE_CAPACITY);
+        self.event_type.clear();
     }
 }
 

@@ -543,9 +543,7 @@ fn run_chat(input: &[u8], expect: &Value) -> Result<(), String> {
                 .feed(piece, &mut lines)
                 .map_err(|e| format!("{how}: {e}"))?;
         }
-        decoder
-            .finish(&mut lines)
-            .map_err(|e| format!("{how}: {e}"))?;
+        decoder.finish().map_err(|e| format!("{how}: {e}"))?;
         let lines: Vec<String> = lines.lines().map(str::to_owned).collect();
         expect_eq(&format!("deltas ({how})"), lines, want_deltas.clone())?;
         expect_eq(

@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
     }
-    let _ = chat.finish(&mut chat_lines);
+    let _ = chat.finish();
     assert_eq!(chat_lines, lines);
     assert_eq!(chat.chat().finish_json(), result);
 });

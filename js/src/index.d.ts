@@ -163,3 +163,11 @@ export declare class ChatStream implements Disposable {
   finish(): Record<string, unknown>;
   [Symbol.dispose](): void;
 }
+
+export declare class ChatDecoder implements Disposable {
+  constructor(options?: { maxEventBytes?: number });
+  feed(chunk: Uint8Array | string): ChatDelta[];
+  finish(): void;
+  completion(): Record<string, unknown>;
+  [Symbol.dispose](): void;
+}

@@ -5,6 +5,7 @@ import { once } from 'node:events';
 import { describe, test } from 'node:test';
 
 import {
+  ChatDecoder,
   ChatStream,
   ChatStreamError,
   ConnectorFailure,
@@ -332,5 +333,23 @@ describe('execute over jco\'s wasi:http shim', () => {
     assert.throws(() => execute(openai({}), { subAction: 'run', subActionParams: { body: '{}' } }), {
       name: 'ConnectorValidationError',
     });
+  });
+});
+
+describe('ChatDecoder', () => {
+  test('bytes in, deltas out; the completion survives an oversize event (C91, C105)', () => {
+    const chat = new ChatDecoder({ maxEventBytes: 128 });
+    const first = 'data: {"model":"m","choices":[{"delta":{"content":"He"}}]}\n\ndata: {"choices":[{"delt';
+    assert.deepEqual(chat.feed(first), [{ index: 0, delta: { content: 'He' } }]);
+    assert.deepEqual(chat.feed(new TextEncoder().encode('a":{"content":"y"}}]}\n\n')), [
+      { index: 0, delta: { content: 'y' } },
+    ]);
+    const oversize = { name: 'SseError', message: 'SSE event exceeds the maximum size of 128 bytes' };
+    assert.throws(() => chat.feed(`data: ${'x'.repeat(200)}\n\n`), oversize);
+    assert.throws(() => chat.finish(), oversize);
+    const completion = chat.completion();
+    assert.equal(completion.model, 'm');
+    assert.equal(completion.choices[0].message.content, 'Hey');
+    assert.throws(() => new ChatDecoder({ maxEventBytes: 1.5 }), { name: 'TypeError', message: /^maxEventBytes/ });
   });
 });

@@ -283,6 +283,18 @@ describe('chat', () => {
       assert.deepEqual(deltas, expect.deltas, 'deltas');
       assert.deepEqual(errors, expect.push_errors, 'push errors');
       assert.equal(stream.finish(), expect.final, 'final');
+      // sse.chat-decoder: bytes in, delta lines out, whole and one byte at a time.
+      for (const [how, size] of [['whole', input.length || 1], ['bytewise', 1]]) {
+        const chat = new sse.ChatDecoder(expect.max_event_bytes ?? 1048576);
+        let lines = '';
+        for (let at = 0; at < input.length; at += size) {
+          lines += chat.feed(input.subarray(at, at + size));
+        }
+        chat.finish();
+        const want = expect.deltas.map((d) => `${d}\n`).join('');
+        assert.equal(lines, want, `deltas, chat decoder ${how}`);
+        assert.equal(chat.completion(), expect.final, `final, chat decoder ${how}`);
+      }
     });
   }
 });

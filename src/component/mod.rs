@@ -424,12 +424,7 @@ impl wit_sse::GuestChatDecoder for ChatDecoderResource {
     }
 
     fn finish(&self) -> Result<(), String> {
-        // C89: the end of input dispatches nothing (a partly built event is dropped), so there
-        // are never lines to return here.
-        let mut lines = String::new();
-        let result = self.0.borrow_mut().finish(&mut lines);
-        debug_assert!(lines.is_empty());
-        result.map_err(|e| e.to_string())
+        self.0.borrow_mut().finish().map_err(|e| e.to_string())
     }
 
     fn completion(&self) -> String {
