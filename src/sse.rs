@@ -182,7 +182,7 @@ impl Decoder {
     /// same error. The events produced never depend on how the stream is split into chunks
     /// (C80). After `finish`, further input is ignored.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<Event>) -> Result<(), SseError> {
-        self.feed_with(chunk, &mut |event| out.push(event.to_event()))
+        self.decode(chunk, &mut Sink::Owned(out))
     }
 
     /// [`feed`](Self::feed), handing each event to `sink` as it is dispatched, borrowed: no
@@ -192,6 +192,10 @@ impl Decoder {
         chunk: &[u8],
         sink: &mut dyn FnMut(EventRef<'_>),
     ) -> Result<(), SseError> {
+        self.decode(chunk, &mut Sink::Borrowed(sink))
+    }
+
+    fn decode(&mut self, chunk: &[u8], sink: &mut Sink<'_>) -> Result<(), SseError> {
         let mut input = chunk;
         match &self.state {
             State::Failed(error) => return Err(error.clone()),
@@ -268,11 +272,7 @@ impl Decoder {
     /// FEED (LF) character not preceded by a U+000D CARRIAGE RETURN (CR) character, and a
     /// single U+000D CARRIAGE RETURN (CR) character not followed by a U+000A LINE FEED (LF)
     /// character being the ways in which a line can end."
-    fn decode_lines(
-        &mut self,
-        mut input: &[u8],
-        sink: &mut dyn FnMut(EventRef<'_>),
-    ) -> Result<(), SseError> {
+    fn decode_lines(&mut self, mut input: &[u8], sink: &mut Sink<'_>) -> Result<(), SseError> {
         while !input.is_empty() {
             let Some(end) = memchr2(b'\r', b'\n', input) else {
                 #[cfg(test)]
@@ -329,11 +329,7 @@ impl Decoder {
     ///
     /// The field name is compared as bytes: a name containing invalid UTF-8 decodes to text
     /// with U+FFFD, which matches no known field either way.
-    fn process_line(
-        &mut self,
-        line: &[u8],
-        sink: &mut dyn FnMut(EventRef<'_>),
-    ) -> Result<(), SseError> {
+    fn process_line(&mut self, line: &[u8], sink: &mut Sink<'_>) -> Result<(), SseError> {
         #[cfg(test)]
         {
             self.work += line.len();
@@ -408,7 +404,7 @@ impl Decoder {
     }
 
     /// Dispatches the event (C88). WHATWG, "dispatch the event":
-    fn dispatch(&mut self, sink: &mut dyn FnMut(EventRef<'_>)) {
+    fn dispatch(&mut self, sink: &mut Sink<'_>) {
         // "1. Set the last event ID string of the event source to the value of the last event
         // ID buffer. The buffer does not get reset, so the last event ID string of the event
         // source remains set to this value until the next time it is set by the server."
@@ -429,25 +425,51 @@ impl Decoder {
         // "5. Initialize event's type attribute to "message", its data attribute to data, […]
         // and its lastEventId attribute to the last event ID string of the event source.
         // 6. If the event type buffer has a value other than the empty string, change the type
-        // of the newly created event to equal the value of the event type buffer."
-        let event_type = if self.event_type.is_empty() {
-            "message"
-        } else {
-            &self.event_type
-        };
-        sink(EventRef {
-            event_type,
-            data: &self.data,
-            last_event_id: self.last_event_id.as_deref(),
-            retry: self.retry,
-        });
-        // "7. Set the data buffer and the event type buffer to the empty string." The buffer is
-        // kept for the next event unless it grew large, so that a large event never pins
-        // memory after it is dispatched.
-        self.data.clear();
-        self.data.shrink_to(RETAINED_LINE_CAPACITY);
-        self.event_type.clear();
+        // of the newly created event to equal the value of the event type buffer.
+        // 7. Set the data buffer and the event type buffer to the empty string."
+        match sink {
+            Sink::Owned(out) => {
+                let event_type = if self.event_type.is_empty() {
+                    String::from("message")
+                } else {
+                    std::mem::take(&mut self.event_type)
+                };
+                // The buffer becomes the event's data (no copy); the next `data` field
+                // allocates a new one at its own size, so a large event never pins memory
+                // after it is dispatched.
+                out.push(Event {
+                    event_type,
+                    data: std::mem::take(&mut self.data),
+                    last_event_id: self.last_event_id.clone(),
+                    retry: self.retry,
+                });
+            }
+            Sink::Borrowed(sink) => {
+                sink(EventRef {
+                    event_type: if self.event_type.is_empty() {
+                        "message"
+                    } else {
+                        &self.event_type
+                    },
+                    data: &self.data,
+                    last_event_id: self.last_event_id.as_deref(),
+                    retry: self.retry,
+                });
+                // The buffer is kept for the next event unless it grew large, so that a large
+                // event never pins memory after it is dispatched.
+                self.data.clear();
+                self.data.shrink_to(RETAINED_LINE_CAPACITY);
+                self.event_type.clear();
+            }
+        }
     }
+}
+
+/// Where dispatched events go: [`Decoder::feed`] takes each event's buffers, [`Decoder::feed_with`]
+/// lends them.
+enum Sink<'a> {
+    Owned(&'a mut Vec<Event>),
+    Borrowed(&'a mut dyn FnMut(EventRef<'_>)),
 }
 
 /// Appends `bytes` decoded as UTF-8 with replacement (C81): each maximal invalid subpart becomes
@@ -1028,6 +1050,20 @@ mod tests {
             chunks.push(&input[start..]);
             prop_assert_eq!(&decode_chunks(chunks.iter().copied(), max), &one_shot);
             prop_assert_eq!(&decode_chunks(input.chunks(1), max), &one_shot);
+            // The borrowing path dispatches the same events (its buffers are reused).
+            let mut decoder = Decoder::with_max_event_bytes(max);
+            let mut lent = Vec::new();
+            let mut error = None;
+            for chunk in &chunks {
+                if let Err(e) = decoder.feed_with(chunk, &mut |e| lent.push(e.to_event())) {
+                    error = Some(e);
+                    break;
+                }
+            }
+            if error.is_none() {
+                error = decoder.finish(&mut Vec::new()).err();
+            }
+            prop_assert_eq!(&(lent, error), &one_shot);
         }
     }
 }

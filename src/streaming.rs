@@ -192,31 +192,45 @@ impl<B: Body> StreamExecution<B> {
         if self.accounting_stopped {
             return;
         }
-        let mut events = Vec::new();
-        let decoded = self.decoder.feed(bytes, &mut events);
-        for event in &events {
-            match self.chat.push(&event.data) {
-                Ok(Step::Chunk(chunk)) if self.mode == Mode::Chunks => {
-                    self.pending.push_back(chunk.to_value());
-                }
-                Ok(Step::Done) if self.mode == Mode::Chunks => {
-                    // C42: `[DONE]` ends the output.
-                    self.body = None;
-                    return;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    self.accounting_stopped = true;
-                    if self.mode == Mode::Chunks {
-                        let message = match &e {
-                            StreamError::Provider(text) => format!("Stream error: {text}"),
-                            other => other.to_string(),
-                        };
-                        self.fail(message);
-                    }
-                    return;
-                }
+        // Events are merged as they are dispatched, borrowed from the decoder's buffers. The
+        // first `[DONE]` of chunk mode or stream error stops the processing of this read.
+        enum Stop {
+            Done,
+            Failed(StreamError),
+        }
+        let (chat, pending, mode) = (&mut self.chat, &mut self.pending, self.mode);
+        let mut stop = None;
+        let decoded = self.decoder.feed_with(bytes, &mut |event| {
+            if stop.is_some() {
+                return;
             }
+            match chat.push(event.data) {
+                Ok(Step::Chunk(chunk)) if mode == Mode::Chunks => {
+                    pending.push_back(chunk.to_value());
+                }
+                // C42: `[DONE]` ends the output.
+                Ok(Step::Done) if mode == Mode::Chunks => stop = Some(Stop::Done),
+                Ok(_) => {}
+                Err(e) => stop = Some(Stop::Failed(e)),
+            }
+        });
+        match stop {
+            Some(Stop::Done) => {
+                self.body = None;
+                return;
+            }
+            Some(Stop::Failed(e)) => {
+                self.accounting_stopped = true;
+                if self.mode == Mode::Chunks {
+                    let message = match &e {
+                        StreamError::Provider(text) => format!("Stream error: {text}"),
+                        other => other.to_string(),
+                    };
+                    self.fail(message);
+                }
+                return;
+            }
+            None => {}
         }
         if let Err(e) = decoded {
             // C114: accounting stops; the pass-through goes on. Chunk mode cannot go on.

@@ -325,9 +325,21 @@ impl wit_sse::GuestDecoder for DecoderResource {
     }
 
     fn feed_packed(&self, chunk: Vec<u8>) -> Result<wit_sse::PackedEvents, String> {
-        let mut events = Vec::new();
-        let result = self.0.borrow_mut().feed(&chunk, &mut events);
-        events_then_error(result, events).map(|events| pack(&events))
+        // Events are packed as they are dispatched, straight from the decoder's buffers.
+        let mut packed = wit_sse::PackedEvents {
+            text: String::with_capacity(chunk.len()),
+            lengths: Vec::new(),
+            retries: Vec::new(),
+        };
+        let result = self
+            .0
+            .borrow_mut()
+            .feed_with(&chunk, &mut |event| pack(&mut packed, event));
+        match result {
+            // As `events_then_error`.
+            Err(e) if packed.retries.is_empty() => Err(e.to_string()),
+            _ => Ok(packed),
+        }
     }
 
     fn finish(&self) -> Result<Vec<wit_sse::Event>, String> {
@@ -358,39 +370,25 @@ fn lines_then_error(result: Result<(), sse::SseError>, lines: String) -> Result<
     }
 }
 
-/// `sse.packed-events` of `events`.
-fn pack(events: &[sse::Event]) -> wit_sse::PackedEvents {
+/// Appends `e` to `packed` (see `sse.packed-events`).
+fn pack(packed: &mut wit_sse::PackedEvents, e: sse::EventRef<'_>) {
     /// The ID length that means "no ID".
     const NO_ID: u32 = u32::MAX;
     // In a 32-bit linear memory every length fits in u32, and none can be u32::MAX (the memory
     // holds more than this one string).
     let len = |s: &str| u32::try_from(s.len()).unwrap_or(NO_ID - 1);
-    let text_len = events
-        .iter()
-        .map(|e| {
-            e.event_type.len() + e.data.len() + e.last_event_id.as_ref().map_or(0, String::len)
-        })
-        .sum();
-    let mut packed = wit_sse::PackedEvents {
-        text: String::with_capacity(text_len),
-        lengths: Vec::with_capacity(events.len() * 3),
-        retries: Vec::with_capacity(events.len()),
-    };
-    for e in events {
-        packed.text.push_str(&e.event_type);
-        packed.text.push_str(&e.data);
-        packed.lengths.push(len(&e.event_type));
-        packed.lengths.push(len(&e.data));
-        match &e.last_event_id {
-            Some(id) => {
-                packed.text.push_str(id);
-                packed.lengths.push(len(id));
-            }
-            None => packed.lengths.push(NO_ID),
+    packed.text.push_str(e.event_type);
+    packed.text.push_str(e.data);
+    packed.lengths.push(len(e.event_type));
+    packed.lengths.push(len(e.data));
+    match e.last_event_id {
+        Some(id) => {
+            packed.text.push_str(id);
+            packed.lengths.push(len(id));
         }
-        packed.retries.push(e.retry);
+        None => packed.lengths.push(NO_ID),
     }
-    packed
+    packed.retries.push(e.retry);
 }
 
 impl wit_sse::GuestChatStream for ChatStreamResource {
