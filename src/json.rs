@@ -389,15 +389,28 @@ enum Kind {
     Object,
 }
 
+/// Offsets are `u32` (the parser refuses texts of 4 GiB or more) to keep nodes small: a node is
+/// written per value and read on every lookup.
 #[derive(Clone, Copy, Debug)]
 struct Node {
     kind: Kind,
-    start: usize,
-    end: usize,
+    start: u32,
+    end: u32,
     /// [`Kind::Canonical`]: where its escaped text starts in the source (quote excluded); it
     /// ends before the closing quote, at `raw_end`.
-    raw: usize,
-    raw_end: usize,
+    raw: u32,
+    raw_end: u32,
+}
+
+impl Node {
+    fn range(&self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+
+    /// The index of the node after a container's last descendant.
+    fn end(&self) -> usize {
+        self.end as usize
+    }
 }
 
 impl Tape {
@@ -406,6 +419,12 @@ impl Tape {
     pub fn parse<'t>(&'t mut self, text: &'t str) -> Result<Item<'t>, ParseError> {
         self.nodes.clear();
         self.decoded.clear();
+        if u32::try_from(text.len()).is_err() {
+            return Err(ParseError {
+                message: "JSON text of 4 GiB or more",
+                offset: 0,
+            });
+        }
         let mut parser = TapeParser {
             src: text.as_bytes(),
             text,
@@ -453,7 +472,7 @@ impl<'t> Item<'t> {
     fn next(&self) -> usize {
         let node = self.node();
         match node.kind {
-            Kind::Array | Kind::Object => node.end,
+            Kind::Array | Kind::Object => node.end(),
             _ => self.index + 1,
         }
     }
@@ -477,8 +496,8 @@ impl<'t> Item<'t> {
     pub fn as_str(&self) -> Option<&'t str> {
         let node = self.node();
         match node.kind {
-            Kind::Plain => Some(&self.src[node.start..node.end]),
-            Kind::Decoded | Kind::Canonical => Some(&self.tape.decoded[node.start..node.end]),
+            Kind::Plain => Some(&self.src[node.range()]),
+            Kind::Decoded | Kind::Canonical => Some(&self.tape.decoded[node.range()]),
             _ => None,
         }
     }
@@ -486,7 +505,7 @@ impl<'t> Item<'t> {
     /// The number's text as written, if this is a number.
     pub fn as_number(&self) -> Option<&'t str> {
         let node = self.node();
-        (node.kind == Kind::Number).then(|| &self.src[node.start..node.end])
+        (node.kind == Kind::Number).then(|| &self.src[node.range()])
     }
 
     /// JavaScript truthiness, as [`Value::is_truthy`] (C55).
@@ -505,7 +524,7 @@ impl<'t> Item<'t> {
     pub fn elements(&self) -> impl Iterator<Item = Item<'t>> + use<'t> {
         let node = self.node();
         let end = if node.kind == Kind::Array {
-            node.end
+            node.end()
         } else {
             0
         };
@@ -525,7 +544,7 @@ impl<'t> Item<'t> {
     pub fn members(&self) -> impl Iterator<Item = (&'t str, Item<'t>)> + use<'t> {
         let node = self.node();
         let end = if node.kind == Kind::Object {
-            node.end
+            node.end()
         } else {
             0
         };
@@ -600,7 +619,7 @@ impl<'t> Item<'t> {
             Kind::Canonical => {
                 let node = self.node();
                 out.push('"');
-                out.push_str(&self.src[node.raw..node.raw_end]);
+                out.push_str(&self.src[node.raw as usize..node.raw_end as usize]);
                 out.push('"');
             }
             Kind::Array => {
@@ -671,11 +690,13 @@ impl TapeParser<'_> {
         }
     }
 
+    /// Appends a node. Offsets fit in `u32`: `Tape::parse` refuses longer texts, and neither
+    /// the decoded text nor the node count can outgrow the text.
     fn push(&mut self, kind: Kind, start: usize, end: usize) -> usize {
         self.tape.nodes.push(Node {
             kind,
-            start,
-            end,
+            start: start as u32,
+            end: end as u32,
             raw: 0,
             raw_end: 0,
         });
@@ -718,7 +739,7 @@ impl TapeParser<'_> {
                 self.skip_ws();
                 if self.src.get(self.pos) == Some(&b']') {
                     self.pos += 1;
-                    self.tape.nodes[array].end = self.tape.nodes.len();
+                    self.tape.nodes[array].end = self.tape.nodes.len() as u32;
                     return Ok(());
                 }
                 loop {
@@ -729,7 +750,7 @@ impl TapeParser<'_> {
                         Some(b',') => self.pos += 1,
                         Some(b']') => {
                             self.pos += 1;
-                            self.tape.nodes[array].end = self.tape.nodes.len();
+                            self.tape.nodes[array].end = self.tape.nodes.len() as u32;
                             return Ok(());
                         }
                         None => return Err(self.error("unexpected end of JSON input")),
@@ -746,7 +767,7 @@ impl TapeParser<'_> {
                 self.skip_ws();
                 if self.src.get(self.pos) == Some(&b'}') {
                     self.pos += 1;
-                    self.tape.nodes[object].end = self.tape.nodes.len();
+                    self.tape.nodes[object].end = self.tape.nodes.len() as u32;
                     return Ok(());
                 }
                 loop {
@@ -770,7 +791,7 @@ impl TapeParser<'_> {
                         Some(b',') => self.pos += 1,
                         Some(b'}') => {
                             self.pos += 1;
-                            self.tape.nodes[object].end = self.tape.nodes.len();
+                            self.tape.nodes[object].end = self.tape.nodes.len() as u32;
                             return Ok(());
                         }
                         None => return Err(self.error("unexpected end of JSON input")),
@@ -837,8 +858,8 @@ impl TapeParser<'_> {
                         Kind::Decoded
                     };
                     let node = self.push(kind, decoded_start, end);
-                    self.tape.nodes[node].raw = start;
-                    self.tape.nodes[node].raw_end = self.pos;
+                    self.tape.nodes[node].raw = start as u32;
+                    self.tape.nodes[node].raw_end = self.pos as u32;
                     self.pos += 1;
                     return Ok(());
                 }
