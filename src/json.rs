@@ -520,14 +520,11 @@ impl<'t> Item<'t> {
         }
     }
 
-    /// The elements of an array (nothing for other values).
-    pub fn elements(&self) -> impl Iterator<Item = Item<'t>> + use<'t> {
+    /// The values directly inside this one when it is a `kind` container (nothing otherwise):
+    /// an array's elements, or an object's keys and values in turn.
+    fn children(&self, kind: Kind) -> impl Iterator<Item = Item<'t>> + use<'t> {
         let node = self.node();
-        let end = if node.kind == Kind::Array {
-            node.end()
-        } else {
-            0
-        };
+        let end = if node.kind == kind { node.end() } else { 0 };
         let mut index = self.index + 1;
         let first = *self;
         std::iter::from_fn(move || {
@@ -539,24 +536,18 @@ impl<'t> Item<'t> {
         })
     }
 
+    /// The elements of an array (nothing for other values).
+    pub fn elements(&self) -> impl Iterator<Item = Item<'t>> + use<'t> {
+        self.children(Kind::Array)
+    }
+
     /// The members of an object in input order, duplicates included (nothing for other
     /// values).
     pub fn members(&self) -> impl Iterator<Item = (&'t str, Item<'t>)> + use<'t> {
-        let node = self.node();
-        let end = if node.kind == Kind::Object {
-            node.end()
-        } else {
-            0
-        };
-        let mut index = self.index + 1;
-        let first = *self;
+        let mut children = self.children(Kind::Object);
         std::iter::from_fn(move || {
-            (index < end).then(|| {
-                let key = first.at(index).as_str().unwrap_or_default();
-                let value = first.at(index + 1);
-                index = value.next();
-                (key, value)
-            })
+            let key = children.next()?;
+            Some((key.as_str().unwrap_or_default(), children.next()?))
         })
     }
 
