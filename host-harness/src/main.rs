@@ -455,7 +455,7 @@ async fn sse_decode_events(
                     .map(|e| PackedEvent {
                         event_type: &e.event_type,
                         data: &e.data,
-                        id: e.id.as_deref(),
+                        last_event_id: e.id.as_deref(),
                         retry: e.retry,
                     })
                     .collect()
@@ -467,7 +467,7 @@ async fn sse_decode_events(
                 &serde_json::json!({
                     "event": event.event_type,
                     "data": event.data,
-                    "id": event.id,
+                    "id": event.last_event_id,
                     "retry": event.retry,
                 })
                 .to_string(),

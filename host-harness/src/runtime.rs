@@ -541,18 +541,9 @@ impl Instance {
     }
 }
 
-/// One event of an [`sse::PackedEvents`], borrowed from it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PackedEvent<'a> {
-    /// Event type.
-    pub event_type: &'a str,
-    /// Data.
-    pub data: &'a str,
-    /// Last event ID, if any.
-    pub id: Option<&'a str>,
-    /// Reconnection time, if any.
-    pub retry: Option<u64>,
-}
+/// One event of an [`sse::PackedEvents`], borrowed from it: the component crate's borrowed
+/// event type.
+pub use openai_connector::sse::EventRef as PackedEvent;
 
 /// The ID length that means "no ID" in [`sse::PackedEvents::lengths`].
 const PACKED_NO_ID: u32 = u32::MAX;
@@ -579,14 +570,14 @@ pub fn unpack(packed: &sse::PackedEvents) -> Result<Vec<PackedEvent<'_>>> {
     for (lengths, retry) in packed.lengths.chunks_exact(3).zip(&packed.retries) {
         let event_type = take(lengths[0])?;
         let data = take(lengths[1])?;
-        let id = match lengths[2] {
+        let last_event_id = match lengths[2] {
             PACKED_NO_ID => None,
             len => Some(take(len)?),
         };
         events.push(PackedEvent {
             event_type,
             data,
-            id,
+            last_event_id,
             retry: *retry,
         });
     }
@@ -621,13 +612,13 @@ mod tests {
                 PackedEvent {
                     event_type: "message",
                     data: "abc",
-                    id: None,
+                    last_event_id: None,
                     retry: None
                 },
                 PackedEvent {
                     event_type: "ping",
                     data: "\u{e9}",
-                    id: Some("t7"),
+                    last_event_id: Some("t7"),
                     retry: Some(1500)
                 },
             ]

@@ -261,15 +261,20 @@ const toEvent = (e) => ({
   retry: e.retry === undefined ? null : Number(e.retry),
 });
 
+/** The decoders' `maxEventBytes` option (C91), checked. */
+function maxEventBytesOf({ maxEventBytes = DEFAULT_MAX_EVENT_BYTES } = {}) {
+  if (!Number.isInteger(maxEventBytes) || maxEventBytes < 0 || maxEventBytes > 0xffffffff) {
+    throw new TypeError('maxEventBytes: expected an integer from 0 to 4294967295');
+  }
+  return maxEventBytes;
+}
+
 /** A WHATWG event-stream decoder (C79–C91): feed bytes in chunks of any size. */
 export class SseDecoder {
   #decoder;
 
-  constructor({ maxEventBytes = DEFAULT_MAX_EVENT_BYTES } = {}) {
-    if (!Number.isInteger(maxEventBytes) || maxEventBytes < 0 || maxEventBytes > 0xffffffff) {
-      throw new TypeError('maxEventBytes: expected an integer from 0 to 4294967295');
-    }
-    this.#decoder = new sse.Decoder(maxEventBytes);
+  constructor(options) {
+    this.#decoder = new sse.Decoder(maxEventBytesOf(options));
   }
 
   /** Decodes `chunk` (bytes or text) and returns the events it completed. */
@@ -327,11 +332,8 @@ export class ChatStream {
 export class ChatDecoder {
   #decoder;
 
-  constructor({ maxEventBytes = DEFAULT_MAX_EVENT_BYTES } = {}) {
-    if (!Number.isInteger(maxEventBytes) || maxEventBytes < 0 || maxEventBytes > 0xffffffff) {
-      throw new TypeError('maxEventBytes: expected an integer from 0 to 4294967295');
-    }
-    this.#decoder = new sse.ChatDecoder(maxEventBytes);
+  constructor(options) {
+    this.#decoder = new sse.ChatDecoder(maxEventBytesOf(options));
   }
 
   /**

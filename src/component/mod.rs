@@ -321,7 +321,9 @@ impl wit_sse::GuestDecoder for DecoderResource {
     fn feed(&self, chunk: Vec<u8>) -> Result<Vec<wit_sse::Event>, String> {
         let mut events = Vec::new();
         let result = self.0.borrow_mut().feed(&chunk, &mut events);
-        events_then_error(result, events).map(|events| events.into_iter().map(event).collect())
+        let empty = events.is_empty();
+        output_then_error(result, events, empty)
+            .map(|events| events.into_iter().map(event).collect())
     }
 
     fn feed_packed(&self, chunk: Vec<u8>) -> Result<wit_sse::PackedEvents, String> {
@@ -335,38 +337,31 @@ impl wit_sse::GuestDecoder for DecoderResource {
             .0
             .borrow_mut()
             .feed_with(&chunk, &mut |event| pack(&mut packed, event));
-        match result {
-            // As `events_then_error`.
-            Err(e) if packed.retries.is_empty() => Err(e.to_string()),
-            _ => Ok(packed),
-        }
+        let empty = packed.retries.is_empty();
+        output_then_error(result, packed, empty)
     }
 
     fn finish(&self) -> Result<Vec<wit_sse::Event>, String> {
         let mut events = Vec::new();
         let result = self.0.borrow_mut().finish(&mut events);
-        events_then_error(result, events).map(|events| events.into_iter().map(event).collect())
+        let empty = events.is_empty();
+        output_then_error(result, events, empty)
+            .map(|events| events.into_iter().map(event).collect())
     }
 }
 
-/// A WIT result carries events or an error, not both: events completed before a failure are
+/// A WIT result carries output or an error, not both: the output of the events completed
+/// before a failure (events, packed events, delta lines; `empty` when there is none) is
 /// returned now, and the decoder, which keeps its error (`sse::Decoder::feed`), reports it on
 /// the next call.
-fn events_then_error(
+fn output_then_error<T>(
     result: Result<(), sse::SseError>,
-    events: Vec<sse::Event>,
-) -> Result<Vec<sse::Event>, String> {
+    output: T,
+    empty: bool,
+) -> Result<T, String> {
     match result {
-        Err(e) if events.is_empty() => Err(e.to_string()),
-        _ => Ok(events),
-    }
-}
-
-/// [`events_then_error`] for delta lines: the events behind the lines are merged either way.
-fn lines_then_error(result: Result<(), sse::SseError>, lines: String) -> Result<String, String> {
-    match result {
-        Err(e) if lines.is_empty() => Err(e.to_string()),
-        _ => Ok(lines),
+        Err(e) if empty => Err(e.to_string()),
+        _ => Ok(output),
     }
 }
 
@@ -418,7 +413,8 @@ impl wit_sse::GuestChatDecoder for ChatDecoderResource {
     fn feed(&self, chunk: Vec<u8>) -> Result<String, String> {
         let mut lines = String::new();
         let result = self.0.borrow_mut().feed(&chunk, &mut lines);
-        lines_then_error(result, lines)
+        let empty = lines.is_empty();
+        output_then_error(result, lines, empty)
     }
 
     fn finish(&self) -> Result<(), String> {
