@@ -16,6 +16,9 @@
 //!
 //! - `decoder_native`: `sse::Decoder` fed the corpus's chunking.
 //! - `decoder_native_16k`: the same fed 16 KiB batches, the batching the component gets.
+//! - `decoder_native_lent`: `Decoder::feed_with`, the corpus's chunking: each event is lent to
+//!   a callback (as `feed-packed`, `chat-decoder` and the stream executions use it), so a
+//!   single-line event is not copied at all.
 //! - `decoder_component`: the `sse.decoder` resource on a fresh instance, fed 16 KiB batches;
 //!   events are lifted into host strings.
 //! - `decoder_component_packed`: the same through `feed-packed`: per batch, one text and two
@@ -220,6 +223,21 @@ fn decode_native(chunks: &[&[u8]]) -> usize {
         events.clear();
     }
     decoder.finish(&mut events).unwrap();
+    count
+}
+
+fn decode_native_lent(chunks: &[&[u8]]) -> usize {
+    let mut decoder = Decoder::new();
+    let mut count = 0;
+    for chunk in chunks {
+        decoder
+            .feed_with(chunk, &mut |event| {
+                black_box(event);
+                count += 1;
+            })
+            .unwrap();
+    }
+    decoder.finish(&mut Vec::new()).unwrap();
     count
 }
 
@@ -546,6 +564,9 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_function("decoder_native_16k", |b| {
             b.iter(|| black_box(decode_native(&batches)))
+        });
+        group.bench_function("decoder_native_lent", |b| {
+            b.iter(|| black_box(decode_native_lent(&chunks)))
         });
         group.bench_function("eventsource_stream", |b| {
             b.iter(|| black_box(decode_eventsource_stream(&chunks)))

@@ -308,14 +308,53 @@ fn is_special(b: u8) -> bool {
 
 /// The offset of the first [`is_special`] byte of `bytes`.
 ///
-/// Eight bytes per step with the classic SWAR tests (`(x - 0x01…) & !x & 0x80…` is non-zero
-/// exactly when some byte of `x` is zero; with `0x20…` instead of `0x01…`, when some byte is
-/// below 0x20). Each test is exact about whether a word holds such a byte, so a hit is then
-/// located byte by byte within the word. Byte-at-a-time scanning was most of the time spent
-/// escaping large content (benches/RESULTS.md). Hand-written because memchr has no
-/// "byte below N" search and this is twelve lines.
+/// In the component (wasm `simd128`, see .cargo/config.toml): sixteen bytes per step, three
+/// vector compares and a bitmask. These intrinsics are safe functions, so no `unsafe` is
+/// needed; the x86-64 ones are not, so native builds keep the SWAR loop of
+/// [`find_special_swar`]. Byte-at-a-time scanning was most of the time spent escaping large
+/// content, and the SWAR loop was still 21% of chat assembly on 4 KiB events in wasm
+/// (benches/RESULTS.md). Hand-written because memchr has no "byte below N" search.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline]
 fn find_special(bytes: &[u8]) -> Option<usize> {
+    use core::arch::wasm32::{u8x16, u8x16_bitmask, u8x16_eq, u8x16_lt, u8x16_splat, v128_or};
+    let mut blocks = bytes.chunks_exact(16);
+    let mut offset = 0;
+    for block in &mut blocks {
+        let b: &[u8; 16] = block.try_into().expect("blocks of sixteen");
+        // Sixteen consecutive bytes: compiled to one `v128.load`.
+        let v = u8x16(
+            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+            b[14], b[15],
+        );
+        let special = v128_or(
+            v128_or(
+                u8x16_eq(v, u8x16_splat(b'"')),
+                u8x16_eq(v, u8x16_splat(b'\\')),
+            ),
+            u8x16_lt(v, u8x16_splat(0x20)),
+        );
+        let mask = u8x16_bitmask(special);
+        if mask != 0 {
+            return Some(offset + mask.trailing_zeros() as usize);
+        }
+        offset += 16;
+    }
+    find_special_swar(blocks.remainder()).map(|i| offset + i)
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[inline]
+fn find_special(bytes: &[u8]) -> Option<usize> {
+    find_special_swar(bytes)
+}
+
+/// [`find_special`] eight bytes per step with the classic SWAR tests (`(x - 0x01…) & !x &
+/// 0x80…` is non-zero exactly when some byte of `x` is zero; with `0x20…` instead of `0x01…`,
+/// when some byte is below 0x20). Each test is exact about whether a word holds such a byte,
+/// so a hit is then located byte by byte within the word.
+#[inline]
+fn find_special_swar(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let mut words = bytes.chunks_exact(8);

@@ -234,7 +234,20 @@ impl Decoder {
             input = &input[1..];
         }
         self.state = State::Line;
-        match self.decode_lines(input, sink) {
+        // C81 in one pass per chunk: when the chunk (up to a character cut by its end) is valid
+        // UTF-8, its lines are split as text and need no decoding each; otherwise every line is
+        // decoded on its own, as bytes. Both give the same events: the delimiters are ASCII.
+        let (text, rest) = valid_prefix(input);
+        let result = self.decode_lines(text, sink).and_then(|()| {
+            if rest.is_empty() {
+                return Ok(());
+            }
+            // `rest` starts with a byte of 0x80 or more, so a CR that ended `text` is not
+            // followed by an LF (C83).
+            self.state = State::Line;
+            self.decode_lines(rest, sink)
+        });
+        match result {
             Ok(()) => Ok(()),
             Err(error) => {
                 self.line = Vec::new();
@@ -272,17 +285,41 @@ impl Decoder {
     /// FEED (LF) character not preceded by a U+000D CARRIAGE RETURN (CR) character, and a
     /// single U+000D CARRIAGE RETURN (CR) character not followed by a U+000A LINE FEED (LF)
     /// character being the ways in which a line can end."
-    fn decode_lines(&mut self, mut input: &[u8], sink: &mut Sink<'_>) -> Result<(), SseError> {
-        while !input.is_empty() {
-            let Some(end) = memchr2(b'\r', b'\n', input) else {
+    fn decode_lines<'a, I: Input<'a>>(
+        &mut self,
+        input: I,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), SseError> {
+        // The data of the event being built while it is one line of `input`, not yet copied:
+        // an event that is a single `data` line (most of them) is lent to the sink straight
+        // from the chunk. Set only while the data buffer is empty.
+        let mut pending = None;
+        let result = self.split_lines(input, &mut pending, sink);
+        if let Some(data) = pending {
+            self.data.reserve_exact(data.len() + 1);
+            self.data.push_str(data);
+            self.data.push('\n');
+        }
+        result
+    }
+
+    fn split_lines<'a, I: Input<'a>>(
+        &mut self,
+        mut input: I,
+        pending: &mut Option<&'a str>,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), SseError> {
+        while !input.bytes().is_empty() {
+            let bytes = input.bytes();
+            let Some(end) = memchr2(b'\r', b'\n', bytes) else {
                 #[cfg(test)]
                 {
-                    self.work += input.len();
+                    self.work += bytes.len();
                 }
                 // C91: the unterminated line counts; check before copying so that an oversized
                 // chunk is never buffered.
-                self.check(self.line.len() + input.len())?;
-                self.line.extend_from_slice(input);
+                self.check(self.line.len() + bytes.len(), *pending)?;
+                self.line.extend_from_slice(bytes);
                 return Ok(());
             };
             #[cfg(test)]
@@ -290,22 +327,23 @@ impl Decoder {
                 self.work += end + 1;
             }
             if self.line.is_empty() {
-                self.process_line(&input[..end], sink)?;
+                self.process_line(input.slice(0, end), pending, sink)?;
             } else {
-                self.check(self.line.len() + end)?;
+                // A line begun in an earlier chunk (so `pending` is empty): decoded as bytes.
+                self.check(self.line.len() + end, *pending)?;
                 let mut line = std::mem::take(&mut self.line);
-                line.extend_from_slice(&input[..end]);
-                let result = self.process_line(&line, sink);
+                line.extend_from_slice(&bytes[..end]);
+                let result = self.process_line(&line[..], &mut None, sink);
                 line.clear();
                 line.shrink_to(RETAINED_LINE_CAPACITY);
                 self.line = line;
                 result?;
             }
-            let terminator = input[end];
-            input = &input[end + 1..];
+            let terminator = bytes[end];
+            input = input.slice(end + 1, bytes.len());
             if terminator == b'\r' {
-                match input.first() {
-                    Some(b'\n') => input = &input[1..],
+                match input.bytes().first() {
+                    Some(b'\n') => input = input.slice(1, input.bytes().len()),
                     Some(_) => {}
                     None => self.state = State::AfterCr,
                 }
@@ -314,9 +352,11 @@ impl Decoder {
         Ok(())
     }
 
-    /// C91: fails when the data buffer plus `line_bytes` of the current line exceed the maximum.
-    fn check(&self, line_bytes: usize) -> Result<(), SseError> {
-        if self.data.len().saturating_add(line_bytes) > self.max_event_bytes {
+    /// C91: fails when the data buffer (with the `pending` data line and its LF, which are
+    /// not copied into it yet) plus `line_bytes` of the current line exceed the maximum.
+    fn check(&self, line_bytes: usize, pending: Option<&str>) -> Result<(), SseError> {
+        let data = self.data.len() + pending.map_or(0, |data| data.len() + 1);
+        if data.saturating_add(line_bytes) > self.max_event_bytes {
             Err(SseError::EventTooLarge {
                 max: self.max_event_bytes,
             })
@@ -329,20 +369,29 @@ impl Decoder {
     ///
     /// The field name is compared as bytes: a name containing invalid UTF-8 decodes to text
     /// with U+FFFD, which matches no known field either way.
-    fn process_line(&mut self, line: &[u8], sink: &mut Sink<'_>) -> Result<(), SseError> {
+    fn process_line<'l, 'a, I: Input<'l>>(
+        &mut self,
+        line: I,
+        pending: &mut Option<&'a str>,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), SseError>
+    where
+        'l: 'a,
+    {
+        let bytes = line.bytes();
         #[cfg(test)]
         {
-            self.work += line.len();
+            self.work += bytes.len();
         }
         // C91: the whole line counted, whatever chunks it came in, so that the outcome does
         // not depend on the chunking (C80).
-        self.check(line.len())?;
+        self.check(bytes.len(), *pending)?;
         // WHATWG: "If the line is empty (a blank line) → Dispatch the event, as defined below."
-        if line.is_empty() {
-            self.dispatch(sink);
+        if bytes.is_empty() {
+            self.dispatch(pending.take(), sink);
             return Ok(());
         }
-        let (name, value) = match memchr(b':', line) {
+        let (name, value) = match memchr(b':', bytes) {
             // "If the line starts with a U+003A COLON character (:) → Ignore the line." (C84)
             Some(0) => return Ok(()),
             // "If the line contains a U+003A COLON character (:) → Collect the characters on
@@ -351,52 +400,72 @@ impl Decoder {
             // character (:), and let value be that string. If value starts with a U+0020 SPACE
             // character, remove it from value." (C85)
             Some(colon) => {
-                let value = &line[colon + 1..];
-                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+                let skip = usize::from(bytes.get(colon + 1) == Some(&b' '));
+                (&bytes[..colon], line.slice(colon + 1 + skip, bytes.len()))
             }
             // "Otherwise, the string is not empty but does not contain a U+003A COLON character
             // (:) → Process the field using the steps described below, using the whole line as
             // the field name, and the empty string as the field value." (C85)
-            None => (line, &[][..]),
+            None => (bytes, line.slice(bytes.len(), bytes.len())),
         };
-        self.process_field(name, value)
+        self.process_field(name, value, pending)
     }
 
     /// WHATWG: "The steps to process the field given a field name and a field value depend on
     /// the field name, as given in the following list. Field names must be compared literally,
     /// with no case folding performed." (C85–C87)
-    fn process_field(&mut self, name: &[u8], value: &[u8]) -> Result<(), SseError> {
+    fn process_field<'l, 'a, I: Input<'l>>(
+        &mut self,
+        name: &[u8],
+        value: I,
+        pending: &mut Option<&'a str>,
+    ) -> Result<(), SseError>
+    where
+        'l: 'a,
+    {
         match name {
             // "If the field name is "event" → Set the event type buffer to field value."
             b"event" => {
                 self.event_type.clear();
-                push_utf8_lossy(&mut self.event_type, value);
+                value.push_to(&mut self.event_type);
             }
             // "If the field name is "data" → Append the field value to the data buffer, then
             // append a single U+000A LINE FEED (LF) character to the data buffer."
             b"data" => {
-                if self.data.capacity() == 0 {
-                    // The first line of an event: room for it and its LF in one allocation.
-                    self.data.reserve_exact(value.len() + 1);
+                match (value.text(), pending.take()) {
+                    // The first line of an event, already text: kept where it is.
+                    (Some(text), None) if self.data.is_empty() => *pending = Some(text),
+                    (_, earlier) => {
+                        if let Some(earlier) = earlier {
+                            self.data
+                                .reserve_exact(earlier.len() + value.bytes().len() + 2);
+                            self.data.push_str(earlier);
+                            self.data.push('\n');
+                        } else if self.data.capacity() == 0 {
+                            // The first line of an event: room for it and its LF in one
+                            // allocation.
+                            self.data.reserve_exact(value.bytes().len() + 1);
+                        }
+                        value.push_to(&mut self.data);
+                        self.data.push('\n');
+                    }
                 }
-                push_utf8_lossy(&mut self.data, value);
-                self.data.push('\n');
                 // C91: the data buffer is measured in UTF-8 after decoding, LFs included.
-                self.check(0)?;
+                self.check(0, *pending)?;
             }
             // "If the field name is "id" → If the field value does not contain U+0000 NULL,
             // then set the last event ID buffer to the field value. Otherwise, ignore the
             // field." A 0x00 byte always decodes to U+0000 and U+0000 only comes from it.
-            b"id" if memchr(0, value).is_none() => {
+            b"id" if memchr(0, value.bytes()).is_none() => {
                 let buffer = self.last_event_id.get_or_insert_default();
                 buffer.clear();
-                push_utf8_lossy(buffer, value);
+                value.push_to(buffer);
             }
             // "If the field name is "retry" → If the field value consists of only ASCII
             // digits, then interpret the field value as an integer in base ten, and set the
             // event stream's reconnection time to that integer. Otherwise, ignore the field."
             // C87: an empty value, or one above 2^64−1, is ignored (chosen).
-            b"retry" => self.retry = parse_retry(value).or(self.retry),
+            b"retry" => self.retry = parse_retry(value.bytes()).or(self.retry),
             // "Otherwise → The field is ignored." (An `id` containing U+0000 lands here too.)
             _ => {}
         }
@@ -404,7 +473,10 @@ impl Decoder {
     }
 
     /// Dispatches the event (C88). WHATWG, "dispatch the event":
-    fn dispatch(&mut self, sink: &mut Sink<'_>) {
+    ///
+    /// `pending` is the event's only data line when it was not copied into the data buffer
+    /// (which is then empty).
+    fn dispatch(&mut self, pending: Option<&str>, sink: &mut Sink<'_>) {
         // "1. Set the last event ID string of the event source to the value of the last event
         // ID buffer. The buffer does not get reset, so the last event ID string of the event
         // source remains set to this value until the next time it is set by the server."
@@ -412,13 +484,14 @@ impl Decoder {
 
         // "2. If the data buffer is an empty string, set the data buffer and the event type
         // buffer to the empty string and return."
-        if self.data.is_empty() {
+        // (A pending line is never empty here: it is followed by its LF.)
+        if self.data.is_empty() && pending.is_none() {
             self.event_type.clear();
             return;
         }
         // "3. If the data buffer's last character is a U+000A LINE FEED (LF) character, then
         // remove the last character from the data buffer." (It always is: every `data` field
-        // appends one.)
+        // appends one. A pending line is the data without that LF.)
         if self.data.ends_with('\n') {
             self.data.pop();
         }
@@ -439,7 +512,10 @@ impl Decoder {
                 // after it is dispatched.
                 out.push(Event {
                     event_type,
-                    data: std::mem::take(&mut self.data),
+                    data: match pending {
+                        Some(data) => data.to_owned(),
+                        None => std::mem::take(&mut self.data),
+                    },
                     last_event_id: self.last_event_id.clone(),
                     retry: self.retry,
                 });
@@ -451,7 +527,7 @@ impl Decoder {
                     } else {
                         &self.event_type
                     },
-                    data: &self.data,
+                    data: pending.unwrap_or(&self.data),
                     last_event_id: self.last_event_id.as_deref(),
                     retry: self.retry,
                 });
@@ -470,6 +546,84 @@ impl Decoder {
 enum Sink<'a> {
     Owned(&'a mut Vec<Event>),
     Borrowed(&'a mut dyn FnMut(EventRef<'_>)),
+}
+
+/// What lines are split from: raw bytes, decoded per field value (C81), or text already known
+/// to be valid UTF-8, which is used as it is.
+trait Input<'a>: Copy {
+    fn bytes(self) -> &'a [u8];
+    /// `self[start..end]`. Callers cut only next to ASCII bytes (line terminators, `:`, the
+    /// space after it) or at the ends, which are character boundaries in valid UTF-8.
+    fn slice(self, start: usize, end: usize) -> Self;
+    /// Appends the value decoded as UTF-8 (C81).
+    fn push_to(self, dst: &mut String);
+    /// The value as text, when it is known to be valid UTF-8.
+    fn text(self) -> Option<&'a str>;
+}
+
+impl<'a> Input<'a> for &'a [u8] {
+    #[inline]
+    fn bytes(self) -> &'a [u8] {
+        self
+    }
+    #[inline]
+    fn slice(self, start: usize, end: usize) -> Self {
+        &self[start..end]
+    }
+    #[inline]
+    fn push_to(self, dst: &mut String) {
+        push_utf8_lossy(dst, self);
+    }
+    #[inline]
+    fn text(self) -> Option<&'a str> {
+        None
+    }
+}
+
+impl<'a> Input<'a> for &'a str {
+    #[inline]
+    fn bytes(self) -> &'a [u8] {
+        self.as_bytes()
+    }
+    #[inline]
+    fn slice(self, start: usize, end: usize) -> Self {
+        &self[start..end]
+    }
+    #[inline]
+    fn push_to(self, dst: &mut String) {
+        dst.push_str(self);
+    }
+    #[inline]
+    fn text(self) -> Option<&'a str> {
+        Some(self)
+    }
+}
+
+/// Splits `chunk` into the longest prefix that is valid UTF-8 once a character cut short by
+/// the end of the chunk is set aside, and the rest. When the chunk is invalid anywhere before
+/// that, the prefix is empty and the rest is the whole chunk.
+///
+/// One SIMD validation of the whole chunk costs less than one per line: lines are a few
+/// hundred bytes, and every call pays for its tail.
+fn valid_prefix(chunk: &[u8]) -> (&str, &[u8]) {
+    // A lead byte among the last three whose character needs more bytes than are left.
+    let cut = (chunk.len().saturating_sub(3)..chunk.len())
+        .rev()
+        .find(|&i| chunk[i] & 0xC0 != 0x80)
+        .filter(|&i| {
+            let needed = match chunk[i] {
+                0xC0..=0xDF => 2,
+                0xE0..=0xEF => 3,
+                0xF0..=0xFF => 4,
+                _ => 1,
+            };
+            chunk.len() - i < needed
+        })
+        .unwrap_or(chunk.len());
+    match simdutf8::basic::from_utf8(&chunk[..cut]) {
+        Ok(text) => (text, &chunk[cut..]),
+        Err(_) => ("", chunk),
+    }
 }
 
 /// Appends `bytes` decoded as UTF-8 with replacement (C81): each maximal invalid subpart becomes

@@ -189,6 +189,11 @@ impl Harness {
         config.wasm_component_model(true);
         // Every Store gets a guest-time budget checked at epoch ticks (SandboxLimits).
         config.epoch_interruption(true);
+        // `perf record` can name guest functions when the engine writes /tmp/perf-PID.map
+        // (how the speed work in benches/RESULTS.md found where wasm time goes).
+        if std::env::var_os("OPENAI_CONNECTOR_PERFMAP").is_some_and(|v| v == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(POOLED_INSTANCES)
             .total_memories(POOLED_INSTANCES)

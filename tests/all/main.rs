@@ -4,6 +4,7 @@
 
 mod cli;
 mod errors;
+mod parity;
 mod pki;
 mod providers;
 mod proxy;
