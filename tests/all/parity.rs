@@ -54,14 +54,30 @@ fn same_lines(got: &str, want: &str, what: &str) {
 #[tokio::test]
 async fn chat_decoder_in_the_component_equals_the_native_one() {
     // C80, C81, C92–C105: the same delta lines and completion from the component's
-    // `sse.chat-decoder` as from `ChatDecoder` natively, whole and in chunks of every size
-    // from 1 to 33 bytes (so multi-byte characters are cut at chunk ends).
+    // `sse.chat-decoder` as from `ChatDecoder` natively, whole and in chunks of many sizes, so
+    // that multi-byte characters are cut at chunk ends both below 64 bytes (split as bytes) and
+    // above (validated per chunk, split as text).
     let body = stream(&contents());
     let mut instance = harness()
         .instantiate(Arc::new(OutboundPolicy::deny_all()))
         .await
         .unwrap();
-    for chunk in [body.len(), 1, 2, 3, 5, 7, 16, 17, 33] {
+    for chunk in [
+        body.len(),
+        1,
+        2,
+        3,
+        7,
+        17,
+        33,
+        64,
+        65,
+        99,
+        100,
+        257,
+        1000,
+        4096,
+    ] {
         let mut native = ChatDecoder::new(1 << 20);
         let mut want = String::new();
         for piece in body.chunks(chunk) {
