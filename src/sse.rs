@@ -13,7 +13,9 @@
 //! started in is processed straight from that chunk. Buffered bytes are never rescanned, so the
 //! total work is linear in the input length whatever the chunking (C80).
 //!
-//! UTF-8 decoding (C81) happens per complete line. This gives exactly the result of decoding
+//! UTF-8 decoding (C81) happens per complete line, or, where a chunk's complete lines are valid
+//! UTF-8 (checked in one SIMD pass), not at all: they are split as text, and a single-line
+//! event is lent to the sink straight from the chunk. This gives exactly the result of decoding
 //! the whole stream first: the line terminators (CR, LF) and the field separator (`:`) are
 //! ASCII, which never continues a multi-byte sequence, so a sequence cut short by one of them
 //! is an error in both cases and the ASCII byte is then processed on its own. Rust's
@@ -27,7 +29,7 @@
 //! event-type and last-event-ID buffers are bounded by the same limit, since each comes from a
 //! single line.
 
-use memchr::{memchr, memchr2};
+use memchr::{memchr, memchr2, memrchr2};
 
 /// Default maximum size in bytes of the event being built (C91, contract section 0).
 pub const MAX_SSE_EVENT_BYTES: usize = 1_048_576;
@@ -234,19 +236,7 @@ impl Decoder {
             input = &input[1..];
         }
         self.state = State::Line;
-        // C81 in one pass per chunk: when the chunk (up to a character cut by its end) is valid
-        // UTF-8, its lines are split as text and need no decoding each; otherwise every line is
-        // decoded on its own, as bytes. Both give the same events: the delimiters are ASCII.
-        let (text, rest) = valid_prefix(input);
-        let result = self.decode_lines(text, sink).and_then(|()| {
-            if rest.is_empty() {
-                return Ok(());
-            }
-            // `rest` starts with a byte of 0x80 or more, so a CR that ended `text` is not
-            // followed by an LF (C83).
-            self.state = State::Line;
-            self.decode_lines(rest, sink)
-        });
+        let result = self.decode_chunk(input, sink);
         match result {
             Ok(()) => Ok(()),
             Err(error) => {
@@ -257,6 +247,48 @@ impl Decoder {
                 Err(error)
             }
         }
+    }
+
+    /// Splits `chunk` (which does not start with the LF of a CRLF already handled) into lines
+    /// and processes them, C81's decoding included.
+    ///
+    /// Each byte is validated as UTF-8 once. The complete lines of the chunk are validated in
+    /// one pass and, when valid, split as text that needs no decoding per field: one SIMD
+    /// validation of many lines costs less than one per line, since every call pays for its
+    /// tail. Otherwise each line is decoded on its own, as bytes. Both give the same events,
+    /// since the delimiters are ASCII. A line that started in an earlier chunk (its start may
+    /// have been cut inside a character) and the unterminated tail are handled as bytes, with
+    /// the rest of their line.
+    fn decode_chunk(&mut self, mut chunk: &[u8], sink: &mut Sink<'_>) -> Result<(), SseError> {
+        if chunk.len() < MIN_TEXT_CHUNK {
+            return self.decode_lines(chunk, sink);
+        }
+        if !self.line.is_empty() {
+            let head = match memchr2(b'\r', b'\n', chunk) {
+                None => chunk.len(),
+                Some(end) if chunk[end] == b'\r' && chunk.get(end + 1) == Some(&b'\n') => end + 2,
+                Some(end) => end + 1,
+            };
+            self.decode_lines(&chunk[..head], sink)?;
+            chunk = &chunk[head..];
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            // A CR that ended the head is not followed by an LF: that LF would be in the head.
+            self.state = State::Line;
+        }
+        let complete = memrchr2(b'\r', b'\n', chunk).map_or(0, |last| last + 1);
+        let (lines, tail) = chunk.split_at(complete);
+        match complete_text(lines) {
+            Some(text) => self.decode_lines(text, sink)?,
+            None => self.decode_lines(lines, sink)?,
+        }
+        if !tail.is_empty() {
+            // As above: a CR that ended `lines` is not followed by an LF (C83).
+            self.state = State::Line;
+            self.decode_lines(tail, sink)?;
+        }
+        Ok(())
     }
 
     /// Marks the end of input (C89).
@@ -599,36 +631,17 @@ impl<'a> Input<'a> for &'a str {
     }
 }
 
-/// Splits `chunk` into the longest prefix that is valid UTF-8 once a character cut short by
-/// the end of the chunk is set aside, and the rest. When the chunk is invalid anywhere before
-/// that, the prefix is empty and the rest is the whole chunk.
-///
-/// One SIMD validation of the whole chunk costs less than one per line: lines are a few
-/// hundred bytes, and every call pays for its tail.
-fn valid_prefix(chunk: &[u8]) -> (&str, &[u8]) {
-    // A chunk this short is split as bytes: checking it first would cost more than it saves
-    // (one byte per call ran 1.8× slower in tests/linear.rs).
-    if chunk.len() < 64 {
-        return ("", chunk);
+/// Chunks and runs of lines shorter than this are decoded line by line as bytes: under a few
+/// SIMD blocks, validating first costs more than it saves (one byte per `feed` call ran 1.5×
+/// slower in tests/linear.rs).
+const MIN_TEXT_CHUNK: usize = 64;
+
+/// `lines` as text when it is valid UTF-8 and long enough to be worth checking whole.
+fn complete_text(lines: &[u8]) -> Option<&str> {
+    if lines.len() < MIN_TEXT_CHUNK {
+        return None;
     }
-    // A lead byte among the last three whose character needs more bytes than are left.
-    let cut = (chunk.len().saturating_sub(3)..chunk.len())
-        .rev()
-        .find(|&i| chunk[i] & 0xC0 != 0x80)
-        .filter(|&i| {
-            let needed = match chunk[i] {
-                0xC2..=0xDF => 2,
-                0xE0..=0xEF => 3,
-                0xF0..=0xF4 => 4,
-                _ => 1,
-            };
-            chunk.len() - i < needed
-        })
-        .unwrap_or(chunk.len());
-    match simdutf8::basic::from_utf8(&chunk[..cut]) {
-        Ok(text) => (text, &chunk[cut..]),
-        Err(_) => ("", chunk),
-    }
+    simdutf8::basic::from_utf8(lines).ok()
 }
 
 /// Appends `bytes` decoded as UTF-8 with replacement (C81): each maximal invalid subpart becomes
@@ -879,44 +892,56 @@ mod tests {
     // C82: one BOM at the very start, even split; later BOMs are content; UTF-16 BOMs are not
     // special.
     #[test]
-    fn c81_valid_prefix_sets_aside_only_a_character_cut_by_the_chunk_end() {
-        let head = "a".repeat(70);
+    fn c81_characters_cut_by_the_end_of_long_chunks() {
+        // Long chunks are validated whole up to their last line end; a character cut by a chunk
+        // end is decoded with the rest of its line, valid or not.
+        let head = format!("data: {}\n", "a".repeat(70));
         for c in ["\u{e9}", "\u{20ac}", "\u{1f600}"] {
-            for cut in 1..c.len() {
-                let chunk = [head.as_bytes(), &c.as_bytes()[..cut]].concat();
+            let input = format!("{head}data: x{c}y\n\n{head}\n");
+            let want = decode_all(input.as_bytes(), MAX_SSE_EVENT_BYTES);
+            assert_eq!(want.0.len(), 2);
+            assert_eq!(want.0[0].data, format!("{}\nx{c}y", "a".repeat(70)));
+            let at = head.len() + "data: x".len();
+            for cut in at..at + c.len() + 1 {
+                let (first, second) = input.as_bytes().split_at(cut);
                 assert_eq!(
-                    valid_prefix(&chunk),
-                    (&head[..], &c.as_bytes()[..cut]),
+                    decode_chunks([first, second], MAX_SSE_EVENT_BYTES),
+                    want,
                     "{c} {cut}"
                 );
             }
-            let chunk = format!("{head}{c}");
-            assert_eq!(valid_prefix(chunk.as_bytes()), (&chunk[..], &b""[..]));
         }
-        // Invalid before the end, or a stray continuation byte at it: all bytes, decoded per
-        // line.
-        for bad in [
-            &b"\xFF"[..],
-            b"\x80",
-            b"\xC3\xA9\xA9",
-            b"\xF0\x9F\x98\x80\x80",
-            b"\xFFa",
-        ] {
-            let chunk = [head.as_bytes(), bad].concat();
-            assert_eq!(valid_prefix(&chunk), ("", &chunk[..]), "{bad:?}");
-        }
-        // Short chunks are always split as bytes.
-        assert_eq!(valid_prefix(b"data: a\n\n"), ("", &b"data: a\n\n"[..]));
+        // Invalid bytes in a long chunk: every line is decoded on its own, with U+FFFD.
+        let input = [head.as_bytes(), b"data: \xFF\xC3\n\n"].concat();
+        let (events, _) = decode_all(&input, MAX_SSE_EVENT_BYTES);
+        assert_eq!(
+            events[0].data,
+            format!("{}\n\u{fffd}\u{fffd}", "a".repeat(70))
+        );
     }
 
     #[test]
     fn c83_a_cr_then_a_cut_character_at_the_end_of_a_long_chunk() {
-        // The chunk is validated whole except its last byte (a cut character), so its CR is
-        // not its last byte: an LF starting the next chunk is a line end of its own.
+        // The chunk's lines are validated whole and its last byte (a cut character) kept as the
+        // next line's start, so its CR is not its last byte: an LF starting the next chunk is a
+        // line end of its own.
         let data = "a".repeat(70);
         let first = [format!("data: {data}\r").as_bytes(), b"\xC3"].concat();
         let chunks = [&first[..], b"\ndata: b\n\n"];
         let want = vec![ev("message", &format!("{data}\nb"), None)];
+        assert_eq!(
+            decode_chunks(chunks, MAX_SSE_EVENT_BYTES),
+            (want.clone(), None)
+        );
+        assert_eq!(reference(&chunks.concat()), want);
+
+        // The same for a line begun in the chunk before, ended by a CR inside a long chunk.
+        let second = format!("bc\rdata: {data}\n");
+        let chunks = [&b"data: a"[..], second.as_bytes(), b"\ndata: b\n\n"];
+        let want = vec![
+            ev("message", &format!("abc\n{data}"), None),
+            ev("message", "b", None),
+        ];
         assert_eq!(
             decode_chunks(chunks, MAX_SSE_EVENT_BYTES),
             (want.clone(), None)

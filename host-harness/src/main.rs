@@ -493,7 +493,7 @@ async fn sse_decode_chat(
     let mut outcome = Ok(());
     while let Some(n) = read_some(&mut input, &mut buf).await? {
         match instance.chat_decoder_feed(decoder, &buf[..n]).await? {
-            Ok(lines) => write_flush(&mut stdout, lines.as_bytes()).await?,
+            Ok(lines) => write_flush(&mut stdout, &lines).await?,
             Err(message) => {
                 outcome = Err(message);
                 break;

@@ -499,7 +499,7 @@ impl Instance {
         &mut self,
         decoder: ResourceAny,
         chunk: &[u8],
-    ) -> Result<Result<String, String>> {
+    ) -> Result<Result<Vec<u8>, String>> {
         self.bindings
             .connector_openai_sse()
             .chat_decoder()
@@ -561,7 +561,10 @@ pub fn unpack(packed: &sse::PackedEvents) -> Result<Vec<PackedEvent<'_>>> {
     if packed.lengths.len() != packed.retries.len() * 3 {
         return Err(malformed("not three lengths per event"));
     }
-    let mut rest = packed.text.as_str();
+    // One SIMD validation of the whole text (the WIT promises UTF-8 but the guest is not
+    // trusted); wasmtime would validate a `string` result byte by byte.
+    let mut rest =
+        simdutf8::basic::from_utf8(&packed.text).map_err(|_| malformed("the text is not UTF-8"))?;
     let mut take = |len: u32| -> Result<&str> {
         let len = usize::try_from(len).map_err(|_| malformed("a length out of range"))?;
         if len > rest.len() || !rest.is_char_boundary(len) {
@@ -598,7 +601,7 @@ mod tests {
 
     fn packed(text: &str, lengths: &[u32], retries: &[Option<u64>]) -> sse::PackedEvents {
         sse::PackedEvents {
-            text: text.to_owned(),
+            text: text.as_bytes().to_vec(),
             lengths: lengths.to_vec(),
             retries: retries.to_vec(),
         }
@@ -654,5 +657,9 @@ mod tests {
                 .to_string();
             assert!(e.contains(why), "{e}");
         }
+        let mut invalid = packed("message", &[7, 0, PACKED_NO_ID], &[None]);
+        invalid.text[0] = 0xFF;
+        let e = unpack(&invalid).unwrap_err().to_string();
+        assert!(e.contains("the text is not UTF-8"), "{e}");
     }
 }

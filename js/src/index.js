@@ -73,6 +73,9 @@ export class ChatStreamError extends Error {
   }
 }
 
+/** Decodes the UTF-8 bytes the component returns (it promises valid UTF-8; `fatal` checks). */
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
 const isObject = (v) => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** JSON text of `value` (a string is taken as JSON text already). */
@@ -348,7 +351,10 @@ export class ChatDecoder {
     } catch (e) {
       throw new SseError(payloadOf(e));
     }
-    return lines === '' ? [] : lines.slice(0, -1).split('\n').map((line) => JSON.parse(line));
+    // WIT 0.3.0: UTF-8 bytes, whole lines each ending in LF.
+    if (lines.length === 0) return [];
+    const text = utf8.decode(lines);
+    return text.slice(0, -1).split('\n').map((line) => JSON.parse(line));
   }
 
   /** Ends the input (C89); throws `SseError` if decoding had stopped (C91). */

@@ -199,10 +199,10 @@ const eventRow = (e) => ({
 });
 const expectedRow = (e) => ({ ...e, retry: e.retry === null ? null : String(e.retry) });
 
-/** The events of a `feedPacked` result, unpacked (UTF-8 byte lengths into `text`). */
-function unpacked({ text, lengths, retries }) {
+/** The events of a `feedPacked` result, unpacked (UTF-8 byte lengths into `text`, bytes). */
+function unpacked({ text: bytes, lengths, retries }) {
   assert.equal(lengths.length, 3 * retries.length, 'three lengths per event');
-  const bytes = new TextEncoder().encode(text);
+  assert.ok(bytes instanceof Uint8Array, 'WIT 0.3.0: the packed text is bytes');
   const utf8 = new TextDecoder('utf-8', { fatal: true });
   let at = 0;
   const take = (len) => utf8.decode(bytes.subarray(at, (at += len)));
@@ -286,9 +286,11 @@ describe('chat', () => {
       // sse.chat-decoder: bytes in, delta lines out, whole and one byte at a time.
       for (const [how, size] of [['whole', input.length || 1], ['bytewise', 1]]) {
         const chat = new sse.ChatDecoder(expect.max_event_bytes ?? 1048576);
+        const utf8 = new TextDecoder('utf-8', { fatal: true });
         let lines = '';
         for (let at = 0; at < input.length; at += size) {
-          lines += chat.feed(input.subarray(at, at + size));
+          // WIT 0.3.0: UTF-8 bytes, whole lines each call.
+          lines += utf8.decode(chat.feed(input.subarray(at, at + size)));
         }
         chat.finish();
         const want = expect.deltas.map((d) => `${d}\n`).join('');

@@ -329,7 +329,7 @@ impl wit_sse::GuestDecoder for DecoderResource {
     fn feed_packed(&self, chunk: Vec<u8>) -> Result<wit_sse::PackedEvents, String> {
         // Events are packed as they are dispatched, straight from the decoder's buffers.
         let mut packed = wit_sse::PackedEvents {
-            text: String::with_capacity(chunk.len()),
+            text: Vec::with_capacity(chunk.len()),
             lengths: Vec::new(),
             retries: Vec::new(),
         };
@@ -372,13 +372,13 @@ fn pack(packed: &mut wit_sse::PackedEvents, e: sse::EventRef<'_>) {
     // In a 32-bit linear memory every length fits in u32, and none can be u32::MAX (the memory
     // holds more than this one string).
     let len = |s: &str| u32::try_from(s.len()).unwrap_or(NO_ID - 1);
-    packed.text.push_str(e.event_type);
-    packed.text.push_str(e.data);
+    packed.text.extend_from_slice(e.event_type.as_bytes());
+    packed.text.extend_from_slice(e.data.as_bytes());
     packed.lengths.push(len(e.event_type));
     packed.lengths.push(len(e.data));
     match e.last_event_id {
         Some(id) => {
-            packed.text.push_str(id);
+            packed.text.extend_from_slice(id.as_bytes());
             packed.lengths.push(len(id));
         }
         None => packed.lengths.push(NO_ID),
@@ -410,11 +410,11 @@ impl wit_sse::GuestChatDecoder for ChatDecoderResource {
         )))
     }
 
-    fn feed(&self, chunk: Vec<u8>) -> Result<String, String> {
+    fn feed(&self, chunk: Vec<u8>) -> Result<Vec<u8>, String> {
         let mut lines = String::new();
         let result = self.0.borrow_mut().feed(&chunk, &mut lines);
         let empty = lines.is_empty();
-        output_then_error(result, lines, empty)
+        output_then_error(result, lines.into_bytes(), empty)
     }
 
     fn finish(&self) -> Result<(), String> {

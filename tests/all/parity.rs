@@ -87,13 +87,13 @@ async fn chat_decoder_in_the_component_equals_the_native_one() {
         let decoder = instance.chat_decoder(1 << 20).await.unwrap();
         let mut got = String::new();
         for piece in body.chunks(chunk) {
-            got.push_str(
-                &instance
-                    .chat_decoder_feed(decoder, piece)
-                    .await
-                    .unwrap()
-                    .unwrap(),
-            );
+            let lines = instance
+                .chat_decoder_feed(decoder, piece)
+                .await
+                .unwrap()
+                .unwrap();
+            // WIT 0.3.0: the lines are bytes, promised to be UTF-8 (and each call's whole).
+            got.push_str(std::str::from_utf8(&lines).expect("UTF-8 lines"));
         }
         instance
             .chat_decoder_finish(decoder)
@@ -146,6 +146,7 @@ async fn a_raw_control_character_is_refused_alike_at_every_offset() {
             .await
             .unwrap()
             .unwrap();
+        let got = String::from_utf8(got).expect("UTF-8 lines");
         same_lines(&got, &want, &format!("control character at {at}"));
         let completion = instance.chat_decoder_completion(decoder).await.unwrap();
         assert_eq!(completion, native.chat().finish_json(), "at {at}");
