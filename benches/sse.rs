@@ -348,7 +348,7 @@ async fn assemble_component(instance: &mut Instance, batches: &[&[u8]], blank: b
 }
 
 /// The `sse.chat-decoder` resource: one `feed` per batch (bytes in, delta lines out).
-async fn assemble_component_batched(instance: &mut Instance, batches: &[&[u8]]) -> String {
+async fn assemble_component_batched(instance: &mut Instance, batches: &[&[u8]]) -> Vec<u8> {
     let decoder = instance
         .chat_decoder(MAX_SSE_EVENT_BYTES as u32)
         .await
@@ -548,7 +548,7 @@ fn bench(c: &mut Criterion) {
             let mut instance = harness.instantiate(deny.clone()).await.unwrap();
             assert_eq!(
                 assemble_component_batched(&mut instance, &batches).await,
-                completion
+                completion.as_bytes()
             );
             assert_eq!(
                 pipeline_component(&executor, &connector, &params).await,

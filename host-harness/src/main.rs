@@ -505,8 +505,8 @@ async fn sse_decode_chat(
         outcome = instance.chat_decoder_finish(decoder).await?;
     }
     let assembled = instance.chat_decoder_completion(decoder).await?;
-    let line = format!("{{\"final\":{assembled}}}\n");
-    write_flush(&mut stdout, line.as_bytes()).await?;
+    let line = [&b"{\"final\":"[..], &assembled, b"}\n"].concat();
+    write_flush(&mut stdout, &line).await?;
     match outcome {
         Ok(()) => Ok(0),
         Err(message) => {

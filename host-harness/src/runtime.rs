@@ -522,7 +522,7 @@ impl Instance {
     }
 
     /// `sse.chat-decoder.completion`: the completion assembled so far.
-    pub async fn chat_decoder_completion(&mut self, decoder: ResourceAny) -> Result<String> {
+    pub async fn chat_decoder_completion(&mut self, decoder: ResourceAny) -> Result<Vec<u8>> {
         self.bindings
             .connector_openai_sse()
             .chat_decoder()

@@ -368,7 +368,7 @@ export class ChatDecoder {
 
   /** The completion assembled so far (C105), also after an error. */
   completion() {
-    return JSON.parse(this.#decoder.completion());
+    return JSON.parse(utf8.decode(this.#decoder.completion()));
   }
 
   [Symbol.dispose]() {

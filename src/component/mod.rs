@@ -421,7 +421,7 @@ impl wit_sse::GuestChatDecoder for ChatDecoderResource {
         self.0.borrow_mut().finish().map_err(|e| e.to_string())
     }
 
-    fn completion(&self) -> String {
-        self.0.borrow().chat().finish_json()
+    fn completion(&self) -> Vec<u8> {
+        self.0.borrow().chat().finish_json().into_bytes()
     }
 }

@@ -102,8 +102,8 @@ async fn chat_decoder_in_the_component_equals_the_native_one() {
             .unwrap();
         same_lines(&got, &want, &format!("chunks of {chunk}"));
         assert_eq!(
-            instance.chat_decoder_completion(decoder).await.unwrap(),
-            native.chat().finish_json(),
+            String::from_utf8(instance.chat_decoder_completion(decoder).await.unwrap()),
+            Ok(native.chat().finish_json()),
             "completion, chunks of {chunk}"
         );
     }
@@ -148,7 +148,8 @@ async fn a_raw_control_character_is_refused_alike_at_every_offset() {
             .unwrap();
         let got = String::from_utf8(got).expect("UTF-8 lines");
         same_lines(&got, &want, &format!("control character at {at}"));
-        let completion = instance.chat_decoder_completion(decoder).await.unwrap();
+        let completion =
+            String::from_utf8(instance.chat_decoder_completion(decoder).await.unwrap()).unwrap();
         assert_eq!(completion, native.chat().finish_json(), "at {at}");
         assert!(native.chat().error().is_some(), "at {at}: {completion}");
     }
