@@ -423,7 +423,7 @@ impl Decoder {
             self.dispatch(pending.take(), sink);
             return Ok(());
         }
-        let (name, value) = match memchr(b':', bytes) {
+        let (name, value) = match field_end(bytes) {
             // "If the line starts with a U+003A COLON character (:) → Ignore the line." (C84)
             Some(0) => return Ok(()),
             // "If the line contains a U+003A COLON character (:) → Collect the characters on
@@ -629,6 +629,17 @@ impl<'a> Input<'a> for &'a str {
     fn text(self) -> Option<&'a str> {
         Some(self)
     }
+}
+
+/// The first `:` of a line. Field names are short (`data`, `event`, `id`, `retry`), so the
+/// first bytes are looked at one by one before memchr's vector search, whose set-up costs more
+/// than finding a colon at offset 4.
+#[inline]
+fn field_end(line: &[u8]) -> Option<usize> {
+    line.iter()
+        .take(8)
+        .position(|&b| b == b':')
+        .or_else(|| memchr(b':', line))
 }
 
 /// Chunks and runs of lines shorter than this are decoded line by line as bytes: under a few

@@ -330,8 +330,9 @@ impl wit_sse::GuestDecoder for DecoderResource {
         // Events are packed as they are dispatched, straight from the decoder's buffers.
         let mut packed = wit_sse::PackedEvents {
             text: Vec::with_capacity(chunk.len()),
-            lengths: Vec::new(),
-            retries: Vec::new(),
+            // Room for events of 96 bytes or more (three lengths each) without growing.
+            lengths: Vec::with_capacity(chunk.len() / 32),
+            retries: Vec::with_capacity(chunk.len() / 96),
         };
         let result = self
             .0
