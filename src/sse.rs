@@ -8,10 +8,12 @@
 //!
 //! # How it works
 //!
-//! Each byte of input is looked at once by `memchr2` (for CR and LF) and copied at most once,
-//! into the buffer of the current unterminated line; a line that ends inside the chunk it
-//! started in is processed straight from that chunk. Buffered bytes are never rescanned, so the
-//! total work is linear in the input length whatever the chunking (C80).
+//! Each byte of input is looked at by the line-end search (`memchr2` for CR and LF) at most
+//! twice (the end of a line begun in an earlier chunk is found once to split the chunk off, and
+//! the tail of a chunk once backwards) and copied at most once, into the buffer of the current
+//! unterminated line; a line that ends inside the chunk it started in is processed straight
+//! from that chunk. Buffered bytes are never rescanned, so the total work is linear in the
+//! input length whatever the chunking (C80).
 //!
 //! UTF-8 decoding (C81) happens per complete line, or, where a chunk's complete lines are valid
 //! UTF-8 (checked in one SIMD pass), not at all: they are split as text, and a single-line
@@ -236,8 +238,7 @@ impl Decoder {
             input = &input[1..];
         }
         self.state = State::Line;
-        let result = self.decode_chunk(input, sink);
-        match result {
+        match self.decode_chunk(input, sink) {
             Ok(()) => Ok(()),
             Err(error) => {
                 self.line = Vec::new();
