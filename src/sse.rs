@@ -329,11 +329,17 @@ impl Decoder {
         let mut pending = None;
         let result = self.split_lines(input, &mut pending, sink);
         if let Some(data) = pending {
-            self.data.reserve_exact(data.len() + 1);
-            self.data.push_str(data);
-            self.data.push('\n');
+            self.keep_pending(data, 0);
         }
         result
+    }
+
+    /// Copies a pending data line and its LF into the (empty) data buffer, with room for
+    /// `more` bytes after them in the same allocation.
+    fn keep_pending(&mut self, data: &str, more: usize) {
+        self.data.reserve_exact(data.len() + 1 + more);
+        self.data.push_str(data);
+        self.data.push('\n');
     }
 
     fn split_lines<'a, I: Input<'a>>(
@@ -470,10 +476,7 @@ impl Decoder {
                     (Some(text), None) if self.data.is_empty() => *pending = Some(text),
                     (_, earlier) => {
                         if let Some(earlier) = earlier {
-                            self.data
-                                .reserve_exact(earlier.len() + value.bytes().len() + 2);
-                            self.data.push_str(earlier);
-                            self.data.push('\n');
+                            self.keep_pending(earlier, value.bytes().len() + 1);
                         } else if self.data.capacity() == 0 {
                             // The first line of an event: room for it and its LF in one
                             // allocation.
@@ -517,7 +520,7 @@ impl Decoder {
 
         // "2. If the data buffer is an empty string, set the data buffer and the event type
         // buffer to the empty string and return."
-        // (A pending line is never empty here: it is followed by its LF.)
+        // (A pending line stands for a buffer that is not empty: the line and its LF.)
         if self.data.is_empty() && pending.is_none() {
             self.event_type.clear();
             return;
@@ -901,8 +904,6 @@ mod tests {
         check_vector(b"", &[]);
     }
 
-    // C82: one BOM at the very start, even split; later BOMs are content; UTF-16 BOMs are not
-    // special.
     #[test]
     fn c81_characters_cut_by_the_end_of_long_chunks() {
         // Long chunks are validated whole up to their last line end; a character cut by a chunk
@@ -961,6 +962,8 @@ mod tests {
         assert_eq!(reference(&chunks.concat()), want);
     }
 
+    // C82: one BOM at the very start, even split; later BOMs are content; UTF-16 BOMs are not
+    // special.
     #[test]
     fn c82_bom() {
         check_vector(b"\xEF\xBB\xBFdata: a\n\n", &[("message", "a", None)]);

@@ -199,11 +199,13 @@ const eventRow = (e) => ({
 });
 const expectedRow = (e) => ({ ...e, retry: e.retry === null ? null : String(e.retry) });
 
+/** Decodes the UTF-8 bytes the component returns (WIT 0.3.0); `fatal` checks they are valid. */
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
 /** The events of a `feedPacked` result, unpacked (UTF-8 byte lengths into `text`, bytes). */
 function unpacked({ text: bytes, lengths, retries }) {
   assert.equal(lengths.length, 3 * retries.length, 'three lengths per event');
   assert.ok(bytes instanceof Uint8Array, 'WIT 0.3.0: the packed text is bytes');
-  const utf8 = new TextDecoder('utf-8', { fatal: true });
   let at = 0;
   const take = (len) => utf8.decode(bytes.subarray(at, (at += len)));
   const events = retries.map((retry, i) => {
@@ -286,7 +288,6 @@ describe('chat', () => {
       // sse.chat-decoder: bytes in, delta lines out, whole and one byte at a time.
       for (const [how, size] of [['whole', input.length || 1], ['bytewise', 1]]) {
         const chat = new sse.ChatDecoder(expect.max_event_bytes ?? 1048576);
-        const utf8 = new TextDecoder('utf-8', { fatal: true });
         let lines = '';
         for (let at = 0; at < input.length; at += size) {
           // WIT 0.3.0: UTF-8 bytes, whole lines each call.
