@@ -24,7 +24,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::json::{Item, Object, ParseError, Tape, Value, write_object, write_string};
+use crate::json::{
+    EscapedString, Item, Object, ParseError, Tape, Value, write_object, write_string,
+};
 use crate::sse::{self, SseError};
 use crate::usage::TokenUsage;
 
@@ -217,7 +219,8 @@ struct CallState {
     id: Option<String>,
     kind: Option<String>,
     name: Option<String>,
-    arguments: String,
+    /// Escaped: the fragments are concatenated as received and written out once (C100).
+    arguments: EscapedString,
 }
 
 impl CallState {
@@ -232,17 +235,17 @@ impl CallState {
             }
         }
         set_first(&mut self.name, name);
-        if let Some(fragment) = arguments.and_then(|a| a.as_str()) {
-            self.arguments.push_str(fragment);
+        if let Some(fragment) = arguments {
+            self.arguments.push_item(fragment);
         }
     }
 
     /// C101: empty arguments become `{}`.
-    fn arguments(&self) -> &str {
+    fn arguments(&self) -> String {
         if self.arguments.is_empty() {
-            "{}"
+            "{}".to_owned()
         } else {
-            &self.arguments
+            self.arguments.to_unescaped()
         }
     }
 
@@ -255,7 +258,11 @@ impl CallState {
         out.push_str("{\"name\":");
         write_string(self.name(), out);
         out.push_str(",\"arguments\":");
-        write_string(self.arguments(), out);
+        if self.arguments.is_empty() {
+            out.push_str("\"{}\"");
+        } else {
+            self.arguments.write_json(out);
+        }
         out.push('}');
     }
 }
@@ -264,8 +271,9 @@ impl CallState {
 #[derive(Clone, Debug, Default)]
 struct ChoiceState {
     role: Option<String>,
-    content: Option<String>,
-    refusal: Option<String>,
+    /// Content and refusal are kept escaped (see [`EscapedString`]).
+    content: Option<EscapedString>,
+    refusal: Option<EscapedString>,
     tool_calls: BTreeMap<u64, CallState>,
     function_call: Option<CallState>,
     finish_reason: Option<Value>,
@@ -288,12 +296,8 @@ impl ChoiceState {
         }
         // C99: first non-empty role; every string content and refusal, concatenated.
         set_first(&mut self.role, role);
-        if let Some(text) = content.and_then(|c| c.as_str()) {
-            self.content.get_or_insert_default().push_str(text);
-        }
-        if let Some(text) = refusal.and_then(|r| r.as_str()) {
-            self.refusal.get_or_insert_default().push_str(text);
-        }
+        append_string(&mut self.content, content);
+        append_string(&mut self.refusal, refusal);
         // C100: tool calls merge by their index, or their position when it is absent.
         for (position, call) in tool_calls
             .into_iter()
@@ -334,7 +338,10 @@ impl ChoiceState {
         out.push_str("{\"role\":");
         write_string(self.role.as_deref().unwrap_or("assistant"), out);
         out.push_str(",\"content\":");
-        write_optional_string(self.content.as_deref(), out);
+        match &self.content {
+            Some(content) => content.write_json(out),
+            None => out.push_str("null"),
+        }
         if !self.tool_calls.is_empty() {
             out.push_str(",\"tool_calls\":[");
             // C101: a BTreeMap iterates in index order and has no gaps.
@@ -358,7 +365,7 @@ impl ChoiceState {
         }
         if let Some(refusal) = &self.refusal {
             out.push_str(",\"refusal\":");
-            write_string(refusal, out);
+            refusal.write_json(out);
         }
         out.push('}');
     }
@@ -559,12 +566,14 @@ impl ChatStream {
             if i > 0 {
                 text.push('\n');
             }
-            text.push_str(choice.content.as_deref().unwrap_or(""));
+            if let Some(content) = &choice.content {
+                text.push_str(&content.to_unescaped());
+            }
             for call in choice.tool_calls.values().chain(&choice.function_call) {
                 text.push('\n');
                 text.push_str(call.name());
                 text.push('\n');
-                text.push_str(call.arguments());
+                text.push_str(&call.arguments());
             }
         }
         text
@@ -586,7 +595,7 @@ impl ChatStream {
         let content: usize = state
             .choices
             .values()
-            .map(|c| c.content.as_ref().map_or(0, String::len))
+            .map(|c| c.content.as_ref().map_or(0, |c| c.as_escaped().len()))
             .sum();
         let mut out = String::with_capacity(content + 256);
         for (key, value) in [
@@ -718,6 +727,14 @@ fn write_optional_string(text: Option<&str>, out: &mut String) {
     match text {
         Some(text) => write_string(text, out),
         None => out.push_str("null"),
+    }
+}
+
+/// Appends `value` to `slot` when it is a string (an empty one included: it turns `null`
+/// content into `""`, C99).
+fn append_string(slot: &mut Option<EscapedString>, value: Option<Item<'_>>) {
+    if let Some(value) = value.filter(|v| v.as_str().is_some()) {
+        slot.get_or_insert_default().push_item(value);
     }
 }
 
@@ -1157,6 +1174,90 @@ mod tests {
                 prop_assert_eq!(lines, want);
                 prop_assert_eq!(chat.chat().finish().to_json(), stream.finish().to_json());
                 prop_assert_eq!(chat.chat().token_usage(), stream.token_usage());
+            }
+        }
+    }
+
+    mod escaped_fragments {
+        use super::super::ChatStream;
+        use proptest::prelude::*;
+
+        /// One string literal's inside: plain text and every kind of escape, canonical
+        /// (`\n`, `\u0001`) or not (`\/`, `\u00e9`, upper-case hex, a surrogate pair).
+        fn literal() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                "[a-z é😀]{1,6}",
+                Just(r#"\""#.to_owned()),
+                Just(r"\\".to_owned()),
+                Just(r"\n".to_owned()),
+                Just(r"\t".to_owned()),
+                Just(r"\b".to_owned()),
+                Just(r"\u0001".to_owned()),
+                Just(r"\u001F".to_owned()),
+                Just(r"\/".to_owned()),
+                Just(r"\u00e9".to_owned()),
+                Just(r"\u0041".to_owned()),
+                Just(r"\ud83d\ude00".to_owned()),
+            ];
+            proptest::collection::vec(piece, 0..6).prop_map(|p| p.concat())
+        }
+
+        proptest! {
+            // C99, C100, C105: content, refusal and arguments are the concatenation of the
+            // decoded fragments, whatever their escapes, checked against serde_json.
+            #[test]
+            fn c99_c100_fragments_concatenate_as_decoded(
+                fragments in proptest::collection::vec((literal(), 0u8..3), 0..8),
+            ) {
+                let mut stream = ChatStream::new();
+                let mut want = [String::new(), String::new(), String::new()];
+                for (fragment, field) in &fragments {
+                    let chunk = match field {
+                        0 => format!(r#"{{"choices":[{{"delta":{{"content":"{fragment}"}}}}]}}"#),
+                        1 => format!(r#"{{"choices":[{{"delta":{{"refusal":"{fragment}"}}}}]}}"#),
+                        _ => format!(
+                            r#"{{"choices":[{{"delta":{{"tool_calls":[{{"function":{{"arguments":"{fragment}"}}}}]}}}}]}}"#
+                        ),
+                    };
+                    stream.push(&chunk).unwrap();
+                    let decoded: String = serde_json::from_str(&format!("\"{fragment}\"")).unwrap();
+                    want[*field as usize].push_str(&decoded);
+                }
+                let json = stream.finish_json();
+                // C53: each is written as `JSON.stringify` (and serde_json) would write it.
+                for (field, key) in [(0, "content"), (1, "refusal"), (2, "arguments")] {
+                    if !want[field].is_empty() {
+                        let member = format!("\"{key}\":{}", serde_json::to_string(&want[field]).unwrap());
+                        prop_assert!(json.contains(&member), "{} not in {}", member, json);
+                    }
+                }
+                let completion: serde_json::Value = serde_json::from_str(&json).unwrap();
+                let message = &completion["choices"][0]["message"];
+                let has = |field: u8| fragments.iter().any(|(_, f)| *f == field);
+                if fragments.is_empty() {
+                    prop_assert_eq!(&completion["choices"], &serde_json::json!([]));
+                    return Ok(());
+                }
+                let content = has(0).then(|| want[0].clone());
+                prop_assert_eq!(message["content"].as_str(), content.as_deref());
+                let refusal = has(1).then(|| want[1].clone());
+                prop_assert_eq!(message.get("refusal").and_then(|r| r.as_str()), refusal.as_deref());
+                let arguments = match (has(2), want[2].is_empty()) {
+                    (false, _) => None,
+                    (true, true) => Some("{}"),
+                    (true, false) => Some(want[2].as_str()),
+                };
+                prop_assert_eq!(
+                    message["tool_calls"][0]["function"]["arguments"].as_str(),
+                    arguments
+                );
+                // C111: the estimation text decodes the same way.
+                let mut text = want[0].clone();
+                if has(2) {
+                    text.push_str("\n\n");
+                    text.push_str(arguments.unwrap_or_default());
+                }
+                prop_assert_eq!(stream.completion_text(), text);
             }
         }
     }

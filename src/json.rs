@@ -268,6 +268,12 @@ pub fn write_object(map: &Object, out: &mut String) {
 pub fn write_string(s: &str, out: &mut String) {
     out.reserve(s.len() + 2);
     out.push('"');
+    escape_into(s, out);
+    out.push('"');
+}
+
+/// Appends `s` escaped as [`write_string`] does, without the quotes.
+fn escape_into(s: &str, out: &mut String) {
     let bytes = s.as_bytes();
     let mut start = 0;
     while let Some(offset) = find_special(&bytes[start..]) {
@@ -296,7 +302,71 @@ pub fn write_string(s: &str, out: &mut String) {
         start = i + 1;
     }
     out.push_str(&s[start..]);
-    out.push('"');
+}
+
+/// A string kept as the text between the quotes of its JSON literal, spelled as
+/// [`write_string`] spells it, so that it can be appended to from parsed strings and written
+/// out without decoding and escaping again.
+///
+/// Why: the chat-stream layer concatenates content fragments and writes the result once as
+/// JSON. Kept decoded, every byte of a long completion was decoded, then scanned and escaped
+/// again; escaping a 4 MB completion was a quarter of assembling it in the component
+/// (benches/RESULTS.md). A fragment whose escapes are already canonical (the usual case: it
+/// was written by `JSON.stringify` or a serialiser like it) is appended as received.
+///
+/// ```
+/// use openai_connector::json::{EscapedString, Tape};
+///
+/// let mut tape = Tape::default();
+/// let mut text = EscapedString::default();
+/// text.push_item(tape.parse(r#""a \"b\"\n""#).unwrap());
+/// text.push_str("\u{1}é");
+/// assert_eq!(text.as_escaped(), r#"a \"b\"\n\u0001é"#);
+/// assert_eq!(text.to_unescaped(), "a \"b\"\n\u{1}é");
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EscapedString(String);
+
+impl EscapedString {
+    /// Appends `text`, escaping it.
+    pub fn push_str(&mut self, text: &str) {
+        escape_into(text, &mut self.0);
+    }
+
+    /// Appends the string `item`; returns `false` (and appends nothing) when it is not a
+    /// string.
+    pub fn push_item(&mut self, item: Item<'_>) -> bool {
+        item.escape_into(&mut self.0)
+    }
+
+    /// The escaped text, without quotes.
+    pub fn as_escaped(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the string is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Appends the JSON string literal: the same text as `write_string(&self.to_unescaped())`.
+    pub fn write_json(&self, out: &mut String) {
+        out.reserve(self.0.len() + 2);
+        out.push('"');
+        out.push_str(&self.0);
+        out.push('"');
+    }
+
+    /// The string's text, decoded.
+    pub fn to_unescaped(&self) -> String {
+        let literal = format!("\"{}\"", self.0);
+        let mut tape = Tape::default();
+        tape.parse(&literal)
+            .ok()
+            .and_then(|item| item.as_str())
+            .expect("an escaped string is always a valid JSON string literal's inside")
+            .to_owned()
+    }
 }
 
 /// Whether `b` ends a plain run inside a JSON string: `"`, `\` or a control character. These
@@ -541,6 +611,22 @@ impl<'t> Item<'t> {
         }
     }
 
+    /// Appends the string's JSON text without its quotes, as [`write_string`] spells it;
+    /// returns `false` (and appends nothing) when this is not a string.
+    fn escape_into(&self, out: &mut String) -> bool {
+        let node = self.node();
+        match node.kind {
+            // The parser ends a plain string at its first quote, backslash or control
+            // character, so there is nothing in it to escape.
+            Kind::Plain => out.push_str(&self.src[node.range()]),
+            // Decoding and escaping again would give back the same text.
+            Kind::Canonical => out.push_str(&self.src[node.raw as usize..node.raw_end as usize]),
+            Kind::Decoded => escape_into(&self.tape.decoded[node.range()], out),
+            _ => return false,
+        }
+        true
+    }
+
     /// The number's text as written, if this is a number.
     pub fn as_number(&self) -> Option<&'t str> {
         let node = self.node();
@@ -637,19 +723,9 @@ impl<'t> Item<'t> {
             Kind::True => out.push_str("true"),
             Kind::False => out.push_str("false"),
             Kind::Number => out.push_str(self.as_number().unwrap_or("0")),
-            // The parser ends a plain string at its first quote, backslash or control
-            // character, so there is nothing in it to escape.
-            Kind::Plain => {
+            Kind::Plain | Kind::Decoded | Kind::Canonical => {
                 out.push('"');
-                out.push_str(self.as_str().unwrap_or(""));
-                out.push('"');
-            }
-            Kind::Decoded => write_string(self.as_str().unwrap_or(""), out),
-            // Decoding and escaping again would give back the same text.
-            Kind::Canonical => {
-                let node = self.node();
-                out.push('"');
-                out.push_str(&self.src[node.raw as usize..node.raw_end as usize]);
+                self.escape_into(out);
                 out.push('"');
             }
             Kind::Array => {
