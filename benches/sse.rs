@@ -23,6 +23,9 @@
 //!   events are lifted into host strings.
 //! - `decoder_component_packed`: the same through `feed-packed`: per batch, one text and two
 //!   lists are lifted, then split into borrowed events (`runtime::unpack`).
+//! - `decoder_component_spans`: the same through `feed-spans`: the data of an event that is
+//!   one line of its batch is not copied out but read from the batch the host sent
+//!   (`runtime::unpack_spans`), as `openai-connector sse decode` does.
 //! - `eventsource_stream`: the `eventsource-stream` crate over an in-memory stream of the same
 //!   chunks, polled with `futures::executor::block_on`.
 //! - `assembly_native`: decoder plus `ChatStream::push` of every event, then the completion JSON.
@@ -52,7 +55,7 @@ use futures::StreamExt;
 use openai_connector::chat_stream::{ChatDecoder, ChatStream, Step};
 use openai_connector::sse::{Decoder, MAX_SSE_EVENT_BYTES};
 use openai_connector_harness::runtime::actions::StreamItem;
-use openai_connector_harness::runtime::{Instance, unpack};
+use openai_connector_harness::runtime::{Instance, unpack, unpack_spans};
 use openai_connector_harness::{
     CodeCache, ConnectorFile, Executor, Harness, OutboundPolicy, Settings, Started,
 };
@@ -294,36 +297,56 @@ fn assemble_native_batched(batches: &[&[u8]]) -> String {
 #[derive(Clone, Copy)]
 enum Work {
     /// `decode_component`.
-    Decode { packed: bool },
+    Decode(Feed),
     /// `assemble_component`.
     Assemble { blank: bool },
     /// `assemble_component_batched`.
     AssembleBatched,
 }
 
-/// The `sse.decoder` resource fed `batches` through `feed`, or through `feed-packed` (the
-/// result split into borrowed events) when `packed`; returns the number of events.
-async fn decode_component(instance: &mut Instance, batches: &[&[u8]], packed: bool) -> usize {
+/// Which `sse.decoder` method a bench feeds.
+#[derive(Clone, Copy, Debug)]
+enum Feed {
+    /// `feed`: a list of event records.
+    Events,
+    /// `feed-packed`, split with `runtime::unpack`.
+    Packed,
+    /// `feed-spans`, split with `runtime::unpack_spans`.
+    Spans,
+}
+
+/// The `sse.decoder` resource fed `batches` through `feed`; each result is split into borrowed
+/// events when it is packed; returns the number of events.
+async fn decode_component(instance: &mut Instance, batches: &[&[u8]], feed: Feed) -> usize {
     let decoder = instance
         .sse_decoder(MAX_SSE_EVENT_BYTES as u32)
         .await
         .unwrap();
     let mut count = 0;
     for batch in batches {
-        count += if packed {
-            let packed = instance
-                .sse_feed_packed(decoder, batch)
-                .await
-                .unwrap()
-                .unwrap();
-            black_box(unpack(&packed).unwrap()).len()
-        } else {
-            instance
+        count += match feed {
+            Feed::Events => instance
                 .sse_feed(decoder, batch)
                 .await
                 .unwrap()
                 .unwrap()
-                .len()
+                .len(),
+            Feed::Packed => {
+                let packed = instance
+                    .sse_feed_packed(decoder, batch)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                black_box(unpack(&packed).unwrap()).len()
+            }
+            Feed::Spans => {
+                let spans = instance
+                    .sse_feed_spans(decoder, batch)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                black_box(unpack_spans(&spans, batch).unwrap()).len()
+            }
         };
     }
     count + instance.sse_finish(decoder).await.unwrap().unwrap().len()
@@ -532,11 +555,12 @@ fn bench(c: &mut Criterion) {
             (corpus.bytes.len(), 52311)
         );
         rt.block_on(async {
-            for packed in [false, true] {
+            for feed in [Feed::Events, Feed::Packed, Feed::Spans] {
                 let mut instance = harness.instantiate(deny.clone()).await.unwrap();
                 assert_eq!(
-                    decode_component(&mut instance, &batches, packed).await,
-                    events
+                    decode_component(&mut instance, &batches, feed).await,
+                    events,
+                    "{feed:?}"
                 );
             }
             let mut instance = harness.instantiate(deny.clone()).await.unwrap();
@@ -581,8 +605,8 @@ fn bench(c: &mut Criterion) {
                         let mut instance = harness.instantiate(deny.clone()).await.unwrap();
                         let start = Instant::now();
                         match work {
-                            Work::Decode { packed } => {
-                                black_box(decode_component(&mut instance, &batches, packed).await);
+                            Work::Decode(feed) => {
+                                black_box(decode_component(&mut instance, &batches, feed).await);
                             }
                             Work::Assemble { blank } => {
                                 black_box(assemble_component(&mut instance, &batches, blank).await);
@@ -600,10 +624,13 @@ fn bench(c: &mut Criterion) {
             })
         };
         group.bench_function("decoder_component", |b| {
-            on_fresh_instances(b, Work::Decode { packed: false })
+            on_fresh_instances(b, Work::Decode(Feed::Events))
         });
         group.bench_function("decoder_component_packed", |b| {
-            on_fresh_instances(b, Work::Decode { packed: true })
+            on_fresh_instances(b, Work::Decode(Feed::Packed))
+        });
+        group.bench_function("decoder_component_spans", |b| {
+            on_fresh_instances(b, Work::Decode(Feed::Spans))
         });
         group.bench_function("assembly_native", |b| {
             b.iter(|| black_box(assemble_native(&chunks, false)))

@@ -437,6 +437,20 @@ impl Instance {
             .map_err(anyhow::Error::from)
     }
 
+    /// `sse.decoder.feed-spans`; [`unpack_spans`] reads the result with the same `chunk`.
+    pub async fn sse_feed_spans(
+        &mut self,
+        decoder: ResourceAny,
+        chunk: &[u8],
+    ) -> Result<Result<sse::EventSpans, String>> {
+        self.bindings
+            .connector_openai_sse()
+            .decoder()
+            .call_feed_spans(&mut self.store, decoder, chunk)
+            .await
+            .map_err(anyhow::Error::from)
+    }
+
     /// `sse.decoder.finish`.
     pub async fn sse_finish(
         &mut self,
@@ -595,6 +609,75 @@ pub fn unpack(packed: &sse::PackedEvents) -> Result<Vec<PackedEvent<'_>>> {
     Ok(events)
 }
 
+/// The events of `spans`, the result of `feed-spans` on `chunk`, borrowed from both. The
+/// component is not trusted: spans that do not describe its text or `chunk` (out of range, not
+/// on a character boundary, not UTF-8, a wrong count) are an error, not a panic.
+pub fn unpack_spans<'a>(
+    spans: &'a sse::EventSpans,
+    chunk: &'a [u8],
+) -> Result<Vec<PackedEvent<'a>>> {
+    let malformed =
+        |what: &str| anyhow::anyhow!("the component returned malformed event spans: {what}");
+    if spans.spans.len() != spans.retries.len() * 4 {
+        return Err(malformed("not four numbers per event"));
+    }
+    let mut rest =
+        simdutf8::basic::from_utf8(&spans.text).map_err(|_| malformed("the text is not UTF-8"))?;
+    let mut take = |len: u32| -> Result<&'a str> {
+        let len = usize::try_from(len).map_err(|_| malformed("a length out of range"))?;
+        if len > rest.len() || !rest.is_char_boundary(len) {
+            return Err(malformed("a length past the text or inside a character"));
+        }
+        let (head, tail) = rest.split_at(len);
+        rest = tail;
+        Ok(head)
+    };
+    // The chunk is usually valid UTF-8 as a whole, and then one SIMD pass checks every span
+    // in it; otherwise (a character cut at either end, or bytes the decoder replaced in
+    // events that are not spans) each span is checked on its own.
+    let whole = simdutf8::basic::from_utf8(chunk).ok();
+    let in_chunk = |start: u32, len: u32| -> Result<&'a str> {
+        let range = usize::try_from(start)
+            .ok()
+            .zip(usize::try_from(len).ok())
+            .and_then(|(start, len)| Some(start..start.checked_add(len)?))
+            .filter(|range| range.end <= chunk.len())
+            .ok_or_else(|| malformed("a span past the chunk"))?;
+        match whole {
+            Some(text) => text
+                .get(range)
+                .ok_or_else(|| malformed("a span inside a character")),
+            None => simdutf8::basic::from_utf8(&chunk[range])
+                .map_err(|_| malformed("a span that is not UTF-8")),
+        }
+    };
+    let mut events = Vec::with_capacity(spans.retries.len());
+    for (numbers, retry) in spans.spans.chunks_exact(4).zip(&spans.retries) {
+        let event_type = take(numbers[0])?;
+        let data = match numbers[1] {
+            SPAN_IN_TEXT => take(numbers[2])?,
+            start => in_chunk(start, numbers[2])?,
+        };
+        let last_event_id = match numbers[3] {
+            PACKED_NO_ID => None,
+            len => Some(take(len)?),
+        };
+        events.push(PackedEvent {
+            event_type,
+            data,
+            last_event_id,
+            retry: *retry,
+        });
+    }
+    if !rest.is_empty() {
+        return Err(malformed("text left over after the last event"));
+    }
+    Ok(events)
+}
+
+/// The data start that means "in the text" in [`sse::EventSpans::spans`].
+const SPAN_IN_TEXT: u32 = u32::MAX;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -661,5 +744,84 @@ mod tests {
         invalid.text[0] = 0xFF;
         let e = unpack(&invalid).unwrap_err().to_string();
         assert!(e.contains("the text is not UTF-8"), "{e}");
+    }
+
+    fn spans(text: &str, numbers: &[u32], retries: &[Option<u64>]) -> sse::EventSpans {
+        sse::EventSpans {
+            text: text.as_bytes().to_vec(),
+            spans: numbers.to_vec(),
+            retries: retries.to_vec(),
+        }
+    }
+
+    #[test]
+    fn unpack_spans_reads_data_from_the_chunk_or_the_text() {
+        let event = |event_type, data, last_event_id, retry| PackedEvent {
+            event_type,
+            data,
+            last_event_id,
+            retry,
+        };
+        // Data in the chunk (at 6, and an empty span at its end), and in the text.
+        let s = spans(
+            "messagepingx\ny7message",
+            &[
+                7,
+                6,
+                3,
+                PACKED_NO_ID,
+                4,
+                SPAN_IN_TEXT,
+                3,
+                1,
+                7,
+                10,
+                0,
+                PACKED_NO_ID,
+            ],
+            &[None, Some(9), None],
+        );
+        // The second chunk is not UTF-8 as a whole: each span is checked on its own.
+        for chunk in [&b"data: \xc3\xa9a\n\n"[..], b"data: \xc3\xa9a\n\xff"] {
+            assert_eq!(
+                unpack_spans(&s, chunk).unwrap(),
+                [
+                    event("message", "\u{e9}a", None, None),
+                    event("ping", "x\ny", Some("7"), Some(9)),
+                    event("message", "", None, None),
+                ]
+            );
+        }
+        let s = spans("message", &[7, 1, 2, PACKED_NO_ID], &[None]);
+        assert_eq!(
+            unpack_spans(&s, b"\xffok\xff").unwrap(),
+            [event("message", "ok", None, None)]
+        );
+        assert!(unpack_spans(&spans("", &[], &[]), b"").unwrap().is_empty());
+    }
+
+    #[test]
+    fn unpack_spans_refuses_spans_that_do_not_describe_the_chunk_or_the_text() {
+        let chunk = "data: \u{e9}\n\n".as_bytes();
+        for (numbers, why) in [
+            (&[7, 6, 2][..], "not four numbers per event"),
+            (&[7, 6, 5, PACKED_NO_ID], "past the chunk"),
+            (&[7, u32::MAX - 1, 2, PACKED_NO_ID], "past the chunk"),
+            (&[7, 7, 1, PACKED_NO_ID], "inside a character"),
+            (&[7, SPAN_IN_TEXT, 1, PACKED_NO_ID], "past the text"),
+            (&[6, 6, 2, PACKED_NO_ID], "left over"),
+        ] {
+            let e = unpack_spans(&spans("message", numbers, &[None]), chunk)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{why}: {e}");
+        }
+        let e = unpack_spans(
+            &spans("message", &[7, 0, 1, PACKED_NO_ID], &[None]),
+            b"\xff",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("a span that is not UTF-8"), "{e}");
     }
 }

@@ -342,6 +342,22 @@ impl wit_sse::GuestDecoder for DecoderResource {
         output_then_error(result, packed, empty)
     }
 
+    fn feed_spans(&self, chunk: Vec<u8>) -> Result<wit_sse::EventSpans, String> {
+        let mut spans = wit_sse::EventSpans {
+            // Only types, IDs and data not lent from the chunk: usually little.
+            text: Vec::new(),
+            // Room for events of 128 bytes or more (four numbers each) without growing.
+            spans: Vec::with_capacity(chunk.len() / 32),
+            retries: Vec::with_capacity(chunk.len() / 128),
+        };
+        let result = self
+            .0
+            .borrow_mut()
+            .feed_with(&chunk, &mut |event| span(&mut spans, &chunk, event));
+        let empty = spans.retries.is_empty();
+        output_then_error(result, spans, empty)
+    }
+
     fn finish(&self) -> Result<Vec<wit_sse::Event>, String> {
         let mut events = Vec::new();
         let result = self.0.borrow_mut().finish(&mut events);
@@ -385,6 +401,37 @@ fn pack(packed: &mut wit_sse::PackedEvents, e: sse::EventRef<'_>) {
         None => packed.lengths.push(NO_ID),
     }
     packed.retries.push(e.retry);
+}
+
+/// Appends `e` to `spans` (see `sse.event-spans`); its data is given by its place in `chunk`
+/// when the decoder lent it from there (`sse::Decoder::feed_with` lends a single-line event's
+/// data straight from a chunk it validated, so those bytes are the chunk's, unchanged).
+fn span(spans: &mut wit_sse::EventSpans, chunk: &[u8], e: sse::EventRef<'_>) {
+    /// The data start that means "in `text`", and the ID length that means "no ID".
+    const ABSENT: u32 = u32::MAX;
+    // As in `pack`: in a 32-bit memory no length or offset reaches u32::MAX.
+    let len = |s: &str| u32::try_from(s.len()).unwrap_or(ABSENT - 1);
+    spans.text.extend_from_slice(e.event_type.as_bytes());
+    spans.spans.push(len(e.event_type));
+    // Where the data is, found by address: the chunk's bytes or one of the decoder's buffers.
+    let offset = (e.data.as_ptr() as usize).wrapping_sub(chunk.as_ptr() as usize);
+    if offset <= chunk.len() && e.data.len() <= chunk.len() - offset {
+        spans
+            .spans
+            .push(u32::try_from(offset).unwrap_or(ABSENT - 1));
+    } else {
+        spans.spans.push(ABSENT);
+        spans.text.extend_from_slice(e.data.as_bytes());
+    }
+    spans.spans.push(len(e.data));
+    match e.last_event_id {
+        Some(id) => {
+            spans.text.extend_from_slice(id.as_bytes());
+            spans.spans.push(len(id));
+        }
+        None => spans.spans.push(ABSENT),
+    }
+    spans.retries.push(e.retry);
 }
 
 impl wit_sse::GuestChatStream for ChatStreamResource {

@@ -154,3 +154,127 @@ async fn a_raw_control_character_is_refused_alike_at_every_offset() {
         assert!(native.chat().error().is_some(), "at {at}: {completion}");
     }
 }
+
+/// An event stream with every kind of line (C79–C88): single- and multi-line data, types,
+/// IDs, retries, comments, the three line ends, non-ASCII text, invalid UTF-8 (replaced, C81)
+/// in a few events,
+/// an unterminated event at the end (discarded, C89).
+fn mixed_stream() -> Vec<u8> {
+    let mut body = b"\xEF\xBB\xBF".to_vec();
+    for i in 0..120 {
+        let line_end: &[u8] = [&b"\n"[..], b"\r\n", b"\r"][i % 3];
+        let data = format!(
+            "{{\"n\":{i},\"text\":\"{}\u{e9}\u{1F600}\"}}",
+            "x".repeat(i)
+        );
+        let mut event = Vec::new();
+        match i % 5 {
+            0 => event.extend_from_slice(format!("data: {data}").as_bytes()),
+            1 => event.extend_from_slice(
+                format!("event: e{i}{}data:{data}{}data: second", "\n", "\n").as_bytes(),
+            ),
+            2 => event
+                .extend_from_slice(format!("id: {i}\nretry: {}\ndata: {data}", 100 + i).as_bytes()),
+            // Invalid UTF-8 twice only: a chunk with any is decoded line by line, as bytes.
+            3 if i % 40 == 3 => {
+                event.extend_from_slice(b": comment\ndata: bad \xFF\xC3 bytes ");
+                event.extend_from_slice(data.as_bytes());
+            }
+            3 => event.extend_from_slice(format!(": comment\ndata: {data}").as_bytes()),
+            _ => event.extend_from_slice(format!("data\ndata: {data}").as_bytes()),
+        }
+        for line in event.split(|&b| b == b'\n') {
+            body.extend_from_slice(line);
+            body.extend_from_slice(line_end);
+        }
+        body.extend_from_slice(line_end);
+    }
+    body.extend_from_slice(b"data: never dispatched");
+    body
+}
+
+#[tokio::test]
+async fn decoder_feed_packed_and_feed_spans_give_the_events_of_feed() {
+    // C79–C91: `feed-packed` and `feed-spans` (the CLI's path) give exactly the events of
+    // `feed`, which gives those of the native decoder, in chunks of every size class: below
+    // 64 bytes (split as bytes), above (validated per chunk, data lent from the chunk), and
+    // the whole stream at once.
+    use openai_connector::sse::Decoder;
+    use openai_connector_harness::runtime::{PackedEvent, unpack, unpack_spans};
+    type Row = (String, String, Option<String>, Option<u64>);
+    let row = |e: PackedEvent<'_>| -> Row {
+        (
+            e.event_type.to_owned(),
+            e.data.to_owned(),
+            e.last_event_id.map(str::to_owned),
+            e.retry,
+        )
+    };
+    let body = mixed_stream();
+    let mut native = Decoder::new();
+    let mut events = Vec::new();
+    native.feed(&body, &mut events).unwrap();
+    native.finish(&mut events).unwrap();
+    let want: Vec<Row> = events
+        .into_iter()
+        .map(|e| (e.event_type, e.data, e.last_event_id, e.retry))
+        .collect();
+    assert_eq!(want.len(), 120);
+
+    let mut instance = harness()
+        .instantiate(Arc::new(OutboundPolicy::deny_all()))
+        .await
+        .unwrap();
+    for size in [1, 5, 63, 64, 65, 200, 1000, 4096, body.len()] {
+        let decoders = [
+            instance.sse_decoder(1 << 20).await.unwrap(),
+            instance.sse_decoder(1 << 20).await.unwrap(),
+            instance.sse_decoder(1 << 20).await.unwrap(),
+        ];
+        let mut got: [Vec<Row>; 3] = Default::default();
+        let mut lent = 0;
+        for chunk in body.chunks(size) {
+            let events = instance
+                .sse_feed(decoders[0], chunk)
+                .await
+                .unwrap()
+                .unwrap();
+            got[0].extend(
+                events
+                    .iter()
+                    .map(|e| (e.event_type.clone(), e.data.clone(), e.id.clone(), e.retry)),
+            );
+            let packed = instance
+                .sse_feed_packed(decoders[1], chunk)
+                .await
+                .unwrap()
+                .unwrap();
+            got[1].extend(unpack(&packed).unwrap().into_iter().map(row));
+            let spans = instance
+                .sse_feed_spans(decoders[2], chunk)
+                .await
+                .unwrap()
+                .unwrap();
+            lent += spans.spans.chunks(4).filter(|s| s[1] != u32::MAX).count();
+            got[2].extend(unpack_spans(&spans, chunk).unwrap().into_iter().map(row));
+        }
+        for (decoder, got) in decoders.into_iter().zip(&got) {
+            assert!(
+                instance
+                    .sse_finish(decoder)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .is_empty()
+            );
+            assert_eq!(got, &want, "chunks of {size}");
+        }
+        // Chunks of 64 bytes or more lend single-line events' data unless they hold invalid
+        // UTF-8 (the whole stream does); smaller ones never do.
+        if size == body.len() || size < 64 {
+            assert_eq!(lent, 0, "chunks of {size}");
+        } else if size >= 200 {
+            assert!(lent >= 10, "chunks of {size}: {lent} events lent");
+        }
+    }
+}
