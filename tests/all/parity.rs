@@ -92,7 +92,7 @@ async fn chat_decoder_in_the_component_equals_the_native_one() {
                 .await
                 .unwrap()
                 .unwrap();
-            // WIT 0.3.0: the lines are bytes, promised to be UTF-8 (and each call's whole).
+            // Since WIT 0.3.0 the lines are bytes, promised to be UTF-8 (and each call's whole).
             got.push_str(std::str::from_utf8(&lines).expect("UTF-8 lines"));
         }
         instance
