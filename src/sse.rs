@@ -8,11 +8,10 @@
 //!
 //! # How it works
 //!
-//! Each byte of input is looked at by the line-end search (`memchr2` for CR and LF) at most
-//! twice (the end of a line begun in an earlier chunk is found once to split the chunk off, and
-//! the tail of a chunk once backwards) and copied at most once, into the buffer of the current
-//! unterminated line; a line that ends inside the chunk it started in is processed straight
-//! from that chunk. Buffered bytes are never rescanned, so the total work is linear in the
+//! Each byte of input is looked at by the line-end search (`memchr2` for CR and LF) once:
+//! forwards, or, for the unterminated tail of a chunk, backwards from its end. It is copied at
+//! most once into the buffer of the current unterminated line; a line that ends inside the
+//! chunk it started in is processed straight from that chunk. Buffered bytes are never rescanned, so the total work is linear in the
 //! input length whatever the chunking (C80).
 //!
 //! UTF-8 decoding (C81) happens per complete line, or, where a chunk's complete lines are valid
@@ -265,18 +264,29 @@ impl Decoder {
             return self.decode_lines(chunk, sink);
         }
         if !self.line.is_empty() {
-            let head = match memchr2(b'\r', b'\n', chunk) {
-                None => chunk.len(),
-                Some(end) if chunk[end] == b'\r' && chunk.get(end + 1) == Some(&b'\n') => end + 2,
-                Some(end) => end + 1,
+            let Some(end) = memchr2(b'\r', b'\n', chunk) else {
+                return self.buffer_tail(chunk);
             };
-            self.decode_lines(&chunk[..head], sink)?;
-            chunk = &chunk[head..];
+            #[cfg(test)]
+            {
+                self.work += end + 1;
+            }
+            self.end_buffered_line(&chunk[..end], sink)?;
+            let mut next = end + 1;
+            if chunk[end] == b'\r' {
+                match chunk.get(next) {
+                    Some(b'\n') => next += 1,
+                    Some(_) => {}
+                    None => {
+                        self.state = State::AfterCr;
+                        return Ok(());
+                    }
+                }
+            }
+            chunk = &chunk[next..];
             if chunk.is_empty() {
                 return Ok(());
             }
-            // A CR that ended the head is not followed by an LF: that LF would be in the head.
-            self.state = State::Line;
         }
         let complete = memrchr2(b'\r', b'\n', chunk).map_or(0, |last| last + 1);
         let (lines, tail) = chunk.split_at(complete);
@@ -285,11 +295,38 @@ impl Decoder {
             None => self.decode_lines(lines, sink)?,
         }
         if !tail.is_empty() {
-            // As above: a CR that ended `lines` is not followed by an LF (C83).
+            // A CR that ended `lines` is not followed by an LF: that LF would be in `lines`
+            // (C83).
             self.state = State::Line;
-            self.decode_lines(tail, sink)?;
+            self.buffer_tail(tail)?;
         }
         Ok(())
+    }
+
+    /// Keeps `tail`, which has no line end, as the start of the current line (C91: checked
+    /// first, so that an oversized chunk is never buffered).
+    fn buffer_tail(&mut self, tail: &[u8]) -> Result<(), SseError> {
+        #[cfg(test)]
+        {
+            self.work += tail.len();
+        }
+        self.check(self.line.len() + tail.len(), None)?;
+        self.line.extend_from_slice(tail);
+        Ok(())
+    }
+
+    /// Ends the line begun in an earlier chunk (held in the line buffer) with `rest`, the bytes
+    /// before its terminator in this chunk, and processes it as bytes: its start may have been
+    /// cut inside a character.
+    fn end_buffered_line(&mut self, rest: &[u8], sink: &mut Sink<'_>) -> Result<(), SseError> {
+        self.check(self.line.len() + rest.len(), None)?;
+        let mut line = std::mem::take(&mut self.line);
+        line.extend_from_slice(rest);
+        let result = self.process_line(&line[..], &mut None, sink);
+        line.clear();
+        line.shrink_to(RETAINED_LINE_CAPACITY);
+        self.line = line;
+        result
     }
 
     /// Marks the end of input (C89).
@@ -368,15 +405,9 @@ impl Decoder {
             if self.line.is_empty() {
                 self.process_line(input.slice(0, end), pending, sink)?;
             } else {
-                // A line begun in an earlier chunk (so `pending` is empty): decoded as bytes.
-                self.check(self.line.len() + end, *pending)?;
-                let mut line = std::mem::take(&mut self.line);
-                line.extend_from_slice(&bytes[..end]);
-                let result = self.process_line(&line[..], &mut None, sink);
-                line.clear();
-                line.shrink_to(RETAINED_LINE_CAPACITY);
-                self.line = line;
-                result?;
+                // A line begun in an earlier chunk, so `pending` is empty.
+                debug_assert!(pending.is_none());
+                self.end_buffered_line(&bytes[..end], sink)?;
             }
             let terminator = bytes[end];
             input = input.slice(end + 1, bytes.len());
@@ -955,6 +986,30 @@ mod tests {
             ev("message", &format!("abc\n{data}"), None),
             ev("message", "b", None),
         ];
+        assert_eq!(
+            decode_chunks(chunks, MAX_SSE_EVENT_BYTES),
+            (want.clone(), None)
+        );
+        assert_eq!(reference(&chunks.concat()), want);
+    }
+
+    // C83: a line begun in an earlier chunk and ended in a long chunk by a CR that is its last
+    // byte, or by a CRLF: the LF (at the start of the next chunk, or right after the CR)
+    // belongs to that line end and is not a blank line.
+    #[test]
+    fn c83_a_buffered_line_ended_by_a_cr_at_the_end_of_a_long_chunk() {
+        let rest = format!("{}\r", "b".repeat(100));
+        let chunks = [&b"data: a"[..], rest.as_bytes(), b"\ndata: c\n\n"];
+        let want = vec![ev("message", &format!("a{}\nc", "b".repeat(100)), None)];
+        assert_eq!(
+            decode_chunks(chunks, MAX_SSE_EVENT_BYTES),
+            (want.clone(), None)
+        );
+        assert_eq!(reference(&chunks.concat()), want);
+
+        // The same with the CRLF inside the long chunk.
+        let rest = format!("{}\r\ndata: c\n\n", "b".repeat(100));
+        let chunks = [&b"data: a"[..], rest.as_bytes()];
         assert_eq!(
             decode_chunks(chunks, MAX_SSE_EVENT_BYTES),
             (want.clone(), None)
