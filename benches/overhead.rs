@@ -4,7 +4,10 @@
 //!
 //! - `instantiate`: a fresh Store + instance from the pre-linked component (pooling allocator).
 //! - `validate/*`, `build/*`: connector validation and request building, through the WIT export
-//!   on a warm instance, with a fresh instance per call, and natively (no wasm).
+//!   on a warm instance, with a fresh instance per call, and natively (no wasm). `validate/pki_*`:
+//!   a connector with a client certificate, key and CA, validated afresh, and again with the
+//!   same definition (`pki_component_remembered`: the instance remembers its last validation,
+//!   which is what an execution's second validation, in the guest, costs).
 //! - `execute/*`: a full `run` against a loopback upstream through the component (fresh
 //!   instance, validation, request, wasi-http, response mapping) next to the same POST sent with
 //!   hyper directly — both over a new connection per call, and both over a kept-alive one.
@@ -66,10 +69,78 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(native_def.validate(&deployment).unwrap()))
     });
     let mut warm = rt.block_on(harness.instantiate(deny.clone())).unwrap();
+    // An instance remembers the last definition it validated, so warm calls alternate between
+    // two definitions to validate every time.
+    let other_def = {
+        let mut other = def.clone();
+        other.id.push_str("-other");
+        other
+    };
+    let mut turn = false;
     group.bench_function("component_warm", |b| {
         b.iter(|| {
+            turn = !turn;
+            let def = if turn { &def } else { &other_def };
             black_box(
-                rt.block_on(warm.validate(&def, &deployment_wit))
+                rt.block_on(warm.validate(def, &deployment_wit))
+                    .unwrap()
+                    .unwrap(),
+            )
+        })
+    });
+    // A connector with a client certificate, its key and a CA: the PKI checks, natively and in
+    // the component, and the second validation of an execution (the same definition again,
+    // remembered by the instance) for it.
+    let fixture = |name: &str| {
+        use base64::Engine;
+        let path = format!(
+            "{}/../tests/all/fixtures/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).unwrap())
+    };
+    let (cert, key) = (fixture("rsa1024-cert.pem"), fixture("rsa1024-key.pem"));
+    let pki_config = format!(
+        r#"{{"apiProvider":"Other","apiUrl":"{base}/v1/chat/completions","defaultModel":"m","verificationMode":"full"}}"#
+    );
+    let pki_secrets = format!(
+        r#"{{"apiKey":"sk-bench-0123456789","certificateData":"{cert}","privateKeyData":"{key}","caData":"{cert}"}}"#
+    );
+    let pki_native = Definition {
+        id: "bench",
+        name: "Bench",
+        config_json: &pki_config,
+        secrets_json: &pki_secrets,
+    };
+    group.bench_function("pki_native", |b| {
+        b.iter(|| black_box(pki_native.validate(&deployment).unwrap()))
+    });
+    let pki_def = {
+        let mut pki = def.clone();
+        pki.config_json.clone_from(&pki_config);
+        pki.secrets_json.clone_from(&pki_secrets);
+        pki
+    };
+    let pki_other = {
+        let mut other = pki_def.clone();
+        other.id.push_str("-other");
+        other
+    };
+    group.bench_function("pki_component_warm", |b| {
+        b.iter(|| {
+            turn = !turn;
+            let def = if turn { &pki_def } else { &pki_other };
+            black_box(
+                rt.block_on(warm.validate(def, &deployment_wit))
+                    .unwrap()
+                    .unwrap(),
+            )
+        })
+    });
+    group.bench_function("pki_component_remembered", |b| {
+        b.iter(|| {
+            black_box(
+                rt.block_on(warm.validate(&pki_def, &deployment_wit))
                     .unwrap()
                     .unwrap(),
             )

@@ -96,14 +96,28 @@ fn from_wit_sub_action(s: wit::SubAction) -> SubAction {
     }
 }
 
+thread_local! {
+    /// The instance's last validation: hosts validate a connector, then start an execution of
+    /// it in the same instance (see `actions::ValidationCache`).
+    static VALIDATION: RefCell<actions::ValidationCache> = RefCell::default();
+}
+
+/// Validates `definition_` (C16), or gives the instance's remembered result for it.
+fn validate_connector(
+    definition_: &wit::ConnectorDefinition,
+    deployment: &Deployment,
+) -> Result<config::Connector, wit::ValidationErrors> {
+    VALIDATION
+        .with_borrow_mut(|cache| cache.validate(&definition(definition_), deployment))
+        .map_err(validation_errors)
+}
+
 impl wit_validation::Guest for Component {
     fn validate(
         definition_: wit::ConnectorDefinition,
         settings: wit::DeploymentSettings,
     ) -> Result<wit::ValidatedConnector, wit::ValidationErrors> {
-        let connector = definition(&definition_)
-            .validate(&deployment(&settings))
-            .map_err(validation_errors)?;
+        let connector = validate_connector(&definition_, &deployment(&settings))?;
         let tls = connector.tls_profile().map(|p| wit::TlsProfile {
             verification: match p.verification {
                 VerificationMode::Full => wit::VerificationMode::Full,
@@ -142,9 +156,8 @@ impl wit_requests::Guest for Component {
         params_json: String,
     ) -> Result<wit::RequestPlan, wit_requests::BuildError> {
         let deployment = deployment(&settings);
-        let connector = definition(&definition_)
-            .validate(&deployment)
-            .map_err(|e| wit_requests::BuildError::InvalidConnector(validation_errors(e)))?;
+        let connector = validate_connector(&definition_, &deployment)
+            .map_err(wit_requests::BuildError::InvalidConnector)?;
         let plan = actions::plan(&connector, &deployment, &params_json)
             .map_err(|f| wit_requests::BuildError::Refused(failure(f)))?;
         Ok(wit::RequestPlan {
@@ -201,9 +214,7 @@ impl wit_actions::Guest for Component {
         params_json: String,
     ) -> Result<wit::Execution, wit::ValidationErrors> {
         let deployment = deployment(&settings);
-        let connector = definition(&definition_)
-            .validate(&deployment)
-            .map_err(validation_errors)?;
+        let connector = validate_connector(&definition_, &deployment)?;
         let mut transport = transport::WasiTransport::default();
         Ok(execution(actions::execute(
             &connector,
@@ -219,9 +230,7 @@ impl wit_actions::Guest for Component {
         params_json: String,
     ) -> Result<wit_actions::Started, wit::ValidationErrors> {
         let deployment = deployment(&settings);
-        let connector = definition(&definition_)
-            .validate(&deployment)
-            .map_err(validation_errors)?;
+        let connector = validate_connector(&definition_, &deployment)?;
         let mut transport = transport::WasiTransport::default();
         Ok(
             match actions::start(&connector, &deployment, &params_json, &mut transport) {
