@@ -62,7 +62,13 @@ pub struct Settings {
     /// sandbox may use (defaults: 256 MiB, the most the pooling allocator reserves, and 10 s of
     /// guest time).
     pub sandbox: crate::runtime::SandboxLimits,
+    /// `shutdownGrace` (not a Kibana setting; `serve` only): how long requests in flight may
+    /// run on after SIGTERM / SIGINT before they are cancelled (default 30 s).
+    pub shutdown_grace: Duration,
 }
+
+/// `shutdownGrace` when the settings do not give it.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -90,6 +96,7 @@ impl fmt::Debug for Settings {
             .field("custom_hosts", &self.custom_hosts)
             .field("deny_private_networks", &self.deny_private_networks)
             .field("sandbox", &self.sandbox)
+            .field("shutdown_grace", &self.shutdown_grace)
             .finish()
     }
 }
@@ -130,6 +137,7 @@ impl Default for Settings {
             custom_hosts: Vec::new(),
             deny_private_networks: false,
             sandbox: crate::runtime::SandboxLimits::default(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 }
@@ -200,6 +208,7 @@ impl Settings {
                     }
                     s.sandbox.guest_time = limit;
                 }
+                "shutdownGrace" => s.shutdown_grace = duration(key, v)?,
                 "proxyBypassHosts" => s.proxy_bypass_hosts = Some(string_list(key, v)?),
                 "proxyOnlyHosts" => s.proxy_only_hosts = Some(string_list(key, v)?),
                 "ssl.verificationMode" => s.verification = verification(key, v)?,
@@ -407,6 +416,17 @@ mod tests {
         assert!(s.deny_private_networks);
         let e = Settings::from_json(&json!({"denyPrivateNetworks": "yes"})).unwrap_err();
         assert_eq!(e, "[denyPrivateNetworks]: expected a boolean");
+    }
+
+    #[test]
+    fn shutdown_grace_is_a_duration() {
+        assert_eq!(Settings::default().shutdown_grace, Duration::from_secs(30));
+        let s = Settings::from_json(&json!({"shutdownGrace": "2m"})).unwrap();
+        assert_eq!(s.shutdown_grace, Duration::from_secs(120));
+        let s = Settings::from_json(&json!({"shutdownGrace": 0})).unwrap();
+        assert_eq!(s.shutdown_grace, Duration::ZERO);
+        let e = Settings::from_json(&json!({"shutdownGrace": "later"})).unwrap_err();
+        assert!(e.starts_with("[shutdownGrace]: expected a duration"), "{e}");
     }
 
     #[test]

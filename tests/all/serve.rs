@@ -794,6 +794,71 @@ async fn sigterm_lets_the_stream_in_flight_finish() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_cancels_what_outlives_the_shutdown_grace() {
+    // C68: a stream still running when `shutdownGrace` is over is cancelled, logged as such,
+    // and the process exits 0.
+    let never = Arc::new(tokio::sync::Notify::new());
+    let upstream = Upstream::always(Reply::sse(vec![
+        Step::Send(sse_chunk("one")),
+        Step::Wait(never.clone()),
+    ]))
+    .await;
+    let dir = connector_dir(&[("g", &upstream.url("/v1/chat/completions"))]);
+    let events = write_file("events.log", "");
+    let settings = write_file("settings.json", r#"{"shutdownGrace":"1s"}"#);
+    let mut gw = Gateway::start(
+        &[
+            "--connectors",
+            path_str(&dir),
+            "--event-log",
+            path_str(&events),
+            "--settings",
+            path_str(&settings),
+        ],
+        Some(ADMIN),
+    );
+    let mut response = gw
+        .open(
+            "POST",
+            "/connectors/g/v1/chat/completions",
+            Some(ADMIN),
+            r#"{"messages":[],"stream":true}"#,
+        )
+        .await;
+    assert_eq!(
+        next_chunk(&mut response).await.unwrap().as_bytes(),
+        sse_chunk("one")
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &gw.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        gw.wait_exit(Duration::ZERO).is_none(),
+        "exited before the grace period was over"
+    );
+    let exit = gw
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits after the grace period");
+    assert_eq!(exit.code(), Some(0), "{}", gw.stderr());
+    let stderr = gw.stderr();
+    assert!(stderr.contains("up to 1 s to finish"), "{stderr}");
+    assert!(stderr.contains("grace period over"), "{stderr}");
+    // The client gets the error event and the end of the stream, not a cut connection.
+    let rest = tokio::time::timeout(Duration::from_secs(10), rest_of(&mut response))
+        .await
+        .expect("the stream ends");
+    assert!(rest.starts_with("data: {\"error\""), "{rest}");
+    assert!(rest.contains("ERR_CANCELED"), "{rest}");
+    let log = std::fs::read_to_string(&events).unwrap();
+    assert_eq!(log.lines().count(), 1, "{log}");
+    assert!(log.contains(r#""outcome":"failure""#), "{log}");
+    assert!(log.contains("ERR_CANCELED"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_refusals_and_preconfigured_connectors() {
     let dir = connector_dir(&[("ok", "https://api.openai.com/v1/chat/completions")]);
     // No admin token and no --insecure-no-auth: refuses to start.

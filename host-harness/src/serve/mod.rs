@@ -11,8 +11,8 @@
 //! ([`dashboard`]) and `/healthz`. Tokens: [`auth`].
 //!
 //! Shutdown: on SIGTERM or SIGINT the listener closes, idle connections close, and requests in
-//! flight (streams included) get [`SHUTDOWN_GRACE`] to finish; what is still running after it is
-//! cancelled (C68), logged, and the process exits.
+//! flight (streams included) get the settings' `shutdownGrace` (default 30 s) to finish; what
+//! is still running after it is cancelled (C68), logged, and the process exits.
 
 pub mod auth;
 pub mod catalog;
@@ -31,9 +31,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-
-/// How long requests in flight may run on after SIGTERM / SIGINT.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// What `serve` was asked to do.
 pub struct ServeOptions {
@@ -334,9 +331,10 @@ pub async fn run(
     }
     drop(listener);
     let running = gateway.in_flight.count();
+    let grace = gateway.executor.settings().shutdown_grace;
     eprintln!(
-        "shutting down: {running} execution(s) in flight, up to {} s to finish",
-        SHUTDOWN_GRACE.as_secs()
+        "shutting down: {running} execution(s) in flight, up to {} to finish",
+        seconds_or_ms(grace)
     );
     let _ = stop_tx.send(true);
     let mut drained = Vec::new();
@@ -345,20 +343,32 @@ pub async fn run(
         drop(worker.connections);
         drained.push(worker.drained);
     }
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+    // Done when every connection has closed (each after its response in flight) and every
+    // execution has written its log line.
+    let all_done = async {
         for worker in drained {
             let _ = worker.await;
         }
         gateway.in_flight.wait_idle().await;
-    })
-    .await;
-    if drained.is_err() {
+    };
+    tokio::pin!(all_done);
+    if tokio::time::timeout(grace, &mut all_done).await.is_err() {
         eprintln!("grace period over: cancelling what is still running");
         gateway.in_flight.cancel_all();
-        // Cancelled executions end promptly (C68) and log their line.
-        let _ = tokio::time::timeout(Duration::from_secs(5), gateway.in_flight.wait_idle()).await;
+        // Cancelled executions end promptly (C68): each writes its log line, and its client
+        // gets the error event and the end of the stream before the connection closes.
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut all_done).await;
     }
     Ok(())
+}
+
+/// `d` as whole seconds (`30 s`) or, below a second or when not whole, milliseconds.
+fn seconds_or_ms(d: Duration) -> String {
+    if d.subsec_millis() == 0 && !d.is_zero() {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
 }
 
 /// Serving threads: one per core the process may use.
