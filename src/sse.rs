@@ -271,19 +271,20 @@ impl Decoder {
             {
                 self.work += end + 1;
             }
-            self.end_buffered_line(&chunk[..end], sink)?;
             let mut next = end + 1;
             if chunk[end] == b'\r' {
                 match chunk.get(next) {
                     Some(b'\n') => next += 1,
                     Some(_) => {}
                     None => {
+                        self.end_buffered_line(&chunk[..end], &[], sink)?;
                         self.state = State::AfterCr;
                         return Ok(());
                     }
                 }
             }
-            chunk = &chunk[next..];
+            let blank = self.end_buffered_line(&chunk[..end], &chunk[next..], sink)?;
+            chunk = &chunk[next + blank..];
             if chunk.is_empty() {
                 return Ok(());
             }
@@ -316,17 +317,69 @@ impl Decoder {
     }
 
     /// Ends the line begun in an earlier chunk (held in the line buffer) with `rest`, the bytes
-    /// before its terminator in this chunk, and processes it as bytes: its start may have been
-    /// cut inside a character.
-    fn end_buffered_line(&mut self, rest: &[u8], sink: &mut Sink<'_>) -> Result<(), SseError> {
+    /// before its terminator in this chunk, and processes it; `after` is what follows its
+    /// terminator in the chunk. Returns how many bytes of `after` it processed too: the blank
+    /// line that ends the event, when this line was the event's only `data` line (see
+    /// [`process_joined_line`](Self::process_joined_line)).
+    fn end_buffered_line(
+        &mut self,
+        rest: &[u8],
+        after: &[u8],
+        sink: &mut Sink<'_>,
+    ) -> Result<usize, SseError> {
         self.check(self.line.len() + rest.len(), None)?;
         let mut line = std::mem::take(&mut self.line);
         line.extend_from_slice(rest);
-        let result = self.process_line(&line[..], &mut None, sink);
+        let result = self.process_joined_line(&line, after, sink);
         line.clear();
         line.shrink_to(RETAINED_LINE_CAPACITY);
         self.line = line;
         result
+    }
+
+    /// Processes a line joined from two or more chunks. Its start may have been cut inside a
+    /// character, so it is decoded here, whole: as text when it is valid UTF-8, otherwise as
+    /// bytes (C81). As text, an event's only `data` line is lent to the sink from the joined
+    /// line when the blank line that ends the event starts `after`, instead of being copied
+    /// into the data buffer: with chunks shorter than events, most events are one such line.
+    fn process_joined_line(
+        &mut self,
+        line: &[u8],
+        after: &[u8],
+        sink: &mut Sink<'_>,
+    ) -> Result<usize, SseError> {
+        let Ok(text) = simdutf8::basic::from_utf8(line) else {
+            self.process_line(line, &mut None, sink)?;
+            return Ok(0);
+        };
+        let mut pending = None;
+        self.process_line(text, &mut pending, sink)?;
+        let Some(data) = pending else {
+            return Ok(0);
+        };
+        // C83: the blank line's end is an LF, a CRLF, or a CR (which an LF at the start of
+        // the next chunk would complete).
+        let blank = match after {
+            [b'\n', ..] => 1,
+            [b'\r', b'\n', ..] => 2,
+            [b'\r'] => {
+                self.state = State::AfterCr;
+                1
+            }
+            [b'\r', ..] => 1,
+            _ => {
+                self.keep_pending(data, 0);
+                return Ok(0);
+            }
+        };
+        #[cfg(test)]
+        {
+            self.work += blank;
+        }
+        // As `process_line` does for a blank line.
+        self.check(0, Some(data))?;
+        self.dispatch(Some(data), sink);
+        Ok(blank)
     }
 
     /// Marks the end of input (C89).
@@ -407,7 +460,7 @@ impl Decoder {
             } else {
                 // A line begun in an earlier chunk, so `pending` is empty.
                 debug_assert!(pending.is_none());
-                self.end_buffered_line(&bytes[..end], sink)?;
+                self.end_buffered_line(&bytes[..end], &[], sink)?;
             }
             let terminator = bytes[end];
             input = input.slice(end + 1, bytes.len());
@@ -1010,6 +1063,77 @@ mod tests {
         // The same with the CRLF inside the long chunk.
         let rest = format!("{}\r\ndata: c\n\n", "b".repeat(100));
         let chunks = [&b"data: a"[..], rest.as_bytes()];
+        assert_eq!(
+            decode_chunks(chunks, MAX_SSE_EVENT_BYTES),
+            (want.clone(), None)
+        );
+        assert_eq!(reference(&chunks.concat()), want);
+    }
+
+    // C79, C83, C88: an event whose only data line was cut by a chunk boundary and whose
+    // blank line follows in the long chunk that ends it (dispatched from the joined line),
+    // with each line end; and the cases that must not take that path (a second data line, an
+    // earlier data line, a field other than data, invalid UTF-8).
+    #[test]
+    fn c88_a_joined_data_line_then_its_blank_line() {
+        let long = "c".repeat(70);
+        for (first, second, want) in [
+            (
+                &b"data: ab"[..],
+                format!("{long}\n\nid: 7\n"),
+                vec![ev("message", &format!("ab{long}"), None)],
+            ),
+            (
+                b"data: ab",
+                format!("{long}\r\n\r\ndata: z\n"),
+                vec![ev("message", &format!("ab{long}"), None)],
+            ),
+            (
+                b"data: ab",
+                format!("{long}\r\rdata: z\n"),
+                vec![ev("message", &format!("ab{long}"), None)],
+            ),
+            (
+                b"event: e\ndata: ab",
+                format!("{long}\n\n: more\n"),
+                vec![ev("e", &format!("ab{long}"), None)],
+            ),
+            (
+                b"data: ab",
+                format!("{long}\ndata: y\n\n"),
+                vec![ev("message", &format!("ab{long}\ny"), None)],
+            ),
+            (
+                b"data: x\ndata: ab",
+                format!("{long}\n\n: more\n"),
+                vec![ev("message", &format!("x\nab{long}"), None)],
+            ),
+            (
+                b"event: ab",
+                format!("{long}\n\ndata: q\n\n"),
+                vec![ev("message", "q", None)],
+            ),
+            (
+                b"data: a\xC3",
+                format!("\u{e9}{long}\n\n: more\n"),
+                vec![ev("message", &format!("a\u{fffd}\u{e9}{long}"), None)],
+            ),
+        ] {
+            let chunks = [first, second.as_bytes()];
+            assert_eq!(
+                decode_chunks(chunks, MAX_SSE_EVENT_BYTES),
+                (want.clone(), None),
+                "{first:?} {second:?}"
+            );
+            assert_eq!(reference(&chunks.concat()), want, "{first:?} {second:?}");
+        }
+        // The blank line's CR ends the chunk: an LF starting the next chunk completes it.
+        let second = format!("{long}\n\r");
+        let chunks = [&b"data: ab"[..], second.as_bytes(), b"\ndata: q\n\n"];
+        let want = vec![
+            ev("message", &format!("ab{long}"), None),
+            ev("message", "q", None),
+        ];
         assert_eq!(
             decode_chunks(chunks, MAX_SSE_EVENT_BYTES),
             (want.clone(), None)
