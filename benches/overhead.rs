@@ -17,6 +17,7 @@ mod common;
 use common::{Sender, connect};
 use criterion::{Criterion, criterion_group, criterion_main};
 use openai_connector::actions::{self, Definition, Deployment};
+use openai_connector_harness::runtime::SandboxLimits;
 use openai_connector_harness::{
     CodeCache, ConnectorFile, ExecuteOutcome, Executor, Harness, OutboundPolicy, Settings,
     definition, demo_upstream,
@@ -68,7 +69,15 @@ fn bench(c: &mut Criterion) {
     group.bench_function("native", |b| {
         b.iter(|| black_box(native_def.validate(&deployment).unwrap()))
     });
-    let mut warm = rt.block_on(harness.instantiate(deny.clone())).unwrap();
+    // One long-lived instance: the default guest-time budget (10 s over the whole life of a
+    // Store) would run out over criterion's iterations.
+    let warm_limits = SandboxLimits {
+        guest_time: std::time::Duration::from_secs(24 * 3600),
+        ..SandboxLimits::default()
+    };
+    let mut warm = rt
+        .block_on(harness.instantiate_limited(deny.clone(), warm_limits))
+        .unwrap();
     // An instance remembers the last definition it validated, so warm calls alternate between
     // two definitions to validate every time.
     let other_def = {
