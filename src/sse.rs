@@ -823,6 +823,18 @@ mod tests {
         (events, error)
     }
 
+    /// `chunks`, fed in this order, give exactly `want` without an error, and so does the
+    /// reference decoder on their concatenation.
+    #[track_caller]
+    fn assert_chunks_give(chunks: &[&[u8]], want: &[Event]) {
+        assert_eq!(
+            decode_chunks(chunks.iter().copied(), MAX_SSE_EVENT_BYTES),
+            (want.to_vec(), None),
+            "{chunks:?}"
+        );
+        assert_eq!(reference(&chunks.concat()), want, "{chunks:?}");
+    }
+
     /// Every way this suite splits an input: one chunk, two chunks at every byte offset, three
     /// chunks at every pair of offsets (short inputs), and one byte at a time.
     fn splittings(input: &[u8]) -> Vec<Vec<&[u8]>> {
@@ -1026,11 +1038,7 @@ mod tests {
         let first = [format!("data: {data}\r").as_bytes(), b"\xC3"].concat();
         let chunks = [&first[..], b"\ndata: b\n\n"];
         let want = vec![ev("message", &format!("{data}\nb"), None)];
-        assert_eq!(
-            decode_chunks(chunks, MAX_SSE_EVENT_BYTES),
-            (want.clone(), None)
-        );
-        assert_eq!(reference(&chunks.concat()), want);
+        assert_chunks_give(&chunks, &want);
 
         // The same for a line begun in the chunk before, ended by a CR inside a long chunk.
         let second = format!("bc\rdata: {data}\n");
@@ -1039,11 +1047,7 @@ mod tests {
             ev("message", &format!("abc\n{data}"), None),
             ev("message", "b", None),
         ];
-        assert_eq!(
-            decode_chunks(chunks, MAX_SSE_EVENT_BYTES),
-            (want.clone(), None)
-        );
-        assert_eq!(reference(&chunks.concat()), want);
+        assert_chunks_give(&chunks, &want);
     }
 
     // C83: a line begun in an earlier chunk and ended in a long chunk by a CR that is its last
@@ -1054,20 +1058,12 @@ mod tests {
         let rest = format!("{}\r", "b".repeat(100));
         let chunks = [&b"data: a"[..], rest.as_bytes(), b"\ndata: c\n\n"];
         let want = vec![ev("message", &format!("a{}\nc", "b".repeat(100)), None)];
-        assert_eq!(
-            decode_chunks(chunks, MAX_SSE_EVENT_BYTES),
-            (want.clone(), None)
-        );
-        assert_eq!(reference(&chunks.concat()), want);
+        assert_chunks_give(&chunks, &want);
 
         // The same with the CRLF inside the long chunk.
         let rest = format!("{}\r\ndata: c\n\n", "b".repeat(100));
         let chunks = [&b"data: a"[..], rest.as_bytes()];
-        assert_eq!(
-            decode_chunks(chunks, MAX_SSE_EVENT_BYTES),
-            (want.clone(), None)
-        );
-        assert_eq!(reference(&chunks.concat()), want);
+        assert_chunks_give(&chunks, &want);
     }
 
     // C79, C83, C88: an event whose only data line was cut by a chunk boundary and whose
@@ -1120,12 +1116,7 @@ mod tests {
             ),
         ] {
             let chunks = [first, second.as_bytes()];
-            assert_eq!(
-                decode_chunks(chunks, MAX_SSE_EVENT_BYTES),
-                (want.clone(), None),
-                "{first:?} {second:?}"
-            );
-            assert_eq!(reference(&chunks.concat()), want, "{first:?} {second:?}");
+            assert_chunks_give(&chunks, &want);
         }
         // The blank line's CR ends the chunk: an LF starting the next chunk completes it.
         let second = format!("{long}\n\r");
@@ -1134,11 +1125,7 @@ mod tests {
             ev("message", &format!("ab{long}"), None),
             ev("message", "q", None),
         ];
-        assert_eq!(
-            decode_chunks(chunks, MAX_SSE_EVENT_BYTES),
-            (want.clone(), None)
-        );
-        assert_eq!(reference(&chunks.concat()), want);
+        assert_chunks_give(&chunks, &want);
     }
 
     // C82: one BOM at the very start, even split; later BOMs are content; UTF-16 BOMs are not

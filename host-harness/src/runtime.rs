@@ -570,42 +570,21 @@ const PACKED_NO_ID: u32 = u32::MAX;
 /// The events of `packed`. The component is not trusted: lengths that do not describe its
 /// text (out of range, not on a character boundary, a wrong count) are an error, not a panic.
 pub fn unpack(packed: &sse::PackedEvents) -> Result<Vec<PackedEvent<'_>>> {
-    let malformed =
-        |what: &str| anyhow::anyhow!("the component returned malformed packed events: {what}");
+    const WHAT: &str = "packed events";
     if packed.lengths.len() != packed.retries.len() * 3 {
-        return Err(malformed("not three lengths per event"));
+        return Err(malformed(WHAT, "not three lengths per event"));
     }
-    // One SIMD validation of the whole text (the WIT promises UTF-8 but the guest is not
-    // trusted); wasmtime would validate a `string` result byte by byte.
-    let mut rest =
-        simdutf8::basic::from_utf8(&packed.text).map_err(|_| malformed("the text is not UTF-8"))?;
-    let mut take = |len: u32| -> Result<&str> {
-        let len = usize::try_from(len).map_err(|_| malformed("a length out of range"))?;
-        if len > rest.len() || !rest.is_char_boundary(len) {
-            return Err(malformed("a length past the text or inside a character"));
-        }
-        let (head, tail) = rest.split_at(len);
-        rest = tail;
-        Ok(head)
-    };
+    let mut text = PackedText::new(&packed.text, WHAT)?;
     let mut events = Vec::with_capacity(packed.retries.len());
     for (lengths, retry) in packed.lengths.chunks_exact(3).zip(&packed.retries) {
-        let event_type = take(lengths[0])?;
-        let data = take(lengths[1])?;
-        let last_event_id = match lengths[2] {
-            PACKED_NO_ID => None,
-            len => Some(take(len)?),
-        };
         events.push(PackedEvent {
-            event_type,
-            data,
-            last_event_id,
+            event_type: text.take(lengths[0])?,
+            data: text.take(lengths[1])?,
+            last_event_id: text.take_id(lengths[2])?,
             retry: *retry,
         });
     }
-    if !rest.is_empty() {
-        return Err(malformed("text left over after the last event"));
-    }
+    text.finish()?;
     Ok(events)
 }
 
@@ -616,22 +595,11 @@ pub fn unpack_spans<'a>(
     spans: &'a sse::EventSpans,
     chunk: &'a [u8],
 ) -> Result<Vec<PackedEvent<'a>>> {
-    let malformed =
-        |what: &str| anyhow::anyhow!("the component returned malformed event spans: {what}");
+    const WHAT: &str = "event spans";
     if spans.spans.len() != spans.retries.len() * 4 {
-        return Err(malformed("not four numbers per event"));
+        return Err(malformed(WHAT, "not four numbers per event"));
     }
-    let mut rest =
-        simdutf8::basic::from_utf8(&spans.text).map_err(|_| malformed("the text is not UTF-8"))?;
-    let mut take = |len: u32| -> Result<&'a str> {
-        let len = usize::try_from(len).map_err(|_| malformed("a length out of range"))?;
-        if len > rest.len() || !rest.is_char_boundary(len) {
-            return Err(malformed("a length past the text or inside a character"));
-        }
-        let (head, tail) = rest.split_at(len);
-        rest = tail;
-        Ok(head)
-    };
+    let mut text = PackedText::new(&spans.text, WHAT)?;
     // The chunk is usually valid UTF-8 as a whole, and then one SIMD pass checks every span
     // in it; otherwise (a character cut at either end, or bytes the decoder replaced in
     // events that are not spans) each span is checked on its own.
@@ -642,37 +610,84 @@ pub fn unpack_spans<'a>(
             .zip(usize::try_from(len).ok())
             .and_then(|(start, len)| Some(start..start.checked_add(len)?))
             .filter(|range| range.end <= chunk.len())
-            .ok_or_else(|| malformed("a span past the chunk"))?;
+            .ok_or_else(|| malformed(WHAT, "a span past the chunk"))?;
         match whole {
             Some(text) => text
                 .get(range)
-                .ok_or_else(|| malformed("a span inside a character")),
+                .ok_or_else(|| malformed(WHAT, "a span inside a character")),
             None => simdutf8::basic::from_utf8(&chunk[range])
-                .map_err(|_| malformed("a span that is not UTF-8")),
+                .map_err(|_| malformed(WHAT, "a span that is not UTF-8")),
         }
     };
     let mut events = Vec::with_capacity(spans.retries.len());
     for (numbers, retry) in spans.spans.chunks_exact(4).zip(&spans.retries) {
-        let event_type = take(numbers[0])?;
+        let event_type = text.take(numbers[0])?;
         let data = match numbers[1] {
-            SPAN_IN_TEXT => take(numbers[2])?,
+            SPAN_IN_TEXT => text.take(numbers[2])?,
             start => in_chunk(start, numbers[2])?,
-        };
-        let last_event_id = match numbers[3] {
-            PACKED_NO_ID => None,
-            len => Some(take(len)?),
         };
         events.push(PackedEvent {
             event_type,
             data,
-            last_event_id,
+            last_event_id: text.take_id(numbers[3])?,
             retry: *retry,
         });
     }
-    if !rest.is_empty() {
-        return Err(malformed("text left over after the last event"));
-    }
+    text.finish()?;
     Ok(events)
+}
+
+fn malformed(what: &str, why: &str) -> anyhow::Error {
+    anyhow::anyhow!("the component returned malformed {what}: {why}")
+}
+
+/// The text of a packed result, read part by part from the front.
+struct PackedText<'a> {
+    rest: &'a str,
+    /// What the text belongs to, for errors.
+    what: &'static str,
+}
+
+impl<'a> PackedText<'a> {
+    /// One SIMD validation of the whole text (the WIT promises UTF-8 but the guest is not
+    /// trusted); wasmtime would validate a `string` result byte by byte.
+    fn new(bytes: &'a [u8], what: &'static str) -> Result<Self> {
+        let rest = simdutf8::basic::from_utf8(bytes)
+            .map_err(|_| malformed(what, "the text is not UTF-8"))?;
+        Ok(PackedText { rest, what })
+    }
+
+    /// The next `len` bytes.
+    fn take(&mut self, len: u32) -> Result<&'a str> {
+        let len =
+            usize::try_from(len).map_err(|_| malformed(self.what, "a length out of range"))?;
+        if len > self.rest.len() || !self.rest.is_char_boundary(len) {
+            return Err(malformed(
+                self.what,
+                "a length past the text or inside a character",
+            ));
+        }
+        let (head, tail) = self.rest.split_at(len);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    /// The next ID, or `None` for [`PACKED_NO_ID`].
+    fn take_id(&mut self, len: u32) -> Result<Option<&'a str>> {
+        match len {
+            PACKED_NO_ID => Ok(None),
+            len => self.take(len).map(Some),
+        }
+    }
+
+    /// Fails if text is left over after the last event.
+    fn finish(self) -> Result<()> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(malformed(self.what, "text left over after the last event"))
+        }
+    }
 }
 
 /// The data start that means "in the text" in [`sse::EventSpans::spans`].

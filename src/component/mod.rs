@@ -391,24 +391,35 @@ fn output_then_error<T>(
     }
 }
 
+/// In `packed-events` and `event-spans`: the ID length that means "no ID", and in
+/// `event-spans` the data start that means "in `text`".
+const ABSENT: u32 = u32::MAX;
+
+/// A length or offset as packed. In a 32-bit linear memory every one fits in u32, and none can
+/// be u32::MAX (the memory holds more than this one string), so none reads as [`ABSENT`].
+fn packed_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(ABSENT - 1)
+}
+
+/// Appends `part` to `text` and its length to `numbers`.
+fn push_part(text: &mut Vec<u8>, numbers: &mut Vec<u32>, part: &str) {
+    text.extend_from_slice(part.as_bytes());
+    numbers.push(packed_u32(part.len()));
+}
+
+/// Appends the event's ID, or [`ABSENT`] when it has none.
+fn push_id(text: &mut Vec<u8>, numbers: &mut Vec<u32>, id: Option<&str>) {
+    match id {
+        Some(id) => push_part(text, numbers, id),
+        None => numbers.push(ABSENT),
+    }
+}
+
 /// Appends `e` to `packed` (see `sse.packed-events`).
 fn pack(packed: &mut wit_sse::PackedEvents, e: sse::EventRef<'_>) {
-    /// The ID length that means "no ID".
-    const NO_ID: u32 = u32::MAX;
-    // In a 32-bit linear memory every length fits in u32, and none can be u32::MAX (the memory
-    // holds more than this one string).
-    let len = |s: &str| u32::try_from(s.len()).unwrap_or(NO_ID - 1);
-    packed.text.extend_from_slice(e.event_type.as_bytes());
-    packed.text.extend_from_slice(e.data.as_bytes());
-    packed.lengths.push(len(e.event_type));
-    packed.lengths.push(len(e.data));
-    match e.last_event_id {
-        Some(id) => {
-            packed.text.extend_from_slice(id.as_bytes());
-            packed.lengths.push(len(id));
-        }
-        None => packed.lengths.push(NO_ID),
-    }
+    push_part(&mut packed.text, &mut packed.lengths, e.event_type);
+    push_part(&mut packed.text, &mut packed.lengths, e.data);
+    push_id(&mut packed.text, &mut packed.lengths, e.last_event_id);
     packed.retries.push(e.retry);
 }
 
@@ -416,30 +427,17 @@ fn pack(packed: &mut wit_sse::PackedEvents, e: sse::EventRef<'_>) {
 /// when the decoder lent it from there (`sse::Decoder::feed_with` lends a single-line event's
 /// data straight from a chunk it validated, so those bytes are the chunk's, unchanged).
 fn span(spans: &mut wit_sse::EventSpans, chunk: &[u8], e: sse::EventRef<'_>) {
-    /// The data start that means "in `text`", and the ID length that means "no ID".
-    const ABSENT: u32 = u32::MAX;
-    // As in `pack`: in a 32-bit memory no length or offset reaches u32::MAX.
-    let len = |s: &str| u32::try_from(s.len()).unwrap_or(ABSENT - 1);
-    spans.text.extend_from_slice(e.event_type.as_bytes());
-    spans.spans.push(len(e.event_type));
+    push_part(&mut spans.text, &mut spans.spans, e.event_type);
     // Where the data is, found by address: the chunk's bytes or one of the decoder's buffers.
     let offset = (e.data.as_ptr() as usize).wrapping_sub(chunk.as_ptr() as usize);
     if offset <= chunk.len() && e.data.len() <= chunk.len() - offset {
-        spans
-            .spans
-            .push(u32::try_from(offset).unwrap_or(ABSENT - 1));
+        spans.spans.push(packed_u32(offset));
     } else {
         spans.spans.push(ABSENT);
         spans.text.extend_from_slice(e.data.as_bytes());
     }
-    spans.spans.push(len(e.data));
-    match e.last_event_id {
-        Some(id) => {
-            spans.text.extend_from_slice(id.as_bytes());
-            spans.spans.push(len(id));
-        }
-        None => spans.spans.push(ABSENT),
-    }
+    spans.spans.push(packed_u32(e.data.len()));
+    push_id(&mut spans.text, &mut spans.spans, e.last_event_id);
     spans.retries.push(e.retry);
 }
 

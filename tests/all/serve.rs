@@ -735,27 +735,23 @@ async fn guest_time_limit_traps_a_busy_guest() {
     assert_eq!(status, 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_lets_the_stream_in_flight_finish() {
-    let release = Arc::new(tokio::sync::Notify::new());
-    let upstream = Upstream::always(Reply::sse(vec![
-        Step::Send(sse_chunk("one")),
-        Step::Wait(release.clone()),
-        Step::Send(sse_chunk("two")),
-        Step::Send(b"data: [DONE]\n\n".to_vec()),
-    ]))
-    .await;
+/// A gateway for `upstream` with an event log and `args`, a chat stream through it whose first
+/// chunk has arrived, and SIGTERM sent to the gateway; returns the gateway, the response and
+/// the event log's path.
+async fn stream_then_sigterm(
+    upstream: &Upstream,
+    args: &[&str],
+) -> (Gateway, hyper::Response<hyper::body::Incoming>, PathBuf) {
     let dir = connector_dir(&[("g", &upstream.url("/v1/chat/completions"))]);
     let events = write_file("events.log", "");
-    let mut gw = Gateway::start(
-        &[
-            "--connectors",
-            path_str(&dir),
-            "--event-log",
-            path_str(&events),
-        ],
-        Some(ADMIN),
-    );
+    let mut all = vec![
+        "--connectors",
+        path_str(&dir),
+        "--event-log",
+        path_str(&events),
+    ];
+    all.extend_from_slice(args);
+    let gw = Gateway::start(&all, Some(ADMIN));
     let mut response = gw
         .open(
             "POST",
@@ -773,6 +769,20 @@ async fn sigterm_lets_the_stream_in_flight_finish() {
         .status()
         .unwrap();
     assert!(status.success());
+    (gw, response, events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_stream_in_flight_finish() {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let upstream = Upstream::always(Reply::sse(vec![
+        Step::Send(sse_chunk("one")),
+        Step::Wait(release.clone()),
+        Step::Send(sse_chunk("two")),
+        Step::Send(b"data: [DONE]\n\n".to_vec()),
+    ]))
+    .await;
+    let (mut gw, mut response, events) = stream_then_sigterm(&upstream, &[]).await;
     // The listener closes; the stream in flight goes on.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
@@ -803,37 +813,9 @@ async fn sigterm_cancels_what_outlives_the_shutdown_grace() {
         Step::Wait(never.clone()),
     ]))
     .await;
-    let dir = connector_dir(&[("g", &upstream.url("/v1/chat/completions"))]);
-    let events = write_file("events.log", "");
     let settings = write_file("settings.json", r#"{"shutdownGrace":"1s"}"#);
-    let mut gw = Gateway::start(
-        &[
-            "--connectors",
-            path_str(&dir),
-            "--event-log",
-            path_str(&events),
-            "--settings",
-            path_str(&settings),
-        ],
-        Some(ADMIN),
-    );
-    let mut response = gw
-        .open(
-            "POST",
-            "/connectors/g/v1/chat/completions",
-            Some(ADMIN),
-            r#"{"messages":[],"stream":true}"#,
-        )
-        .await;
-    assert_eq!(
-        next_chunk(&mut response).await.unwrap().as_bytes(),
-        sse_chunk("one")
-    );
-    let status = Command::new("kill")
-        .args(["-TERM", &gw.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let (mut gw, mut response, events) =
+        stream_then_sigterm(&upstream, &["--settings", path_str(&settings)]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         gw.wait_exit(Duration::ZERO).is_none(),
