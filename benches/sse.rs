@@ -25,7 +25,10 @@
 //!   lists are lifted, then split into borrowed events (`runtime::unpack`).
 //! - `decoder_component_spans`: the same through `feed-spans`: the data of an event that is
 //!   one line of its batch is not copied out but read from the batch the host sent
-//!   (`runtime::unpack_spans`), as `openai-connector sse decode` does.
+//!   (`runtime::unpack_spans`).
+//! - `decoder_component_raw_spans`: the same through `feed-raw-spans`: the component frames
+//!   the batch without a UTF-8 pass over the data it gives by place, and the host decodes it,
+//!   as `openai-connector sse decode` does.
 //! - `eventsource_stream`: the `eventsource-stream` crate over an in-memory stream of the same
 //!   chunks, polled with `futures::executor::block_on`.
 //! - `assembly_native`: decoder plus `ChatStream::push` of every event, then the completion JSON.
@@ -55,7 +58,7 @@ use futures::StreamExt;
 use openai_connector::chat_stream::{ChatDecoder, ChatStream, Step};
 use openai_connector::sse::{Decoder, MAX_SSE_EVENT_BYTES};
 use openai_connector_harness::runtime::actions::StreamItem;
-use openai_connector_harness::runtime::{Instance, unpack, unpack_spans};
+use openai_connector_harness::runtime::{Instance, SpanData, unpack, unpack_spans};
 use openai_connector_harness::{
     CodeCache, ConnectorFile, Executor, Harness, OutboundPolicy, Settings, Started,
 };
@@ -313,6 +316,8 @@ enum Feed {
     Packed,
     /// `feed-spans`, split with `runtime::unpack_spans`.
     Spans,
+    /// `feed-raw-spans`, split and decoded with `runtime::unpack_spans`.
+    RawSpans,
 }
 
 /// The `sse.decoder` resource fed `batches` through `feed`; each result is split into borrowed
@@ -345,7 +350,15 @@ async fn decode_component(instance: &mut Instance, batches: &[&[u8]], feed: Feed
                     .await
                     .unwrap()
                     .unwrap();
-                black_box(unpack_spans(&spans, batch).unwrap()).len()
+                black_box(unpack_spans(&spans, batch, SpanData::Valid).unwrap()).len()
+            }
+            Feed::RawSpans => {
+                let spans = instance
+                    .sse_feed_raw_spans(decoder, batch)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                black_box(unpack_spans(&spans, batch, SpanData::Raw).unwrap()).len()
             }
         };
     }
@@ -555,7 +568,7 @@ fn bench(c: &mut Criterion) {
             (corpus.bytes.len(), 52311)
         );
         rt.block_on(async {
-            for feed in [Feed::Events, Feed::Packed, Feed::Spans] {
+            for feed in [Feed::Events, Feed::Packed, Feed::Spans, Feed::RawSpans] {
                 let mut instance = harness.instantiate(deny.clone()).await.unwrap();
                 assert_eq!(
                     decode_component(&mut instance, &batches, feed).await,
@@ -631,6 +644,9 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_function("decoder_component_spans", |b| {
             on_fresh_instances(b, Work::Decode(Feed::Spans))
+        });
+        group.bench_function("decoder_component_raw_spans", |b| {
+            on_fresh_instances(b, Work::Decode(Feed::RawSpans))
         });
         group.bench_function("assembly_native", |b| {
             b.iter(|| black_box(assemble_native(&chunks, false)))

@@ -81,6 +81,52 @@ impl EventRef<'_> {
     }
 }
 
+/// An event's data as [`Decoder::feed_frames`] lends it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameData<'a> {
+    /// Decoded text.
+    Text(&'a str),
+    /// The value of the event's only `data` line, as the bytes of the chunk given to
+    /// [`Decoder::feed_frames`], not yet decoded: [`decode`](Self::decode) them.
+    Raw(&'a [u8]),
+}
+
+impl<'a> FrameData<'a> {
+    /// The data as text: raw bytes decoded as UTF-8 with replacement (C81), which is what
+    /// [`Decoder::feed`] gives for the same event.
+    pub fn decode(self) -> std::borrow::Cow<'a, str> {
+        match self {
+            FrameData::Text(text) => text.into(),
+            FrameData::Raw(bytes) => match simdutf8::basic::from_utf8(bytes) {
+                Ok(text) => text.into(),
+                Err(_) => String::from_utf8_lossy(bytes),
+            },
+        }
+    }
+
+    /// Appends the data, decoded, to `dst`.
+    fn push_to(self, dst: &mut String) {
+        match self {
+            FrameData::Text(text) => dst.push_str(text),
+            FrameData::Raw(bytes) => push_utf8_lossy(dst, bytes),
+        }
+    }
+}
+
+/// A dispatched event borrowed from the decoder, its data possibly not yet decoded: what
+/// [`Decoder::feed_frames`] hands its sink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameRef<'a> {
+    /// The event type (`message` when none was given).
+    pub event_type: &'a str,
+    /// The data: every `data` field's value joined with LF.
+    pub data: FrameData<'a>,
+    /// The last event ID at dispatch time, if an `id` field was accepted (C90).
+    pub last_event_id: Option<&'a str>,
+    /// The most recent reconnection time, in milliseconds (C87, C90).
+    pub retry: Option<u64>,
+}
+
 /// Why decoding stopped.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -198,6 +244,20 @@ impl Decoder {
         self.decode(chunk, &mut Sink::Borrowed(sink))
     }
 
+    /// [`feed_with`](Self::feed_with), except that the data of an event of one `data` line
+    /// inside the chunk may be lent as the chunk's bytes, not decoded ([`FrameData::Raw`]):
+    /// the complete lines of a chunk are not validated as UTF-8 first. For a caller that
+    /// validates those bytes anyway (a host reading them from a component it does not trust),
+    /// so that they are validated once. [`FrameData::decode`] gives the events of
+    /// [`feed`](Self::feed); the errors are the same, and C91 measures data after decoding.
+    pub fn feed_frames(
+        &mut self,
+        chunk: &[u8],
+        sink: &mut dyn FnMut(FrameRef<'_>),
+    ) -> Result<(), SseError> {
+        self.decode(chunk, &mut Sink::Frames(sink))
+    }
+
     fn decode(&mut self, chunk: &[u8], sink: &mut Sink<'_>) -> Result<(), SseError> {
         let mut input = chunk;
         match &self.state {
@@ -260,7 +320,11 @@ impl Decoder {
     /// have been cut inside a character) and the unterminated tail are handled as bytes, with
     /// the rest of their line.
     fn decode_chunk(&mut self, mut chunk: &[u8], sink: &mut Sink<'_>) -> Result<(), SseError> {
-        if chunk.len() < MIN_TEXT_CHUNK {
+        if let Sink::Frames(_) = sink {
+            if chunk.len() < MIN_TEXT_CHUNK {
+                return self.decode_lines(Raw(chunk), sink);
+            }
+        } else if chunk.len() < MIN_TEXT_CHUNK {
             return self.decode_lines(chunk, sink);
         }
         if !self.line.is_empty() {
@@ -291,9 +355,13 @@ impl Decoder {
         }
         let complete = memrchr2(b'\r', b'\n', chunk).map_or(0, |last| last + 1);
         let (lines, tail) = chunk.split_at(complete);
-        match complete_text(lines) {
-            Some(text) => self.decode_lines(text, sink)?,
-            None => self.decode_lines(lines, sink)?,
+        if let Sink::Frames(_) = sink {
+            self.decode_lines(Raw(lines), sink)?;
+        } else {
+            match complete_text(lines) {
+                Some(text) => self.decode_lines(text, sink)?,
+                None => self.decode_lines(lines, sink)?,
+            }
         }
         if !tail.is_empty() {
             // A CR that ended `lines` is not followed by an LF: that LF would be in `lines`
@@ -311,7 +379,7 @@ impl Decoder {
         {
             self.work += tail.len();
         }
-        self.check(self.line.len() + tail.len(), None)?;
+        self.check(self.line.len() + tail.len(), &mut None)?;
         self.line.extend_from_slice(tail);
         Ok(())
     }
@@ -327,7 +395,7 @@ impl Decoder {
         after: &[u8],
         sink: &mut Sink<'_>,
     ) -> Result<usize, SseError> {
-        self.check(self.line.len() + rest.len(), None)?;
+        self.check(self.line.len() + rest.len(), &mut None)?;
         let mut line = std::mem::take(&mut self.line);
         line.extend_from_slice(rest);
         let result = self.process_joined_line(&line, after, sink);
@@ -377,8 +445,9 @@ impl Decoder {
             self.work += blank;
         }
         // As `process_line` does for a blank line.
-        self.check(0, Some(data))?;
-        self.dispatch(Some(data), sink);
+        let mut pending = Some(data);
+        self.check(0, &mut pending)?;
+        self.dispatch(pending, sink);
         Ok(blank)
     }
 
@@ -426,16 +495,20 @@ impl Decoder {
 
     /// Copies a pending data line and its LF into the (empty) data buffer, with room for
     /// `more` bytes after them in the same allocation.
-    fn keep_pending(&mut self, data: &str, more: usize) {
-        self.data.reserve_exact(data.len() + 1 + more);
-        self.data.push_str(data);
+    fn keep_pending(&mut self, data: FrameData<'_>, more: usize) {
+        let len = match data {
+            FrameData::Text(text) => text.len(),
+            FrameData::Raw(bytes) => bytes.len(),
+        };
+        self.data.reserve_exact(len + 1 + more);
+        data.push_to(&mut self.data);
         self.data.push('\n');
     }
 
     fn split_lines<'a, I: Input<'a>>(
         &mut self,
         mut input: I,
-        pending: &mut Option<&'a str>,
+        pending: &mut Option<FrameData<'a>>,
         sink: &mut Sink<'_>,
     ) -> Result<(), SseError> {
         while !input.bytes().is_empty() {
@@ -447,7 +520,7 @@ impl Decoder {
                 }
                 // C91: the unterminated line counts; check before copying so that an oversized
                 // chunk is never buffered.
-                self.check(self.line.len() + bytes.len(), *pending)?;
+                self.check(self.line.len() + bytes.len(), pending)?;
                 self.line.extend_from_slice(bytes);
                 return Ok(());
             };
@@ -477,8 +550,37 @@ impl Decoder {
 
     /// C91: fails when the data buffer (with the `pending` data line and its LF, which are
     /// not copied into it yet) plus `line_bytes` of the current line exceed the maximum.
-    fn check(&self, line_bytes: usize, pending: Option<&str>) -> Result<(), SseError> {
-        let data = self.data.len() + pending.map_or(0, |data| data.len() + 1);
+    ///
+    /// Data is measured decoded. Raw bytes decode to at most three times their length (a
+    /// U+FFFD for each invalid byte); when that bound does not settle the check, the raw line
+    /// is decoded into the data buffer, so that it is decoded once however many lines are
+    /// checked against it (C80).
+    fn check(
+        &mut self,
+        line_bytes: usize,
+        pending: &mut Option<FrameData<'_>>,
+    ) -> Result<(), SseError> {
+        let pending_bytes = match *pending {
+            None => 0,
+            Some(FrameData::Text(text)) => text.len() + 1,
+            Some(FrameData::Raw(bytes)) => {
+                let most = bytes.len().saturating_mul(3).saturating_add(1);
+                if self
+                    .data
+                    .len()
+                    .saturating_add(most)
+                    .saturating_add(line_bytes)
+                    <= self.max_event_bytes
+                {
+                    return Ok(());
+                }
+                if let Some(data) = pending.take() {
+                    self.keep_pending(data, 0);
+                }
+                0
+            }
+        };
+        let data = self.data.len() + pending_bytes;
         if data.saturating_add(line_bytes) > self.max_event_bytes {
             Err(SseError::EventTooLarge {
                 max: self.max_event_bytes,
@@ -495,7 +597,7 @@ impl Decoder {
     fn process_line<'l, 'a, I: Input<'l>>(
         &mut self,
         line: I,
-        pending: &mut Option<&'a str>,
+        pending: &mut Option<FrameData<'a>>,
         sink: &mut Sink<'_>,
     ) -> Result<(), SseError>
     where
@@ -508,7 +610,7 @@ impl Decoder {
         }
         // C91: the whole line counted, whatever chunks it came in, so that the outcome does
         // not depend on the chunking (C80).
-        self.check(bytes.len(), *pending)?;
+        self.check(bytes.len(), pending)?;
         // WHATWG: "If the line is empty (a blank line) → Dispatch the event, as defined below."
         if bytes.is_empty() {
             self.dispatch(pending.take(), sink);
@@ -541,7 +643,7 @@ impl Decoder {
         &mut self,
         name: &[u8],
         value: I,
-        pending: &mut Option<&'a str>,
+        pending: &mut Option<FrameData<'a>>,
     ) -> Result<(), SseError>
     where
         'l: 'a,
@@ -555,9 +657,9 @@ impl Decoder {
             // "If the field name is "data" → Append the field value to the data buffer, then
             // append a single U+000A LINE FEED (LF) character to the data buffer."
             b"data" => {
-                match (value.text(), pending.take()) {
-                    // The first line of an event, already text: kept where it is.
-                    (Some(text), None) if self.data.is_empty() => *pending = Some(text),
+                match (value.lend(), pending.take()) {
+                    // The first line of an event, text or raw: kept where it is.
+                    (Some(data), None) if self.data.is_empty() => *pending = Some(data),
                     (_, earlier) => {
                         if let Some(earlier) = earlier {
                             self.keep_pending(earlier, value.bytes().len() + 1);
@@ -571,7 +673,7 @@ impl Decoder {
                     }
                 }
                 // C91: the data buffer is measured in UTF-8 after decoding, LFs included.
-                self.check(0, *pending)?;
+                self.check(0, pending)?;
             }
             // "If the field name is "id" → If the field value does not contain U+0000 NULL,
             // then set the last event ID buffer to the field value. Otherwise, ignore the
@@ -596,7 +698,7 @@ impl Decoder {
     ///
     /// `pending` is the event's only data line when it was not copied into the data buffer
     /// (which is then empty).
-    fn dispatch(&mut self, pending: Option<&str>, sink: &mut Sink<'_>) {
+    fn dispatch(&mut self, pending: Option<FrameData<'_>>, sink: &mut Sink<'_>) {
         // "1. Set the last event ID string of the event source to the value of the last event
         // ID buffer. The buffer does not get reset, so the last event ID string of the event
         // source remains set to this value until the next time it is set by the server."
@@ -633,7 +735,7 @@ impl Decoder {
                 out.push(Event {
                     event_type,
                     data: match pending {
-                        Some(data) => data.to_owned(),
+                        Some(data) => data.decode().into_owned(),
                         None => std::mem::take(&mut self.data),
                     },
                     last_event_id: self.last_event_id.clone(),
@@ -641,35 +743,62 @@ impl Decoder {
                 });
             }
             Sink::Borrowed(sink) => {
+                // Raw data comes only from `feed_frames`; decoded here for completeness.
+                if let Some(FrameData::Raw(bytes)) = pending {
+                    push_utf8_lossy(&mut self.data, bytes);
+                }
                 sink(EventRef {
-                    event_type: if self.event_type.is_empty() {
-                        "message"
-                    } else {
-                        &self.event_type
+                    event_type: self.event_type_or_message(),
+                    data: match pending {
+                        Some(FrameData::Text(text)) => text,
+                        _ => &self.data,
                     },
-                    data: pending.unwrap_or(&self.data),
                     last_event_id: self.last_event_id.as_deref(),
                     retry: self.retry,
                 });
-                // The buffer is kept for the next event unless it grew large, so that a large
-                // event never pins memory after it is dispatched.
-                self.data.clear();
-                self.data.shrink_to(RETAINED_LINE_CAPACITY);
-                self.event_type.clear();
+                self.after_lending();
+            }
+            Sink::Frames(sink) => {
+                sink(FrameRef {
+                    event_type: self.event_type_or_message(),
+                    data: pending.unwrap_or(FrameData::Text(&self.data)),
+                    last_event_id: self.last_event_id.as_deref(),
+                    retry: self.retry,
+                });
+                self.after_lending();
             }
         }
+    }
+
+    /// The event type to dispatch (step 6 above).
+    fn event_type_or_message(&self) -> &str {
+        if self.event_type.is_empty() {
+            "message"
+        } else {
+            &self.event_type
+        }
+    }
+
+    /// Step 7 above, after an event was lent: the buffer is kept for the next event unless it
+    /// grew large, so that a large event never pins memory after it is dispatched.
+    fn after_lending(&mut self) {
+        self.data.clear();
+        self.data.shrink_to(RETAINED_LINE_CAPACITY);
+        self.event_type.clear();
     }
 }
 
 /// Where dispatched events go: [`Decoder::feed`] takes each event's buffers, [`Decoder::feed_with`]
-/// lends them.
+/// lends them, [`Decoder::feed_frames`] lends them with data possibly not decoded.
 enum Sink<'a> {
     Owned(&'a mut Vec<Event>),
     Borrowed(&'a mut dyn FnMut(EventRef<'_>)),
+    Frames(&'a mut dyn FnMut(FrameRef<'_>)),
 }
 
-/// What lines are split from: raw bytes, decoded per field value (C81), or text already known
-/// to be valid UTF-8, which is used as it is.
+/// What lines are split from: bytes, decoded per field value (C81); text already known to be
+/// valid UTF-8, which is used as it is; or [`Raw`] bytes, decoded per field value except for
+/// an event's only data line, which is lent undecoded.
 trait Input<'a>: Copy {
     fn bytes(self) -> &'a [u8];
     /// `self[start..end]`. Callers cut only next to ASCII bytes (line terminators, `:`, the
@@ -677,8 +806,8 @@ trait Input<'a>: Copy {
     fn slice(self, start: usize, end: usize) -> Self;
     /// Appends the value decoded as UTF-8 (C81).
     fn push_to(self, dst: &mut String);
-    /// The value as text, when it is known to be valid UTF-8.
-    fn text(self) -> Option<&'a str>;
+    /// The value as it can be lent to the sink without a copy, if it can.
+    fn lend(self) -> Option<FrameData<'a>>;
 }
 
 impl<'a> Input<'a> for &'a [u8] {
@@ -695,7 +824,7 @@ impl<'a> Input<'a> for &'a [u8] {
         push_utf8_lossy(dst, self);
     }
     #[inline]
-    fn text(self) -> Option<&'a str> {
+    fn lend(self) -> Option<FrameData<'a>> {
         None
     }
 }
@@ -714,8 +843,31 @@ impl<'a> Input<'a> for &'a str {
         dst.push_str(self);
     }
     #[inline]
-    fn text(self) -> Option<&'a str> {
-        Some(self)
+    fn lend(self) -> Option<FrameData<'a>> {
+        Some(FrameData::Text(self))
+    }
+}
+
+/// Bytes whose data lines may be lent undecoded ([`Decoder::feed_frames`]).
+#[derive(Clone, Copy)]
+struct Raw<'a>(&'a [u8]);
+
+impl<'a> Input<'a> for Raw<'a> {
+    #[inline]
+    fn bytes(self) -> &'a [u8] {
+        self.0
+    }
+    #[inline]
+    fn slice(self, start: usize, end: usize) -> Self {
+        Raw(&self.0[start..end])
+    }
+    #[inline]
+    fn push_to(self, dst: &mut String) {
+        push_utf8_lossy(dst, self.0);
+    }
+    #[inline]
+    fn lend(self) -> Option<FrameData<'a>> {
+        Some(FrameData::Raw(self.0))
     }
 }
 
@@ -823,6 +975,34 @@ mod tests {
         (events, error)
     }
 
+    /// [`decode_chunks`] through [`Decoder::feed_frames`], raw data decoded as a caller would.
+    fn decode_frames<'a>(
+        chunks: impl IntoIterator<Item = &'a [u8]>,
+        max: usize,
+    ) -> (Vec<Event>, Option<SseError>) {
+        let mut decoder = Decoder::with_max_event_bytes(max);
+        let mut events = Vec::new();
+        let mut error = None;
+        for chunk in chunks {
+            let result = decoder.feed_frames(chunk, &mut |e| {
+                events.push(Event {
+                    event_type: e.event_type.to_owned(),
+                    data: e.data.decode().into_owned(),
+                    last_event_id: e.last_event_id.map(str::to_owned),
+                    retry: e.retry,
+                })
+            });
+            if let Err(e) = result {
+                error = Some(e);
+                break;
+            }
+        }
+        if error.is_none() {
+            error = decoder.finish(&mut events).err();
+        }
+        (events, error)
+    }
+
     /// `chunks`, fed in this order, give exactly `want` without an error, and so does the
     /// reference decoder on their concatenation.
     #[track_caller]
@@ -833,6 +1013,11 @@ mod tests {
             "{chunks:?}"
         );
         assert_eq!(reference(&chunks.concat()), want, "{chunks:?}");
+        assert_eq!(
+            decode_frames(chunks.iter().copied(), MAX_SSE_EVENT_BYTES),
+            (want.to_vec(), None),
+            "feed_frames: {chunks:?}"
+        );
     }
 
     /// Every way this suite splits an input: one chunk, two chunks at every byte offset, three
@@ -859,6 +1044,8 @@ mod tests {
         for chunks in splittings(input) {
             let got = decode_chunks(chunks.iter().copied(), max);
             assert_eq!(&got, expected, "input {input:?} split as {chunks:?}");
+            let got = decode_frames(chunks.iter().copied(), max);
+            assert_eq!(&got, expected, "feed_frames: {input:?} split as {chunks:?}");
         }
     }
 
@@ -1130,6 +1317,71 @@ mod tests {
 
     // C82: one BOM at the very start, even split; later BOMs are content; UTF-16 BOMs are not
     // special.
+    #[test]
+    fn c81_feed_frames_lends_data_lines_as_the_chunks_bytes() {
+        // Long enough to be framed without a UTF-8 pass; one data line valid, one not, one
+        // event of two lines, and one whose blank line is in the next chunk.
+        let chunk = b"data: caf\xC3\xA9 \xF0\x9F\x98\x80\n\n: padding padding padding padding\n\
+                      event: e\ndata: bad \xFF\xC3 end\n\ndata: a\ndata: b\n\ndata: next";
+        let mut decoder = Decoder::new();
+        let mut lent = Vec::new();
+        decoder
+            .feed_frames(chunk, &mut |e| {
+                let data = match e.data {
+                    FrameData::Raw(bytes) => {
+                        let at = bytes.as_ptr() as usize - chunk.as_ptr() as usize;
+                        assert_eq!(&chunk[at..at + bytes.len()], bytes);
+                        (Some(at), e.data.decode().into_owned())
+                    }
+                    FrameData::Text(text) => (None, text.to_owned()),
+                };
+                lent.push((e.event_type.to_owned(), data));
+            })
+            .unwrap();
+        decoder
+            .feed_frames(b"\n\n", &mut |e| {
+                lent.push((
+                    e.event_type.to_owned(),
+                    (None, e.data.decode().into_owned()),
+                ))
+            })
+            .unwrap();
+        let message = String::from("message");
+        assert_eq!(
+            lent,
+            [
+                (message.clone(), (Some(6), "caf\u{e9} \u{1f600}".to_owned())),
+                (
+                    "e".to_owned(),
+                    (Some(67), "bad \u{fffd}\u{fffd} end".to_owned())
+                ),
+                (message.clone(), (None, "a\nb".to_owned())),
+                (message, (None, "next".to_owned())),
+            ]
+        );
+    }
+
+    #[test]
+    fn c91_raw_data_is_measured_decoded() {
+        // Three invalid bytes decode to nine; with its LF the data is ten bytes, so a limit
+        // of ten holds it and any further line goes over. Counted raw, it would be four.
+        let input = b"data: \xFF\xFE\xFD\nid: 1234\n\ndata: \xFF\xFE\xFD\n\n";
+        for max in [9, 10, 13, 16, 40] {
+            let want = decode_all(input, max);
+            for chunks in splittings(input) {
+                assert_eq!(
+                    decode_frames(chunks.iter().copied(), max),
+                    want,
+                    "{max} {chunks:?}"
+                );
+            }
+        }
+        assert_eq!(decode_all(input, 10).1, too_large(10));
+        assert_eq!(decode_all(input, 9).0, []);
+        // 9 + LF + "id: 1234" is 18: it fits in 40 and in 16 not at all.
+        assert!(decode_all(input, 40).1.is_none());
+    }
+
     #[test]
     fn c82_bom() {
         check_vector(b"\xEF\xBB\xBFdata: a\n\n", &[("message", "a", None)]);
@@ -1477,6 +1729,9 @@ mod tests {
                 error = decoder.finish(&mut Vec::new()).err();
             }
             prop_assert_eq!(&(lent, error), &one_shot);
+            // So does the framing path, its raw data decoded by the caller (C81, C91).
+            prop_assert_eq!(&decode_frames(chunks.iter().copied(), max), &one_shot);
+            prop_assert_eq!(&decode_frames(input.chunks(1), max), &one_shot);
         }
     }
 }

@@ -459,11 +459,25 @@ fn expected_event(v: &Value) -> Result<EventRow, String> {
 }
 
 /// Feeds `chunks`, then finishes: the events and the error, as the component returns them.
-fn decode(chunks: &[&[u8]], max: usize) -> (Vec<sse::Event>, Option<String>) {
+/// With `frames`, through `Decoder::feed_frames`, raw data decoded as `feed-raw-spans`'s
+/// caller does.
+fn decode(chunks: &[&[u8]], max: usize, frames: bool) -> (Vec<sse::Event>, Option<String>) {
     let mut decoder = sse::Decoder::with_max_event_bytes(max);
     let mut events = Vec::new();
     for chunk in chunks {
-        if let Err(e) = decoder.feed(chunk, &mut events) {
+        let result = if frames {
+            decoder.feed_frames(chunk, &mut |e| {
+                events.push(sse::Event {
+                    event_type: e.event_type.to_owned(),
+                    data: e.data.decode().into_owned(),
+                    last_event_id: e.last_event_id.map(str::to_owned),
+                    retry: e.retry,
+                })
+            })
+        } else {
+            decoder.feed(chunk, &mut events)
+        };
+        if let Err(e) = result {
             return (events, Some(e.to_string()));
         }
     }
@@ -476,7 +490,8 @@ fn max_event_bytes(expect: &Value) -> Result<usize, String> {
 }
 
 /// One SSE vector (`NAME.sse` + `NAME.json`), decoded whole, one byte at a time and split in
-/// two at every offset: every way gives the expected events and error.
+/// two at every offset, by `feed` and by `feed_frames`: every way gives the expected events
+/// and error.
 fn run_sse(input: &[u8], expect: &Value) -> Result<(), String> {
     let max = max_event_bytes(expect)?;
     let want_events = match field(expect, "events")? {
@@ -499,10 +514,17 @@ fn run_sse(input: &[u8], expect: &Value) -> Result<(), String> {
         splittings.push((format!("split at {i}"), vec![&input[..i], &input[i..]]));
     }
     for (how, chunks) in splittings {
-        let (events, error) = decode(&chunks, max);
-        let events: Vec<EventRow> = events.iter().map(event_row).collect();
-        expect_eq(&format!("events ({how})"), &events, &want_events)?;
-        expect_eq(&format!("error ({how})"), &error, &want_error)?;
+        for frames in [false, true] {
+            let (events, error) = decode(&chunks, max, frames);
+            let events: Vec<EventRow> = events.iter().map(event_row).collect();
+            let how = if frames {
+                format!("{how}, frames")
+            } else {
+                how.clone()
+            };
+            expect_eq(&format!("events ({how})"), &events, &want_events)?;
+            expect_eq(&format!("error ({how})"), &error, &want_error)?;
+        }
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use openai_connector_harness::event_log::EventLog;
 use openai_connector_harness::runtime::actions::StreamItem;
-use openai_connector_harness::runtime::{Instance, PackedEvent, unpack_spans};
+use openai_connector_harness::runtime::{Instance, SpanData, SpanEvent, unpack_spans};
 use openai_connector_harness::{
     Cancel, CodeCache, ConnectorFile, Executor, Finished, Harness, OutboundPolicy, Settings,
     Started, Stream, output,
@@ -417,9 +417,9 @@ async fn read_some(
     Ok((n > 0).then_some(n))
 }
 
-/// `sse decode`: one JSON line per event, through `sse.decoder.feed-spans` (three values per
-/// call instead of a record per event, and the data of most events read from the input buffer
-/// it was sent from instead of copied back).
+/// `sse decode`: one JSON line per event, through `sse.decoder.feed-raw-spans` (three values
+/// per call instead of a record per event, and the data of most events read from the input
+/// buffer it was sent from instead of copied back, and validated once, here).
 async fn sse_decode_events(
     mut instance: Instance,
     mut input: Box<dyn tokio::io::AsyncRead + Unpin>,
@@ -433,14 +433,14 @@ async fn sse_decode_events(
         let (fed, ended);
         let events = match read_some(&mut input, &mut buf).await? {
             Some(n) => {
-                fed = match instance.sse_feed_spans(decoder, &buf[..n]).await? {
+                fed = match instance.sse_feed_raw_spans(decoder, &buf[..n]).await? {
                     Ok(spans) => spans,
                     Err(message) => {
                         eprintln!("openai-connector: {message}");
                         return Ok(1);
                     }
                 };
-                unpack_spans(&fed, &buf[..n])?
+                unpack_spans(&fed, &buf[..n], SpanData::Raw)?
             }
             None => {
                 finished = true;
@@ -453,9 +453,9 @@ async fn sse_decode_events(
                 };
                 ended
                     .iter()
-                    .map(|e| PackedEvent {
+                    .map(|e| SpanEvent {
                         event_type: &e.event_type,
-                        data: &e.data,
+                        data: e.data.as_str().into(),
                         last_event_id: e.id.as_deref(),
                         retry: e.retry,
                     })

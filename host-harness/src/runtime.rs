@@ -3,6 +3,8 @@
 
 use crate::outbound::{OutboundHooks, OutboundPolicy};
 use anyhow::{Context, Result};
+use openai_connector::sse::FrameData;
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -451,6 +453,21 @@ impl Instance {
             .map_err(anyhow::Error::from)
     }
 
+    /// `sse.decoder.feed-raw-spans`; [`unpack_spans`] with [`SpanData::Raw`] reads the
+    /// result with the same `chunk`.
+    pub async fn sse_feed_raw_spans(
+        &mut self,
+        decoder: ResourceAny,
+        chunk: &[u8],
+    ) -> Result<Result<sse::EventSpans, String>> {
+        self.bindings
+            .connector_openai_sse()
+            .decoder()
+            .call_feed_raw_spans(&mut self.store, decoder, chunk)
+            .await
+            .map_err(anyhow::Error::from)
+    }
+
     /// `sse.decoder.finish`.
     pub async fn sse_finish(
         &mut self,
@@ -588,13 +605,38 @@ pub fn unpack(packed: &sse::PackedEvents) -> Result<Vec<PackedEvent<'_>>> {
     Ok(events)
 }
 
-/// The events of `spans`, the result of `feed-spans` on `chunk`, borrowed from both. The
-/// component is not trusted: spans that do not describe its text or `chunk` (out of range, not
-/// on a character boundary, not UTF-8, a wrong count) are an error, not a panic.
+/// One event of an [`sse::EventSpans`]: borrowed from it and from the chunk, except for data
+/// given as raw bytes that are not valid UTF-8, which is decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpanEvent<'a> {
+    /// The event type.
+    pub event_type: &'a str,
+    /// The data.
+    pub data: Cow<'a, str>,
+    /// The last event ID, if any.
+    pub last_event_id: Option<&'a str>,
+    /// The reconnection time, if any.
+    pub retry: Option<u64>,
+}
+
+/// What the data given by its place in the chunk is, by the function that returned the spans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanData {
+    /// `feed-spans`: valid UTF-8, taken as it is; anything else is a malformed result.
+    Valid,
+    /// `feed-raw-spans`: the bytes as received, decoded here with replacement (C81).
+    Raw,
+}
+
+/// The events of `spans`, the result of `feed-spans` or `feed-raw-spans` (see [`SpanData`])
+/// on `chunk`, borrowed from both. The component is not trusted: spans that do not describe
+/// its text or `chunk` (out of range, a wrong count; with [`SpanData::Valid`], not on a
+/// character boundary or not UTF-8) are an error, not a panic.
 pub fn unpack_spans<'a>(
     spans: &'a sse::EventSpans,
     chunk: &'a [u8],
-) -> Result<Vec<PackedEvent<'a>>> {
+    kind: SpanData,
+) -> Result<Vec<SpanEvent<'a>>> {
     const WHAT: &str = "event spans";
     if spans.spans.len() != spans.retries.len() * 4 {
         return Err(malformed(WHAT, "not four numbers per event"));
@@ -604,29 +646,36 @@ pub fn unpack_spans<'a>(
     // in it; otherwise (a character cut at either end, or bytes the decoder replaced in
     // events that are not spans) each span is checked on its own.
     let whole = simdutf8::basic::from_utf8(chunk).ok();
-    let in_chunk = |start: u32, len: u32| -> Result<&'a str> {
+    let in_chunk = |start: u32, len: u32| -> Result<Cow<'a, str>> {
         let range = usize::try_from(start)
             .ok()
             .zip(usize::try_from(len).ok())
             .and_then(|(start, len)| Some(start..start.checked_add(len)?))
             .filter(|range| range.end <= chunk.len())
             .ok_or_else(|| malformed(WHAT, "a span past the chunk"))?;
-        match whole {
-            Some(text) => text
+        match (whole, kind) {
+            (Some(text), SpanData::Valid) => text
                 .get(range)
+                .map(Cow::Borrowed)
                 .ok_or_else(|| malformed(WHAT, "a span inside a character")),
-            None => simdutf8::basic::from_utf8(&chunk[range])
+            (None, SpanData::Valid) => simdutf8::basic::from_utf8(&chunk[range])
+                .map(Cow::Borrowed)
                 .map_err(|_| malformed(WHAT, "a span that is not UTF-8")),
+            (Some(text), SpanData::Raw) => Ok(match text.get(range.clone()) {
+                Some(text) => Cow::Borrowed(text),
+                None => FrameData::Raw(&chunk[range]).decode(),
+            }),
+            (None, SpanData::Raw) => Ok(FrameData::Raw(&chunk[range]).decode()),
         }
     };
     let mut events = Vec::with_capacity(spans.retries.len());
     for (numbers, retry) in spans.spans.chunks_exact(4).zip(&spans.retries) {
         let event_type = text.take(numbers[0])?;
         let data = match numbers[1] {
-            SPAN_IN_TEXT => text.take(numbers[2])?,
+            SPAN_IN_TEXT => Cow::Borrowed(text.take(numbers[2])?),
             start => in_chunk(start, numbers[2])?,
         };
-        events.push(PackedEvent {
+        events.push(SpanEvent {
             event_type,
             data,
             last_event_id: text.take_id(numbers[3])?,
@@ -771,9 +820,9 @@ mod tests {
 
     #[test]
     fn unpack_spans_reads_data_from_the_chunk_or_the_text() {
-        let event = |event_type, data, last_event_id, retry| PackedEvent {
+        let event = |event_type, data: &'static str, last_event_id, retry| SpanEvent {
             event_type,
-            data,
+            data: data.into(),
             last_event_id,
             retry,
         };
@@ -798,21 +847,68 @@ mod tests {
         );
         // The second chunk is not UTF-8 as a whole: each span is checked on its own.
         for chunk in [&b"data: \xc3\xa9a\n\n"[..], b"data: \xc3\xa9a\n\xff"] {
-            assert_eq!(
-                unpack_spans(&s, chunk).unwrap(),
-                [
-                    event("message", "\u{e9}a", None, None),
-                    event("ping", "x\ny", Some("7"), Some(9)),
-                    event("message", "", None, None),
-                ]
-            );
+            for kind in [SpanData::Valid, SpanData::Raw] {
+                assert_eq!(
+                    unpack_spans(&s, chunk, kind).unwrap(),
+                    [
+                        event("message", "\u{e9}a", None, None),
+                        event("ping", "x\ny", Some("7"), Some(9)),
+                        event("message", "", None, None),
+                    ]
+                );
+            }
         }
         let s = spans("message", &[7, 1, 2, PACKED_NO_ID], &[None]);
+        for kind in [SpanData::Valid, SpanData::Raw] {
+            assert_eq!(
+                unpack_spans(&s, b"\xffok\xff", kind).unwrap(),
+                [event("message", "ok", None, None)]
+            );
+            assert!(
+                unpack_spans(&spans("", &[], &[]), b"", kind)
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+    }
+
+    #[test]
+    fn unpack_raw_spans_decodes_data_that_is_not_utf8() {
+        // C81: each maximal invalid subpart becomes one U+FFFD, whether the chunk as a whole
+        // is valid (a span cutting a character) or not.
+        let one = |numbers: &[u32], chunk: &[u8]| {
+            let s = spans("message", numbers, &[None]);
+            let events = unpack_spans(&s, chunk, SpanData::Raw).unwrap();
+            assert_eq!(events.len(), 1);
+            events[0].data.clone().into_owned()
+        };
         assert_eq!(
-            unpack_spans(&s, b"\xffok\xff").unwrap(),
-            [event("message", "ok", None, None)]
+            one(&[7, 6, 4, PACKED_NO_ID], b"data: a\xffb\xc3\n\n"),
+            "a\u{fffd}b\u{fffd}"
         );
-        assert!(unpack_spans(&spans("", &[], &[]), b"").unwrap().is_empty());
+        assert_eq!(
+            one(&[7, 1, 2, PACKED_NO_ID], "\u{e9}\u{e9}".as_bytes()),
+            "\u{fffd}\u{fffd}"
+        );
+        assert_eq!(
+            one(&[7, 0, 2, PACKED_NO_ID], "\u{e9}\u{e9}".as_bytes()),
+            "\u{e9}"
+        );
+        // Data outside the chunk is still refused, and the text must still be UTF-8.
+        let e = unpack_spans(
+            &spans("message", &[7, 1, 2, PACKED_NO_ID], &[None]),
+            b"ab",
+            SpanData::Raw,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("past the chunk"), "{e}");
+        let mut bad_text = spans("message", &[7, 0, 1, PACKED_NO_ID], &[None]);
+        bad_text.text[0] = 0xFF;
+        let e = unpack_spans(&bad_text, b"a", SpanData::Raw)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the text is not UTF-8"), "{e}");
     }
 
     #[test]
@@ -826,7 +922,7 @@ mod tests {
             (&[7, SPAN_IN_TEXT, 1, PACKED_NO_ID], "past the text"),
             (&[6, 6, 2, PACKED_NO_ID], "left over"),
         ] {
-            let e = unpack_spans(&spans("message", numbers, &[None]), chunk)
+            let e = unpack_spans(&spans("message", numbers, &[None]), chunk, SpanData::Valid)
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(why), "{why}: {e}");
@@ -834,6 +930,7 @@ mod tests {
         let e = unpack_spans(
             &spans("message", &[7, 0, 1, PACKED_NO_ID], &[None]),
             b"\xff",
+            SpanData::Valid,
         )
         .unwrap_err()
         .to_string();

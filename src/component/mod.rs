@@ -367,6 +367,20 @@ impl wit_sse::GuestDecoder for DecoderResource {
         output_then_error(result, spans, empty)
     }
 
+    fn feed_raw_spans(&self, chunk: Vec<u8>) -> Result<wit_sse::EventSpans, String> {
+        let mut spans = wit_sse::EventSpans {
+            text: Vec::new(),
+            spans: Vec::with_capacity(chunk.len() / 32),
+            retries: Vec::with_capacity(chunk.len() / 128),
+        };
+        let result = self
+            .0
+            .borrow_mut()
+            .feed_frames(&chunk, &mut |event| raw_span(&mut spans, &chunk, event));
+        let empty = spans.retries.is_empty();
+        output_then_error(result, spans, empty)
+    }
+
     fn finish(&self) -> Result<Vec<wit_sse::Event>, String> {
         let mut events = Vec::new();
         let result = self.0.borrow_mut().finish(&mut events);
@@ -428,17 +442,50 @@ fn pack(packed: &mut wit_sse::PackedEvents, e: sse::EventRef<'_>) {
 /// data straight from a chunk it validated, so those bytes are the chunk's, unchanged).
 fn span(spans: &mut wit_sse::EventSpans, chunk: &[u8], e: sse::EventRef<'_>) {
     push_part(&mut spans.text, &mut spans.spans, e.event_type);
-    // Where the data is, found by address: the chunk's bytes or one of the decoder's buffers.
-    let offset = (e.data.as_ptr() as usize).wrapping_sub(chunk.as_ptr() as usize);
-    if offset <= chunk.len() && e.data.len() <= chunk.len() - offset {
-        spans.spans.push(packed_u32(offset));
-    } else {
-        spans.spans.push(ABSENT);
-        spans.text.extend_from_slice(e.data.as_bytes());
+    match place_in(chunk, e.data.as_bytes()) {
+        Some(offset) => spans.spans.push(offset),
+        None => {
+            spans.spans.push(ABSENT);
+            spans.text.extend_from_slice(e.data.as_bytes());
+        }
     }
     spans.spans.push(packed_u32(e.data.len()));
     push_id(&mut spans.text, &mut spans.spans, e.last_event_id);
     spans.retries.push(e.retry);
+}
+
+/// Appends `e` to `spans` for `feed-raw-spans`: [`span`], except that raw data
+/// (`sse::FrameData::Raw`, lent by `sse::Decoder::feed_frames` from `chunk` without a UTF-8
+/// pass) is given by its place undecoded, and data that is not in the chunk is decoded into
+/// `text`, which stays valid UTF-8.
+fn raw_span(spans: &mut wit_sse::EventSpans, chunk: &[u8], e: sse::FrameRef<'_>) {
+    push_part(&mut spans.text, &mut spans.spans, e.event_type);
+    let (bytes, place) = match e.data {
+        sse::FrameData::Text(text) => (text.as_bytes(), place_in(chunk, text.as_bytes())),
+        sse::FrameData::Raw(bytes) => (bytes, place_in(chunk, bytes)),
+    };
+    let len = match place {
+        Some(offset) => {
+            spans.spans.push(offset);
+            bytes.len()
+        }
+        None => {
+            spans.spans.push(ABSENT);
+            let text = e.data.decode();
+            spans.text.extend_from_slice(text.as_bytes());
+            text.len()
+        }
+    };
+    spans.spans.push(packed_u32(len));
+    push_id(&mut spans.text, &mut spans.spans, e.last_event_id);
+    spans.retries.push(e.retry);
+}
+
+/// Where `part` starts in `chunk`, found by address, when it is a run of the chunk's bytes
+/// (and not one of the decoder's buffers).
+fn place_in(chunk: &[u8], part: &[u8]) -> Option<u32> {
+    let offset = (part.as_ptr() as usize).wrapping_sub(chunk.as_ptr() as usize);
+    (offset <= chunk.len() && part.len() <= chunk.len() - offset).then(|| packed_u32(offset))
 }
 
 impl wit_sse::GuestChatStream for ChatStreamResource {
