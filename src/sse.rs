@@ -552,9 +552,9 @@ impl Decoder {
     /// not copied into it yet) plus `line_bytes` of the current line exceed the maximum.
     ///
     /// Data is measured decoded. Raw bytes decode to at most three times their length (a
-    /// U+FFFD for each invalid byte); when that bound does not settle the check, the raw line
-    /// is decoded into the data buffer, so that it is decoded once however many lines are
-    /// checked against it (C80).
+    /// U+FFFD for each invalid byte), so that bound settles the check without decoding unless
+    /// the event is near the limit; see [`check_exactly`](Self::check_exactly).
+    #[inline]
     fn check(
         &mut self,
         line_bytes: usize,
@@ -563,25 +563,39 @@ impl Decoder {
         let pending_bytes = match *pending {
             None => 0,
             Some(FrameData::Text(text)) => text.len() + 1,
-            Some(FrameData::Raw(bytes)) => {
-                let most = bytes.len().saturating_mul(3).saturating_add(1);
-                if self
-                    .data
-                    .len()
-                    .saturating_add(most)
-                    .saturating_add(line_bytes)
-                    <= self.max_event_bytes
-                {
-                    return Ok(());
-                }
-                if let Some(data) = pending.take() {
-                    self.keep_pending(data, 0);
-                }
-                0
-            }
+            Some(FrameData::Raw(bytes)) => bytes.len().saturating_mul(3).saturating_add(1),
         };
-        let data = self.data.len() + pending_bytes;
-        if data.saturating_add(line_bytes) > self.max_event_bytes {
+        if self
+            .data
+            .len()
+            .saturating_add(pending_bytes)
+            .saturating_add(line_bytes)
+            <= self.max_event_bytes
+        {
+            return Ok(());
+        }
+        self.check_exactly(line_bytes, pending)
+    }
+
+    /// [`check`](Self::check) when the bound did not settle it: a raw pending line is decoded
+    /// into the data buffer, so that it is decoded once however many lines are checked
+    /// against it (C80), and the measure is then exact.
+    #[cold]
+    #[inline(never)]
+    fn check_exactly(
+        &mut self,
+        line_bytes: usize,
+        pending: &mut Option<FrameData<'_>>,
+    ) -> Result<(), SseError> {
+        if let Some(raw @ FrameData::Raw(_)) = *pending {
+            *pending = None;
+            self.keep_pending(raw, 0);
+        }
+        let pending_bytes = match *pending {
+            Some(FrameData::Text(text)) => text.len() + 1,
+            _ => 0,
+        };
+        if (self.data.len() + pending_bytes).saturating_add(line_bytes) > self.max_event_bytes {
             Err(SseError::EventTooLarge {
                 max: self.max_event_bytes,
             })

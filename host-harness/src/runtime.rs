@@ -642,10 +642,11 @@ pub fn unpack_spans<'a>(
         return Err(malformed(WHAT, "not four numbers per event"));
     }
     let mut text = PackedText::new(&spans.text, WHAT)?;
-    // The chunk is usually valid UTF-8 as a whole, and then one SIMD pass checks every span
-    // in it; otherwise (a character cut at either end, or bytes the decoder replaced in
-    // events that are not spans) each span is checked on its own.
-    let whole = simdutf8::basic::from_utf8(chunk).ok();
+    // The chunk, less the characters its ends cut, is usually valid UTF-8 as a whole, and
+    // then one SIMD pass checks every span in it; otherwise (bytes that are not UTF-8 in the
+    // stream) each span is checked or decoded on its own.
+    let uncut = uncut(chunk);
+    let whole = simdutf8::basic::from_utf8(&chunk[uncut.clone()]).ok();
     let in_chunk = |start: u32, len: u32| -> Result<Cow<'a, str>> {
         let range = usize::try_from(start)
             .ok()
@@ -653,19 +654,18 @@ pub fn unpack_spans<'a>(
             .and_then(|(start, len)| Some(start..start.checked_add(len)?))
             .filter(|range| range.end <= chunk.len())
             .ok_or_else(|| malformed(WHAT, "a span past the chunk"))?;
-        match (whole, kind) {
-            (Some(text), SpanData::Valid) => text
-                .get(range)
-                .map(Cow::Borrowed)
-                .ok_or_else(|| malformed(WHAT, "a span inside a character")),
-            (None, SpanData::Valid) => simdutf8::basic::from_utf8(&chunk[range])
+        let bytes = &chunk[range.clone()];
+        let checked = whole.filter(|_| uncut.start <= range.start && range.end <= uncut.end);
+        match (checked, kind) {
+            (Some(text), _) => match text.get(range.start - uncut.start..range.end - uncut.start) {
+                Some(text) => Ok(Cow::Borrowed(text)),
+                None if kind == SpanData::Raw => Ok(FrameData::Raw(bytes).decode()),
+                None => Err(malformed(WHAT, "a span inside a character")),
+            },
+            (None, SpanData::Valid) => simdutf8::basic::from_utf8(bytes)
                 .map(Cow::Borrowed)
                 .map_err(|_| malformed(WHAT, "a span that is not UTF-8")),
-            (Some(text), SpanData::Raw) => Ok(match text.get(range.clone()) {
-                Some(text) => Cow::Borrowed(text),
-                None => FrameData::Raw(&chunk[range]).decode(),
-            }),
-            (None, SpanData::Raw) => Ok(FrameData::Raw(&chunk[range]).decode()),
+            (None, SpanData::Raw) => Ok(FrameData::Raw(bytes).decode()),
         }
     };
     let mut events = Vec::with_capacity(spans.retries.len());
@@ -684,6 +684,36 @@ pub fn unpack_spans<'a>(
     }
     text.finish()?;
     Ok(events)
+}
+
+/// The part of `chunk` that can be valid UTF-8 on its own: without the continuation bytes of
+/// a character its start cut, and without a character its end cut. The batches of a stream
+/// are cut at any byte; the spans of a batch, values of lines inside it, lie in this part.
+fn uncut(chunk: &[u8]) -> std::ops::Range<usize> {
+    let is_continuation = |b: u8| b & 0xC0 == 0x80;
+    let start = chunk
+        .iter()
+        .take(3)
+        .take_while(|&&b| is_continuation(b))
+        .count();
+    let mut end = chunk.len();
+    for back in 1..=3.min(chunk.len() - start) {
+        let b = chunk[chunk.len() - back];
+        if is_continuation(b) {
+            continue;
+        }
+        let needs = match b {
+            0xF0.. => 4,
+            0xE0.. => 3,
+            0xC0.. => 2,
+            _ => 1,
+        };
+        if needs > back {
+            end = chunk.len() - back;
+        }
+        break;
+    }
+    start..end
 }
 
 fn malformed(what: &str, why: &str) -> anyhow::Error {
@@ -869,6 +899,36 @@ mod tests {
                     .unwrap()
                     .is_empty()
             );
+        }
+    }
+
+    #[test]
+    fn uncut_leaves_out_the_characters_cut_by_either_end() {
+        let e = "\u{e9}".as_bytes(); // C3 A9
+        let smile = "\u{1f600}".as_bytes(); // F0 9F 98 80
+        for (chunk, want) in [
+            (&b""[..], 0..0),
+            (b"abc", 0..3),
+            (e, 0..2),
+            (&e[1..], 1..1),
+            (&e[..1], 0..0),
+            (&[b"x", &smile[..3]].concat(), 0..1),
+            (&[&smile[1..], b"x", &smile[..2]].concat(), 3..4),
+            (&[&smile[1..], b"x", smile].concat(), 3..8),
+            // Four continuation bytes are not a cut character: the fourth is left in, and
+            // fails validation.
+            (&[&smile[1..], &smile[1..2], b"x"].concat(), 3..5),
+            (&[b"x", e, &e[..1]].concat(), 0..3),
+        ] {
+            assert_eq!(uncut(chunk), want, "{chunk:?}");
+        }
+        // Spans inside the uncut part are read from it, however the chunk's ends are cut.
+        let chunk = [&smile[2..], b"\ndata: \xc3\xa9\n\n", &smile[..1]].concat();
+        let s = spans("message", &[7, 9, 2, PACKED_NO_ID], &[None]);
+        for kind in [SpanData::Valid, SpanData::Raw] {
+            let events = unpack_spans(&s, &chunk, kind).unwrap();
+            assert_eq!(events[0].data, "\u{e9}");
+            assert!(matches!(events[0].data, Cow::Borrowed(_)));
         }
     }
 

@@ -437,47 +437,55 @@ fn pack(packed: &mut wit_sse::PackedEvents, e: sse::EventRef<'_>) {
     packed.retries.push(e.retry);
 }
 
-/// Appends `e` to `spans` (see `sse.event-spans`); its data is given by its place in `chunk`
-/// when the decoder lent it from there (`sse::Decoder::feed_with` lends a single-line event's
-/// data straight from a chunk it validated, so those bytes are the chunk's, unchanged).
+/// Appends `e` to `spans` (see `sse.event-spans`) for `feed-spans`: its data is given by its
+/// place in `chunk` when the decoder lent it from there (`sse::Decoder::feed_with` lends a
+/// single-line event's data straight from a chunk it validated, so those bytes are the
+/// chunk's, unchanged).
 fn span(spans: &mut wit_sse::EventSpans, chunk: &[u8], e: sse::EventRef<'_>) {
-    push_part(&mut spans.text, &mut spans.spans, e.event_type);
-    match place_in(chunk, e.data.as_bytes()) {
-        Some(offset) => spans.spans.push(offset),
-        None => {
-            spans.spans.push(ABSENT);
-            spans.text.extend_from_slice(e.data.as_bytes());
-        }
-    }
-    spans.spans.push(packed_u32(e.data.len()));
-    push_id(&mut spans.text, &mut spans.spans, e.last_event_id);
-    spans.retries.push(e.retry);
+    raw_span(
+        spans,
+        chunk,
+        sse::FrameRef {
+            event_type: e.event_type,
+            data: sse::FrameData::Text(e.data),
+            last_event_id: e.last_event_id,
+            retry: e.retry,
+        },
+    );
 }
 
-/// Appends `e` to `spans` for `feed-raw-spans`: [`span`], except that raw data
-/// (`sse::FrameData::Raw`, lent by `sse::Decoder::feed_frames` from `chunk` without a UTF-8
-/// pass) is given by its place undecoded, and data that is not in the chunk is decoded into
-/// `text`, which stays valid UTF-8.
+/// Appends `e` to `spans` for `feed-raw-spans`: data in `chunk` (text, or raw bytes that
+/// `sse::Decoder::feed_frames` lent without a UTF-8 pass) is given by its place, undecoded;
+/// other data is decoded into `text`, which stays valid UTF-8. The four numbers are appended
+/// at once.
 fn raw_span(spans: &mut wit_sse::EventSpans, chunk: &[u8], e: sse::FrameRef<'_>) {
-    push_part(&mut spans.text, &mut spans.spans, e.event_type);
-    let (bytes, place) = match e.data {
-        sse::FrameData::Text(text) => (text.as_bytes(), place_in(chunk, text.as_bytes())),
-        sse::FrameData::Raw(bytes) => (bytes, place_in(chunk, bytes)),
+    let text = &mut spans.text;
+    text.extend_from_slice(e.event_type.as_bytes());
+    let bytes = match e.data {
+        sse::FrameData::Text(data) => data.as_bytes(),
+        sse::FrameData::Raw(bytes) => bytes,
     };
-    let len = match place {
-        Some(offset) => {
-            spans.spans.push(offset);
-            bytes.len()
-        }
+    let (start, len) = match place_in(chunk, bytes) {
+        Some(offset) => (offset, bytes.len()),
         None => {
-            spans.spans.push(ABSENT);
-            let text = e.data.decode();
-            spans.text.extend_from_slice(text.as_bytes());
-            text.len()
+            let data = e.data.decode();
+            text.extend_from_slice(data.as_bytes());
+            (ABSENT, data.len())
         }
     };
-    spans.spans.push(packed_u32(len));
-    push_id(&mut spans.text, &mut spans.spans, e.last_event_id);
+    let id_len = match e.last_event_id {
+        Some(id) => {
+            text.extend_from_slice(id.as_bytes());
+            packed_u32(id.len())
+        }
+        None => ABSENT,
+    };
+    spans.spans.extend_from_slice(&[
+        packed_u32(e.event_type.len()),
+        start,
+        packed_u32(len),
+        id_len,
+    ]);
     spans.retries.push(e.retry);
 }
 
