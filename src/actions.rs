@@ -571,7 +571,7 @@ mod tests {
         let config =
             r#"{"apiProvider":"OpenAI","apiUrl":"https://api.openai.com/v1/chat/completions"}"#;
         let definition = Definition {
-            id: "c1",
+            id: "conn-1",
             name: "Connector",
             config_json: config,
             secrets_json: r#"{"apiKey":"sk-1"}"#,
@@ -609,9 +609,9 @@ mod tests {
         assert!(refused.is_err(), "{refused:?}");
         assert_eq!(cache.validations, 4);
         for (id, name, config_json) in [
-            ("c2", "Connector", config),
-            ("c1", "Other", config),
-            ("c1", "Connector", r#"{"apiProvider":"OpenAI"}"#),
+            ("conn-2", "Connector", config),
+            ("conn-1", "Other", config),
+            ("conn-1", "Connector", r#"{"apiProvider":"OpenAI"}"#),
         ] {
             let changed = Definition {
                 id,

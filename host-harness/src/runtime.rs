@@ -904,8 +904,8 @@ mod tests {
 
     #[test]
     fn uncut_leaves_out_the_characters_cut_by_either_end() {
-        let e = "\u{e9}".as_bytes(); // C3 A9
-        let smile = "\u{1f600}".as_bytes(); // F0 9F 98 80
+        let e = "\u{e9}".as_bytes(); // 0xC3 0xA9
+        let smile = "\u{1f600}".as_bytes(); // 0xF0 0x9F 0x98 0x80
         for (chunk, want) in [
             (&b""[..], 0..0),
             (b"abc", 0..3),
