@@ -127,6 +127,18 @@ pub struct FrameRef<'a> {
     pub retry: Option<u64>,
 }
 
+impl FrameRef<'_> {
+    /// The event, owned, its data decoded: what [`Decoder::feed`] gives for it.
+    pub fn to_event(&self) -> Event {
+        Event {
+            event_type: self.event_type.to_owned(),
+            data: self.data.decode().into_owned(),
+            last_event_id: self.last_event_id.map(str::to_owned),
+            retry: self.retry,
+        }
+    }
+}
+
 /// Why decoding stopped.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -998,14 +1010,7 @@ mod tests {
         let mut events = Vec::new();
         let mut error = None;
         for chunk in chunks {
-            let result = decoder.feed_frames(chunk, &mut |e| {
-                events.push(Event {
-                    event_type: e.event_type.to_owned(),
-                    data: e.data.decode().into_owned(),
-                    last_event_id: e.last_event_id.map(str::to_owned),
-                    retry: e.retry,
-                })
-            });
+            let result = decoder.feed_frames(chunk, &mut |e| events.push(e.to_event()));
             if let Err(e) = result {
                 error = Some(e);
                 break;

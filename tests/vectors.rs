@@ -466,14 +466,7 @@ fn decode(chunks: &[&[u8]], max: usize, frames: bool) -> (Vec<sse::Event>, Optio
     let mut events = Vec::new();
     for chunk in chunks {
         let result = if frames {
-            decoder.feed_frames(chunk, &mut |e| {
-                events.push(sse::Event {
-                    event_type: e.event_type.to_owned(),
-                    data: e.data.decode().into_owned(),
-                    last_event_id: e.last_event_id.map(str::to_owned),
-                    retry: e.retry,
-                })
-            })
+            decoder.feed_frames(chunk, &mut |e| events.push(e.to_event()))
         } else {
             decoder.feed(chunk, &mut events)
         };

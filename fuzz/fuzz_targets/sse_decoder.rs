@@ -19,14 +19,7 @@ fn feed(
     if !frames {
         return decoder.feed(chunk, events);
     }
-    decoder.feed_frames(chunk, &mut |e| {
-        events.push(Event {
-            event_type: e.event_type.to_owned(),
-            data: e.data.decode().into_owned(),
-            last_event_id: e.last_event_id.map(str::to_owned),
-            retry: e.retry,
-        })
-    })
+    decoder.feed_frames(chunk, &mut |e| events.push(e.to_event()))
 }
 
 fn decode_chunked(
