@@ -75,6 +75,8 @@ export class ChatStreamError extends Error {
 
 /** Decodes the UTF-8 bytes the component returns (it promises valid UTF-8; `fatal` checks). */
 const utf8 = new TextDecoder('utf-8', { fatal: true });
+/** Decodes stream bytes as the WHATWG decoder does: each invalid sequence becomes U+FFFD (C81). */
+const utf8Replacing = new TextDecoder('utf-8');
 
 const isObject = (v) => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -264,6 +266,49 @@ const toEvent = (e) => ({
   retry: e.retry === undefined ? null : Number(e.retry),
 });
 
+/** In `event-spans`: "no ID", and a data start meaning "in `text`". */
+const ABSENT = 0xffffffff;
+
+/**
+ * The events of a `feed-raw-spans` result on `chunk`: each event's type and ID, and its data when
+ * not in the chunk, are the next parts of `text`; data given by its place in the chunk is the
+ * chunk's bytes, decoded here (C81). A result that does not describe `text` or `chunk` throws.
+ */
+function fromRawSpans({ text, spans, retries }, chunk) {
+  if (spans.length !== retries.length * 4) throw malformedSpans();
+  // Byte lengths are string lengths when the text is ASCII (event types such as `message`):
+  // then it is decoded once and sliced.
+  const whole = utf8.decode(text);
+  const ascii = whole.length === text.length;
+  let at = 0;
+  const take = (len) => {
+    if (at + len > text.length) throw malformedSpans();
+    const part = ascii ? whole.slice(at, at + len) : utf8.decode(text.subarray(at, at + len));
+    at += len;
+    return part;
+  };
+  const events = new Array(retries.length);
+  for (let i = 0, n = 0; i < retries.length; i++, n += 4) {
+    const type = take(spans[n]);
+    const start = spans[n + 1];
+    const length = spans[n + 2];
+    let data;
+    if (start === ABSENT) {
+      data = take(length);
+    } else if (start + length <= chunk.length) {
+      data = utf8Replacing.decode(chunk.subarray(start, start + length));
+    } else {
+      throw malformedSpans();
+    }
+    const id = spans[n + 3] === ABSENT ? null : take(spans[n + 3]);
+    events[i] = { type, data, id, retry: retries[i] === undefined ? null : Number(retries[i]) };
+  }
+  if (at !== text.length) throw malformedSpans();
+  return events;
+}
+
+const malformedSpans = () => new Error('the component returned malformed event spans');
+
 /** The decoders' `maxEventBytes` option (C91), checked. */
 function maxEventBytesOf({ maxEventBytes = DEFAULT_MAX_EVENT_BYTES } = {}) {
   if (!Number.isInteger(maxEventBytes) || maxEventBytes < 0 || maxEventBytes > 0xffffffff) {
@@ -280,13 +325,20 @@ export class SseDecoder {
     this.#decoder = new sse.Decoder(maxEventBytesOf(options));
   }
 
-  /** Decodes `chunk` (bytes or text) and returns the events it completed. */
+  /**
+   * Decodes `chunk` (bytes or text) and returns the events it completed. Through
+   * `feed-raw-spans`: the data of most events is decoded here from `chunk`, not copied out of
+   * the component.
+   */
   feed(chunk) {
+    const bytes = toBytes(chunk, 'chunk');
+    let spans;
     try {
-      return this.#decoder.feed(toBytes(chunk, 'chunk')).map(toEvent);
+      spans = this.#decoder.feedRawSpans(bytes);
     } catch (e) {
       throw new SseError(payloadOf(e));
     }
+    return fromRawSpans(spans, bytes);
   }
 
   /** Ends the input; a partly built event is discarded (C89). */

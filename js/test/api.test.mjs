@@ -13,6 +13,7 @@ import {
   SseDecoder,
   SseError,
   buildRequest,
+  component,
   execute,
   mapResponse,
   parseConnector,
@@ -241,6 +242,37 @@ describe('SseDecoder', () => {
 
   test('bad options', () => {
     assert.throws(() => new SseDecoder({ maxEventBytes: -1 }), { name: 'TypeError', message: /^maxEventBytes/ });
+  });
+
+  test('data read from the chunk (feed-raw-spans) is decoded with replacement (C81), as feed does', () => {
+    // Events of one data line (given by place, invalid bytes included), of several lines, with
+    // types and IDs, non-ASCII types (the text decoded part by part), in chunks of every size.
+    const parts = [];
+    for (let i = 0; i < 60; i++) {
+      // An event of one data line that is not UTF-8 on its own.
+      if (i % 7 === 3) parts.push(Uint8Array.of(0x64, 0x61, 0x74, 0x61, 0x3a, 0x20, 0xff, 0x61, 0xc3, 0x0a, 0x0a));
+      parts.push(new TextEncoder().encode(`${i % 4 === 1 ? `event: t\u00e9${i}\n` : ''}${i % 5 === 2 ? `id: ${i}\n` : ''}data: {"n":${i},"s":"${'x'.repeat(i)}\u00e9"}\n`));
+      if (i % 6 === 4) parts.push(new TextEncoder().encode('data: second line\r\n'));
+      parts.push(new TextEncoder().encode(i % 3 === 0 ? '\r\n' : '\n'));
+    }
+    const input = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    parts.reduce((at, p) => (input.set(p, at), at + p.length), 0);
+    const reference = new component.sse.Decoder(1 << 20);
+    const want = [...reference.feed(input), ...reference.finish()].map((e) => ({
+      type: e.eventType,
+      data: e.data,
+      id: e.id ?? null,
+      retry: e.retry === undefined ? null : Number(e.retry),
+    }));
+    assert.equal(want.length, 69);
+    assert.equal(want.filter((e) => e.data === '\uFFFDa\uFFFD').length, 9);
+    for (const size of [1, 7, 64, 200, 1000, input.length]) {
+      const decoder = new SseDecoder();
+      const got = [];
+      for (let i = 0; i < input.length; i += size) got.push(...decoder.feed(input.subarray(i, i + size)));
+      got.push(...decoder.finish());
+      assert.deepEqual(got, want, `chunks of ${size}`);
+    }
   });
 });
 
