@@ -276,35 +276,47 @@ const ABSENT = 0xffffffff;
  */
 function fromRawSpans({ text, spans, retries }, chunk) {
   if (spans.length !== retries.length * 4) throw malformedSpans();
-  // Byte lengths are string lengths when the text is ASCII (event types such as `message`):
-  // then it is decoded once and sliced.
-  const whole = utf8.decode(text);
-  const ascii = whole.length === text.length;
   let at = 0;
-  const take = (len) => {
+  const part = (len) => {
     if (at + len > text.length) throw malformedSpans();
-    const part = ascii ? whole.slice(at, at + len) : utf8.decode(text.subarray(at, at + len));
-    at += len;
-    return part;
+    return text.subarray(at, (at += len));
+  };
+  // Most events have the same type (`message`): its bytes are compared with the last type's
+  // instead of decoded again.
+  let lastType = '';
+  let lastTypeBytes = new Uint8Array(0);
+  const takeType = (len) => {
+    const bytes = part(len);
+    if (!sameBytes(bytes, lastTypeBytes)) {
+      lastType = utf8.decode(bytes);
+      lastTypeBytes = bytes;
+    }
+    return lastType;
   };
   const events = new Array(retries.length);
   for (let i = 0, n = 0; i < retries.length; i++, n += 4) {
-    const type = take(spans[n]);
+    const type = takeType(spans[n]);
     const start = spans[n + 1];
     const length = spans[n + 2];
     let data;
     if (start === ABSENT) {
-      data = take(length);
+      data = utf8.decode(part(length));
     } else if (start + length <= chunk.length) {
       data = utf8Replacing.decode(chunk.subarray(start, start + length));
     } else {
       throw malformedSpans();
     }
-    const id = spans[n + 3] === ABSENT ? null : take(spans[n + 3]);
+    const id = spans[n + 3] === ABSENT ? null : utf8.decode(part(spans[n + 3]));
     events[i] = { type, data, id, retry: retries[i] === undefined ? null : Number(retries[i]) };
   }
   if (at !== text.length) throw malformedSpans();
   return events;
+}
+
+function sameBytes(a, b) {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 const malformedSpans = () => new Error('the component returned malformed event spans');
