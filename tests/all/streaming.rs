@@ -429,6 +429,31 @@ async fn sse_decode_cli_follows_the_c91_table() {
     );
 }
 
+/// C81 through `feed-raw-spans`: bytes that are not UTF-8 in an event's only data line are lent
+/// undecoded by the component and replaced by the harness, as in a multi-line event, which the
+/// component decodes itself.
+#[tokio::test]
+async fn sse_decode_cli_replaces_bytes_that_are_not_utf8() {
+    let file = write_file("invalid.sse", "");
+    std::fs::write(
+        &file,
+        b"data: caf\xC3\xA9 \xFF end\n\ndata: \xC3\ndata: two\n\nevent: t\xF0\x9F\ndata: x\n\n",
+    )
+    .unwrap();
+    let mut cmd = cli();
+    cmd.args(["sse", "decode"]).arg(&file);
+    let out = run_cli(cmd).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        concat!(
+            "{\"event\":\"message\",\"data\":\"caf\u{e9} \u{fffd} end\",\"id\":null,\"retry\":null}\n",
+            "{\"event\":\"message\",\"data\":\"\u{fffd}\\ntwo\",\"id\":null,\"retry\":null}\n",
+            "{\"event\":\"t\u{fffd}\",\"data\":\"x\",\"id\":null,\"retry\":null}\n",
+        )
+    );
+}
+
 /// C91 through the WIT resource: an oversize event after complete ones in the same chunk (the
 /// CLI reads 64 KiB at a time, so this file is one `feed`) loses none of the earlier events.
 #[tokio::test]
