@@ -23,6 +23,11 @@
 //! [`String::from_utf8_lossy`] replaces each maximal invalid subpart with one U+FFFD, which is
 //! what the WHATWG UTF-8 decoder does.
 //!
+//! [`Decoder::feed_frames`] skips that pass over a chunk's complete lines: an event of one
+//! `data` line is lent as the chunk's bytes ([`FrameData::Raw`]), for a caller that validates
+//! them anyway (a host reading them from a component it does not trust); everything else is
+//! decoded per field value as above.
+//!
 //! # Limits
 //!
 //! The event being built (data buffer plus the current unterminated line) is limited to
