@@ -102,10 +102,7 @@ impl<'a> FrameData<'a> {
     pub fn decode(self) -> std::borrow::Cow<'a, str> {
         match self {
             FrameData::Text(text) => text.into(),
-            FrameData::Raw(bytes) => match simdutf8::basic::from_utf8(bytes) {
-                Ok(text) => text.into(),
-                Err(_) => String::from_utf8_lossy(bytes),
-            },
+            FrameData::Raw(bytes) => utf8_lossy(bytes),
         }
     }
 
@@ -926,19 +923,25 @@ fn complete_text(lines: &[u8]) -> Option<&str> {
     simdutf8::basic::from_utf8(lines).ok()
 }
 
-/// Appends `bytes` decoded as UTF-8 with replacement (C81): each maximal invalid subpart becomes
-/// one U+FFFD, as the WHATWG UTF-8 decoder does.
+/// `bytes` decoded as UTF-8 with replacement (C81): each maximal invalid subpart becomes one
+/// U+FFFD, as the WHATWG UTF-8 decoder does.
 ///
 /// Valid input, by far the common case, is checked by `simdutf8` (SIMD on x86-64, AArch64 and
-/// wasm `simd128`) and copied once; std's `from_utf8_lossy` walks byte by byte and was 49–87%
-/// of the decoder's profile. Only invalid input takes the std path, whose replacement rule is
-/// the one C81 asks for.
+/// wasm `simd128`) and borrowed; std's `from_utf8_lossy` walks byte by byte and was 49–87% of
+/// the decoder's profile. Only invalid input takes the std path, whose replacement rule is the
+/// one C81 asks for.
+#[inline]
+fn utf8_lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match simdutf8::basic::from_utf8(bytes) {
+        Ok(text) => text.into(),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
+/// Appends `bytes` decoded as UTF-8 with replacement ([`utf8_lossy`]), copied once.
 #[inline]
 fn push_utf8_lossy(dst: &mut String, bytes: &[u8]) {
-    match simdutf8::basic::from_utf8(bytes) {
-        Ok(text) => dst.push_str(text),
-        Err(_) => dst.push_str(&String::from_utf8_lossy(bytes)),
-    }
+    dst.push_str(&utf8_lossy(bytes));
 }
 
 /// C87: a non-empty run of ASCII digits as a base-ten `u64`; `None` otherwise or on overflow.

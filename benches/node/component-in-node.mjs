@@ -21,7 +21,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createParser } from 'eventsource-parser';
+import { byteChunks, eventsourceParserBytes } from './common.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const corpora = join(here, '..', '..', 'target', 'sse-corpora');
@@ -37,21 +37,6 @@ try {
   process.exit(1);
 }
 const { SseDecoder, component } = js;
-
-function byteChunks(bytes, size) {
-  const chunks = [];
-  for (let i = 0; i < bytes.length; i += size) chunks.push(bytes.subarray(i, i + size));
-  return chunks;
-}
-
-function eventsourceParser(chunks) {
-  let events = 0;
-  const decoder = new TextDecoder('utf-8');
-  const parser = createParser({ onEvent: () => { events++; } });
-  for (const chunk of chunks) parser.feed(decoder.decode(chunk, { stream: true }));
-  parser.feed(decoder.decode());
-  return events;
-}
 
 function sseDecoder(chunks) {
   const decoder = new SseDecoder();
@@ -106,7 +91,7 @@ console.log(`node ${process.version}, eventsource-parser 3.1.1, component throug
 for (const [file, chunk] of [['chat.sse', 200], ['large.sse', 1460]]) {
   const bytes = new Uint8Array(readFileSync(join(corpora, file)));
   const rows = [
-    ['eventsource-parser', eventsourceParser, byteChunks(bytes, chunk)],
+    ['eventsource-parser', eventsourceParserBytes, byteChunks(bytes, chunk)],
     ['SseDecoder', sseDecoder, byteChunks(bytes, chunk)],
     ['SseDecoder, 16 KiB', sseDecoder, byteChunks(bytes, BATCH)],
     ['sse.decoder.feed, 16 KiB', records, byteChunks(bytes, BATCH)],

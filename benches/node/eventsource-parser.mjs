@@ -21,6 +21,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createParser } from 'eventsource-parser';
+import { byteChunks, eventsourceParserBytes } from './common.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const corpora = join(here, '..', '..', 'target', 'sse-corpora');
@@ -36,21 +37,6 @@ const inputs = (args.length > 0
   if (colon < 0) throw new Error(`expected FILE:CHUNK_BYTES, got ${arg}`);
   return { path: arg.slice(0, colon), chunk: Number(arg.slice(colon + 1)) };
 });
-
-function byteChunks(bytes, size) {
-  const chunks = [];
-  for (let i = 0; i < bytes.length; i += size) chunks.push(bytes.subarray(i, i + size));
-  return chunks;
-}
-
-function runBytes(chunks) {
-  let events = 0;
-  const decoder = new TextDecoder('utf-8');
-  const parser = createParser({ onEvent: () => { events++; } });
-  for (const chunk of chunks) parser.feed(decoder.decode(chunk, { stream: true }));
-  parser.feed(decoder.decode());
-  return events;
-}
 
 function runStrings(strings) {
   let events = 0;
@@ -102,7 +88,7 @@ for (const { path, chunk } of inputs) {
   strings.push(decoder.decode());
   const mb = bytes.length / 1e6;
   for (const [mode, run] of [
-    ['bytes', () => runBytes(chunks)],
+    ['bytes', () => eventsourceParserBytes(chunks)],
     ['strings', () => runStrings(strings)],
     ['json', () => runJson(chunks)],
   ]) {

@@ -352,13 +352,7 @@ impl wit_sse::GuestDecoder for DecoderResource {
     }
 
     fn feed_spans(&self, chunk: Vec<u8>) -> Result<wit_sse::EventSpans, String> {
-        let mut spans = wit_sse::EventSpans {
-            // Only types, IDs and data not lent from the chunk: usually little.
-            text: Vec::new(),
-            // Room for events of 128 bytes or more (four numbers each) without growing.
-            spans: Vec::with_capacity(chunk.len() / 32),
-            retries: Vec::with_capacity(chunk.len() / 128),
-        };
+        let mut spans = spans_for(&chunk);
         let result = self
             .0
             .borrow_mut()
@@ -368,11 +362,7 @@ impl wit_sse::GuestDecoder for DecoderResource {
     }
 
     fn feed_raw_spans(&self, chunk: Vec<u8>) -> Result<wit_sse::EventSpans, String> {
-        let mut spans = wit_sse::EventSpans {
-            text: Vec::new(),
-            spans: Vec::with_capacity(chunk.len() / 32),
-            retries: Vec::with_capacity(chunk.len() / 128),
-        };
+        let mut spans = spans_for(&chunk);
         let result = self
             .0
             .borrow_mut()
@@ -387,6 +377,17 @@ impl wit_sse::GuestDecoder for DecoderResource {
         let empty = events.is_empty();
         output_then_error(result, events, empty)
             .map(|events| events.into_iter().map(event).collect())
+    }
+}
+
+/// An empty `event-spans` sized for the events of `chunk`.
+fn spans_for(chunk: &[u8]) -> wit_sse::EventSpans {
+    wit_sse::EventSpans {
+        // Only types, IDs and data not lent from the chunk: usually little.
+        text: Vec::new(),
+        // Room for events of 128 bytes or more (four numbers each) without growing.
+        spans: Vec::with_capacity(chunk.len() / 32),
+        retries: Vec::with_capacity(chunk.len() / 128),
     }
 }
 
