@@ -29,6 +29,12 @@
 //! - `decoder_component_raw_spans`: the same through `feed-raw-spans`: the component frames
 //!   the batch without a UTF-8 pass over the data it gives by place, and the host decodes it,
 //!   as `openai-connector sse decode` does.
+//! - `decoder_native_frames_16k`: `Decoder::feed_frames` fed 16 KiB batches: the component's
+//!   framing for `feed-raw-spans` at native speed, with no UTF-8 pass over the data it lends.
+//! - `host_floor_16k`: no decoding at all: what the host pays per 16 KiB batch whatever the
+//!   component does (the batch copied into other memory, as the canonical ABI copies it into the
+//!   guest's, and the one UTF-8 pass over it that `unpack_spans` makes). With
+//!   `decoder_native_frames_16k`, a bound on what any `feed-raw-spans` call can reach.
 //! - `eventsource_stream`: the `eventsource-stream` crate over an in-memory stream of the same
 //!   chunks, polled with `futures::executor::block_on`.
 //! - `assembly_native`: decoder plus `ChatStream::push` of every event, then the completion JSON.
@@ -58,7 +64,7 @@ use futures::StreamExt;
 use openai_connector::chat_stream::{ChatDecoder, ChatStream, Step};
 use openai_connector::sse::{Decoder, MAX_SSE_EVENT_BYTES};
 use openai_connector_harness::runtime::actions::StreamItem;
-use openai_connector_harness::runtime::{Instance, SpanData, unpack, unpack_spans};
+use openai_connector_harness::runtime::{Instance, SpanData, uncut, unpack, unpack_spans};
 use openai_connector_harness::{
     CodeCache, ConnectorFile, Executor, Harness, OutboundPolicy, Settings, Started,
 };
@@ -245,6 +251,39 @@ fn decode_native_lent(chunks: &[&[u8]]) -> usize {
     }
     decoder.finish(&mut Vec::new()).unwrap();
     count
+}
+
+/// `Decoder::feed_frames`: the framing the component does for `feed-raw-spans`, natively, with
+/// no UTF-8 pass over the data it lends (see `host_floor`).
+fn decode_native_frames(chunks: &[&[u8]]) -> usize {
+    let mut decoder = Decoder::new();
+    let mut count = 0;
+    for chunk in chunks {
+        decoder
+            .feed_frames(chunk, &mut |frame| {
+                black_box(frame);
+                count += 1;
+            })
+            .unwrap();
+    }
+    decoder.finish(&mut Vec::new()).unwrap();
+    count
+}
+
+/// What the host pays per batch of a `feed-raw-spans` call whatever the component does: the
+/// batch copied into memory the host does not own (the canonical ABI copies a `list<u8>` into
+/// the guest's linear memory) and the one UTF-8 pass over it (`runtime::uncut`, as
+/// `unpack_spans` does). No framing, no call: a floor under every component row.
+fn host_floor(batches: &[&[u8]], guest: &mut [u8]) -> usize {
+    let mut valid = 0;
+    for batch in batches {
+        let into = &mut guest[..batch.len()];
+        into.copy_from_slice(batch);
+        black_box(&*into);
+        let uncut = uncut(batch);
+        valid += simdutf8::basic::from_utf8(black_box(&batch[uncut])).is_ok() as usize;
+    }
+    valid
 }
 
 fn decode_eventsource_stream(chunks: &[&[u8]]) -> usize {
@@ -559,6 +598,11 @@ fn bench(c: &mut Criterion) {
         // Every contender sees the same events and builds the same completion.
         let events = decode_native(&chunks);
         assert_eq!(decode_native(&batches), events);
+        assert_eq!(decode_native_frames(&batches), events);
+        assert_eq!(
+            host_floor(&batches, &mut vec![0; COMPONENT_BATCH]),
+            batches.len()
+        );
         assert_eq!(decode_eventsource_stream(&chunks), events);
         let completion = assemble_native(&chunks, false);
         assert!(completion.contains(r#""completion_tokens":52311"#));
@@ -604,6 +648,13 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_function("decoder_native_lent", |b| {
             b.iter(|| black_box(decode_native_lent(&chunks)))
+        });
+        group.bench_function("decoder_native_frames_16k", |b| {
+            b.iter(|| black_box(decode_native_frames(&batches)))
+        });
+        let mut guest = vec![0; COMPONENT_BATCH];
+        group.bench_function("host_floor_16k", |b| {
+            b.iter(|| black_box(host_floor(&batches, &mut guest)))
         });
         group.bench_function("eventsource_stream", |b| {
             b.iter(|| black_box(decode_eventsource_stream(&chunks)))

@@ -5,7 +5,8 @@
 //   cd benches/node && npm ci && node eventsource-parser.mjs [FILE:CHUNK_BYTES ...]
 //
 // Without arguments: ../../target/sse-corpora/chat.sse in 200-byte chunks and
-// ../../target/sse-corpora/large.sse in 1460-byte chunks (as in benches/sse.rs).
+// ../../target/sse-corpora/large.sse in 1460-byte chunks (as in benches/sse.rs), then both in
+// 16 KiB batches, the batching of the component rows.
 //
 // Modes, all in decimal MB/s of corpus bytes:
 //   bytes    the chunks as bytes, decoded with a streaming TextDecoder and fed to the parser:
@@ -31,7 +32,12 @@ const MEASURE_MS = 5000;
 const args = process.argv.slice(2);
 const inputs = (args.length > 0
   ? args
-  : [`${join(corpora, 'chat.sse')}:200`, `${join(corpora, 'large.sse')}:1460`]
+  : [
+      `${join(corpora, 'chat.sse')}:200`,
+      `${join(corpora, 'large.sse')}:1460`,
+      `${join(corpora, 'chat.sse')}:16384`,
+      `${join(corpora, 'large.sse')}:16384`,
+    ]
 ).map((arg) => {
   const colon = arg.lastIndexOf(':');
   if (colon < 0) throw new Error(`expected FILE:CHUNK_BYTES, got ${arg}`);

@@ -120,6 +120,22 @@ impl Finished {
         }
     }
 
+    /// An execution whose sandbox failed: the guest trapped (its memory or guest-time limit, a
+    /// guest fault) or could not be instantiated. Usage is unavailable: it was counted inside
+    /// the sandbox, which is gone. The failure is retryable, and still gets its event-log line.
+    pub fn sandbox_failure(error: &anyhow::Error, started: SystemTime) -> Self {
+        Finished {
+            outcome: Err(wit::Failure {
+                service_message: format!("the connector's sandbox failed: {}", error.root_cause()),
+                retry: true,
+            }),
+            usage: Usage::from_wit(&UNAVAILABLE),
+            request_body_bytes: None,
+            started,
+            ended: SystemTime::now(),
+        }
+    }
+
     /// The event-log record of this execution (C116–C121).
     pub fn record<'a>(&'a self, connector: &'a ConnectorFile) -> event_log::ExecutionRecord<'a> {
         event_log::ExecutionRecord {
@@ -155,6 +171,11 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// When the execution started.
+    pub fn started(&self) -> SystemTime {
+        self.started
+    }
+
     /// The next piece of output; `None` at the end (then call [`finish`](Self::finish)).
     pub async fn next(&mut self) -> Result<Option<runtime::actions::StreamItem>> {
         self.instance.stream_next(self.handle).await

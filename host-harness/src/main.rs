@@ -244,17 +244,27 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
                     on_interrupt.cancel();
                 }
             });
+            let started = std::time::SystemTime::now();
             let finished = match executor
                 .start_cancellable(&connector, &params, cancel.clone())
-                .await?
+                .await
             {
-                Started::InvalidConnector(lines) => {
+                // The guest trapped, or could not be instantiated: a failed execution, which
+                // is still logged.
+                Err(e) => {
+                    let finished = Finished::sandbox_failure(&e, started);
+                    if let Err(failure) = &finished.outcome {
+                        println!("{}", output::failure_json(&connector.id, failure));
+                    }
+                    finished
+                }
+                Ok(Started::InvalidConnector(lines)) => {
                     for line in lines {
                         eprintln!("{line}");
                     }
                     return Ok(2);
                 }
-                Started::Ended(finished) => {
+                Ok(Started::Ended(finished)) => {
                     let json = match &finished.outcome {
                         Ok(data) => {
                             output::success_json(&connector.id, data.as_deref().unwrap_or("null"))?
@@ -264,7 +274,9 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
                     println!("{json}");
                     finished
                 }
-                Started::Streaming(stream) => stream_to_stdout(&connector, stream, &cancel).await?,
+                Ok(Started::Streaming(stream)) => {
+                    stream_to_stdout(&connector, stream, &cancel).await
+                }
             };
             if let Some(log) = &log {
                 log.append(&finished.record(&connector)).with_context(|| {
@@ -334,16 +346,27 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
 
 /// Writes a streaming execution to stdout as it arrives (cli.md "execute"). A failure before
 /// the first byte prints the failure JSON; after it, the message goes to stderr. A closed stdout
-/// cancels the execution (C68).
+/// cancels the execution (C68). A guest trap ends the execution as a sandbox failure
+/// ([`Finished::sandbox_failure`]); what was written stays written.
 async fn stream_to_stdout(
     connector: &ConnectorFile,
     mut stream: Box<Stream>,
     cancel: &Cancel,
-) -> Result<Finished> {
+) -> Finished {
     let mut stdout = tokio::io::stdout();
     let mut delivered = false;
     let mut reader_gone = false;
-    while let Some(item) = stream.next().await? {
+    let started = stream.started();
+    let mut trap = None;
+    loop {
+        let item = match stream.next().await {
+            Ok(Some(item)) => item,
+            Ok(None) => break,
+            Err(e) => {
+                trap = Some(e);
+                break;
+            }
+        };
         if reader_gone {
             // Drain what the component still returns until the cancellation ends the stream.
             continue;
@@ -364,7 +387,12 @@ async fn stream_to_stdout(
             }
         }
     }
-    let finished = stream.finish().await?;
+    let finished = match trap {
+        // The Store is unusable after a trap.
+        Some(e) => Err(e),
+        None => stream.finish().await,
+    }
+    .unwrap_or_else(|e| Finished::sandbox_failure(&e, started));
     if let Err(failure) = &finished.outcome {
         if delivered {
             eprintln!("{}", failure.service_message);
@@ -373,7 +401,7 @@ async fn stream_to_stdout(
             let _ = write_flush(&mut stdout, format!("{json}\n").as_bytes()).await;
         }
     }
-    Ok(finished)
+    finished
 }
 
 async fn write_flush(out: &mut tokio::io::Stdout, bytes: &[u8]) -> std::io::Result<()> {

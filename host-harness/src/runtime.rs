@@ -689,7 +689,7 @@ pub fn unpack_spans<'a>(
 /// The part of `chunk` that can be valid UTF-8 on its own: without the continuation bytes of
 /// a character its start cut, and without a character its end cut. The batches of a stream
 /// are cut at any byte; the spans of a batch, values of lines inside it, lie in this part.
-fn uncut(chunk: &[u8]) -> std::ops::Range<usize> {
+pub fn uncut(chunk: &[u8]) -> std::ops::Range<usize> {
     let is_continuation = |b: u8| b & 0xC0 == 0x80;
     let start = chunk
         .iter()

@@ -696,6 +696,64 @@ async fn a_guest_trap_answers_500_and_the_gateway_keeps_serving() {
     assert_no_secrets_in_stderr(&gw);
 }
 
+/// A guest that traps after the stream began (the completion it keeps for the estimate
+/// outgrows the sandbox's memory): the client gets what was delivered and then the error event,
+/// and the event log its line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_trap_mid_stream_ends_with_an_error_event_and_a_log_line() {
+    let mut steps = vec![Step::Send(sse_chunk("Hel"))];
+    steps.extend((0..400).map(|_| Step::Send(sse_chunk(&"y".repeat(20_000)))));
+    let upstream = Upstream::always(Reply::sse(steps)).await;
+    let dir = connector_dir(&[("m", &upstream.url("/v1/chat/completions"))]);
+    let settings = write_file("settings.json", r#"{"guestMemoryLimit":"4mb"}"#);
+    let events = write_file("events.log", "");
+    let gw = Gateway::start(
+        &[
+            "--connectors",
+            path_str(&dir),
+            "--settings",
+            path_str(&settings),
+            "--event-log",
+            path_str(&events),
+        ],
+        Some(ADMIN),
+    );
+    let (status, _, text) = gw
+        .call(
+            "POST",
+            "/connectors/m/v1/chat/completions",
+            Some(ADMIN),
+            r#"{"messages":[],"stream":true}"#,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(text.starts_with(std::str::from_utf8(&sse_chunk("Hel")).unwrap()));
+    let last = text.trim_end().rsplit("\n\n").next().unwrap();
+    let error: serde_json::Value =
+        serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the connector's sandbox failed: "),
+        "{last}"
+    );
+    let (_, _, metrics) = gw.call("GET", "/metrics", Some(ADMIN), "").await;
+    assert!(
+        metrics.contains("openai_connector_guest_traps_total{connector=\"m\"} 1\n"),
+        "{metrics}"
+    );
+    let log = std::fs::read_to_string(&events).unwrap();
+    assert_eq!(log.lines().count(), 1, "{log}");
+    let line: serde_json::Value = serde_json::from_str(log.trim_end()).unwrap();
+    assert_eq!(line["event"]["outcome"], "failure");
+    assert_eq!(
+        line["kibana"]["action"]["execution"]["gen_ai"]["usage"]["source"],
+        "unavailable"
+    );
+    assert_no_secrets_in_stderr(&gw);
+}
+
 /// The guest-time budget traps a guest that works too long (here: a long stream under a
 /// 1 ms budget); host time waiting for the upstream does not count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

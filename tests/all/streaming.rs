@@ -274,6 +274,82 @@ async fn c78_c113_reset_mid_stream_keeps_delivered_bytes_and_partial_usage() {
     assert_eq!(usage["completion_tokens"], completion);
 }
 
+/// A guest that traps mid-stream (here: the completion it keeps for the estimate outgrows the
+/// sandbox's memory) ends the execution as a sandbox failure: what was delivered stays
+/// delivered, the message goes to stderr, exit 1, and the event log still gets its line. Usage
+/// is unavailable: it was counted inside the sandbox, which is gone.
+#[tokio::test]
+async fn c116_a_guest_trap_mid_stream_is_a_logged_failure() {
+    let first = delta("Hel");
+    let mut steps = vec![send(&first)];
+    steps.extend((0..400).map(|_| send(&delta(&"y".repeat(20_000)))));
+    steps.push(send(DONE));
+    let upstream = Upstream::always(Reply::sse(steps)).await;
+    let run = execute_cli(
+        &connector_file(&upstream, ""),
+        &stream_params(r#"{"messages":[]}"#),
+        Some(r#"{"guestMemoryLimit":"4mb"}"#),
+    )
+    .await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stdout.starts_with(first.as_bytes()) && run.stdout.len() < 4 << 20,
+        "{} bytes delivered",
+        run.stdout.len()
+    );
+    assert!(
+        run.stderr
+            .trim_end()
+            .starts_with("the connector's sandbox failed: "),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.log.len(), 1);
+    let line = &run.log[0];
+    assert_eq!(line["event"]["outcome"], "failure");
+    let message = line["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "an error occurred while running the action: the connector's sandbox failed: "
+        ) && message.ends_with("; retry: true"),
+        "{message}"
+    );
+    assert_eq!(usage_of(line)["source"], "unavailable");
+}
+
+/// A guest that traps before the stream begins (a message larger than the sandbox's memory):
+/// the failure JSON on stdout, exit 1, nothing sent upstream, and the event-log line.
+#[tokio::test]
+async fn c116_a_guest_trap_before_the_stream_prints_the_failure_json_and_is_logged() {
+    let upstream = Upstream::always(Reply::sse(vec![send(&delta("never")), send(DONE)])).await;
+    let body = format!(
+        r#"{{"messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(8 << 20)
+    );
+    let run = execute_cli(
+        &connector_file(&upstream, ""),
+        &stream_params(&body),
+        Some(r#"{"guestMemoryLimit":"4mb"}"#),
+    )
+    .await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_eq!(upstream.requests().len(), 0);
+    let stdout: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(stdout["status"], "error");
+    assert_eq!(stdout["connector_id"], "s1");
+    assert_eq!(stdout["retry"], true);
+    assert!(
+        stdout["service_message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the connector's sandbox failed: "),
+        "{stdout}"
+    );
+    assert_eq!(run.log.len(), 1);
+    assert_eq!(run.log[0]["event"]["outcome"], "failure");
+    assert_eq!(usage_of(&run.log[0])["source"], "unavailable");
+}
+
 #[tokio::test]
 async fn c63_c64_idle_timeout_ends_a_stalled_stream() {
     let upstream = Upstream::always(Reply::sse(vec![

@@ -4,7 +4,7 @@ use super::metrics::Route;
 use super::{Gateway, InFlightGuard};
 use crate::output;
 use crate::runtime::actions::StreamItem;
-use crate::{Cancel, ConnectorFile, Executor, Finished, Started, Stream, Usage, wit};
+use crate::{Cancel, ConnectorFile, Executor, Finished, Started, Stream, wit};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -332,27 +332,6 @@ async fn chat_route(
     run_execution(gw, &executor, connector, params, Route::ChatCompletions).await
 }
 
-/// A finished execution that never got a summary from the guest: it trapped or could not be
-/// instantiated. Usage is unknown.
-fn sandbox_failure(e: &anyhow::Error, started: SystemTime) -> Finished {
-    Finished {
-        outcome: Err(wit::Failure {
-            service_message: format!("the connector's sandbox failed: {}", e.root_cause()),
-            retry: true,
-        }),
-        usage: Usage {
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            total_tokens: 0,
-            source: wit::UsageSource::Unavailable,
-            tokenizer: None,
-        },
-        request_body_bytes: None,
-        started,
-        ended: SystemTime::now(),
-    }
-}
-
 async fn run_execution(
     gw: Arc<Gateway>,
     executor: &Executor,
@@ -371,7 +350,7 @@ async fn run_execution(
     match started {
         Err(e) => {
             tracing::error!("connector {}: sandbox failure: {e:#}", connector.id);
-            let finished = sandbox_failure(&e, started_wall);
+            let finished = Finished::sandbox_failure(&e, started_wall);
             gw.record(&connector, route, &finished, true, started_at);
             let message = failure_message(&finished);
             match route {
@@ -549,7 +528,7 @@ fn stream_response(
     });
     tokio::spawn(async move {
         let _guard = guard;
-        let started_wall = SystemTime::now();
+        let started_wall = stream.started();
         let mut client_gone = false;
         let mut trap = None;
         loop {
@@ -583,7 +562,7 @@ fn stream_response(
             Ok(f) => (f, false),
             Err(e) => {
                 tracing::error!("connector {}: sandbox failure: {e:#}", connector.id);
-                (sandbox_failure(&e, started_wall), true)
+                (Finished::sandbox_failure(&e, started_wall), true)
             }
         };
         if let Err(failure) = &finished.outcome
