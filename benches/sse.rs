@@ -29,6 +29,7 @@
 //! - `decoder_component_raw_spans`: the same through `feed-raw-spans`: the component frames
 //!   the batch without a UTF-8 pass over the data it gives by place, and the host decodes it,
 //!   as `openai-connector sse decode` does.
+//! - `decoder_native_lent_16k`: the same fed 16 KiB batches.
 //! - `decoder_native_frames_16k`: `Decoder::feed_frames` fed 16 KiB batches: the component's
 //!   framing for `feed-raw-spans` at native speed, with no UTF-8 pass over the data it lends.
 //! - `host_floor_16k`: no decoding at all: what the host pays per 16 KiB batch whatever the
@@ -648,6 +649,9 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_function("decoder_native_lent", |b| {
             b.iter(|| black_box(decode_native_lent(&chunks)))
+        });
+        group.bench_function("decoder_native_lent_16k", |b| {
+            b.iter(|| black_box(decode_native_lent(&batches)))
         });
         group.bench_function("decoder_native_frames_16k", |b| {
             b.iter(|| black_box(decode_native_frames(&batches)))

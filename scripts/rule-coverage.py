@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Lists which tests cite which contract rules (C1..C130).
 
-A test cites a rule when the rule number (`C42`, `c42_...`, `C42–C45` ranges) appears in its
-name, in the comments or strings inside its body, or in the doc comment above it. A shared test
+A test cites a rule when the rule number appears in its name as a word (`c42_...`), or upper
+case (`C42`, `C42–C45` ranges) in the comments or strings inside its body or in the doc comment
+above it. A shared test
 vector (tests/vectors/, run by both the Rust and the JavaScript host) cites the rules in its
 `rules` field. Prints a Markdown table, rule by rule, and the rules no test cites.
 
@@ -16,7 +17,10 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TEST_ATTR = re.compile(r"#\[(?:tokio::)?test\]|proptest!")
 FN = re.compile(r"\s*(?:pub\s+)?(?:async\s+)?fn\s+([a-z0-9_]+)")
-RULE = re.compile(r"(?<![A-Za-z0-9])[Cc](\d{1,3})(?:\s*[–-]\s*[Cc]?(\d{1,3}))?(?![0-9])")
+# In names and comments: `C42`, `C42–C45`; upper case only, so that strings such as `"c1"` in a
+# test's data do not count. A test's name cites rules with lower-case words: `c42_…`.
+RULE = re.compile(r"(?<![A-Za-z0-9])C(\d{1,3})(?:\s*[–-]\s*C?(\d{1,3}))?(?![0-9])")
+NAME_RULE = re.compile(r"^c(\d{1,3})$")
 MAX_RULE = 130
 
 
@@ -45,16 +49,22 @@ def tests_in(path):
             if j == len(lines):
                 break
             name = FN.match(lines[j]).group(1)
-            depth, k, opened = 0, j, False
-            while k < len(lines):
-                depth += lines[k].count("{") - lines[k].count("}")
-                opened = opened or "{" in lines[k]
-                if opened and depth <= 0:
-                    break
-                k += 1
+            # The body ends at the first `}` at the indentation of its `fn` (rustfmt's layout);
+            # counting braces would be misled by the JSON in string literals.
+            indent = lines[j][: len(lines[j]) - len(lines[j].lstrip())]
+            k = j
+            if not lines[j].rstrip().endswith("}"):
+                k = j + 1
+                while k < len(lines) and lines[k].rstrip() not in (indent + "}", indent + "});"):
+                    k += 1
             body = "\n".join(lines[start : k + 1])
             # Module-level doc lines do not count; the name and body do.
-            yield name, rules_in(body)
+            cited = rules_in(body)
+            for word in name.split("_"):
+                m = NAME_RULE.match(word)
+                if m and 1 <= int(m.group(1)) <= MAX_RULE:
+                    cited.add(int(m.group(1)))
+            yield name, cited
             i = k + 1
         else:
             i += 1

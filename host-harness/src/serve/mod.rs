@@ -6,9 +6,9 @@
 //! the settings (`guestMemoryLimit`, `guestTimeLimit`). A trap in one execution answers that
 //! request with a 500 JSON error; the gateway keeps serving.
 //!
-//! Routes ([`routes`]): Kibana-compatible connector routes and `_execute`, the OpenAI-compatible
-//! `POST /connectors/{id}/v1/chat/completions`, `/metrics` ([`metrics`]), `/dashboard`
-//! ([`dashboard`]) and `/healthz`. Tokens: [`auth`].
+//! Routes (the private module `routes`): Kibana-compatible connector routes and `_execute`, the
+//! OpenAI-compatible `POST /connectors/{id}/v1/chat/completions`, `/metrics` ([`metrics`]),
+//! `/dashboard` ([`dashboard`]) and `/healthz`. Tokens: [`auth`].
 //!
 //! Shutdown: on SIGTERM or SIGINT the listener closes, idle connections close, and requests in
 //! flight (streams included) get the settings' `shutdownGrace` (default 30 s) to finish; what
