@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
 use wasmtime::{
-    CallHook, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
-    StoreLimits, StoreLimitsBuilder, UpdateDeadline,
+    CallHook, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter,
+    Store, UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -129,8 +129,53 @@ pub struct StoreState {
     http: WasiHttpCtx,
     table: ResourceTable,
     hooks: OutboundHooks,
-    limits: StoreLimits,
+    limits: MemoryLimit,
     clock: GuestClock,
+}
+
+/// The sandbox's memory limit (`guestMemoryLimit`). A guest that grows its memory beyond it
+/// traps at once, with an error that says which limit it met. Refusing the growth instead (what
+/// wasmtime's `StoreLimits` does) leaves a Rust guest to abort on the failed allocation, a bare
+/// `unreachable` trap that names nothing.
+struct MemoryLimit {
+    bytes: usize,
+}
+
+impl ResourceLimiter for MemoryLimit {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.bytes {
+            return Err(wasmtime::format_err!(
+                "guest memory limit of {} exceeded: the guest asked for {}",
+                mebibytes(self.bytes),
+                mebibytes(desired)
+            ));
+        }
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+}
+
+/// `bytes` in MiB: whole, or to one decimal.
+fn mebibytes(bytes: usize) -> String {
+    const MIB: usize = 1 << 20;
+    if bytes % MIB == 0 {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / MIB as f64)
+    }
 }
 
 impl WasiView for StoreState {
@@ -269,9 +314,9 @@ impl Harness {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             hooks: OutboundHooks::new(policy),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory_bytes.min(MAX_MEMORY_BYTES))
-                .build(),
+            limits: MemoryLimit {
+                bytes: limits.memory_bytes.min(MAX_MEMORY_BYTES),
+            },
             clock: GuestClock {
                 budget: limits.guest_time,
                 used: Duration::ZERO,
@@ -782,6 +827,23 @@ mod tests {
             lengths: lengths.to_vec(),
             retries: retries.to_vec(),
         }
+    }
+
+    #[test]
+    fn memory_limit_errors_give_sizes_in_mebibytes() {
+        assert_eq!(mebibytes(4 << 20), "4 MiB");
+        assert_eq!(mebibytes(256 << 20), "256 MiB");
+        assert_eq!(mebibytes((8 << 20) + (1 << 17)), "8.1 MiB");
+        let mut limit = MemoryLimit { bytes: 4 << 20 };
+        assert!(limit.memory_growing(0, 4 << 20, None).unwrap());
+        assert!(!limit.memory_growing(0, 2 << 20, Some(1 << 20)).unwrap());
+        assert_eq!(
+            limit
+                .memory_growing(4 << 20, (4 << 20) + 65536, None)
+                .unwrap_err()
+                .to_string(),
+            "guest memory limit of 4 MiB exceeded: the guest asked for 4.1 MiB"
+        );
     }
 
     #[test]

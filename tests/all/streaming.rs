@@ -297,12 +297,10 @@ async fn c116_a_guest_trap_mid_stream_is_a_logged_failure() {
         "{} bytes delivered",
         run.stdout.len()
     );
+    let stderr = run.stderr.trim_end();
     assert!(
-        run.stderr
-            .trim_end()
-            .starts_with("the connector's sandbox failed: "),
-        "{}",
-        run.stderr
+        stderr.starts_with("the connector's sandbox failed: guest memory limit of 4 MiB exceeded: the guest asked for "),
+        "{stderr}"
     );
     assert_eq!(run.log.len(), 1);
     let line = &run.log[0];
@@ -342,7 +340,7 @@ async fn c116_a_guest_trap_before_the_stream_prints_the_failure_json_and_is_logg
         stdout["service_message"]
             .as_str()
             .unwrap()
-            .starts_with("the connector's sandbox failed: "),
+            .starts_with("the connector's sandbox failed: guest memory limit of 4 MiB exceeded: the guest asked for "),
         "{stdout}"
     );
     assert_eq!(run.log.len(), 1);
