@@ -171,7 +171,7 @@ impl ResourceLimiter for MemoryLimit {
 /// `bytes` in MiB: whole, or to one decimal.
 fn mebibytes(bytes: usize) -> String {
     const MIB: usize = 1 << 20;
-    if bytes % MIB == 0 {
+    if bytes.is_multiple_of(MIB) {
         format!("{} MiB", bytes / MIB)
     } else {
         format!("{:.1} MiB", bytes as f64 / MIB as f64)
