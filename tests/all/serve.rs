@@ -208,6 +208,26 @@ fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// A gateway serving the connector `id` for `upstream` under the settings file `settings`, with
+/// an event log; returns it and the log's path.
+fn gateway_with_settings(id: &str, upstream: &Upstream, settings: &str) -> (Gateway, PathBuf) {
+    let dir = connector_dir(&[(id, &upstream.url("/v1/chat/completions"))]);
+    let settings = write_file("settings.json", settings);
+    let events = write_file("events.log", "");
+    let gw = Gateway::start(
+        &[
+            "--connectors",
+            path_str(&dir),
+            "--settings",
+            path_str(&settings),
+            "--event-log",
+            path_str(&events),
+        ],
+        Some(ADMIN),
+    );
+    (gw, events)
+}
+
 fn sse_chunk(content: &str) -> Vec<u8> {
     format!(
         "data: {{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{content}\"}},\"finish_reason\":null}}]}}\n\n"
@@ -542,20 +562,7 @@ async fn upstream_faults_give_clean_errors_and_log_lines() {
         }
     });
     let upstream = Upstream::http(script).await;
-    let dir = connector_dir(&[("f", &upstream.url("/v1/chat/completions"))]);
-    let settings = write_file("settings.json", r#"{"responseTimeout":"1s"}"#);
-    let events = write_file("events.log", "");
-    let gw = Gateway::start(
-        &[
-            "--connectors",
-            path_str(&dir),
-            "--settings",
-            path_str(&settings),
-            "--event-log",
-            path_str(&events),
-        ],
-        Some(ADMIN),
-    );
+    let (gw, events) = gateway_with_settings("f", &upstream, r#"{"responseTimeout":"1s"}"#);
     let chat = |word: &str| {
         format!(r#"{{"messages":[{{"role":"user","content":"{word}"}}],"stream":true}}"#)
     };
@@ -635,20 +642,7 @@ async fn upstream_faults_give_clean_errors_and_log_lines() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_trap_answers_500_and_the_gateway_keeps_serving() {
     let upstream = Upstream::always(Reply::json(200, COMPLETION)).await;
-    let dir = connector_dir(&[("m", &upstream.url("/v1/chat/completions"))]);
-    let settings = write_file("settings.json", r#"{"guestMemoryLimit":"4mb"}"#);
-    let events = write_file("events.log", "");
-    let gw = Gateway::start(
-        &[
-            "--connectors",
-            path_str(&dir),
-            "--settings",
-            path_str(&settings),
-            "--event-log",
-            path_str(&events),
-        ],
-        Some(ADMIN),
-    );
+    let (gw, events) = gateway_with_settings("m", &upstream, r#"{"guestMemoryLimit":"4mb"}"#);
     // An 8 MiB message: more than the guest may hold.
     let big = format!(
         r#"{{"messages":[{{"role":"user","content":"{}"}}]}}"#,
@@ -704,20 +698,7 @@ async fn a_guest_trap_mid_stream_ends_with_an_error_event_and_a_log_line() {
     let mut steps = vec![Step::Send(sse_chunk("Hel"))];
     steps.extend((0..400).map(|_| Step::Send(sse_chunk(&"y".repeat(20_000)))));
     let upstream = Upstream::always(Reply::sse(steps)).await;
-    let dir = connector_dir(&[("m", &upstream.url("/v1/chat/completions"))]);
-    let settings = write_file("settings.json", r#"{"guestMemoryLimit":"4mb"}"#);
-    let events = write_file("events.log", "");
-    let gw = Gateway::start(
-        &[
-            "--connectors",
-            path_str(&dir),
-            "--settings",
-            path_str(&settings),
-            "--event-log",
-            path_str(&events),
-        ],
-        Some(ADMIN),
-    );
+    let (gw, events) = gateway_with_settings("m", &upstream, r#"{"guestMemoryLimit":"4mb"}"#);
     let (status, _, text) = gw
         .call(
             "POST",

@@ -484,13 +484,19 @@ async fn memory_stays_flat_on_a_long_stream() {
     );
 }
 
+/// `openai-connector sse decode ARGS FILE`, FILE holding `input`.
+async fn sse_decode(input: impl AsRef<[u8]>, args: &[&str]) -> std::process::Output {
+    let file = write_file("in.sse", "");
+    std::fs::write(&file, input).unwrap();
+    let mut cmd = cli();
+    cmd.args(["sse", "decode"]).args(args).arg(&file);
+    run_cli(cmd).await
+}
+
 #[tokio::test]
 async fn sse_decode_cli_follows_the_c91_table() {
     let input = "data: a\ndata: b\n\n: keep-alive\n\nevent: ping\ndata: 1\n\nid: 7\n\ndata: x\n\nretry: 1500\ndata:  a\r\n\r\nData: x\n\ndata: tail";
-    let file = write_file("in.sse", input);
-    let mut cmd = cli();
-    cmd.args(["sse", "decode"]).arg(&file);
-    let out = run_cli(cmd).await;
+    let out = sse_decode(input, &[]).await;
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
@@ -508,15 +514,11 @@ async fn sse_decode_cli_follows_the_c91_table() {
 /// component decodes itself.
 #[tokio::test]
 async fn sse_decode_cli_replaces_bytes_that_are_not_utf8() {
-    let file = write_file("invalid.sse", "");
-    std::fs::write(
-        &file,
+    let out = sse_decode(
         b"data: caf\xC3\xA9 \xFF end\n\ndata: \xC3\ndata: two\n\nevent: t\xF0\x9F\ndata: x\n\n",
+        &[],
     )
-    .unwrap();
-    let mut cmd = cli();
-    cmd.args(["sse", "decode"]).arg(&file);
-    let out = run_cli(cmd).await;
+    .await;
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
@@ -536,11 +538,7 @@ async fn sse_decode_cli_keeps_the_events_before_an_oversize_one() {
         "data: one\n\nevent: two\ndata: 2\n\ndata: {}\n\ndata: never\n\n",
         "x".repeat(200)
     );
-    let file = write_file("oversize.sse", &input);
-    let mut cmd = cli();
-    cmd.args(["sse", "decode", "--max-event-bytes", "64"])
-        .arg(&file);
-    let out = run_cli(cmd).await;
+    let out = sse_decode(input, &["--max-event-bytes", "64"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
@@ -568,10 +566,7 @@ async fn sse_decode_chat_assembles_tool_calls() {
     .iter()
     .map(|c| event(c))
     .collect::<String>();
-    let mut cmd = cli();
-    cmd.args(["sse", "decode", "--chat"])
-        .arg(write_file("chat.sse", &input));
-    let out = run_cli(cmd).await;
+    let out = sse_decode(input, &["--chat"]).await;
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -601,10 +596,7 @@ async fn sse_decode_chat_keeps_the_assembly_before_an_oversize_event() {
         "x".repeat(300),
         event(r#"{"choices":[{"delta":{"content":" never"}}]}"#),
     );
-    let mut cmd = cli();
-    cmd.args(["sse", "decode", "--chat", "--max-event-bytes", "256"])
-        .arg(write_file("oversize-chat.sse", &input));
-    let out = run_cli(cmd).await;
+    let out = sse_decode(input, &["--chat", "--max-event-bytes", "256"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
