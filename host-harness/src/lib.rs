@@ -171,14 +171,28 @@ pub struct Stream {
 }
 
 impl Stream {
-    /// When the execution started.
-    pub fn started(&self) -> SystemTime {
-        self.started
-    }
-
     /// The next piece of output; `None` at the end (then call [`finish`](Self::finish)).
     pub async fn next(&mut self) -> Result<Option<runtime::actions::StreamItem>> {
         self.instance.stream_next(self.handle).await
+    }
+
+    /// Ends the execution after [`next`](Self::next) gave `None`, or failed with `trap`: its
+    /// [`finish`](Self::finish), or, when the guest trapped (in `next` or in `finish`; the Store
+    /// is unusable after a trap), [`Finished::sandbox_failure`]. The trap is returned too, for
+    /// the caller's log.
+    pub async fn end(
+        self: Box<Self>,
+        trap: Option<anyhow::Error>,
+    ) -> (Finished, Option<anyhow::Error>) {
+        let started = self.started;
+        let finished = match trap {
+            Some(e) => Err(e),
+            None => self.finish().await,
+        };
+        match finished {
+            Ok(finished) => (finished, None),
+            Err(e) => (Finished::sandbox_failure(&e, started), Some(e)),
+        }
     }
 
     /// Ends the execution (abandoning the upstream if it has not ended) and estimates usage

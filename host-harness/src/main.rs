@@ -347,7 +347,7 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
 /// Writes a streaming execution to stdout as it arrives (cli.md "execute"). A failure before
 /// the first byte prints the failure JSON; after it, the message goes to stderr. A closed stdout
 /// cancels the execution (C68). A guest trap ends the execution as a sandbox failure
-/// ([`Finished::sandbox_failure`]); what was written stays written.
+/// ([`Stream::end`]); what was written stays written.
 async fn stream_to_stdout(
     connector: &ConnectorFile,
     mut stream: Box<Stream>,
@@ -356,7 +356,6 @@ async fn stream_to_stdout(
     let mut stdout = tokio::io::stdout();
     let mut delivered = false;
     let mut reader_gone = false;
-    let started = stream.started();
     let mut trap = None;
     loop {
         let item = match stream.next().await {
@@ -387,12 +386,7 @@ async fn stream_to_stdout(
             }
         }
     }
-    let finished = match trap {
-        // The Store is unusable after a trap.
-        Some(e) => Err(e),
-        None => stream.finish().await,
-    }
-    .unwrap_or_else(|e| Finished::sandbox_failure(&e, started));
+    let (finished, _) = stream.end(trap).await;
     if let Err(failure) = &finished.outcome {
         if delivered {
             eprintln!("{}", failure.service_message);

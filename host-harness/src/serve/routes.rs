@@ -528,7 +528,6 @@ fn stream_response(
     });
     tokio::spawn(async move {
         let _guard = guard;
-        let started_wall = stream.started();
         let mut client_gone = false;
         let mut trap = None;
         loop {
@@ -553,18 +552,10 @@ fn stream_response(
                 }
             }
         }
-        let finished = match trap {
-            // The Store is unusable after a trap: no summary, usage unknown.
-            Some(e) => Err(e),
-            None => stream.finish().await,
-        };
-        let (finished, trapped) = match finished {
-            Ok(f) => (f, false),
-            Err(e) => {
-                tracing::error!("connector {}: sandbox failure: {e:#}", connector.id);
-                (Finished::sandbox_failure(&e, started_wall), true)
-            }
-        };
+        let (finished, trap) = stream.end(trap).await;
+        if let Some(e) = &trap {
+            tracing::error!("connector {}: sandbox failure: {e:#}", connector.id);
+        }
         if let Err(failure) = &finished.outcome
             && !client_gone
         {
@@ -574,7 +565,7 @@ fn stream_response(
         }
         drop(tx);
         drop(done_tx);
-        gw.record(&connector, route, &finished, trapped, started_at);
+        gw.record(&connector, route, &finished, trap.is_some(), started_at);
     });
     let mut r = Response::new(BodyExt::boxed(ChannelBody(rx)));
     let h = r.headers_mut();
