@@ -259,11 +259,14 @@ export function execute(connector, params, settings) {
   return result;
 }
 
+/** An event's reconnection time as the JavaScript API gives it: a number, or null. */
+const retryOf = (retry) => (retry === undefined ? null : Number(retry));
+
 const toEvent = (e) => ({
   type: e.eventType,
   data: e.data,
   id: e.id ?? null,
-  retry: e.retry === undefined ? null : Number(e.retry),
+  retry: retryOf(e.retry),
 });
 
 /** In `event-spans`: "no ID", and a data start meaning "in `text`". */
@@ -307,7 +310,7 @@ function fromRawSpans({ text, spans, retries }, chunk) {
       throw malformedSpans();
     }
     const id = spans[n + 3] === ABSENT ? null : utf8.decode(part(spans[n + 3]));
-    events[i] = { type, data, id, retry: retries[i] === undefined ? null : Number(retries[i]) };
+    events[i] = { type, data, id, retry: retryOf(retries[i]) };
   }
   if (at !== text.length) throw malformedSpans();
   return events;
