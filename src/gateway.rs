@@ -1,6 +1,7 @@
 //! The `gateway` world's HTTP front end for one connector (`wit/connector.wit`, world
 //! `gateway`): configuration from environment variables, routing, client authentication, and
-//! the response shapes of the harness gateway (`shared/spec/cli.md`, `serve`).
+//! the response shapes of [`crate::protocol`], which the harness's `serve` answers too
+//! (`shared/spec/cli.md`, `serve`).
 //!
 //! Nothing here does I/O: the component's `wasi:http/incoming-handler` (`component::gateway`)
 //! reads the request, calls [`dispatch`] and [`run`], and writes what they return; streams are
@@ -11,10 +12,15 @@
 //! (PKI, `caData`, `verificationMode`) nor proxies: [`Setup::from_env`] refuses connectors and
 //! settings that need them, naming the variable, rather than silently ignoring them.
 
-use crate::actions::{self, Body, Deployment, Failure, StreamExecution, StreamItem, Transport};
+use crate::actions;
 use crate::config::{self, Connector};
 use crate::json::{Object, Value};
-use crate::units;
+use crate::plan::Deployment;
+use crate::protocol::{self, Reply, Route, object};
+use crate::settings::deployment_from_json;
+use crate::streaming::{StreamExecution, StreamItem, StreamSummary};
+use crate::transport::{Body, Transport};
+use percent_encoding::percent_decode_str;
 
 /// `config` object of the connector, as JSON (required).
 pub const ENV_CONFIG: &str = "OPENAI_CONNECTOR_CONFIG";
@@ -33,25 +39,6 @@ pub const ENV_CLIENT_TOKEN: &str = "OPENAI_CONNECTOR_CLIENT_TOKEN";
 pub const ENV_INSECURE_NO_AUTH: &str = "OPENAI_CONNECTOR_INSECURE_NO_AUTH";
 /// The connector id when [`ENV_ID`] is not set.
 pub const DEFAULT_ID: &str = "openai-connector";
-/// Largest request body accepted (as the harness gateway).
-pub const MAX_REQUEST_BYTES: usize = 16 << 20;
-/// Kibana's fixed top-level message of a failed execution (C77).
-pub const FAILURE_MESSAGE: &str = "an error occurred while running the action";
-
-/// Settings keys that only the `openai-connector` harness can apply (they configure the
-/// transport, which a stock host owns).
-const HARNESS_ONLY_SETTINGS: &[&str] = &[
-    "proxyUrl",
-    "proxyHeaders",
-    "proxyBypassHosts",
-    "proxyOnlyHosts",
-    "ssl",
-    "ssl.verificationMode",
-    "ssl.proxyVerificationMode",
-    "customHostSettings",
-    "denyPrivateNetworks",
-];
-
 /// How clients authenticate.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Auth {
@@ -230,172 +217,6 @@ fn json_object(
     }
 }
 
-/// The deployment settings of [`ENV_SETTINGS`] (the harness's settings-file keys that the
-/// component applies itself).
-pub fn deployment_from_json(text: &str) -> Result<Deployment, String> {
-    let value = Value::parse(text.as_bytes()).map_err(|e| format!("not valid JSON: {e}"))?;
-    let Value::Object(map) = value else {
-        return Err("must be a JSON object".to_owned());
-    };
-    let mut deployment = Deployment::default();
-    for (key, v) in &map {
-        match key.as_str() {
-            "allowedHosts" => {
-                let hosts = v
-                    .as_array()
-                    .and_then(|items| {
-                        items
-                            .iter()
-                            .map(|h| h.as_str().map(str::to_owned))
-                            .collect::<Option<Vec<_>>>()
-                    })
-                    .ok_or_else(|| "[allowedHosts]: expected an array of strings".to_owned())?;
-                deployment.allowed_hosts = hosts;
-            }
-            "responseTimeout" => deployment.response_timeout_ms = duration_ms(key, v)?,
-            "maxResponseContentLength" => {
-                deployment.max_response_content_length = byte_size(key, v)?;
-            }
-            k if HARNESS_ONLY_SETTINGS.contains(&k) || k.starts_with("ssl.") => {
-                return Err(format!(
-                    "[{k}] configures the transport, which only the openai-connector harness applies (a stock wasi:http host uses its own)"
-                ));
-            }
-            other => {
-                return Err(format!(
-                    "unknown key [{other}] (known: allowedHosts, responseTimeout, maxResponseContentLength)"
-                ));
-            }
-        }
-    }
-    Ok(deployment)
-}
-
-/// `"60s"`, `"2m"`, `"500ms"`, `"1h"`, or a number of milliseconds (as the harness).
-fn duration_ms(key: &str, v: &Value) -> Result<u64, String> {
-    let bad =
-        || format!("[{key}]: expected a duration such as \"60s\", \"2m\" or milliseconds, got {v}");
-    match v {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => units::duration_ms(s),
-        _ => None,
-    }
-    .ok_or_else(bad)
-}
-
-/// `"1mb"`, `"512kb"`, `"1gb"`, `"100b"` or a number of bytes (as the harness).
-fn byte_size(key: &str, v: &Value) -> Result<u64, String> {
-    let bad = || format!("[{key}]: expected a size such as \"1mb\", \"512kb\" or bytes, got {v}");
-    match v {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => units::byte_size(s),
-        _ => None,
-    }
-    .ok_or_else(bad)
-}
-
-/// A complete response.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Reply {
-    /// Status code.
-    pub status: u16,
-    /// Header names and values.
-    pub headers: Vec<(String, String)>,
-    /// Body bytes.
-    pub body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(status: u16, value: &Value) -> Reply {
-        Reply::raw_json(status, value.to_json())
-    }
-
-    fn raw_json(status: u16, text: String) -> Reply {
-        Reply {
-            status,
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: text.into_bytes(),
-        }
-    }
-
-    fn with_header(mut self, name: &str, value: &str) -> Reply {
-        self.headers.push((name.to_owned(), value.to_owned()));
-        self
-    }
-}
-
-/// Which error body a route answers with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Route {
-    /// `/v1/chat/completions`: OpenAI's `{"error": {...}}`.
-    ChatCompletions,
-    /// `/_execute`: Kibana's shapes.
-    Execute,
-}
-
-fn object(entries: Vec<(&str, Value)>) -> Value {
-    let mut map = Object::default();
-    for (k, v) in entries {
-        map.insert(k.to_owned(), v);
-    }
-    Value::Object(map)
-}
-
-/// OpenAI's error body (`{"error": {"message", "type", "param", "code"}}`), which the SDKs
-/// turn into their typed exceptions.
-fn openai_error(status: u16, message: &str, kind: &str, code: Option<&str>) -> Reply {
-    Reply::json(
-        status,
-        &object(vec![(
-            "error",
-            object(vec![
-                ("message", Value::from(message)),
-                ("type", Value::from(kind)),
-                ("param", Value::Null),
-                ("code", code.map_or(Value::Null, Value::from)),
-            ]),
-        )]),
-    )
-}
-
-/// Kibana's error body (`{"statusCode", "error", "message"}`).
-fn kibana_error(status: u16, message: &str) -> Reply {
-    Reply::json(
-        status,
-        &object(vec![
-            ("statusCode", Value::from(u64::from(status))),
-            ("error", Value::from(reason(status))),
-            ("message", Value::from(message)),
-        ]),
-    )
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        413 => "Payload Too Large",
-        500 => "Internal Server Error",
-        _ => "Error",
-    }
-}
-
-fn route_error(route: Route, status: u16, message: &str, code: Option<&str>) -> Reply {
-    match route {
-        Route::ChatCompletions => {
-            let kind = if status >= 500 {
-                "server_error"
-            } else {
-                "invalid_request_error"
-            };
-            openai_error(status, message, kind, code)
-        }
-        Route::Execute => kibana_error(status, message),
-    }
-}
-
 /// What to do with a request, decided from its head alone (before the body is read).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Dispatch {
@@ -412,13 +233,13 @@ pub fn dispatch(setup: &Setup, method: &str, path: &str, authorization: &[Vec<u8
     let segments: Vec<String> = path
         .trim_start_matches('/')
         .split('/')
-        .map(percent_decode)
+        .map(|segment| percent_decode_str(segment).decode_utf8_lossy().into_owned())
         .collect();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let (route, id) = match segments.as_slice() {
         ["healthz"] => {
             if method != "GET" {
-                return Dispatch::Reply(method_not_allowed("GET", Route::Execute));
+                return Dispatch::Reply(protocol::method_not_allowed("GET", Route::Execute));
             }
             return Dispatch::Reply(healthz(setup));
         }
@@ -426,29 +247,29 @@ pub fn dispatch(setup: &Setup, method: &str, path: &str, authorization: &[Vec<u8
         ["connectors", id, "v1", "chat", "completions"] => (Route::ChatCompletions, Some(*id)),
         ["_execute"] => (Route::Execute, None),
         ["api", "actions", "connector", id, "_execute"] => (Route::Execute, Some(*id)),
-        _ => return Dispatch::Reply(kibana_error(404, "Not Found")),
+        _ => return Dispatch::Reply(protocol::kibana_error(404, "Not Found")),
     };
     if method != "POST" {
-        return Dispatch::Reply(method_not_allowed("POST", route));
+        return Dispatch::Reply(protocol::method_not_allowed("POST", route));
     }
     match &setup.auth {
         Err(problem) => {
-            return Dispatch::Reply(route_error(
+            return Dispatch::Reply(protocol::route_error(
                 route,
                 500,
                 &format!("the gateway is misconfigured: {problem}"),
                 Some("gateway_misconfigured"),
             ));
         }
-        Ok(Auth::Token(expected)) if !bearer_matches(authorization, expected) => {
-            return Dispatch::Reply(unauthorized(route));
+        Ok(Auth::Token(expected)) if !protocol::bearer_matches(authorization, expected) => {
+            return Dispatch::Reply(protocol::unauthorized(route));
         }
         Ok(_) => {}
     }
     let served = match &setup.served {
         Ok(served) => served,
         Err(problems) => {
-            return Dispatch::Reply(route_error(
+            return Dispatch::Reply(protocol::route_error(
                 route,
                 500,
                 &format!("the gateway is misconfigured: {}", problems.join("; ")),
@@ -459,19 +280,7 @@ pub fn dispatch(setup: &Setup, method: &str, path: &str, authorization: &[Vec<u8
     if let Some(id) = id
         && id != served.id
     {
-        let message = format!(
-            "no connector with id \"{id}\" (this gateway serves \"{}\")",
-            served.id
-        );
-        return Dispatch::Reply(match route {
-            Route::ChatCompletions => openai_error(
-                404,
-                &message,
-                "invalid_request_error",
-                Some("connector_not_found"),
-            ),
-            Route::Execute => kibana_error(404, &format!("Saved object [action/{id}] not found")),
-        });
+        return Dispatch::Reply(protocol::connector_not_found(route, id, Some(&served.id)));
     }
     Dispatch::Run(route)
 }
@@ -505,99 +314,11 @@ fn healthz(setup: &Setup) -> Reply {
     )
 }
 
-fn method_not_allowed(allow: &str, route: Route) -> Reply {
-    route_error(route, 405, &format!("use {allow}"), None).with_header("allow", allow)
-}
-
-fn unauthorized(route: Route) -> Reply {
-    let message = "missing or wrong token: send Authorization: Bearer <token>";
-    match route {
-        Route::ChatCompletions => openai_error(
-            401,
-            message,
-            "invalid_request_error",
-            Some("invalid_api_key"),
-        ),
-        Route::Execute => kibana_error(401, message),
-    }
-    .with_header("www-authenticate", "Bearer")
-}
-
-/// `true` when there is exactly one `Authorization` header and it is `Bearer <expected>`.
-/// The token comparison takes the same time wherever the first difference is.
-pub fn bearer_matches(authorization: &[Vec<u8>], expected: &[u8]) -> bool {
-    let [value] = authorization else {
-        return false;
-    };
-    let Some(scheme_end) = value.iter().position(|&b| b == b' ') else {
-        return false;
-    };
-    let (scheme, rest) = value.split_at(scheme_end);
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
-        return false;
-    }
-    let token = rest.trim_ascii();
-    constant_time_eq(token, expected)
-}
-
-/// Compares in time that depends on `expected`'s length only.
-pub fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
-    let mut diff = u8::from(given.len() != expected.len());
-    for (i, &e) in expected.iter().enumerate() {
-        let g = given.get(i).copied().unwrap_or(!e);
-        diff |= std::hint::black_box(g ^ e);
-    }
-    diff == 0
-}
-
-/// `%XX` escapes decoded (invalid ones kept as written).
-fn percent_decode(segment: &str) -> String {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                bytes.get(i + 1).copied().and_then(hex),
-                bytes.get(i + 2).copied().and_then(hex),
-            )
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The answer when the request body is larger than [`MAX_REQUEST_BYTES`].
-pub fn body_too_large(route: Route) -> Reply {
-    route_error(
-        route,
-        413,
-        &format!("request body larger than {MAX_REQUEST_BYTES} bytes"),
-        None,
-    )
-}
-
-/// The answer when the request body could not be read.
-pub fn body_unreadable(route: Route, detail: &str) -> Reply {
-    route_error(
-        route,
-        400,
-        &format!("cannot read the request body: {detail}"),
-        None,
-    )
-}
-
 /// What an execution answers: a whole response, or a stream for [`pump`].
 pub enum Outcome<B> {
     /// A complete response.
     Reply(Reply),
-    /// A 2xx streaming upstream response: answer [`stream_head`], then [`pump`].
+    /// A 2xx streaming upstream response: answer [`protocol::stream_head`], then [`pump`].
     Stream(Box<StreamExecution<B>>),
 }
 
@@ -608,153 +329,21 @@ pub fn run<T: Transport>(
     body: &[u8],
     transport: &mut T,
 ) -> Outcome<T::Body> {
-    let params = match route {
-        Route::ChatCompletions => chat_params(body),
-        Route::Execute => execute_params(body),
-    };
-    let params = match params {
+    let params = match protocol::params(route, body) {
         Ok(p) => p,
         Err(reply) => return Outcome::Reply(reply),
     };
     match actions::start(&served.connector, &served.deployment, &params, transport) {
         actions::Started::Streaming(stream) => Outcome::Stream(stream),
         actions::Started::Ended(execution) => {
-            Outcome::Reply(ended(&served.id, route, execution.outcome))
+            let data = execution.outcome.as_ref().map(Value::to_json);
+            Outcome::Reply(protocol::ended(
+                &served.id,
+                route,
+                data.as_deref().map_err(|f| *f),
+            ))
         }
     }
-}
-
-/// The `stream` sub-action's params for an OpenAI chat-completions body, with `stream` taken
-/// from the body (cli.md, `serve`).
-fn chat_params(body: &[u8]) -> Result<String, Reply> {
-    let bad = |message: &str| openai_error(400, message, "invalid_request_error", None);
-    let text = std::str::from_utf8(body).map_err(|_| bad("the request body is not UTF-8"))?;
-    let stream = match Value::parse(body) {
-        Ok(Value::Object(map)) => map.get("stream") == Some(&Value::Bool(true)),
-        Ok(_) => return Err(bad("the request body must be a JSON object")),
-        Err(e) => return Err(bad(&format!("the request body is not valid JSON: {e}"))),
-    };
-    Ok(object(vec![
-        ("subAction", Value::from("stream")),
-        (
-            "subActionParams",
-            object(vec![
-                ("body", Value::from(text)),
-                ("stream", Value::Bool(stream)),
-            ]),
-        ),
-    ])
-    .to_json())
-}
-
-/// The `params` of a Kibana `_execute` body (`{"params": {...}}`).
-fn execute_params(body: &[u8]) -> Result<String, Reply> {
-    let bad = |message: &str| kibana_error(400, message);
-    let value =
-        Value::parse(body).map_err(|e| bad(&format!("[request body]: not valid JSON: {e}")))?;
-    let Value::Object(map) = value else {
-        return Err(bad("[request body]: expected value of type [object]"));
-    };
-    if let Some(other) = map.keys().find(|k| *k != "params") {
-        return Err(bad(&format!(
-            "[request body.{other}]: definition for this key is missing"
-        )));
-    }
-    match map.get("params") {
-        Some(params @ Value::Object(_)) => Ok(params.to_json()),
-        Some(_) => Err(bad(
-            "[request body.params]: expected value of type [object]",
-        )),
-        None => Err(bad(
-            "[request body.params]: expected value of type [object] but got [undefined]",
-        )),
-    }
-}
-
-/// The response of an execution that has ended.
-fn ended(connector_id: &str, route: Route, outcome: Result<Value, Failure>) -> Reply {
-    match (route, outcome) {
-        (Route::Execute, Ok(data)) => Reply::json(
-            200,
-            &object(vec![
-                ("connector_id", Value::from(connector_id)),
-                ("status", Value::from("ok")),
-                ("data", data),
-            ]),
-        ),
-        // Kibana answers 200 for `status: error` too.
-        (Route::Execute, Err(failure)) => {
-            Reply::raw_json(200, failure_json(connector_id, &failure))
-        }
-        (Route::ChatCompletions, Ok(data)) => Reply::json(200, &data),
-        (Route::ChatCompletions, Err(failure)) => {
-            let status = openai_status(&failure.service_message);
-            openai_error(
-                status,
-                &failure.service_message,
-                openai_error_type(status),
-                None,
-            )
-        }
-    }
-}
-
-/// Kibana's failure shape (C77).
-fn failure_json(connector_id: &str, failure: &Failure) -> String {
-    object(vec![
-        ("connector_id", Value::from(connector_id)),
-        ("status", Value::from("error")),
-        ("message", Value::from(FAILURE_MESSAGE)),
-        (
-            "service_message",
-            Value::from(failure.service_message.as_str()),
-        ),
-        ("retry", Value::Bool(failure.retry)),
-    ])
-    .to_json()
-}
-
-/// The status an OpenAI client should see for a failed execution: the upstream's status when
-/// there was one (C70), 400 for invalid params, 504 for timeouts, 502 otherwise.
-pub fn openai_status(service_message: &str) -> u16 {
-    if let Some(rest) = service_message.split("Status code: ").nth(1) {
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        if let Ok(code) = digits.parse::<u16>()
-            && (400..600).contains(&code)
-        {
-            return code;
-        }
-    }
-    if service_message.starts_with("Request validation failed")
-        || service_message.starts_with("Sub action")
-    {
-        400
-    } else if service_message.contains("ECONNABORTED") {
-        504
-    } else {
-        502
-    }
-}
-
-fn openai_error_type(status: u16) -> &'static str {
-    match status {
-        401 => "authentication_error",
-        403 => "permission_error",
-        429 => "rate_limit_error",
-        400..=499 => "invalid_request_error",
-        _ => "upstream_error",
-    }
-}
-
-/// Status and headers of a streamed response.
-pub fn stream_head() -> (u16, Vec<(String, String)>) {
-    (
-        200,
-        vec![
-            ("content-type".into(), "text/event-stream".into()),
-            ("cache-control".into(), "no-cache".into()),
-        ],
-    )
 }
 
 /// Where [`pump`] writes a streamed response body.
@@ -767,7 +356,7 @@ pub trait Sink {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pumped {
     /// The execution's summary (usage, outcome).
-    pub summary: actions::StreamSummary,
+    pub summary: StreamSummary,
     /// The client went away before the end (the execution was then cancelled, C68).
     pub client_gone: bool,
 }
@@ -786,9 +375,7 @@ pub fn pump<B: Body>(
     for item in stream.by_ref() {
         let written = match item {
             StreamItem::Bytes(bytes) => sink.write(&bytes),
-            StreamItem::Chunk(chunk) => {
-                sink.write(format!("data: {}\n\n", chunk.to_json()).as_bytes())
-            }
+            StreamItem::Chunk(chunk) => sink.write(&protocol::chunk_event(&chunk.to_json())),
         };
         if !written {
             client_gone = true;
@@ -797,7 +384,7 @@ pub fn pump<B: Body>(
     }
     let summary = stream.finish();
     if let (Err(failure), false) = (&summary.outcome, client_gone) {
-        sink.write(&stream_error_event(connector_id, route, failure));
+        sink.write(&protocol::stream_error_event(connector_id, route, failure));
     }
     Pumped {
         summary,
@@ -805,35 +392,11 @@ pub fn pump<B: Body>(
     }
 }
 
-/// The SSE event that tells the client a stream failed after it began.
-fn stream_error_event(connector_id: &str, route: Route, failure: &Failure) -> Vec<u8> {
-    match route {
-        Route::ChatCompletions => format!(
-            "data: {}\n\n",
-            object(vec![(
-                "error",
-                object(vec![
-                    ("message", Value::from(failure.service_message.as_str())),
-                    ("type", Value::from("upstream_error")),
-                    ("param", Value::Null),
-                    ("code", Value::Null),
-                ]),
-            )])
-            .to_json()
-        ),
-        Route::Execute => format!(
-            "event: error\ndata: {}\n\n",
-            failure_json(connector_id, failure)
-        ),
-    }
-    .into_bytes()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actions::{Head, Limits, TransportError};
     use crate::request::HttpRequest;
+    use crate::transport::{Head, Limits, TransportError};
     use std::collections::{HashMap, VecDeque};
 
     const KEY: &str = "sk-gateway-unit-SECRET-42";
@@ -981,16 +544,6 @@ mod tests {
             ),
             Dispatch::Run(Route::Execute)
         );
-    }
-
-    #[test]
-    fn constant_time_eq_compares_whole_tokens() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abd", b"abc"));
-        assert!(!constant_time_eq(b"ab", b"abc"));
-        assert!(!constant_time_eq(b"abcd", b"abc"));
-        assert!(!constant_time_eq(b"", b"abc"));
-        assert!(!constant_time_eq(b"\xff\xfe\xfd", b"\x00\x01\x02"));
     }
 
     #[test]
@@ -1204,43 +757,6 @@ mod tests {
         );
         no_secret(&problems[0]);
         assert!(Setup::from_env(lookup(secrets_json())).served.is_ok());
-    }
-
-    #[test]
-    fn settings_parse_like_the_harness() {
-        let d = deployment_from_json(
-            r#"{"allowedHosts":["a.example"],"responseTimeout":"2m","maxResponseContentLength":"512kb"}"#,
-        )
-        .unwrap();
-        assert_eq!(d.allowed_hosts, ["a.example"]);
-        assert_eq!(d.response_timeout_ms, 120_000);
-        assert_eq!(d.max_response_content_length, 512 << 10);
-        assert_eq!(
-            deployment_from_json(r#"{"responseTimeout":250}"#)
-                .unwrap()
-                .response_timeout_ms,
-            250
-        );
-        assert!(
-            deployment_from_json(r#"{"bogus":1}"#)
-                .unwrap_err()
-                .contains("[bogus]")
-        );
-        assert!(
-            deployment_from_json(r#"{"ssl.verificationMode":"none"}"#)
-                .unwrap_err()
-                .contains("only the openai-connector harness")
-        );
-        assert!(
-            deployment_from_json(r#"{"responseTimeout":"soon"}"#)
-                .unwrap_err()
-                .contains("[responseTimeout]")
-        );
-        assert!(
-            deployment_from_json("[]")
-                .unwrap_err()
-                .contains("JSON object")
-        );
     }
 
     // --- executions over an in-memory transport ---
@@ -1558,27 +1074,4 @@ mod tests {
         assert!(t.sent.is_empty());
     }
 
-    #[test]
-    fn openai_statuses() {
-        assert_eq!(
-            openai_status("Status code: 429. Message: API Error: Too Many Requests"),
-            429
-        );
-        assert_eq!(
-            openai_status(
-                "Status code: undefined. Message: Unexpected API Error: ECONNABORTED - timeout of 2ms exceeded"
-            ),
-            504
-        );
-        assert_eq!(
-            openai_status(
-                "Status code: undefined. Message: Unexpected API Error: ECONNREFUSED - connect ECONNREFUSED 127.0.0.1:1"
-            ),
-            502
-        );
-        assert_eq!(
-            openai_status("Request validation failed ([stream]: x)"),
-            400
-        );
-    }
 }

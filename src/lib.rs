@@ -3,19 +3,30 @@
 //! The pure modules here implement `shared/spec/contract.md` and build and test natively; only
 //! `component` (compiled for `wasm32` alone) touches the WIT bindings and `wasi:http`.
 
+// No `unsafe` anywhere but in the bindings that wit-bindgen generates for the component
+// (`component::bindings`, the only item allowed to use it).
+#![cfg_attr(not(target_arch = "wasm32"), forbid(unsafe_code))]
+#![cfg_attr(target_arch = "wasm32", deny(unsafe_code))]
+
 pub mod actions;
 pub mod chat_stream;
 pub mod config;
 pub mod estimate;
+pub mod failure;
 pub mod gateway;
 pub mod json;
 pub mod params;
 pub mod pki;
+pub mod plan;
+pub mod protocol;
+pub mod redirect;
 pub mod request;
 pub mod response;
 pub mod schema;
+pub mod settings;
 pub mod sse;
 pub mod streaming;
+pub mod transport;
 pub mod units;
 pub mod usage;
 

@@ -3,7 +3,7 @@
 //! - [`map_success`]: a non-streaming 2xx body → the execution's `data` and its usage.
 //! - [`http_error_message`]: a non-2xx response → `Status code: <code>. Message: <detail>`.
 //! - [`transport_error_message`]: a failure without a response (C74).
-//! - [`tls_rewrite`] (C75) and then [`redact`] (C32) finish every message of C70–C74.
+//! - [`crate::failure`] renders every message of C70–C74 into a typed failure (C75, C32).
 //!
 //! All messages here fail an execution with `retry: true` (C77); only params failures
 //! ([`crate::params::ParamsError`]) carry `retry: false`.
@@ -223,8 +223,8 @@ fn optional(obj: &Object, key: &str, parent: &str, expected: Expected, out: &mut
     }
 }
 
-/// The message for an HTTP error response (C70–C73), before [`tls_rewrite`] and [`redact`].
-pub fn http_error_message(status: u16, body: &[u8]) -> String {
+/// The message for an HTTP error response (C70–C73), rendered by [`crate::failure`].
+pub(crate) fn http_error_message(status: u16, body: &[u8]) -> String {
     let text = error_text(body);
     let detail = match (status, text.as_deref()) {
         (404, Some(AZURE_FUNCTIONS_ERROR)) => AZURE_FUNCTIONS_DETAIL.to_owned(),
@@ -334,37 +334,11 @@ pub fn reason_phrase(status: u16) -> Option<&'static str> {
 }
 
 /// `Status code: undefined. Message: Unexpected API Error: <code> - <message>` (C74), for a
-/// failure without an HTTP response, before [`tls_rewrite`] and [`redact`]. The codes and
+/// failure without an HTTP response, rendered by [`crate::failure`]. The codes and
 /// messages of C64–C68 and C74 (`ECONNABORTED` / `timeout of 200000ms exceeded`, ...) are the
 /// caller's.
-pub fn transport_error_message(code: &str, message: &str) -> String {
+pub(crate) fn transport_error_message(code: &str, message: &str) -> String {
     format!("Status code: undefined. Message: Unexpected API Error: {code} - {message}")
-}
-
-/// The TLS rewrite of C75, applied last to a message of C70–C74.
-pub fn tls_rewrite(message: String) -> String {
-    if message.contains("UNABLE_TO_VERIFY_LEAF_SIGNATURE") {
-        format!(
-            "Certificate error: {message}. Please check if your PKI certificates are valid or adjust SSL verification mode."
-        )
-    } else if message.contains("ERR_TLS_CERT_ALTNAME_INVALID")
-        || message.contains("ERR_TLS_HANDSHAKE")
-    {
-        format!(
-            "TLS handshake failed: {message}. Verify server certificate hostname and CA configuration."
-        )
-    } else {
-        message
-    }
-}
-
-/// Replaces every verbatim occurrence of `api_key` in `message` by `[REDACTED]` when the key
-/// has 8 or more characters (C32).
-pub fn redact(message: &str, api_key: Option<&str>) -> String {
-    match api_key {
-        Some(key) if key.chars().count() >= 8 => message.replace(key, "[REDACTED]"),
-        _ => message.to_owned(),
-    }
 }
 
 #[cfg(test)]
@@ -402,110 +376,5 @@ mod tests {
             "{\"choices\":[{\"message\":{\"role\":\"a\",\"content\":\"\\ufeffhi\\u0085\"}}]}",
         );
         assert!(data.starts_with("{\"message\":\"hi\u{85}\""), "{data}");
-    }
-
-    /// The messages of C70–C74 as the execution reports them: C75, then C32.
-    fn finish(message: String, api_key: Option<&str>) -> String {
-        redact(&tls_rewrite(message), api_key)
-    }
-
-    #[test]
-    fn c74_transport_messages() {
-        for (code, message) in [
-            ("ENOTFOUND", "getaddrinfo ENOTFOUND nowhere.invalid"),
-            ("ECONNREFUSED", "connect ECONNREFUSED 127.0.0.1:9"),
-            ("ECONNRESET", "socket hang up"),
-            ("ERR_CANCELED", "canceled"),
-        ] {
-            assert_eq!(
-                finish(transport_error_message(code, message), None),
-                format!(
-                    "Status code: undefined. Message: Unexpected API Error: {code} - {message}"
-                )
-            );
-        }
-        // C64's example.
-        assert_eq!(
-            transport_error_message("ECONNABORTED", "timeout of 200000ms exceeded"),
-            "Status code: undefined. Message: Unexpected API Error: ECONNABORTED - timeout of 200000ms exceeded"
-        );
-        // CERT_HAS_EXPIRED is not rewritten by C75.
-        let expired = transport_error_message("CERT_HAS_EXPIRED", "certificate has expired");
-        assert_eq!(tls_rewrite(expired.clone()), expired);
-    }
-
-    #[test]
-    fn c75_tls_rewrite() {
-        assert_eq!(
-            finish(
-                transport_error_message(
-                    "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
-                    "unable to verify the first certificate"
-                ),
-                None
-            ),
-            "Certificate error: Status code: undefined. Message: Unexpected API Error: UNABLE_TO_VERIFY_LEAF_SIGNATURE - unable to verify the first certificate. Please check if your PKI certificates are valid or adjust SSL verification mode."
-        );
-        assert_eq!(
-            finish(transport_error_message("ERR_TLS_HANDSHAKE", "bad"), None),
-            "TLS handshake failed: Status code: undefined. Message: Unexpected API Error: ERR_TLS_HANDSHAKE - bad. Verify server certificate hostname and CA configuration."
-        );
-        assert_eq!(
-            finish(
-                transport_error_message(
-                    "ERR_TLS_CERT_ALTNAME_INVALID",
-                    "Hostname/IP does not match certificate's altnames: Host: h. is not in the cert's altnames: DNS:a.example, IP Address:10.0.0.1"
-                ),
-                None
-            ),
-            "TLS handshake failed: Status code: undefined. Message: Unexpected API Error: ERR_TLS_CERT_ALTNAME_INVALID - Hostname/IP does not match certificate's altnames: Host: h. is not in the cert's altnames: DNS:a.example, IP Address:10.0.0.1. Verify server certificate hostname and CA configuration."
-        );
-        // The leaf check wins over the others.
-        assert_eq!(
-            tls_rewrite("x UNABLE_TO_VERIFY_LEAF_SIGNATURE ERR_TLS_HANDSHAKE".into()),
-            "Certificate error: x UNABLE_TO_VERIFY_LEAF_SIGNATURE ERR_TLS_HANDSHAKE. Please check if your PKI certificates are valid or adjust SSL verification mode."
-        );
-        // Any message of C70–C74, HTTP errors included.
-        assert_eq!(
-            finish(
-                http_error_message(502, br#"{"error":"upstream ERR_TLS_HANDSHAKE"}"#),
-                None
-            ),
-            "TLS handshake failed: Status code: 502. Message: API Error: Bad Gateway - upstream ERR_TLS_HANDSHAKE. Verify server certificate hostname and CA configuration."
-        );
-        assert_eq!(
-            tls_rewrite("Status code: 400. Message: x".into()),
-            "Status code: 400. Message: x"
-        );
-    }
-
-    #[test]
-    fn c32_redaction() {
-        assert_eq!(
-            redact("bad key sk-abcdefgh and sk-abcdefgh", Some("sk-abcdefgh")),
-            "bad key [REDACTED] and [REDACTED]"
-        );
-        // Keys under 8 characters are left alone (too likely to match ordinary text).
-        assert_eq!(redact("key 1234567", Some("1234567")), "key 1234567");
-        assert_eq!(redact("key 12345678", Some("12345678")), "key [REDACTED]");
-        // Characters, not bytes.
-        assert_eq!(redact("k ééééééé", Some("ééééééé")), "k ééééééé");
-        assert_eq!(redact("k éééééééé", Some("éééééééé")), "k [REDACTED]");
-        assert_eq!(redact("m", None), "m");
-        assert_eq!(
-            finish(
-                http_error_message(
-                    401,
-                    br#"{"error":{"message":"Incorrect API key provided: sk-live-123456789"}}"#
-                ),
-                Some("sk-live-123456789")
-            ),
-            "Status code: 401. Message: Unauthorized API Error - Incorrect API key provided: [REDACTED]"
-        );
-        let message = finish(
-            transport_error_message("ERR_TLS_HANDSHAKE", "key=sk-live-123456789"),
-            Some("sk-live-123456789"),
-        );
-        assert!(!message.contains("sk-live"), "{message}");
     }
 }

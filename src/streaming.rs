@@ -4,15 +4,17 @@
 //! usage (C109, C114) without keeping the body. Nothing here does I/O: the body comes from a
 //! [`Body`], which the component implements over `wasi:http`.
 
-use crate::actions::{Body, Failure, Head, Limits, Plan, TransportError, transport_message};
 use crate::chat_stream::{ChatStream, Step, StreamError};
 use crate::config::Connector;
 use crate::estimate::EstimationInput;
+use crate::failure::Failure;
 use crate::json::Value;
 use crate::params::SubAction;
+use crate::plan::Plan;
 use crate::request::HttpRequest;
 use crate::response;
 use crate::sse::Decoder;
+use crate::transport::{Body, Head, Limits, TransportError};
 use crate::usage::TokenUsage;
 use std::collections::VecDeque;
 
@@ -47,22 +49,39 @@ enum Mode {
     Chunks,
 }
 
+/// Where a streaming execution is: every phase a named variant.
+enum Phase<B> {
+    /// Reading the upstream body.
+    Reading(B),
+    /// The body ended, or chunk mode saw `[DONE]` (C42).
+    Ended,
+    /// Failed; the upstream was abandoned. The first failure wins (C78).
+    Failed(Failure),
+}
+
+/// How usage is accounted beside the pass-through.
+enum Accounting {
+    /// Events are decoded and merged (C109).
+    Events,
+    /// Stopped after a decoder or chat-layer failure (C114); the pass-through goes on.
+    Stopped,
+    /// The upstream answered `application/json` although a stream was asked for: the body is
+    /// kept and accounted as a non-streaming response (C115).
+    Json(Vec<u8>),
+}
+
 /// A streaming execution in progress.
 pub struct StreamExecution<B> {
-    body: Option<B>,
+    phase: Phase<B>,
     mode: Mode,
-    /// Set when the upstream answered `application/json` although a stream was asked for:
-    /// the body is accounted as a non-streaming response (C115).
-    json_body: Option<Vec<u8>>,
+    accounting: Accounting,
     decoder: Decoder,
-    /// Accounting stopped (C114) after a decoder or chat-layer failure.
-    accounting_stopped: bool,
     chat: ChatStream,
     pending: VecDeque<Value>,
-    failure: Option<Failure>,
     idle_timeout_ms: Option<u64>,
     request: HttpRequest,
     limits: Limits,
+    status: u16,
     api_key: Option<String>,
     default_model: Option<String>,
 }
@@ -80,17 +99,20 @@ impl<B: Body> StreamExecution<B> {
             .and_then(|ct| ct.split(';').next())
             .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
         StreamExecution {
-            body: Some(head.body),
+            phase: Phase::Reading(head.body),
             mode,
-            json_body: is_json.then(Vec::new),
+            accounting: if is_json {
+                Accounting::Json(Vec::new())
+            } else {
+                Accounting::Events
+            },
             decoder: Decoder::new(),
-            accounting_stopped: false,
             chat: ChatStream::new(),
             pending: VecDeque::new(),
-            failure: None,
             idle_timeout_ms: plan.idle_timeout_ms,
             request: plan.request,
             limits,
+            status: head.status,
             api_key: connector.secrets.api_key.clone(),
             default_model: connector.config.default_model.clone(),
         }
@@ -100,20 +122,22 @@ impl<B: Body> StreamExecution<B> {
     /// the execution fails with `ERR_CANCELED` (C68). Usage is computed from what arrived
     /// (C113).
     pub fn finish(mut self) -> StreamSummary {
-        if self.body.is_some() {
-            let message = transport_message(&TransportError::Canceled, &self.request, &self.limits);
-            self.fail(message);
+        if matches!(self.phase, Phase::Reading(_)) {
+            self.fail_transport(&TransportError::Canceled);
         }
         let request_body_bytes = Some(self.request.body.len() as u64);
-        let (usage, estimate) = match &self.json_body {
-            Some(body) => (json_usage(body), None),
-            None => match self.chat.token_usage() {
+        let (usage, estimate) = match &self.accounting {
+            Accounting::Json(body) => (json_usage(body), None),
+            Accounting::Events | Accounting::Stopped => match self.chat.token_usage() {
                 Some(usage) => (usage, None),
                 None => (TokenUsage::UNAVAILABLE, Some(self.estimation_input())),
             },
         };
         StreamSummary {
-            outcome: self.failure.map_or(Ok(()), Err),
+            outcome: match self.phase {
+                Phase::Failed(failure) => Err(failure),
+                Phase::Reading(_) | Phase::Ended => Ok(()),
+            },
             usage,
             estimate,
             request_body_bytes,
@@ -131,7 +155,9 @@ impl<B: Body> Iterator for StreamExecution<B> {
             if let Some(chunk) = self.pending.pop_front() {
                 return Some(StreamItem::Chunk(chunk));
             }
-            let body = self.body.as_mut()?;
+            let Phase::Reading(body) = &mut self.phase else {
+                return None;
+            };
             match body.next_chunk(self.idle_timeout_ms) {
                 Ok(Some(bytes)) => {
                     self.account(&bytes);
@@ -140,16 +166,13 @@ impl<B: Body> Iterator for StreamExecution<B> {
                     }
                 }
                 Ok(None) => {
-                    if !self.accounting_stopped && self.json_body.is_none() {
+                    if matches!(self.accounting, Accounting::Events) {
                         let mut events = Vec::new();
                         let _ = self.decoder.finish(&mut events);
                     }
-                    self.body = None;
+                    self.end();
                 }
-                Err(e) => {
-                    let message = transport_message(&e, &self.request, &self.limits);
-                    self.fail(message);
-                }
+                Err(e) => self.fail_transport(&e),
             }
         }
     }
@@ -164,33 +187,49 @@ impl<B: Body> StreamExecution<B> {
         )
     }
 
-    /// Records the failure (the first one wins) and abandons the upstream.
-    fn fail(&mut self, message: String) {
-        if self.failure.is_none() {
-            let message =
-                response::redact(&response::tls_rewrite(message), self.api_key.as_deref());
-            self.failure = Some(Failure {
-                service_message: message,
-                retry: true,
-            });
+    /// The body ended (or `[DONE]` ended chunk mode): the upstream is released.
+    fn end(&mut self) {
+        if matches!(self.phase, Phase::Reading(_)) {
+            self.phase = Phase::Ended;
         }
-        self.body = None;
+    }
+
+    /// Records the failure (the first one wins) and abandons the upstream.
+    fn fail(&mut self, failure: Failure) {
+        if !matches!(self.phase, Phase::Failed(_)) {
+            self.phase = Phase::Failed(failure);
+        }
+    }
+
+    fn fail_transport(&mut self, error: &TransportError) {
+        let failure = Failure::transport(
+            error,
+            &self.request,
+            &self.limits,
+            Some(self.status),
+            self.api_key.as_deref(),
+        );
+        self.fail(failure);
+    }
+
+    fn fail_stream(&mut self, message: String) {
+        let failure = Failure::stream(message, self.status, self.api_key.as_deref());
+        self.fail(failure);
     }
 
     /// Feeds the accounting decoder; in chunk mode, queues the chunks for the caller.
     fn account(&mut self, bytes: &[u8]) {
-        if let Some(json) = &mut self.json_body {
-            if (json.len() + bytes.len()) as u64 > self.limits.max_body_bytes {
-                let message =
-                    transport_message(&TransportError::TooLarge, &self.request, &self.limits);
-                self.fail(message);
-            } else {
-                json.extend_from_slice(bytes);
+        match &mut self.accounting {
+            Accounting::Json(json) => {
+                if (json.len() + bytes.len()) as u64 > self.limits.max_body_bytes {
+                    self.fail_transport(&TransportError::TooLarge);
+                } else {
+                    json.extend_from_slice(bytes);
+                }
+                return;
             }
-            return;
-        }
-        if self.accounting_stopped {
-            return;
+            Accounting::Stopped => return,
+            Accounting::Events => {}
         }
         // Events are merged as they are dispatched, borrowed from the decoder's buffers. The
         // first `[DONE]` of chunk mode or stream error stops the processing of this read.
@@ -216,17 +255,17 @@ impl<B: Body> StreamExecution<B> {
         });
         match stop {
             Some(Stop::Done) => {
-                self.body = None;
+                self.end();
                 return;
             }
             Some(Stop::Failed(e)) => {
-                self.accounting_stopped = true;
+                self.accounting = Accounting::Stopped;
                 if self.mode == Mode::Chunks {
                     let message = match &e {
                         StreamError::Provider(text) => format!("Stream error: {text}"),
                         other => other.to_string(),
                     };
-                    self.fail(message);
+                    self.fail_stream(message);
                 }
                 return;
             }
@@ -234,9 +273,9 @@ impl<B: Body> StreamExecution<B> {
         }
         if let Err(e) = decoded {
             // C114: accounting stops; the pass-through goes on. Chunk mode cannot go on.
-            self.accounting_stopped = true;
+            self.accounting = Accounting::Stopped;
             if self.mode == Mode::Chunks {
-                self.fail(e.to_string());
+                self.fail_stream(e.to_string());
             }
         }
     }
@@ -252,7 +291,9 @@ fn json_usage(body: &[u8]) -> TokenUsage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actions::{self, Deployment, Started, Transport};
+    use crate::actions::{self, Started};
+    use crate::plan::Deployment;
+    use crate::transport::Transport;
     use crate::config;
     use crate::usage::UsageSource;
     use std::collections::VecDeque;

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use openai_connector::actions::{self, Definition, Deployment, Failure};
+use openai_connector::actions::{self, Definition};
+use openai_connector::failure::Failure;
+use openai_connector::plan::{self, Deployment};
 use openai_connector::config::{KeyFormat, Provider, ValidationErrors, VerificationMode};
 use openai_connector::json::{Object, Value};
 use openai_connector::params::SubAction;
@@ -327,7 +329,7 @@ fn run_request(case: &Value) -> Result<(), String> {
             };
         }
     };
-    let plan = match actions::plan(&connector, &input.deployment, &params_json) {
+    let plan = match plan::plan(&connector, &input.deployment, &params_json) {
         Ok(plan) => plan,
         Err(failure) => {
             return match expect.get("refused") {
@@ -408,10 +410,7 @@ fn run_response(case: &Value) -> Result<(), String> {
             )
         }
         (Err(message), Some(want)) => {
-            let failure = Failure {
-                service_message: response::tls_rewrite(message),
-                retry: true,
-            };
+            let failure = Failure::response_invalid(message, None, None);
             check_failure(None, &failure, want)
         }
         (Ok((data, _)), Some(_)) => Err(format!("mapped, expected a failure: {}", data.to_json())),
@@ -423,10 +422,7 @@ fn run_error(case: &Value) -> Result<(), String> {
     let status = u16::try_from(u64_of(case, "status")?).map_err(|_| "status over 65535")?;
     let body = bytes(case, "body")?;
     // As `responses.map-http-error` in src/component/mod.rs.
-    let failure = Failure {
-        service_message: response::tls_rewrite(response::http_error_message(status, &body)),
-        retry: true,
-    };
+    let failure = Failure::http(status, &body, None);
     check_failure(None, &failure, field(case, "expect")?)
 }
 

@@ -1,0 +1,424 @@
+//! The gateway protocol, once: what the `gateway` world (`crate::gateway`) and the harness's
+//! `serve` and CLI answer. Pure: statuses, headers and body bytes, no I/O.
+//!
+//! Two routes shape their errors differently: OpenAI's chat completions
+//! (`{"error": {"message", "type", "param", "code"}}`, which the SDKs turn into typed
+//! exceptions) and Kibana's `_execute` (`{"statusCode", "error", "message"}` for refusals, the
+//! C77 shape for executions). A failed execution's status comes from its
+//! [`FailureKind`], never from its message.
+
+use crate::failure::{Failure, FailureKind};
+use crate::json::{Object, Value};
+use crate::response::reason_phrase;
+
+/// Largest request body accepted.
+pub const MAX_REQUEST_BYTES: usize = 16 << 20;
+/// Kibana's fixed top-level message of a failed execution (C77).
+pub const FAILURE_MESSAGE: &str = "an error occurred while running the action";
+/// The message of a request without the right token.
+const UNAUTHORIZED_MESSAGE: &str = "missing or wrong token: send Authorization: Bearer <token>";
+
+/// Which error body a route answers with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// `/v1/chat/completions`: OpenAI's `{"error": {...}}`.
+    ChatCompletions,
+    /// `/_execute`: Kibana's shapes.
+    Execute,
+}
+
+/// A complete response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Header names and values.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// A JSON body.
+    pub fn json(status: u16, value: &Value) -> Reply {
+        Reply::json_text(status, value.to_json())
+    }
+
+    /// A JSON body given as text (which the caller guarantees is JSON).
+    pub fn json_text(status: u16, text: String) -> Reply {
+        Reply {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: text.into_bytes(),
+        }
+    }
+
+    /// The same reply with one more header.
+    pub fn with_header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+}
+
+/// A JSON object from its entries, in order.
+pub(crate) fn object(entries: Vec<(&str, Value)>) -> Value {
+    let mut map = Object::default();
+    for (k, v) in entries {
+        map.insert(k.to_owned(), v);
+    }
+    Value::Object(map)
+}
+
+/// OpenAI's error body.
+pub fn openai_error(status: u16, message: &str, kind: &str, code: Option<&str>) -> Reply {
+    Reply::json(
+        status,
+        &object(vec![(
+            "error",
+            object(vec![
+                ("message", Value::from(message)),
+                ("type", Value::from(kind)),
+                ("param", Value::Null),
+                ("code", code.map_or(Value::Null, Value::from)),
+            ]),
+        )]),
+    )
+}
+
+/// Kibana's error body.
+pub fn kibana_error(status: u16, message: &str) -> Reply {
+    Reply::json(
+        status,
+        &object(vec![
+            ("statusCode", Value::from(u64::from(status))),
+            ("error", Value::from(reason_phrase(status).unwrap_or("Error"))),
+            ("message", Value::from(message)),
+        ]),
+    )
+}
+
+/// A refusal in the route's shape (`type` is `server_error` from 500 on).
+pub fn route_error(route: Route, status: u16, message: &str, code: Option<&str>) -> Reply {
+    match route {
+        Route::ChatCompletions => {
+            let kind = if status >= 500 {
+                "server_error"
+            } else {
+                "invalid_request_error"
+            };
+            openai_error(status, message, kind, code)
+        }
+        Route::Execute => kibana_error(status, message),
+    }
+}
+
+/// `405` naming the method to use.
+pub fn method_not_allowed(allow: &str, route: Route) -> Reply {
+    route_error(route, 405, &format!("use {allow}"), None).with_header("allow", allow)
+}
+
+/// `401` with `WWW-Authenticate: Bearer`.
+pub fn unauthorized(route: Route) -> Reply {
+    match route {
+        Route::ChatCompletions => openai_error(
+            401,
+            UNAUTHORIZED_MESSAGE,
+            "invalid_request_error",
+            Some("invalid_api_key"),
+        ),
+        Route::Execute => kibana_error(401, UNAUTHORIZED_MESSAGE),
+    }
+    .with_header("www-authenticate", "Bearer")
+}
+
+/// `404` for a connector id that is not served; `serving` names the one connector a
+/// single-connector gateway serves.
+pub fn connector_not_found(route: Route, id: &str, serving: Option<&str>) -> Reply {
+    match route {
+        Route::ChatCompletions => {
+            let message = match serving {
+                Some(served) => {
+                    format!("no connector with id \"{id}\" (this gateway serves \"{served}\")")
+                }
+                None => format!("no connector with id \"{id}\""),
+            };
+            openai_error(
+                404,
+                &message,
+                "invalid_request_error",
+                Some("connector_not_found"),
+            )
+        }
+        Route::Execute => kibana_error(404, &format!("Saved object [action/{id}] not found")),
+    }
+}
+
+/// The answer when the request body is larger than [`MAX_REQUEST_BYTES`].
+pub fn body_too_large(route: Route) -> Reply {
+    route_error(
+        route,
+        413,
+        &format!("request body larger than {MAX_REQUEST_BYTES} bytes"),
+        None,
+    )
+}
+
+/// The answer when the request body could not be read.
+pub fn body_unreadable(route: Route, detail: &str) -> Reply {
+    route_error(
+        route,
+        400,
+        &format!("cannot read the request body: {detail}"),
+        None,
+    )
+}
+
+/// The execution params for a route's request body: the `stream` sub-action's params for an
+/// OpenAI chat-completions body (with `stream` taken from the body), or the `params` of a
+/// Kibana `_execute` body (`{"params": {...}}`).
+pub fn params(route: Route, body: &[u8]) -> Result<String, Reply> {
+    match route {
+        Route::ChatCompletions => chat_params(body),
+        Route::Execute => execute_params(body),
+    }
+}
+
+fn chat_params(body: &[u8]) -> Result<String, Reply> {
+    let bad = |message: &str| openai_error(400, message, "invalid_request_error", None);
+    let text = std::str::from_utf8(body).map_err(|_| bad("the request body is not UTF-8"))?;
+    let stream = match Value::parse(body) {
+        Ok(Value::Object(map)) => map.get("stream") == Some(&Value::Bool(true)),
+        Ok(_) => return Err(bad("the request body must be a JSON object")),
+        Err(e) => return Err(bad(&format!("the request body is not valid JSON: {e}"))),
+    };
+    Ok(object(vec![
+        ("subAction", Value::from("stream")),
+        (
+            "subActionParams",
+            object(vec![
+                ("body", Value::from(text)),
+                ("stream", Value::Bool(stream)),
+            ]),
+        ),
+    ])
+    .to_json())
+}
+
+fn execute_params(body: &[u8]) -> Result<String, Reply> {
+    let bad = |message: &str| kibana_error(400, message);
+    let value =
+        Value::parse(body).map_err(|e| bad(&format!("[request body]: not valid JSON: {e}")))?;
+    let Value::Object(map) = value else {
+        return Err(bad("[request body]: expected value of type [object]"));
+    };
+    if let Some(other) = map.keys().find(|k| *k != "params") {
+        return Err(bad(&format!(
+            "[request body.{other}]: definition for this key is missing"
+        )));
+    }
+    match map.get("params") {
+        Some(params @ Value::Object(_)) => Ok(params.to_json()),
+        Some(_) => Err(bad(
+            "[request body.params]: expected value of type [object]",
+        )),
+        None => Err(bad(
+            "[request body.params]: expected value of type [object] but got [undefined]",
+        )),
+    }
+}
+
+/// Kibana's success shape: `{"connector_id", "status": "ok", "data"}`, with `data_json`
+/// embedded as it is so that numbers keep their spelling (C40).
+pub fn success_json(connector_id: &str, data_json: &str) -> String {
+    format!(
+        r#"{{"connector_id":{},"status":"ok","data":{data_json}}}"#,
+        Value::from(connector_id).to_json()
+    )
+}
+
+/// Kibana's failure shape (C77).
+pub fn failure_json(connector_id: &str, failure: &Failure) -> String {
+    object(vec![
+        ("connector_id", Value::from(connector_id)),
+        ("status", Value::from("error")),
+        ("message", Value::from(FAILURE_MESSAGE)),
+        (
+            "service_message",
+            Value::from(failure.service_message.as_str()),
+        ),
+        ("retry", Value::Bool(failure.retry)),
+    ])
+    .to_json()
+}
+
+/// The response of an execution that has ended; `data_json` is Kibana's `data` as JSON text.
+pub fn ended(connector_id: &str, route: Route, outcome: Result<&str, &Failure>) -> Reply {
+    match (route, outcome) {
+        (Route::Execute, Ok(data)) => Reply::json_text(200, success_json(connector_id, data)),
+        // Kibana answers 200 for `status: error` too, sandbox failures aside.
+        (Route::Execute, Err(failure)) if failure.kind == FailureKind::Sandbox => {
+            Reply::json_text(500, failure_json(connector_id, failure))
+        }
+        (Route::Execute, Err(failure)) => Reply::json_text(200, failure_json(connector_id, failure)),
+        (Route::ChatCompletions, Ok(data)) => Reply::json_text(200, data.to_owned()),
+        (Route::ChatCompletions, Err(failure)) if failure.kind == FailureKind::Sandbox => {
+            openai_error(
+                500,
+                &failure.service_message,
+                "server_error",
+                Some("sandbox_failure"),
+            )
+        }
+        (Route::ChatCompletions, Err(failure)) => {
+            let status = openai_status(failure);
+            openai_error(
+                status,
+                &failure.service_message,
+                openai_error_type(status),
+                None,
+            )
+        }
+    }
+}
+
+/// The status an OpenAI client should see for a failed execution: the upstream's error status
+/// (C70), 400 for invalid params, 504 for timeouts, 500 when the sandbox stopped the guest,
+/// 502 otherwise.
+pub fn openai_status(failure: &Failure) -> u16 {
+    match failure.kind {
+        FailureKind::Http { status } if (400..600).contains(&status) => status,
+        FailureKind::Params => 400,
+        FailureKind::Timeout => 504,
+        FailureKind::Sandbox => 500,
+        _ => 502,
+    }
+}
+
+/// OpenAI's error `type` for a status.
+fn openai_error_type(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        403 => "permission_error",
+        429 => "rate_limit_error",
+        400..=499 => "invalid_request_error",
+        _ => "upstream_error",
+    }
+}
+
+/// Status and headers of a streamed response.
+pub fn stream_head() -> (u16, Vec<(String, String)>) {
+    (
+        200,
+        vec![
+            ("content-type".into(), "text/event-stream".into()),
+            ("cache-control".into(), "no-cache".into()),
+        ],
+    )
+}
+
+/// A parsed chunk of `invokeAsyncIterator` as an SSE event (C42).
+pub fn chunk_event(chunk_json: &str) -> Vec<u8> {
+    format!("data: {chunk_json}\n\n").into_bytes()
+}
+
+/// The SSE event that tells the client a stream failed after it began. OpenAI SDKs raise an
+/// error for a `data` event holding an `error` object.
+pub fn stream_error_event(connector_id: &str, route: Route, failure: &Failure) -> Vec<u8> {
+    match route {
+        Route::ChatCompletions => format!(
+            "data: {}\n\n",
+            object(vec![(
+                "error",
+                object(vec![
+                    ("message", Value::from(failure.service_message.as_str())),
+                    ("type", Value::from("upstream_error")),
+                    ("param", Value::Null),
+                    ("code", Value::Null),
+                ]),
+            )])
+            .to_json()
+        ),
+        Route::Execute => format!(
+            "event: error\ndata: {}\n\n",
+            failure_json(connector_id, failure)
+        ),
+    }
+    .into_bytes()
+}
+
+/// `true` when there is exactly one `Authorization` header and it is `Bearer <expected>`,
+/// compared in constant time.
+pub fn bearer_matches(authorization: &[impl AsRef<[u8]>], expected: &[u8]) -> bool {
+    let [value] = authorization else {
+        return false;
+    };
+    bearer_token(value.as_ref()).is_some_and(|token| constant_time_eq(token, expected))
+}
+
+/// The token of an `Authorization: Bearer <token>` value.
+pub fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let scheme_end = value.iter().position(|&b| b == b' ')?;
+    let (scheme, rest) = value.split_at(scheme_end);
+    scheme
+        .eq_ignore_ascii_case(b"bearer")
+        .then(|| rest.trim_ascii())
+}
+
+/// Compares in time that does not depend on where the first difference is.
+pub fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    given.ct_eq(expected).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(kind: FailureKind) -> Failure {
+        Failure {
+            kind,
+            upstream_status: None,
+            service_message: "m".into(),
+            retry: true,
+        }
+    }
+
+    #[test]
+    fn openai_statuses() {
+        assert_eq!(
+            openai_status(&failure(FailureKind::Http { status: 429 })),
+            429
+        );
+        assert_eq!(openai_status(&failure(FailureKind::Timeout)), 504);
+        assert_eq!(
+            openai_status(&failure(FailureKind::Transport {
+                code: "ECONNREFUSED".into()
+            })),
+            502
+        );
+        assert_eq!(openai_status(&failure(FailureKind::Params)), 400);
+        // A status that is not an error status is not passed on.
+        assert_eq!(
+            openai_status(&failure(FailureKind::Http { status: 302 })),
+            502
+        );
+    }
+
+    #[test]
+    fn constant_time_eq_compares_whole_tokens() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abd", b"abc"));
+        assert!(!constant_time_eq(b"ab", b"abc"));
+        assert!(!constant_time_eq(b"abcd", b"abc"));
+        assert!(!constant_time_eq(b"", b"abc"));
+        assert!(!constant_time_eq(b"\xff\xfe\xfd", b"\x00\x01\x02"));
+    }
+
+    #[test]
+    fn success_embeds_data_verbatim() {
+        assert_eq!(
+            success_json("c\"1", r#"{"n":1.50}"#),
+            r#"{"connector_id":"c\"1","status":"ok","data":{"n":1.50}}"#
+        );
+    }
+}
