@@ -8,7 +8,8 @@ use super::bindings::wasi::http::types::{
 };
 use super::bindings::wasi::io::streams::{OutputStream, StreamError};
 use super::transport::WasiTransport;
-use crate::gateway::{self, Dispatch, Outcome, Reply, Setup};
+use crate::gateway::{self, Dispatch, Outcome, Setup};
+use crate::protocol::{self, Reply};
 use crate::usage::UsageSource;
 use std::cell::OnceCell;
 
@@ -73,8 +74,8 @@ fn handle(setup: &Setup, request: IncomingRequest, response_out: ResponseOutpara
         Ok(body) => body,
         Err(e) => {
             let reply = match e {
-                BodyError::TooLarge => gateway::body_too_large(route),
-                BodyError::Failed(detail) => gateway::body_unreadable(route, &detail),
+                BodyError::TooLarge => protocol::body_too_large(route),
+                BodyError::Failed(detail) => protocol::body_unreadable(route, &detail),
             };
             log(method, &path, &format!("{}", reply.status));
             return send(response_out, &reply);
@@ -87,7 +88,7 @@ fn handle(setup: &Setup, request: IncomingRequest, response_out: ResponseOutpara
             send(response_out, &reply);
         }
         Outcome::Stream(stream) => {
-            let (status, headers) = gateway::stream_head();
+            let (status, headers) = protocol::stream_head();
             let Some((response_body, mut sink)) = start_response(response_out, status, &headers)
             else {
                 // The host refused the head: abandon the upstream (C68).
@@ -143,7 +144,7 @@ fn read_body(request: IncomingRequest) -> Result<Vec<u8>, BodyError> {
     loop {
         match stream.blocking_read(READ_CHUNK) {
             Ok(bytes) => {
-                if out.len() + bytes.len() > gateway::MAX_REQUEST_BYTES {
+                if out.len() + bytes.len() > protocol::MAX_REQUEST_BYTES {
                     return Err(BodyError::TooLarge);
                 }
                 out.extend_from_slice(&bytes);

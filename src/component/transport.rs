@@ -9,7 +9,7 @@ use super::bindings::wasi::http::types::{
 };
 use super::bindings::wasi::io::poll;
 use super::bindings::wasi::io::streams::{InputStream, StreamError};
-use crate::actions::{Body, Head, Limits, Transport, TransportError};
+use crate::transport::{Body, Head, Limits, Transport, TransportError};
 use crate::request::HttpRequest;
 
 /// Bytes asked for per read of the response body.
