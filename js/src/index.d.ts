@@ -87,9 +87,31 @@ export interface Usage {
   source: UsageSource;
 }
 
+/** What kind of failure ended an execution (WIT `failure-kind`); decide on it, not on the message. */
+export type FailureKind =
+  | 'params'
+  | 'denied'
+  | 'http'
+  | 'transport'
+  | 'timeout'
+  | 'response-invalid'
+  | 'stream'
+  | 'canceled'
+  | 'sandbox';
+
+export interface FailureDetails {
+  serviceMessage: string;
+  retry: boolean;
+  kind: FailureKind;
+  /** The Node-style code of a `transport` failure (`ECONNREFUSED`, ...), else null. */
+  code: string | null;
+  /** The upstream's status when a response head arrived, else null. */
+  upstreamStatus: number | null;
+}
+
 export type MappedResponse =
   | { status: 'ok'; data: unknown; dataJson: string; usage: Usage }
-  | { status: 'error'; serviceMessage: string; retry: boolean };
+  | ({ status: 'error' } & FailureDetails);
 
 export interface SseEvent {
   type: string;
@@ -112,6 +134,9 @@ export declare class ConnectorValidationError extends Error {
 export declare class ConnectorFailure extends Error {
   readonly serviceMessage: string;
   readonly retry: boolean;
+  readonly kind: FailureKind;
+  readonly code: string | null;
+  readonly upstreamStatus: number | null;
 }
 
 export declare class SseError extends Error {}
@@ -137,6 +162,9 @@ export interface ExecutionResult {
   dataJson?: string;
   serviceMessage?: string;
   retry?: boolean;
+  kind?: FailureKind;
+  code?: string | null;
+  upstreamStatus?: number | null;
   usage: Usage;
   requestBodyBytes?: number;
 }

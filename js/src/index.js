@@ -54,8 +54,31 @@ export class ConnectorFailure extends Error {
     this.serviceMessage = failure.serviceMessage;
     /** Kibana's `retry`. */
     this.retry = failure.retry;
+    Object.assign(this, failureDetails(failure));
   }
 }
+
+/**
+ * What kind of failure it was (WIT `failure-kind`, never parsed from the message): `kind` is
+ * one of `params`, `denied`, `http`, `transport`, `timeout`, `response-invalid`, `stream`,
+ * `canceled`, `sandbox`; `code` is the Node-style code of a `transport` failure;
+ * `upstreamStatus` the upstream's status when a response head arrived.
+ */
+function failureDetails(failure) {
+  return {
+    kind: failure.kind.tag,
+    code: failure.kind.tag === 'transport' ? failure.kind.val : null,
+    upstreamStatus: failure.upstreamStatus ?? null,
+  };
+}
+
+/** An execution's failure as the functions below return it. */
+const failureResult = (failure) => ({
+  status: 'error',
+  serviceMessage: failure.serviceMessage,
+  retry: failure.retry,
+  ...failureDetails(failure),
+});
 
 /** The SSE decoder stopped (C91); every further call fails the same way. */
 export class SseError extends Error {
@@ -172,9 +195,9 @@ export function parseConnector(connector, settings) {
     throw new ConnectorValidationError(payloadOf(e));
   }
   return {
-    id: validated.id,
-    name: validated.name,
-    provider: validated.provider,
+    id: validated.prepared.id,
+    name: validated.prepared.name,
+    provider: validated.prepared.provider,
     connector: JSON.parse(validated.connectorJson),
     connectorJson: validated.connectorJson,
     tls: validated.tls,
@@ -218,15 +241,13 @@ export function mapResponse({ subAction, status, body }) {
   }
   const bytes = toBytes(body ?? '', 'body');
   if (status < 200 || status > 299) {
-    const failure = responses.mapHttpError(status, bytes);
-    return { status: 'error', serviceMessage: failure.serviceMessage, retry: failure.retry };
+    return failureResult(responses.mapHttpError(status, bytes));
   }
   try {
     const [dataJson, usage] = responses.mapSuccess(toSubAction(subAction), bytes);
     return { status: 'ok', data: JSON.parse(dataJson), dataJson, usage: toUsage(usage) };
   } catch (e) {
-    const failure = payloadOf(e);
-    return { status: 'error', serviceMessage: failure.serviceMessage, retry: failure.retry };
+    return failureResult(payloadOf(e));
   }
 }
 
@@ -237,21 +258,19 @@ export function mapResponse({ subAction, status, body }) {
  * ConnectorValidationError when the connector is invalid (nothing is sent, C16).
  */
 export function execute(connector, params, settings) {
-  let execution;
+  const witSettings = toSettings(settings);
+  let validated;
   try {
-    execution = actions.execute(
-      toDefinition(connector),
-      toSettings(settings),
-      jsonText(params, 'params'),
-    );
+    validated = validation.validate(toDefinition(connector), witSettings);
   } catch (e) {
     throw new ConnectorValidationError(payloadOf(e));
   }
+  const execution = actions.execute(validated.prepared, witSettings, jsonText(params, 'params'));
   const { outcome } = execution;
   const result =
     outcome.tag === 'ok'
       ? { status: 'ok', data: JSON.parse(outcome.val), dataJson: outcome.val }
-      : { status: 'error', serviceMessage: outcome.val.serviceMessage, retry: outcome.val.retry };
+      : failureResult(outcome.val);
   result.usage = toUsage(execution.usage);
   if (execution.requestBodyBytes !== undefined) {
     result.requestBodyBytes = Number(execution.requestBodyBytes);

@@ -172,6 +172,9 @@ describe('mapResponse', () => {
       status: 'error',
       serviceMessage: 'Status code: 429. Message: API Error: Too Many Requests - slow down',
       retry: true,
+      kind: 'http',
+      code: null,
+      upstreamStatus: 429,
     });
   });
 
@@ -180,6 +183,9 @@ describe('mapResponse', () => {
       status: 'error',
       serviceMessage: 'Response validation failed ([choices]: expected value of type [array] but got [undefined])',
       retry: true,
+      kind: 'response-invalid',
+      code: null,
+      upstreamStatus: null,
     });
   });
 
@@ -346,6 +352,8 @@ describe('execute over jco\'s wasi:http shim', () => {
         failed.serviceMessage,
         'Status code: 401. Message: Unauthorized API Error - Incorrect API key provided: [REDACTED]',
       );
+      assert.equal(failed.kind, 'http');
+      assert.equal(failed.upstreamStatus, 401);
       assertNoSecret(JSON.stringify(failed));
     });
   });
@@ -358,6 +366,9 @@ describe('execute over jco\'s wasi:http shim', () => {
     const failed = execute(connector, { subAction: 'run', subActionParams: { body: '{}' } });
     assert.equal(failed.status, 'error');
     assert.match(failed.serviceMessage, /^Status code: undefined\. Message: Unexpected API Error: ECONNREFUSED - /);
+    assert.equal(failed.kind, 'transport');
+    assert.equal(failed.code, 'ECONNREFUSED');
+    assert.equal(failed.upstreamStatus, null);
     assertNoSecret(JSON.stringify(failed));
   });
 

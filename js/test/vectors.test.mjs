@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { after, describe, test } from 'node:test';
 
-import { component } from '../src/index.js';
+import { component, SseDecoder, SseError } from '../src/index.js';
 
 const { validation, requests, responses, sse } = component;
 const dir = new URL('../../tests/vectors/', import.meta.url);
@@ -125,7 +125,7 @@ const runners = {
     const got = witError(() => validation.validate(definition, settings));
     if (c.expect.valid) {
       assert.ok(got.ok, `invalid, expected valid: ${JSON.stringify(got.err)}`);
-      assert.equal(got.ok.provider, c.expect.valid.provider, 'provider');
+      assert.equal(got.ok.prepared.provider, c.expect.valid.provider, 'provider');
       assert.equal(got.ok.connectorJson, c.expect.valid.connector_json, 'connector_json');
       assert.deepEqual(tlsJson(got.ok.tls), c.expect.valid.tls, 'tls');
     } else {
@@ -202,26 +202,27 @@ const expectedRow = (e) => ({ ...e, retry: e.retry === null ? null : String(e.re
 /** Decodes the UTF-8 bytes the component returns (WIT 0.3.0); `fatal` checks they are valid. */
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
-/** The events of a `feedPacked` result, unpacked (UTF-8 byte lengths into `text`, bytes). */
-function unpacked({ text: bytes, lengths, retries }) {
-  assert.equal(lengths.length, 3 * retries.length, 'three lengths per event');
-  assert.ok(bytes instanceof Uint8Array, 'WIT 0.3.0: the packed text is bytes');
-  let at = 0;
-  const take = (len) => utf8.decode(bytes.subarray(at, (at += len)));
-  const events = retries.map((retry, i) => {
-    const eventType = take(lengths[3 * i]);
-    const data = take(lengths[3 * i + 1]);
-    const id = lengths[3 * i + 2] === 0xffffffff ? undefined : take(lengths[3 * i + 2]);
-    return { eventType, data, id, retry };
-  });
-  assert.equal(at, bytes.length, 'every byte of the packed text belongs to an event');
-  return events;
+/** Feeds `chunks` to the package's `SseDecoder` (WIT `feed-raw-spans`), then finishes. */
+function decodeRawSpans(chunks, max) {
+  const decoder = new SseDecoder({ maxEventBytes: max });
+  const row = (e) => ({ type: e.type, data: e.data, id: e.id ?? null, retry: e.retry === null ? null : String(e.retry) });
+  const events = [];
+  try {
+    for (const chunk of chunks) events.push(...decoder.feed(chunk).map(row));
+    events.push(...decoder.finish().map(row));
+    return { events, error: null };
+  } catch (e) {
+    if (!(e instanceof SseError)) throw e;
+    return { events, error: e.message };
+  } finally {
+    decoder[Symbol.dispose]();
+  }
 }
 
-/** Feeds `chunks` to a new decoder (through `feedPacked` when `packed`), then finishes. */
-function decode(chunks, max, { packed = false } = {}) {
+/** Feeds `chunks` to a new decoder, then finishes. */
+function decode(chunks, max) {
   const decoder = new sse.Decoder(max);
-  const feed = packed ? (chunk) => unpacked(decoder.feedPacked(chunk)) : (chunk) => decoder.feed(chunk);
+  const feed = (chunk) => decoder.feed(chunk);
   const events = [];
   try {
     for (const chunk of chunks) {
@@ -258,9 +259,9 @@ describe('sse', () => {
       assert.equal(whole.error, expect.error, 'error, whole');
 
       for (const [how, chunks] of [['one byte at a time', oneByteAtATime(input)], ['whole', [input]]]) {
-        const packed = decode(chunks, max, { packed: true });
-        assert.deepEqual(packed.events, want, `events, feedPacked ${how}`);
-        assert.equal(packed.error, expect.error, `error, feedPacked ${how}`);
+        const spans = decodeRawSpans(chunks, max);
+        assert.deepEqual(spans.events, want, `events, feedRawSpans ${how}`);
+        assert.equal(spans.error, expect.error, `error, feedRawSpans ${how}`);
       }
     });
   }
