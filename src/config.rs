@@ -7,6 +7,7 @@
 //! [`Connector::tls_profile`] is what the host needs for TLS (C122–C124).
 
 use crate::json::{self, Object, Value};
+pub use crate::pki::KeyFormat;
 use crate::pki::{self, PkiError, PkiField, PrivateKey};
 use crate::schema::{self, Expected, Problem};
 use std::fmt;
@@ -165,17 +166,6 @@ impl fmt::Debug for ClientIdentity {
             .field("key_format", &self.key_format)
             .finish()
     }
-}
-
-/// The encoding of a private key (C28, D4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyFormat {
-    /// `PRIVATE KEY` (PKCS#8).
-    Pkcs8,
-    /// `RSA PRIVATE KEY` (PKCS#1).
-    Pkcs1,
-    /// `EC PRIVATE KEY` (SEC1).
-    Sec1,
 }
 
 /// Validated `secrets` (section 2). `Debug` never shows a secret value.

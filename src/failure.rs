@@ -135,9 +135,11 @@ impl Failure {
                     limits.max_body_bytes
                 ),
             ),
-            TransportError::Canceled => {
-                (Some(FailureKind::Canceled), "ERR_CANCELED", "canceled".to_owned())
-            }
+            TransportError::Canceled => (
+                Some(FailureKind::Canceled),
+                "ERR_CANCELED",
+                "canceled".to_owned(),
+            ),
             TransportError::Denied => return Failure::denied(&request.url, api_key),
             TransportError::Coded { code, message } => (
                 // A host's connection timeout comes as `ECONNABORTED` (C74 table).
@@ -279,7 +281,8 @@ mod tests {
             "Status code: undefined. Message: Unexpected API Error: ECONNABORTED - timeout of 200000ms exceeded"
         );
         // CERT_HAS_EXPIRED is not rewritten by C75.
-        let expired = response::transport_error_message("CERT_HAS_EXPIRED", "certificate has expired");
+        let expired =
+            response::transport_error_message("CERT_HAS_EXPIRED", "certificate has expired");
         assert_eq!(tls_rewrite(expired.clone()), expired);
     }
 
@@ -296,7 +299,10 @@ mod tests {
             "Certificate error: Status code: undefined. Message: Unexpected API Error: UNABLE_TO_VERIFY_LEAF_SIGNATURE - unable to verify the first certificate. Please check if your PKI certificates are valid or adjust SSL verification mode."
         );
         assert_eq!(
-            finish(response::transport_error_message("ERR_TLS_HANDSHAKE", "bad"), None),
+            finish(
+                response::transport_error_message("ERR_TLS_HANDSHAKE", "bad"),
+                None
+            ),
             "TLS handshake failed: Status code: undefined. Message: Unexpected API Error: ERR_TLS_HANDSHAKE - bad. Verify server certificate hostname and CA configuration."
         );
         assert_eq!(

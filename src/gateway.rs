@@ -1073,5 +1073,4 @@ mod tests {
         );
         assert!(t.sent.is_empty());
     }
-
 }

@@ -17,7 +17,6 @@
 //! No error and no `Debug` output here carries key material or decoded text (C32); buffers that
 //! hold a private key are zeroed when dropped.
 
-use crate::config::KeyFormat;
 use base64::Engine;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -28,6 +27,17 @@ use x509_cert::der::Decode;
 use x509_cert::der::asn1::OctetStringRef;
 use x509_cert::der::referenced::OwnedToRef;
 use zeroize::Zeroizing;
+
+/// The encoding of a private key (C28, D4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyFormat {
+    /// `PRIVATE KEY` (PKCS#8).
+    Pkcs8,
+    /// `RSA PRIVATE KEY` (PKCS#1).
+    Pkcs1,
+    /// `EC PRIVATE KEY` (SEC1).
+    Sec1,
+}
 
 /// `rsaEncryption` (PKCS#1).
 const OID_RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
@@ -44,7 +54,7 @@ const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112"
 
 /// The PKI secrets field a value came from; it names the field in messages (C24, C25, C27).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PkiField {
+pub(crate) enum PkiField {
     /// `certificateData`: the client certificate chain, leaf first.
     Certificate,
     /// `privateKeyData`: the client private key.
@@ -54,17 +64,8 @@ pub enum PkiField {
 }
 
 impl PkiField {
-    /// The secrets key holding this field.
-    pub fn key(self) -> &'static str {
-        match self {
-            PkiField::Certificate => "certificateData",
-            PkiField::PrivateKey => "privateKeyData",
-            PkiField::Ca => "caData",
-        }
-    }
-
     /// The name messages use: `Certificate data`, `Private key data`, `CA certificate data`.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             PkiField::Certificate => "Certificate data",
             PkiField::PrivateKey => "Private key data",
@@ -83,7 +84,7 @@ impl fmt::Display for PkiField {
 /// value (C32).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum PkiError {
+pub(crate) enum PkiError {
     /// C24: the value is not strict base64.
     #[error("{0} is not valid base64 (PKI fields must be base64-encoded PEM)")]
     NotBase64(PkiField),
@@ -140,7 +141,7 @@ const UNPADDED: GeneralPurpose = GeneralPurpose::new(
 ///
 /// Unused low bits of the last character are not checked (RFC 4648 §3.5 leaves that to the
 /// decoder; no real encoder sets them).
-pub fn strict_base64(text: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+pub(crate) fn strict_base64(text: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     let compact: Zeroizing<Vec<u8>> = Zeroizing::new(
         text.iter()
             .copied()
@@ -156,7 +157,7 @@ pub fn strict_base64(text: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
 }
 
 /// Decodes the base64 value of a PKI field (C24).
-pub fn decode_base64(field: PkiField, value: &str) -> Result<Zeroizing<Vec<u8>>, PkiError> {
+pub(crate) fn decode_base64(field: PkiField, value: &str) -> Result<Zeroizing<Vec<u8>>, PkiError> {
     strict_base64(value.as_bytes()).ok_or(PkiError::NotBase64(field))
 }
 
@@ -165,7 +166,7 @@ pub fn decode_base64(field: PkiField, value: &str) -> Result<Zeroizing<Vec<u8>>,
 // ---------------------------------------------------------------------------------------------
 
 /// One PEM block found by [`read_pem`]. `Debug` shows the label and sizes, never the contents.
-pub struct PemBlock {
+pub(crate) struct PemBlock {
     /// The label between `-----BEGIN ` and `-----`, e.g. `CERTIFICATE`.
     pub label: String,
     /// `true` when the block carries an RFC 1421 `Proc-Type: 4,ENCRYPTED` header (C28).
@@ -205,7 +206,7 @@ const DASHES: &[u8] = b"-----";
 /// another label, or another BEGIN comes first, or there is none, the block is still reported
 /// (its label counts for C25/C28) but with no contents. Header lines (`Name: value`, with
 /// indented continuation lines) are skipped before the base64 is decoded.
-pub fn read_pem(text: &[u8]) -> Vec<PemBlock> {
+pub(crate) fn read_pem(text: &[u8]) -> Vec<PemBlock> {
     let mut blocks = Vec::new();
     let mut pos = 0;
     while let Some(start) = find(text, pos, BEGIN) {
@@ -320,7 +321,7 @@ fn strip_headers(body: &[u8]) -> Zeroizing<Vec<u8>> {
 /// Reads every `CERTIFICATE` block of `pem` and checks that each is an X.509 certificate
 /// (C25, C27). Returns their DER bytes in input order (for `certificateData`, leaf first, C26).
 /// Other blocks and text are ignored (C30). Validity dates are not checked (C30).
-pub fn parse_certificates(field: PkiField, pem: &[u8]) -> Result<Vec<Vec<u8>>, PkiError> {
+pub(crate) fn parse_certificates(field: PkiField, pem: &[u8]) -> Result<Vec<Vec<u8>>, PkiError> {
     let mut found = false;
     let mut chain = Vec::new();
     for block in read_pem(pem) {
@@ -340,7 +341,10 @@ pub fn parse_certificates(field: PkiField, pem: &[u8]) -> Result<Vec<Vec<u8>>, P
 }
 
 /// C24 then C25/C27 for one certificate field: the DER certificates of a base64 PEM value.
-pub fn certificates_from_base64(field: PkiField, value: &str) -> Result<Vec<Vec<u8>>, PkiError> {
+pub(crate) fn certificates_from_base64(
+    field: PkiField,
+    value: &str,
+) -> Result<Vec<Vec<u8>>, PkiError> {
     let pem = decode_base64(field, value)?;
     parse_certificates(field, &pem)
 }
@@ -351,7 +355,7 @@ pub fn certificates_from_base64(field: PkiField, value: &str) -> Result<Vec<Vec<
 
 /// The algorithm of a supported private key (C28).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyAlgorithm {
+pub(crate) enum KeyAlgorithm {
     /// RSA (any modulus size; the TLS stack may set its own limits, C130).
     Rsa,
     /// ECDSA on NIST P-256.
@@ -373,7 +377,7 @@ enum PublicKey {
 
 /// A parsed, supported private key (C28). `Debug` shows only its algorithm and format.
 #[derive(Clone)]
-pub struct PrivateKey {
+pub(crate) struct PrivateKey {
     der: Zeroizing<Vec<u8>>,
     format: KeyFormat,
     public: PublicKey,
@@ -391,7 +395,7 @@ impl fmt::Debug for PrivateKey {
 
 impl PrivateKey {
     /// The key's algorithm.
-    pub fn algorithm(&self) -> KeyAlgorithm {
+    pub(crate) fn algorithm(&self) -> KeyAlgorithm {
         match self.public {
             PublicKey::Rsa { .. } => KeyAlgorithm::Rsa,
             PublicKey::P256(_) => KeyAlgorithm::EcdsaP256,
@@ -401,7 +405,7 @@ impl PrivateKey {
     }
 
     /// The encoding of [`PrivateKey::der`], which is the PEM block's label.
-    pub fn format(&self) -> KeyFormat {
+    pub(crate) fn format(&self) -> KeyFormat {
         self.format
     }
 
@@ -411,12 +415,13 @@ impl PrivateKey {
     /// point (SEC1 makes it optional): that key is re-encoded, in the same format, with the
     /// point added and the scalar at full length, because some TLS stacks (ring, under the
     /// host's rustls) refuse keys without it.
-    pub fn der(&self) -> &[u8] {
+    #[cfg(all(test, not(target_arch = "wasm32")))]
+    pub(crate) fn der(&self) -> &[u8] {
         &self.der
     }
 
     /// Moves the DER bytes out (see [`PrivateKey::der`]).
-    pub fn into_der(mut self) -> Vec<u8> {
+    pub(crate) fn into_der(mut self) -> Vec<u8> {
         std::mem::take(&mut *self.der)
     }
 
@@ -424,7 +429,7 @@ impl PrivateKey {
     ///
     /// RSA compares modulus and public exponent; ECDSA compares curve and point (compressed or
     /// not); Ed25519 compares the 32-byte key. A certificate that does not parse never matches.
-    pub fn matches_certificate(&self, certificate_der: &[u8]) -> bool {
+    pub(crate) fn matches_certificate(&self, certificate_der: &[u8]) -> bool {
         let Ok(cert) = Certificate::from_der(certificate_der) else {
             return false;
         };
@@ -471,7 +476,7 @@ impl PrivateKey {
 /// 3. the first such block is not a well-formed RSA, ECDSA P-256/P-384 or Ed25519 key (an
 ///    embedded public key that disagrees with the private key counts as malformed)
 ///    → [`PkiError::UnsupportedKey`].
-pub fn parse_private_key(pem: &[u8]) -> Result<PrivateKey, PkiError> {
+pub(crate) fn parse_private_key(pem: &[u8]) -> Result<PrivateKey, PkiError> {
     let blocks = read_pem(pem);
     if blocks
         .iter()
@@ -499,13 +504,13 @@ pub fn parse_private_key(pem: &[u8]) -> Result<PrivateKey, PkiError> {
 }
 
 /// C24 then C28 for `privateKeyData`.
-pub fn private_key_from_base64(value: &str) -> Result<PrivateKey, PkiError> {
+pub(crate) fn private_key_from_base64(value: &str) -> Result<PrivateKey, PkiError> {
     let pem = decode_base64(PkiField::PrivateKey, value)?;
     parse_private_key(&pem)
 }
 
 /// C29 as an error: `Ok` when `key` belongs to the leaf certificate `leaf_der`.
-pub fn check_key_matches(key: &PrivateKey, leaf_der: &[u8]) -> Result<(), PkiError> {
+pub(crate) fn check_key_matches(key: &PrivateKey, leaf_der: &[u8]) -> Result<(), PkiError> {
     if key.matches_certificate(leaf_der) {
         Ok(())
     } else {
@@ -632,24 +637,24 @@ pub(crate) mod test_support {
         SignatureAlgorithm,
     };
 
-    pub const RSA_PKCS8: &str = include_str!("testdata/rsa-pkcs8.pem");
-    pub const RSA_PKCS1: &str = include_str!("testdata/rsa-pkcs1.pem");
-    pub const RSA_PKCS1_ENCRYPTED: &str = include_str!("testdata/rsa-pkcs1-encrypted.pem");
-    pub const RSA_PKCS8_ENCRYPTED: &str = include_str!("testdata/rsa-pkcs8-encrypted.pem");
-    pub const P256_SEC1_FULL: &str = include_str!("testdata/p256-sec1-full.pem");
-    pub const P256_SEC1_NOPUB: &str = include_str!("testdata/p256-sec1-nopub.pem");
-    pub const P256_PKCS8_NOPUB: &str = include_str!("testdata/p256-pkcs8-nopub.pem");
-    pub const K256_SEC1: &str = include_str!("testdata/k256-sec1.pem");
-    pub const ED25519_PKCS8_V1: &str = include_str!("testdata/ed25519-pkcs8-v1.pem");
-    pub const X25519_PKCS8: &str = include_str!("testdata/x25519-pkcs8.pem");
+    pub(crate) const RSA_PKCS8: &str = include_str!("testdata/rsa-pkcs8.pem");
+    pub(crate) const RSA_PKCS1: &str = include_str!("testdata/rsa-pkcs1.pem");
+    pub(crate) const RSA_PKCS1_ENCRYPTED: &str = include_str!("testdata/rsa-pkcs1-encrypted.pem");
+    pub(crate) const RSA_PKCS8_ENCRYPTED: &str = include_str!("testdata/rsa-pkcs8-encrypted.pem");
+    pub(crate) const P256_SEC1_FULL: &str = include_str!("testdata/p256-sec1-full.pem");
+    pub(crate) const P256_SEC1_NOPUB: &str = include_str!("testdata/p256-sec1-nopub.pem");
+    pub(crate) const P256_PKCS8_NOPUB: &str = include_str!("testdata/p256-pkcs8-nopub.pem");
+    pub(crate) const K256_SEC1: &str = include_str!("testdata/k256-sec1.pem");
+    pub(crate) const ED25519_PKCS8_V1: &str = include_str!("testdata/ed25519-pkcs8-v1.pem");
+    pub(crate) const X25519_PKCS8: &str = include_str!("testdata/x25519-pkcs8.pem");
 
     /// Standard base64 with padding, the way the secrets are stored.
-    pub fn b64(text: impl AsRef<[u8]>) -> String {
+    pub(crate) fn b64(text: impl AsRef<[u8]>) -> String {
         STANDARD.encode(text)
     }
 
     /// PEM text with 64-character lines.
-    pub fn pem(label: &str, der: &[u8]) -> String {
+    pub(crate) fn pem(label: &str, der: &[u8]) -> String {
         let body = STANDARD.encode(der);
         let mut out = format!("-----BEGIN {label}-----\n");
         for chunk in body.as_bytes().chunks(64) {
@@ -661,7 +666,7 @@ pub(crate) mod test_support {
     }
 
     /// The DER of the first block of `text` (test input is well-formed).
-    pub fn der_of(text: &str) -> Vec<u8> {
+    pub(crate) fn der_of(text: &str) -> Vec<u8> {
         super::read_pem(text.as_bytes())[0]
             .der
             .as_ref()
@@ -670,7 +675,7 @@ pub(crate) mod test_support {
     }
 
     /// A generated key pair for `alg`, or the RSA fixture.
-    pub fn key(alg: &'static SignatureAlgorithm) -> KeyPair {
+    pub(crate) fn key(alg: &'static SignatureAlgorithm) -> KeyPair {
         if alg == &rcgen::PKCS_RSA_SHA256 {
             KeyPair::from_pem(RSA_PKCS8).unwrap()
         } else {
@@ -679,7 +684,7 @@ pub(crate) mod test_support {
     }
 
     /// A self-signed leaf certificate (PEM) for `key`.
-    pub fn self_signed(key: &KeyPair, cn: &str) -> String {
+    pub(crate) fn self_signed(key: &KeyPair, cn: &str) -> String {
         let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, cn);
@@ -687,12 +692,12 @@ pub(crate) mod test_support {
     }
 
     /// A certificate authority: its certificate (PEM) and an issuer to sign with.
-    pub struct Ca {
+    pub(crate) struct Ca {
         pub pem: String,
         pub issuer: Issuer<'static, KeyPair>,
     }
 
-    pub fn ca(cn: &str) -> Ca {
+    pub(crate) fn ca(cn: &str) -> Ca {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name = DistinguishedName::new();
@@ -706,7 +711,7 @@ pub(crate) mod test_support {
     }
 
     /// A certificate for `key` signed by `ca`; `intermediate` makes it a CA itself.
-    pub fn signed(key: &KeyPair, cn: &str, ca: &Ca, intermediate: bool) -> String {
+    pub(crate) fn signed(key: &KeyPair, cn: &str, ca: &Ca, intermediate: bool) -> String {
         let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, cn);
@@ -717,7 +722,7 @@ pub(crate) mod test_support {
     }
 
     /// An intermediate CA signed by `ca`.
-    pub fn intermediate(cn: &str, ca: &Ca) -> Ca {
+    pub(crate) fn intermediate(cn: &str, ca: &Ca) -> Ca {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name = DistinguishedName::new();
@@ -731,13 +736,13 @@ pub(crate) mod test_support {
     }
 
     /// A matching client certificate and PKCS#8 key, as the plain PEM texts.
-    pub fn identity(alg: &'static SignatureAlgorithm) -> (String, String) {
+    pub(crate) fn identity(alg: &'static SignatureAlgorithm) -> (String, String) {
         let key = key(alg);
         (self_signed(&key, "client"), key.serialize_pem())
     }
 
     /// The SEC1 (`EC PRIVATE KEY`) form of a PKCS#8 ECDSA key, with its curve named.
-    pub fn pkcs8_to_sec1(pkcs8_pem: &str) -> String {
+    pub(crate) fn pkcs8_to_sec1(pkcs8_pem: &str) -> String {
         use x509_cert::der::{Decode, Encode};
         let der = der_of(pkcs8_pem);
         let info = pkcs8::PrivateKeyInfoRef::from_der(&der).unwrap();
@@ -748,7 +753,7 @@ pub(crate) mod test_support {
     }
 
     /// The PKCS#1 (`RSA PRIVATE KEY`) form of a PKCS#8 RSA key.
-    pub fn pkcs8_to_pkcs1(pkcs8_pem: &str) -> String {
+    pub(crate) fn pkcs8_to_pkcs1(pkcs8_pem: &str) -> String {
         use x509_cert::der::Decode;
         let der = der_of(pkcs8_pem);
         let info = pkcs8::PrivateKeyInfoRef::from_der(&der).unwrap();

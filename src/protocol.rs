@@ -91,7 +91,10 @@ pub fn kibana_error(status: u16, message: &str) -> Reply {
         status,
         &object(vec![
             ("statusCode", Value::from(u64::from(status))),
-            ("error", Value::from(reason_phrase(status).unwrap_or("Error"))),
+            (
+                "error",
+                Value::from(reason_phrase(status).unwrap_or("Error")),
+            ),
             ("message", Value::from(message)),
         ]),
     )
@@ -259,7 +262,9 @@ pub fn ended(connector_id: &str, route: Route, outcome: Result<&str, &Failure>) 
         (Route::Execute, Err(failure)) if failure.kind == FailureKind::Sandbox => {
             Reply::json_text(500, failure_json(connector_id, failure))
         }
-        (Route::Execute, Err(failure)) => Reply::json_text(200, failure_json(connector_id, failure)),
+        (Route::Execute, Err(failure)) => {
+            Reply::json_text(200, failure_json(connector_id, failure))
+        }
         (Route::ChatCompletions, Ok(data)) => Reply::json_text(200, data.to_owned()),
         (Route::ChatCompletions, Err(failure)) if failure.kind == FailureKind::Sandbox => {
             openai_error(

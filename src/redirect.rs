@@ -8,7 +8,7 @@ use crate::request::HttpRequest;
 use crate::transport::{Head, Limits, Transport};
 
 /// Redirects followed at most (C66).
-pub const MAX_REDIRECTS: usize = 20;
+pub(crate) const MAX_REDIRECTS: usize = 20;
 
 /// Sends `first` and follows redirects (C66, C67). The failure names the request that failed.
 pub(crate) fn open<T: Transport>(

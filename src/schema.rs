@@ -53,7 +53,7 @@ impl Expected {
 }
 
 /// The name Kibana's schema library gives the type of `value` in "but got [...]" (C2).
-pub fn actual_type(value: &Value) -> &'static str {
+pub(crate) fn actual_type(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
@@ -65,7 +65,7 @@ pub fn actual_type(value: &Value) -> &'static str {
 }
 
 /// Joins a parent path and a child key or index with a dot (C1).
-pub fn join_path(parent: &str, child: &str) -> String {
+pub(crate) fn join_path(parent: &str, child: &str) -> String {
     if parent.is_empty() {
         child.to_owned()
     } else {
@@ -136,7 +136,7 @@ impl Problem {
 }
 
 /// Joins several problems into one message with `; ` (C3).
-pub fn join_problems(problems: &[Problem]) -> String {
+pub(crate) fn join_problems(problems: &[Problem]) -> String {
     problems
         .iter()
         .map(ToString::to_string)
@@ -148,7 +148,7 @@ pub fn join_problems(problems: &[Problem]) -> String {
 ///
 /// A string counts when its text, trimmed of ASCII white space, is a valid JSON number; the
 /// resulting number keeps exactly those digits (D12). Returns `None` for anything else.
-pub fn numeric(value: &Value) -> Option<Number> {
+pub(crate) fn numeric(value: &Value) -> Option<Number> {
     match value {
         Value::Number(n) => Some(n.clone()),
         Value::String(s) => {

@@ -292,9 +292,9 @@ fn json_usage(body: &[u8]) -> TokenUsage {
 mod tests {
     use super::*;
     use crate::actions::{self, Started};
+    use crate::config;
     use crate::plan::Deployment;
     use crate::transport::Transport;
-    use crate::config;
     use crate::usage::UsageSource;
     use std::collections::VecDeque;
 

@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use openai_connector::actions::{self, Definition};
-use openai_connector::failure::Failure;
-use openai_connector::plan::{self, Deployment};
 use openai_connector::config::{KeyFormat, Provider, ValidationErrors, VerificationMode};
+use openai_connector::failure::Failure;
 use openai_connector::json::{Object, Value};
 use openai_connector::params::SubAction;
+use openai_connector::plan::{self, Deployment};
 use openai_connector::usage::{TokenUsage, UsageSource};
 use openai_connector::{chat_stream, response, sse};
 

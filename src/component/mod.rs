@@ -126,11 +126,11 @@ impl wit_actions::Guest for Component {
             &mut transport,
         ) {
             actions::Started::Ended(e) => wit_actions::Started::Ended(conv::execution(e)),
-            actions::Started::Streaming(stream) => wit_actions::Started::Streaming(
-                wit_actions::StreamExecution::new(StreamResource(RefCell::new(
-                    StreamState::Running(stream),
-                ))),
-            ),
+            actions::Started::Streaming(stream) => {
+                wit_actions::Started::Streaming(wit_actions::StreamExecution::new(StreamResource(
+                    RefCell::new(StreamState::Running(stream)),
+                )))
+            }
         }
     }
 }

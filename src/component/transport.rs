@@ -9,8 +9,8 @@ use super::bindings::wasi::http::types::{
 };
 use super::bindings::wasi::io::poll;
 use super::bindings::wasi::io::streams::{InputStream, StreamError};
-use crate::transport::{Body, Head, Limits, Transport, TransportError};
 use crate::request::HttpRequest;
+use crate::transport::{Body, Head, Limits, Transport, TransportError};
 
 /// Bytes asked for per read of the response body.
 const READ_CHUNK: u64 = 64 * 1024;
@@ -19,7 +19,7 @@ const WRITE_CHUNK: usize = 4096;
 
 /// Sends requests through the host; the clock starts at the first `send`.
 #[derive(Default)]
-pub struct WasiTransport {
+pub(super) struct WasiTransport {
     started: Option<monotonic_clock::Instant>,
 }
 
@@ -39,7 +39,7 @@ impl Transport for WasiTransport {
 }
 
 /// A response body read from the host as it arrives.
-pub struct WasiBody {
+pub(super) struct WasiBody {
     // Field order is drop order: the stream is a child of the body and must go first.
     stream: InputStream,
     _body: IncomingBody,
