@@ -78,17 +78,6 @@ impl Chunk<'_> {
         self.0.to_json()
     }
 
-    /// Appends the chunk's delta lines to `out`, each followed by LF: one
-    /// `{"index":<i>,"delta":<delta as received>}` per `choices` element that carries a `delta`
-    /// object, in array order (C105); the same text as [`Delta::to_json`] of each of
-    /// [`deltas`](Self::deltas).
-    pub fn write_delta_lines(&self, out: &mut String) {
-        for (index, delta) in self.delta_items() {
-            write_delta_line(index, delta, out);
-            out.push('\n');
-        }
-    }
-
     /// The chunk's delta lines (see [`write_delta_lines`](Self::write_delta_lines)).
     pub fn delta_lines(&self) -> Vec<String> {
         self.delta_items()
@@ -553,7 +542,7 @@ impl ChatStream {
     }
 
     /// The first non-empty `model` of the stream, when it is a string (C104, C110).
-    pub fn first_model(&self) -> Option<&str> {
+    pub(crate) fn first_model(&self) -> Option<&str> {
         self.state.model.as_ref().and_then(Value::as_str)
     }
 

@@ -14,15 +14,15 @@ use std::fmt;
 use url::Url;
 
 /// Kibana's connector type id.
-pub const CONNECTOR_TYPE_ID: &str = ".gen-ai";
+pub(crate) const CONNECTOR_TYPE_ID: &str = ".gen-ai";
 /// The connector type's display name (C34).
-pub const CONNECTOR_TYPE_NAME: &str = "OpenAI";
+pub(crate) const CONNECTOR_TYPE_NAME: &str = "OpenAI";
 /// Model used for OpenAI when the config names none (C9).
-pub const DEFAULT_MODEL: &str = "gpt-4.1";
+pub(crate) const DEFAULT_MODEL: &str = "gpt-4.1";
 /// OpenAI's chat completions URL (C54).
-pub const OPENAI_CHAT_URL: &str = "https://api.openai.com/v1/chat/completions";
+pub(crate) const OPENAI_CHAT_URL: &str = "https://api.openai.com/v1/chat/completions";
 /// OpenAI's legacy completions URL (C54).
-pub const OPENAI_LEGACY_COMPLETION_URL: &str = "https://api.openai.com/v1/completions";
+pub(crate) const OPENAI_LEGACY_COMPLETION_URL: &str = "https://api.openai.com/v1/completions";
 
 /// The API provider (`config.apiProvider`, C5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +70,7 @@ pub enum VerificationMode {
 
 impl VerificationMode {
     /// The three accepted strings, in schema order.
-    pub const NAMES: [&'static str; 3] = ["full", "certificate", "none"];
+    pub(crate) const NAMES: [&'static str; 3] = ["full", "certificate", "none"];
 
     /// Kibana's value string.
     pub fn as_str(self) -> &'static str {
@@ -208,9 +208,9 @@ pub struct Connector {
 const REDACTED: &str = "[REDACTED]";
 
 /// Prefix of every config problem line (C17).
-pub const CONFIG_PREFIX: &str = "error validating action type config: ";
+pub(crate) const CONFIG_PREFIX: &str = "error validating action type config: ";
 /// Prefix of every secrets problem line (C17).
-pub const SECRETS_PREFIX: &str = "error validating action type secrets: ";
+pub(crate) const SECRETS_PREFIX: &str = "error validating action type secrets: ";
 /// The wrapper of provider and URL problems (C6, C11, C17).
 const ACTION_ERROR: &str = "Error configuring OpenAI action: Error: ";
 
@@ -255,7 +255,7 @@ impl std::error::Error for ValidationErrors {}
 /// Secrets checks that depend on the provider (C20) run only when `apiProvider` is valid. Any
 /// secret string of 8 or more characters that shows up inside a message is replaced by
 /// `[REDACTED]` (C32; the contract names `apiKey`, and the PKI values are secrets too).
-pub fn validate_connector(
+pub(crate) fn validate_connector(
     id: &str,
     name: &str,
     config: &Value,
@@ -351,7 +351,10 @@ fn accepts(provider: Provider, field: &str) -> bool {
 /// the object check (C5); then the provider, which when unsupported is the only problem (C6);
 /// then each field in the C7 table order, unknown keys last (C3); then the first failing URL
 /// check (C11).
-pub fn validate_config(config: &Value, allowed_hosts: &[String]) -> Result<Config, Vec<String>> {
+pub(crate) fn validate_config(
+    config: &Value,
+    allowed_hosts: &[String],
+) -> Result<Config, Vec<String>> {
     let Some(obj) = config.as_object() else {
         return Err(vec![
             Problem::wrong_type("", Expected::Object, config).to_string(),
@@ -511,7 +514,7 @@ fn optional_string(
 
 /// `true` for an HTTP token (RFC 9110 §5.6.2): one or more of letters, digits and
 /// ``!#$%&'*+-.^_`|~`` (C13).
-pub fn is_header_name(name: &str) -> bool {
+pub(crate) fn is_header_name(name: &str) -> bool {
     !name.is_empty()
         && name.bytes().all(|b| {
             b.is_ascii_alphanumeric()
@@ -599,14 +602,14 @@ fn check_api_url(api_url: &str, allowed_hosts: &[String]) -> Result<(), String> 
 
 /// The WHATWG host name of `url` (C12): lower case, internationalised names in punycode, IPv6
 /// in brackets, no port. `None` when `url` does not parse as an absolute URL or has no host.
-pub fn url_host_name(url: &str) -> Option<String> {
+pub(crate) fn url_host_name(url: &str) -> Option<String> {
     let url = Url::parse(url).ok()?;
     url.host_str().filter(|h| !h.is_empty()).map(str::to_owned)
 }
 
 /// C11 step 4 with C12: `true` when `allowed_hosts` contains `*`, or when `url` parses and its
 /// host name equals one of the entries, ignoring ASCII case. Ports play no part.
-pub fn host_is_allowed(url: &str, allowed_hosts: &[String]) -> bool {
+pub(crate) fn host_is_allowed(url: &str, allowed_hosts: &[String]) -> bool {
     if allowed_hosts.iter().any(|h| h == "*") {
         return true;
     }
@@ -794,7 +797,7 @@ impl fmt::Debug for TlsProfile {
 
 impl Connector {
     /// `true` in PKI mode (C21): the secrets hold a client certificate and key.
-    pub fn pki_mode(&self) -> bool {
+    pub(crate) fn pki_mode(&self) -> bool {
         self.secrets.identity.is_some()
     }
 

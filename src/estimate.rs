@@ -74,18 +74,6 @@ pub fn encoding_for_model(model: Option<&str>) -> Encoding {
     }
 }
 
-/// The model an estimate is made for (C110): the sent body's `model` if it is a non-empty
-/// string, else `stream_model` (the first non-empty `model` of the stream) if non-empty, else
-/// `default_model` (the config `defaultModel`) if non-empty.
-pub fn estimation_model(
-    sent_body: &[u8],
-    stream_model: Option<&str>,
-    default_model: Option<&str>,
-) -> Option<String> {
-    let body = Value::parse(sent_body).ok();
-    model_choice(body.as_ref(), stream_model, default_model).map(str::to_owned)
-}
-
 /// The prompt text of a sent body (C111, C112): for each message
 /// `<|start|>` + role + `\n` + text + `<|end|>`, joined with `\n`; then for each function in
 /// `tools` and each entry of `functions`
@@ -121,7 +109,11 @@ impl EstimationInput {
     /// The estimate input for a stream that carried no usage chunk (C110, C111, C113):
     /// `sent_body` is the request body as sent, `stream` what was decoded of the response
     /// (complete or not), `default_model` the config `defaultModel`. The body is parsed once.
-    pub fn from_stream(sent_body: &[u8], stream: &ChatStream, default_model: Option<&str>) -> Self {
+    pub(crate) fn from_stream(
+        sent_body: &[u8],
+        stream: &ChatStream,
+        default_model: Option<&str>,
+    ) -> Self {
         let body = Value::parse(sent_body).ok();
         let model = model_choice(body.as_ref(), stream.first_model(), default_model);
         EstimationInput {
@@ -217,6 +209,16 @@ fn str_member<'a>(value: &'a Value, key: &str) -> &'a str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The model an estimate is made for (C110), as [`EstimationInput::from_stream`] picks it.
+    fn estimation_model(
+        sent_body: &[u8],
+        stream_model: Option<&str>,
+        default_model: Option<&str>,
+    ) -> Option<String> {
+        let body = Value::parse(sent_body).ok();
+        model_choice(body.as_ref(), stream_model, default_model).map(str::to_owned)
+    }
 
     fn enc(model: &str) -> Encoding {
         encoding_for_model(Some(model))

@@ -58,25 +58,16 @@ impl SubAction {
 
     /// `true` for the sub-actions on the stream path (C49): `stream`, `invokeStream`,
     /// `invokeAsyncIterator`.
-    pub fn is_stream_path(self) -> bool {
+    pub(crate) fn is_stream_path(self) -> bool {
         matches!(
             self,
             SubAction::Stream | SubAction::InvokeStream | SubAction::InvokeAsyncIterator
         )
     }
 
-    /// `true` for the sub-actions that take Invoke params and whose body the connector builds
-    /// itself (C36, C38).
-    pub fn is_invoke(self) -> bool {
-        matches!(
-            self,
-            SubAction::InvokeAi | SubAction::InvokeStream | SubAction::InvokeAsyncIterator
-        )
-    }
-
     /// `true` for `invokeStream` and `invokeAsyncIterator`, which always stream and always ask
     /// for a stream (C49, C54).
-    pub fn always_streams(self) -> bool {
+    pub(crate) fn always_streams(self) -> bool {
         matches!(
             self,
             SubAction::InvokeStream | SubAction::InvokeAsyncIterator
@@ -122,7 +113,7 @@ impl fmt::Debug for Params {
 /// Why params were refused. Both kinds fail the execution with `retry: false` (C77).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ParamsError {
+pub(crate) enum ParamsError {
     /// The sub-action name is not one of C33 (C34).
     #[error("Sub action \"{name}\" is not registered")]
     NotRegistered {
@@ -139,7 +130,7 @@ pub enum ParamsError {
 
 impl ParamsError {
     /// The service message for connector `connector_id` (C34, C35).
-    pub fn message(&self, connector_id: &str) -> String {
+    pub(crate) fn message(&self, connector_id: &str) -> String {
         match self {
             ParamsError::NotRegistered { name } => format!(
                 "Sub action \"{name}\" is not registered. Connector id: {connector_id}. \
@@ -155,7 +146,7 @@ impl ParamsError {
 /// Order (chosen, as in Kibana): the envelope `{subAction, subActionParams}` first (C35), then
 /// the sub-action name (C34), then `subActionParams` against the sub-action's schema (C36) with
 /// paths relative to `subActionParams`.
-pub fn parse_params(params_json: &[u8]) -> Result<Params, ParamsError> {
+pub(crate) fn parse_params(params_json: &[u8]) -> Result<Params, ParamsError> {
     let envelope = Value::parse(params_json).map_err(ParamsError::NotJson)?;
     let mut problems = Vec::new();
     let Some(envelope) = expect_object(&envelope, "", &mut problems) else {

@@ -12,13 +12,13 @@ use crate::params::Params;
 use std::fmt;
 
 /// Default of the `timeout` param in milliseconds (C62).
-pub const DEFAULT_TIMEOUT_MS: u64 = 200_000;
+pub(crate) const DEFAULT_TIMEOUT_MS: u64 = 200_000;
 
 /// The `Accept` the connector sends unless a custom header replaces it (C48).
-pub const ACCEPT: &str = "application/json, text/plain, */*";
+pub(crate) const ACCEPT: &str = "application/json, text/plain, */*";
 
 /// Custom headers that are never sent (C48): the transport owns them.
-pub const FORBIDDEN_HEADERS: [&str; 9] = [
+pub(crate) const FORBIDDEN_HEADERS: [&str; 9] = [
     "Host",
     "Content-Length",
     "Transfer-Encoding",
@@ -87,7 +87,7 @@ impl fmt::Debug for HttpRequest {
 /// URL normalisation of C45, over the whole string including the query: (1) one trailing `/`
 /// is removed; (2) every run of two or more `/` that follows a character other than `:` becomes
 /// a single `/`. A run at the very start follows no character and is kept.
-pub fn normalize_url(url: &str) -> String {
+pub(crate) fn normalize_url(url: &str) -> String {
     let url = url.strip_suffix('/').unwrap_or(url);
     let mut out = String::with_capacity(url.len());
     let mut prev: Option<char> = None;
@@ -310,7 +310,7 @@ fn strip_tool_parameters(body: &mut Object) {
 /// C56: `url` contains, anywhere and case-sensitively, `/openai/deployments/<seg>/` followed by
 /// `chat/completions`, `completions` or `extensions/chat/completions`, `<seg>` being one or
 /// more characters other than `/`.
-pub fn is_azure_completions_url(url: &str) -> bool {
+pub(crate) fn is_azure_completions_url(url: &str) -> bool {
     const PREFIX: &str = "/openai/deployments/";
     const TAILS: [&str; 3] = [
         "chat/completions",

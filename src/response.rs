@@ -14,7 +14,7 @@ use crate::schema::{Expected, Problem, join_path, join_problems};
 use crate::usage::TokenUsage;
 
 /// `invokeAI`'s message when the response has no usable content (C39).
-pub const UNRECOGNIZED_FORMAT_MESSAGE: &str = "An error occurred sending your message. \n\nAPI Error: The response from OpenAI was in an unrecognized format.";
+pub(crate) const UNRECOGNIZED_FORMAT_MESSAGE: &str = "An error occurred sending your message. \n\nAPI Error: The response from OpenAI was in an unrecognized format.";
 
 /// The error text that marks an Azure `api-version` without function support (C73).
 const AZURE_FUNCTIONS_ERROR: &str = "Unrecognized request argument supplied: functions";
@@ -54,7 +54,7 @@ pub fn map_success(sub_action: SubAction, body: &[u8]) -> Result<(Value, TokenUs
 /// The usage of a validated response: its `usage` numbers as `reported`, or `unavailable` when
 /// it has none (C107, C108). Counts that are not non-negative integers are read as whole
 /// numbers (fractions dropped, negatives 0).
-pub fn reported_usage(response: &Value) -> TokenUsage {
+pub(crate) fn reported_usage(response: &Value) -> TokenUsage {
     let Some(usage) = response.get("usage").and_then(Value::as_object) else {
         return TokenUsage::UNAVAILABLE;
     };
@@ -114,7 +114,7 @@ fn invoke_ai_data(response: &Value) -> Value {
 /// Trims `s` as JavaScript's `String.prototype.trim` does: ECMAScript white space (tab, VT,
 /// FF, space, U+00A0, U+FEFF, Unicode `Zs`) and line terminators (LF, CR, U+2028, U+2029).
 /// U+0085 and U+180E are not trimmed (C39).
-pub fn js_trim(s: &str) -> &str {
+pub(crate) fn js_trim(s: &str) -> &str {
     s.trim_matches(is_js_white_space)
 }
 
@@ -264,7 +264,7 @@ fn error_text(body: &[u8]) -> Option<String> {
 
 /// The standard reason phrase of `status` (C72), spelled as Node's `http.STATUS_CODES`;
 /// `None` for a code without one.
-pub fn reason_phrase(status: u16) -> Option<&'static str> {
+pub(crate) fn reason_phrase(status: u16) -> Option<&'static str> {
     Some(match status {
         100 => "Continue",
         101 => "Switching Protocols",

@@ -8,7 +8,7 @@ use std::fmt;
 
 /// One validation problem: an optional dotted path and a text (C1).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
+pub(crate) struct Problem {
     /// Keys and array indices joined with dots; empty for a problem with the object as a whole.
     pub path: String,
     /// The problem text (C2).
@@ -27,7 +27,7 @@ impl fmt::Display for Problem {
 
 /// The JSON types a schema can expect (C2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Expected {
+pub(crate) enum Expected {
     /// A JSON string.
     String,
     /// A JSON number.
@@ -75,7 +75,7 @@ pub(crate) fn join_path(parent: &str, child: &str) -> String {
 
 impl Problem {
     /// A problem at `path` with `text`.
-    pub fn new(path: impl Into<String>, text: impl Into<String>) -> Self {
+    pub(crate) fn new(path: impl Into<String>, text: impl Into<String>) -> Self {
         Problem {
             path: path.into(),
             text: text.into(),
@@ -83,7 +83,7 @@ impl Problem {
     }
 
     /// `expected value of type [<type>] but got [undefined]` (C2, missing field).
-    pub fn missing(path: impl Into<String>, expected: Expected) -> Self {
+    pub(crate) fn missing(path: impl Into<String>, expected: Expected) -> Self {
         Self::new(
             path,
             format!(
@@ -94,7 +94,7 @@ impl Problem {
     }
 
     /// `expected value of type [<type>] but got [<actual>]` (C2, wrong type).
-    pub fn wrong_type(path: impl Into<String>, expected: Expected, got: &Value) -> Self {
+    pub(crate) fn wrong_type(path: impl Into<String>, expected: Expected, got: &Value) -> Self {
         Self::new(
             path,
             format!(
@@ -106,7 +106,7 @@ impl Problem {
     }
 
     /// `expected one of [a, b] but got [<value>]` (C2, enumeration).
-    pub fn not_one_of(path: impl Into<String>, allowed: &[&str], got: &Value) -> Self {
+    pub(crate) fn not_one_of(path: impl Into<String>, allowed: &[&str], got: &Value) -> Self {
         let shown = match got {
             Value::String(s) => s.clone(),
             other => other.to_string(),
@@ -118,7 +118,7 @@ impl Problem {
     }
 
     /// `value has length [0] but it must have a minimum length of [1].` (C2, empty string).
-    pub fn empty(path: impl Into<String>) -> Self {
+    pub(crate) fn empty(path: impl Into<String>) -> Self {
         Self::new(
             path,
             "value has length [0] but it must have a minimum length of [1].",
@@ -126,7 +126,7 @@ impl Problem {
     }
 
     /// `Unrecognized keys: "a", "b"` (C2), keys in input order.
-    pub fn unknown_keys<'a>(
+    pub(crate) fn unknown_keys<'a>(
         path: impl Into<String>,
         keys: impl IntoIterator<Item = &'a str>,
     ) -> Self {
