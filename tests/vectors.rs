@@ -12,7 +12,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use openai_connector::actions::{self, Definition};
 use openai_connector::config::{KeyFormat, Provider, ValidationErrors, VerificationMode};
-use openai_connector::failure::Failure;
+use openai_connector::failure::{Failure, FailureKind};
 use openai_connector::json::{Object, Value};
 use openai_connector::params::SubAction;
 use openai_connector::plan::{self, Deployment};
@@ -212,6 +212,27 @@ fn check_failure(input: Option<&Input>, got: &Failure, want: &Value) -> Result<(
         "retry",
         Value::Bool(got.retry),
         field(want, "retry")?.clone(),
+    )?;
+    let (kind, status) = match &got.kind {
+        FailureKind::Params => ("params", None),
+        FailureKind::Denied => ("denied", None),
+        FailureKind::Http { status } => ("http", Some(*status)),
+        FailureKind::Transport { .. } => ("transport", None),
+        FailureKind::Timeout => ("timeout", None),
+        FailureKind::ResponseInvalid => ("response-invalid", None),
+        FailureKind::Stream => ("stream", None),
+        FailureKind::Canceled => ("canceled", None),
+        FailureKind::Sandbox => ("sandbox", None),
+    };
+    expect_eq("kind", kind, string(want, "kind")?.as_str())?;
+    let upstream_status = opt_u64(want, "upstream_status")?;
+    if status.is_some() {
+        expect_eq("kind's status", status.map(u64::from), upstream_status)?;
+    }
+    expect_eq(
+        "upstream_status",
+        got.upstream_status.map(u64::from),
+        upstream_status,
     )?;
     match input {
         Some(input) => input.check_no_secret(&got.service_message),

@@ -92,6 +92,9 @@ function checkErrors(got, want, secrets) {
 function checkFailure(got, want, secrets = []) {
   assert.equal(got.serviceMessage, want.service_message, 'service_message');
   assert.equal(got.retry, want.retry, 'retry');
+  assert.equal(got.kind.tag, want.kind, 'kind');
+  if (got.kind.tag === 'http') assert.equal(got.kind.val, want.upstream_status, 'kind http status');
+  assert.equal(got.upstreamStatus ?? null, want.upstream_status, 'upstream_status');
   assertNoSecret(secrets, got.serviceMessage);
 }
 
