@@ -363,4 +363,77 @@ mod tests {
         );
         assert!(!message.contains("sk-live"), "{message}");
     }
+
+    // C62–C68, C74: the kind is decided where the failure happens, never read back from the
+    // message.
+    #[test]
+    fn c74_transport_failures_are_typed() {
+        let request = HttpRequest {
+            method: "POST".into(),
+            url: "https://api.example:8443/v1".into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        let limits = Limits {
+            total_timeout_ms: 5,
+            max_body_bytes: 10,
+        };
+        let typed =
+            |e: TransportError, status| Failure::transport(&e, &request, &limits, status, None);
+        let refused = typed(TransportError::ConnectionRefused, None);
+        assert_eq!(
+            refused.kind,
+            FailureKind::Transport {
+                code: "ECONNREFUSED".into()
+            }
+        );
+        assert!(
+            refused
+                .service_message
+                .ends_with("connect ECONNREFUSED api.example:8443")
+        );
+        assert_eq!(
+            typed(TransportError::Timeout, None).kind,
+            FailureKind::Timeout
+        );
+        assert_eq!(
+            typed(TransportError::IdleTimeout(3), Some(200)).kind,
+            FailureKind::Timeout
+        );
+        let host_timeout = TransportError::Coded {
+            code: "ECONNABORTED".into(),
+            message: "connect timeout".into(),
+        };
+        assert_eq!(typed(host_timeout, None).kind, FailureKind::Timeout);
+        let large = typed(TransportError::TooLarge, Some(200));
+        assert_eq!(large.kind, FailureKind::ResponseInvalid);
+        assert_eq!(large.upstream_status, Some(200));
+        assert_eq!(
+            typed(TransportError::Canceled, None).kind,
+            FailureKind::Canceled
+        );
+        let denied = typed(TransportError::Denied, None);
+        assert_eq!(denied.kind, FailureKind::Denied);
+        assert!(denied.retry);
+        let tls = typed(
+            TransportError::Coded {
+                code: "UNABLE_TO_VERIFY_LEAF_SIGNATURE".into(),
+                message: "unable to verify the first certificate".into(),
+            },
+            None,
+        );
+        assert_eq!(
+            tls.kind,
+            FailureKind::Transport {
+                code: "UNABLE_TO_VERIFY_LEAF_SIGNATURE".into()
+            }
+        );
+        assert!(
+            tls.service_message.starts_with("Certificate error: "),
+            "C75 applied"
+        );
+        let http = Failure::http(429, br#"{"error":{"message":"slow"}}"#, None);
+        assert_eq!(http.kind, FailureKind::Http { status: 429 });
+        assert_eq!(http.upstream_status, Some(429));
+    }
 }
