@@ -22,10 +22,17 @@ use std::sync::OnceLock;
 use tiktoken_rs::CoreBPE;
 
 /// Name of the `o200k_base` encoding (C110).
-pub const O200K_BASE: &str = "o200k_base";
+pub(crate) const O200K_BASE: &str = "o200k_base";
 
 /// Name of the `cl100k_base` encoding (C110).
-pub const CL100K_BASE: &str = "cl100k_base";
+pub(crate) const CL100K_BASE: &str = "cl100k_base";
+
+/// The static name of `encoding` when it is one this build counts with.
+pub(crate) fn known_encoding(encoding: &str) -> Option<&'static str> {
+    [O200K_BASE, CL100K_BASE]
+        .into_iter()
+        .find(|known| *known == encoding)
+}
 
 /// The process-wide tokenizer for `encoding`, loaded on first use; `None` for an encoding this
 /// build does not know, or whose vocabulary failed to load (then estimates are `unavailable`,
@@ -74,7 +81,7 @@ pub fn count_tokens(encoding: &str, text: &str) -> Option<u64> {
 }
 
 /// The longest segment [`count_tokens`] hands to the tokenizer at once, in bytes.
-pub const MAX_SEGMENT_BYTES: usize = 32 * 1024;
+pub(crate) const MAX_SEGMENT_BYTES: usize = 32 * 1024;
 
 /// Splits `text` into segments of at most [`MAX_SEGMENT_BYTES`] (a character longer than that
 /// cannot occur), each ending just before a space that follows a non-white-space character
@@ -108,7 +115,7 @@ fn segments(text: &str) -> impl Iterator<Item = &str> {
 
 /// An estimate (C112): `(prompt_tokens, completion_tokens, total_tokens)` for the two texts,
 /// the total being their sum; `None` when `encoding` is unknown.
-pub fn estimate(
+pub(crate) fn estimate(
     encoding: &str,
     prompt_text: &str,
     completion_text: &str,

@@ -7,21 +7,25 @@
 //! request with a 500 JSON error; the gateway keeps serving.
 //!
 //! Routes (the private module `routes`): Kibana-compatible connector routes and `_execute`, the
-//! OpenAI-compatible `POST /connectors/{id}/v1/chat/completions`, `/metrics` ([`metrics`]),
-//! `/dashboard` ([`dashboard`]) and `/healthz`. Tokens: [`auth`].
+//! OpenAI-compatible `POST /connectors/{id}/v1/chat/completions`, `/metrics` (`metrics`),
+//! `/dashboard` (`dashboard`) and `/healthz`. Tokens: `auth`.
 //!
 //! Shutdown: on SIGTERM or SIGINT the listener closes, idle connections close, and requests in
 //! flight (streams included) get the settings' `shutdownGrace` (default 30 s) to finish; what
 //! is still running after it is cancelled (C68), logged, and the process exits.
 
-pub mod auth;
-pub mod catalog;
-pub mod dashboard;
-pub mod metrics;
+mod auth;
+mod catalog;
+mod dashboard;
+mod metrics;
 mod routes;
 
+use crate::connector_file::ConnectorFile;
 use crate::event_log::EventLog;
-use crate::{Cancel, ConnectorFile, Executor, Finished};
+use crate::execution::Finished;
+use crate::executor::Executor;
+use crate::outbound::Cancel;
+use crate::pool::ConnectionPool;
 use anyhow::{Context, Result};
 use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
@@ -131,7 +135,7 @@ impl Drop for InFlightGuard {
 }
 
 /// The state shared by every request.
-pub struct Gateway {
+pub(crate) struct Gateway {
     executor: Executor,
     catalog: catalog::Catalog,
     auth: auth::Auth,
@@ -146,7 +150,7 @@ pub struct Gateway {
 
 impl Gateway {
     /// Loads and validates the connectors, the client tokens and the event log.
-    pub async fn new(executor: Executor, options: &ServeOptions) -> Result<Gateway> {
+    pub(crate) async fn new(executor: Executor, options: &ServeOptions) -> Result<Gateway> {
         let catalog = catalog::Catalog::load(&options.connectors, &executor).await?;
         let mut auth = auth::Auth::new(options.admin_token.as_deref());
         if let Some(path) = &options.client_tokens {
@@ -281,7 +285,7 @@ async fn shutdown_signal() {
 /// Connections are dealt round robin; the acceptor only accepts. The price: a connection stays
 /// on its thread, so a long guest computation (a body of many megabytes, say) delays the other
 /// connections of that thread instead of being worked around by another one.
-pub async fn run(
+pub(crate) async fn run(
     gateway: Arc<Gateway>,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
@@ -401,7 +405,7 @@ impl Worker {
                 gateway
                     .executor
                     .connection_pool()
-                    .map(|pool| Arc::new(crate::ConnectionPool::new(pool.limits()))),
+                    .map(|pool| Arc::new(ConnectionPool::new(pool.limits()))),
             ),
         );
         std::thread::Builder::new()
