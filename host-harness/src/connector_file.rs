@@ -28,8 +28,6 @@ pub struct ConnectorFile {
     pub config_json: String,
     /// The `secrets` object with references resolved, as JSON text.
     pub secrets_json: String,
-    /// Every resolved secret string, so that output can be checked for leaks.
-    secret_values: Vec<String>,
 }
 
 impl fmt::Debug for ConnectorFile {
@@ -100,16 +98,12 @@ impl ConnectorFile {
         let config_json = raw
             .config
             .map_or_else(|| "{}".to_owned(), |c| c.get().to_owned());
-        let mut secret_values = Vec::new();
         let secrets = match raw.secrets {
             None => Value::Object(Map::new()),
             Some(Value::Object(map)) => {
                 let mut resolved = Map::new();
                 for (key, value) in map {
                     let value = resolve_secret(&key, value, base_dir, &env)?;
-                    if let Value::String(s) = &value {
-                        secret_values.push(s.clone());
-                    }
                     resolved.insert(key, value);
                 }
                 Value::Object(resolved)
@@ -122,13 +116,7 @@ impl ConnectorFile {
             name: raw.name,
             config_json,
             secrets_json: secrets.to_string(),
-            secret_values,
         })
-    }
-
-    /// The resolved secret strings (for leak checks; never print them).
-    pub fn secret_values(&self) -> &[String] {
-        &self.secret_values
     }
 }
 

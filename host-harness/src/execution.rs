@@ -75,7 +75,7 @@ impl Usage {
     };
 
     /// The event log's view (C117, C119).
-    pub fn for_log(&self) -> event_log::Usage<'static> {
+    pub(crate) fn for_log(&self) -> event_log::Usage<'static> {
         event_log::Usage {
             prompt_tokens: self.prompt_tokens,
             completion_tokens: self.completion_tokens,

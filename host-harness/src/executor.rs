@@ -112,7 +112,7 @@ enum PrepareError {
 
 impl Executor {
     /// An executor for `harness` under `settings`, reusing connections across executions with
-    /// the default [`PoolLimits`](crate::PoolLimits).
+    /// the default [`PoolLimits`](crate::pool::PoolLimits).
     pub fn new(harness: Harness, settings: Settings) -> Self {
         Executor {
             harness,
@@ -134,7 +134,7 @@ impl Executor {
     }
 
     /// The harness (engine and pre-linked component).
-    pub fn harness(&self) -> &Harness {
+    pub(crate) fn harness(&self) -> &Harness {
         &self.harness
     }
 

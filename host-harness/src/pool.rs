@@ -120,7 +120,7 @@ impl ConnectionPool {
     }
 
     /// The limits.
-    pub fn limits(&self) -> PoolLimits {
+    pub(crate) fn limits(&self) -> PoolLimits {
         self.limits
     }
 

@@ -5,15 +5,15 @@
 //! (several megabytes each) belong in the host, not in every component instance. They come
 //! compiled into the `tiktoken-rs` crate, so counting never touches the network.
 //!
-//! Each vocabulary is loaded at most once per process, on first use (or by [`preload`]), and
-//! shared by every execution after that.
+//! Each vocabulary is loaded at most once per process, on first use, and shared by every
+//! execution after that.
 //!
-//! Long texts are counted in segments of at most [`MAX_SEGMENT_BYTES`]: tiktoken's
+//! Long texts are counted in segments of at most `MAX_SEGMENT_BYTES`: tiktoken's
 //! backtracking splitter gives up (and `tiktoken-rs` panics) on very long runs such as a
 //! megabyte of spaces, and a prompt may contain anything. Segments end at a space that follows
 //! a non-white-space character, which is always a boundary of tiktoken's pre-tokeniser in
 //! both encodings (no piece holds a space after another character), so the count is exact.
-//! Only a stretch of [`MAX_SEGMENT_BYTES`] without such a space is cut elsewhere, which may
+//! Only a stretch of `MAX_SEGMENT_BYTES` without such a space is cut elsewhere, which may
 //! change its count by a token or two; it is an estimate (C112) either way (chosen).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -46,12 +46,6 @@ fn tokenizer(encoding: &str) -> Option<&'static CoreBPE> {
         _ => return None,
     }
     .as_ref()
-}
-
-/// Loads the vocabulary of `encoding` now rather than during the first estimate; `false` when
-/// the encoding is unknown or failed to load. Calling it again costs nothing.
-pub fn preload(encoding: &str) -> bool {
-    tokenizer(encoding).is_some()
 }
 
 /// The number of tokens of `text` in `encoding` (`"o200k_base"` or `"cl100k_base"`), or `None`
@@ -184,10 +178,10 @@ mod tests {
         for encoding in ["", "p50k_base", "r50k_base", "O200K_BASE", "o200k_harmony"] {
             assert_eq!(count_tokens(encoding, "hello"), None, "{encoding}");
             assert_eq!(estimate(encoding, "a", "b"), None, "{encoding}");
-            assert!(!preload(encoding));
+            assert!(tokenizer(encoding).is_none());
         }
-        assert!(preload(O200K_BASE));
-        assert!(preload(CL100K_BASE));
+        assert!(tokenizer(O200K_BASE).is_some());
+        assert!(tokenizer(CL100K_BASE).is_some());
     }
 
     // C112: segmenting at spaces after non-white-space keeps long texts' counts exact.

@@ -237,11 +237,14 @@ async fn decoder_feed_raw_spans_gives_the_events_of_feed() {
                 .await
                 .unwrap()
                 .unwrap();
-            got[0].extend(
-                events
-                    .iter()
-                    .map(|e| (e.event_type.clone(), e.data.clone(), e.id.clone(), e.retry)),
-            );
+            got[0].extend(events.iter().map(|e| {
+                (
+                    e.event_type.clone(),
+                    e.data.clone(),
+                    e.last_event_id.clone(),
+                    e.retry,
+                )
+            }));
             let spans = instance
                 .sse_feed_raw_spans(decoders[1], chunk)
                 .await

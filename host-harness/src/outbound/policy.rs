@@ -84,12 +84,6 @@ impl OutboundPolicy {
         self
     }
 
-    /// True when `host` (a URL host, IPv6 in brackets) may be called (C12: case-insensitive,
-    /// ports play no part).
-    fn host_allowed(&self, host: &str) -> bool {
-        ssrf::host_allowed(&self.allowed_hosts, host)
-    }
-
     /// The TLS profile for a request to `host:port` over https: verification mode by C123,
     /// trust roots by C124, client identity by C127.
     fn tls_profile_for(&self, host: &str, port: u16) -> TlsProfile {
@@ -150,7 +144,7 @@ impl OutboundPolicy {
         let authority = uri.authority().ok_or(Error::HttpRequestUriInvalid)?;
         let host = authority.host().to_ascii_lowercase();
         // C66: every request is checked, so every redirect is too.
-        if !self.host_allowed(&host) {
+        if !ssrf::host_allowed(&self.allowed_hosts, &host) {
             tracing::warn!(%host, "refused: host is not in allowedHosts");
             return Err(Error::HttpRequestDenied);
         }

@@ -2,7 +2,7 @@
 //! directions. Nothing else in the crate names a binding type.
 
 use super::bindings::{actions, requests, sse, wit};
-use super::sse_wire::{EventSpans, SseEvent};
+use super::sse_wire::EventSpans;
 use crate::connector_file::ConnectorFile;
 use crate::execution::{
     BuildError, EstimationInput, Execution, Failure, PlannedRequest, RequestPlan, StreamItem,
@@ -157,16 +157,16 @@ pub(super) fn stream_summary(s: actions::StreamSummary) -> StreamSummary {
     }
 }
 
-pub(super) fn sse_event(e: sse::Event) -> SseEvent {
-    SseEvent {
+fn sse_event(e: sse::Event) -> openai_connector::sse::Event {
+    openai_connector::sse::Event {
         event_type: e.event_type,
         data: e.data,
-        id: e.id,
+        last_event_id: e.id,
         retry: e.retry,
     }
 }
 
-pub(super) fn sse_events(events: Vec<sse::Event>) -> Vec<SseEvent> {
+pub(super) fn sse_events(events: Vec<sse::Event>) -> Vec<openai_connector::sse::Event> {
     events.into_iter().map(sse_event).collect()
 }
 

@@ -3,7 +3,7 @@
 
 use super::bindings::{self, actions};
 use super::conv;
-use super::sse_wire::{EventSpans, SseEvent};
+use super::sse_wire::EventSpans;
 use crate::connector_file::ConnectorFile;
 use crate::execution::{
     BuildError, Execution, RequestPlan, StreamItem, StreamSummary, ValidatedConnector,
@@ -12,6 +12,7 @@ use crate::outbound::{OutboundHooks, OutboundPolicy};
 use crate::sandbox::{self, Sandbox, SandboxLimits, Sandboxed};
 use crate::settings::Settings;
 use anyhow::{Context, Result};
+use openai_connector::sse::Event;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
@@ -104,7 +105,7 @@ impl Harness {
     }
 
     /// Compiles (or loads from the code cache) and links `bytes`.
-    pub fn from_bytes(bytes: &[u8], cache: CodeCache) -> Result<Self> {
+    fn from_bytes(bytes: &[u8], cache: CodeCache) -> Result<Self> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         sandbox::configure(&mut config);
@@ -143,7 +144,7 @@ impl Harness {
     }
 
     /// How many instances can exist at once; one more fails to instantiate.
-    pub fn max_instances(&self) -> usize {
+    pub(crate) fn max_instances(&self) -> usize {
         sandbox::POOLED_INSTANCES as usize
     }
 
@@ -255,7 +256,7 @@ impl Instance {
     }
 
     /// `actions.execute`; `Err` holds `validate`'s lines.
-    pub async fn execute(
+    pub(crate) async fn execute(
         &mut self,
         connector: &ConnectorFile,
         settings: &Settings,
@@ -341,7 +342,7 @@ impl Instance {
         &mut self,
         decoder: SseDecoder,
         chunk: &[u8],
-    ) -> Result<Result<Vec<SseEvent>, String>> {
+    ) -> Result<Result<Vec<Event>, String>> {
         let result = self
             .bindings
             .connector_openai_sse()
@@ -368,10 +369,7 @@ impl Instance {
     }
 
     /// `sse.decoder.finish`.
-    pub async fn sse_finish(
-        &mut self,
-        decoder: SseDecoder,
-    ) -> Result<Result<Vec<SseEvent>, String>> {
+    pub async fn sse_finish(&mut self, decoder: SseDecoder) -> Result<Result<Vec<Event>, String>> {
         let result = self
             .bindings
             .connector_openai_sse()

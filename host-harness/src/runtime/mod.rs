@@ -3,8 +3,8 @@
 //!
 //! - `bindings`: the generated bindings, private to this module.
 //! - `conv`: every conversion between binding records and the harness's own types.
-//! - [`instance`]: compiling and instantiating the component, and calling its exports.
-//! - [`sse_wire`]: reading the SSE decoder's results against the chunk that was sent.
+//! - `instance`: compiling and instantiating the component, and calling its exports.
+//! - `sse_wire`: reading the SSE decoder's results against the chunk that was sent.
 
 mod bindings;
 mod conv;
@@ -15,4 +15,4 @@ pub use instance::{
     ChatDecoder, ChatStream, CodeCache, EMBEDDED_COMPONENT, Harness, Instance, SseDecoder,
 };
 pub(crate) use instance::{Launched, StreamExecution};
-pub use sse_wire::{EventSpans, SpanEvent, SseEvent, uncut};
+pub use sse_wire::{EventSpans, SpanEvent, uncut};

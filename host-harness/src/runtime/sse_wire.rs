@@ -1,23 +1,10 @@
-//! The SSE decoder's results as they cross the boundary: the event records of
-//! `sse.decoder.feed` / `finish`, and the spans of `sse.decoder.feed-raw-spans`, read here
-//! against the chunk the host sent.
+//! The spans of `sse.decoder.feed-raw-spans`, read against the chunk the host sent. (The event
+//! records of `sse.decoder.feed` and `finish` arrive as the component crate's own
+//! [`Event`], the native decoder's type.)
 
 use anyhow::Result;
-use openai_connector::sse::FrameData;
+use openai_connector::sse::{Event, FrameData};
 use std::borrow::Cow;
-
-/// One event of `sse.decoder.feed` or `finish`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SseEvent {
-    /// The event type.
-    pub event_type: String,
-    /// The data.
-    pub data: String,
-    /// The last event ID, if any.
-    pub id: Option<String>,
-    /// The reconnection time, if any.
-    pub retry: Option<u64>,
-}
 
 /// The result of `sse.decoder.feed-raw-spans` on one chunk: per event, four numbers in
 /// `spans` (type length, data start in the chunk or `u32::MAX`, data length, ID length or
@@ -47,12 +34,12 @@ pub struct SpanEvent<'a> {
     pub retry: Option<u64>,
 }
 
-impl<'a> From<&'a SseEvent> for SpanEvent<'a> {
-    fn from(e: &'a SseEvent) -> Self {
+impl<'a> From<&'a Event> for SpanEvent<'a> {
+    fn from(e: &'a Event) -> Self {
         SpanEvent {
             event_type: &e.event_type,
             data: Cow::Borrowed(&e.data),
-            last_event_id: e.id.as_deref(),
+            last_event_id: e.last_event_id.as_deref(),
             retry: e.retry,
         }
     }

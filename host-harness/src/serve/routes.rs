@@ -1,7 +1,7 @@
 //! Request routing and the handlers.
 
+use super::gateway::{Gateway, InFlightGuard};
 use super::metrics::Route;
-use super::{Gateway, InFlightGuard};
 use crate::connector_file::ConnectorFile;
 use crate::execution::{Failure, Finished, StreamItem};
 use crate::executor::{Executor, Started, Stream};
