@@ -25,6 +25,15 @@ impl Failure {
             retry: true,
         }
     }
+
+    /// The TLS stack refused a client identity or trust anchor that passed validation (C130):
+    /// nothing was sent. Retryable.
+    pub(crate) fn tls_refused(error: &anyhow::Error) -> Self {
+        Failure {
+            service_message: format!("{error:#}"),
+            retry: true,
+        }
+    }
 }
 
 /// Where usage figures came from (C106).

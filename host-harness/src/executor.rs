@@ -181,10 +181,7 @@ impl Executor {
         });
         if let Some(e) = refused {
             // C130: the TLS stack refused an identity that passed validation; nothing is sent.
-            return Ok(Err(PrepareError::Refused(Failure {
-                service_message: format!("{e:#}"),
-                retry: true,
-            })));
+            return Ok(Err(PrepareError::Refused(Failure::tls_refused(&e))));
         }
         instance.set_policy(Arc::new(
             OutboundPolicy::for_connector(&self.settings, tls)
