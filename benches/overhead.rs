@@ -16,11 +16,11 @@
 mod common;
 use common::{Sender, connect};
 use criterion::{Criterion, criterion_group, criterion_main};
-use openai_connector::actions::{self, Definition, Deployment};
-use openai_connector_harness::runtime::SandboxLimits;
+use openai_connector::actions::Definition;
+use openai_connector::plan::{Deployment, plan};
 use openai_connector_harness::{
-    CodeCache, ConnectorFile, ExecuteOutcome, Executor, Harness, OutboundPolicy, Settings,
-    definition, demo_upstream,
+    CodeCache, ConnectorFile, ExecuteOutcome, Executor, Harness, OutboundPolicy, SandboxLimits,
+    Settings, demo_upstream,
 };
 use std::hint::black_box;
 use std::sync::Arc;
@@ -47,9 +47,9 @@ fn bench(c: &mut Criterion) {
     );
     let file = format!(r#"{{"id":"bench","name":"Bench","config":{config},"secrets":{SECRETS}}}"#);
     let connector = ConnectorFile::parse(&file, "bench", std::path::Path::new(".")).unwrap();
-    let def = definition(&connector);
+    let def = connector.clone();
     let executor = Executor::new(harness.clone(), Settings::default());
-    let deployment_wit = executor.deployment();
+    let settings = executor.settings();
     let deployment = Deployment::default();
     let native_def = Definition {
         id: "bench",
@@ -90,11 +90,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             turn = !turn;
             let def = if turn { &def } else { &other_def };
-            black_box(
-                rt.block_on(warm.validate(def, &deployment_wit))
-                    .unwrap()
-                    .unwrap(),
-            )
+            black_box(rt.block_on(warm.validate(def, settings)).unwrap().unwrap())
         })
     });
     // A connector with a client certificate, its key and a CA: the PKI checks, natively and in
@@ -139,17 +135,13 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             turn = !turn;
             let def = if turn { &pki_def } else { &pki_other };
-            black_box(
-                rt.block_on(warm.validate(def, &deployment_wit))
-                    .unwrap()
-                    .unwrap(),
-            )
+            black_box(rt.block_on(warm.validate(def, settings)).unwrap().unwrap())
         })
     });
     group.bench_function("pki_component_remembered", |b| {
         b.iter(|| {
             black_box(
-                rt.block_on(warm.validate(&pki_def, &deployment_wit))
+                rt.block_on(warm.validate(&pki_def, settings))
                     .unwrap()
                     .unwrap(),
             )
@@ -158,13 +150,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("component_fresh_instance", |b| {
         b.to_async(&rt).iter(|| async {
             let mut instance = harness.instantiate(deny.clone()).await.unwrap();
-            black_box(
-                instance
-                    .validate(&def, &deployment_wit)
-                    .await
-                    .unwrap()
-                    .unwrap(),
-            )
+            black_box(instance.validate(&def, settings).await.unwrap().unwrap())
         })
     });
     group.finish();
@@ -172,12 +158,12 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("build");
     let native_connector = native_def.validate(&deployment).unwrap();
     group.bench_function("native", |b| {
-        b.iter(|| black_box(actions::plan(&native_connector, &deployment, &params).unwrap()))
+        b.iter(|| black_box(plan(&native_connector, &deployment, &params).unwrap()))
     });
     group.bench_function("component_warm", |b| {
         b.iter(|| {
             black_box(
-                rt.block_on(warm.build_request(&def, &deployment_wit, &params))
+                rt.block_on(warm.build_request(&def, settings, &params))
                     .unwrap()
                     .unwrap(),
             )

@@ -17,24 +17,19 @@
 //! - `decoder_native`: `sse::Decoder` fed the corpus's chunking.
 //! - `decoder_native_16k`: the same fed 16 KiB batches, the batching the component gets.
 //! - `decoder_native_lent`: `Decoder::feed_with`, the corpus's chunking: each event is lent to
-//!   a callback (as `feed-packed`, `chat-decoder` and the stream executions use it), so a
-//!   single-line event is not copied at all.
+//!   a callback (as `chat-decoder` and the stream executions use it), so a single-line event
+//!   is not copied at all.
 //! - `decoder_component`: the `sse.decoder` resource on a fresh instance, fed 16 KiB batches;
 //!   events are lifted into host strings.
-//! - `decoder_component_packed`: the same through `feed-packed`: per batch, one text and two
-//!   lists are lifted, then split into borrowed events (`runtime::unpack`).
-//! - `decoder_component_spans`: the same through `feed-spans`: the data of an event that is
-//!   one line of its batch is not copied out but read from the batch the host sent
-//!   (`runtime::unpack_spans`).
 //! - `decoder_component_raw_spans`: the same through `feed-raw-spans`: the component frames
 //!   the batch without a UTF-8 pass over the data it gives by place, and the host decodes it,
-//!   as `openai-connector sse decode` does.
+//!   as `openai-connector sse decode` does (`EventSpans::events`).
 //! - `decoder_native_lent_16k`: the same fed 16 KiB batches.
 //! - `decoder_native_frames_16k`: `Decoder::feed_frames` fed 16 KiB batches: the component's
 //!   framing for `feed-raw-spans` at native speed, with no UTF-8 pass over the data it lends.
 //! - `host_floor_16k`: no decoding at all: what the host pays per 16 KiB batch whatever the
 //!   component does (the batch copied into other memory, as the canonical ABI copies it into the
-//!   guest's, and the one UTF-8 pass over it that `unpack_spans` makes). With
+//!   guest's, and the one UTF-8 pass over it that `EventSpans::events` makes). With
 //!   `decoder_native_frames_16k`, a bound on what any `feed-raw-spans` call can reach.
 //! - `eventsource_stream`: the `eventsource-stream` crate over an in-memory stream of the same
 //!   chunks, polled with `futures::executor::block_on`.
@@ -64,10 +59,9 @@ use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use openai_connector::chat_stream::{ChatDecoder, ChatStream, Step};
 use openai_connector::sse::{Decoder, MAX_SSE_EVENT_BYTES};
-use openai_connector_harness::runtime::actions::StreamItem;
-use openai_connector_harness::runtime::{Instance, SpanData, uncut, unpack, unpack_spans};
+use openai_connector_harness::runtime::{Instance, uncut};
 use openai_connector_harness::{
-    CodeCache, ConnectorFile, Executor, Harness, OutboundPolicy, Settings, Started,
+    CodeCache, ConnectorFile, Executor, Harness, OutboundPolicy, Settings, Started, StreamItem,
 };
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -274,7 +268,7 @@ fn decode_native_frames(chunks: &[&[u8]]) -> usize {
 /// What the host pays per batch of a `feed-raw-spans` call whatever the component does: the
 /// batch copied into memory the host does not own (the canonical ABI copies a `list<u8>` into
 /// the guest's linear memory) and the one UTF-8 pass over it (`runtime::uncut`, as
-/// `unpack_spans` does). No framing, no call: a floor under every component row.
+/// `EventSpans::events` does). No framing, no call: a floor under every component row.
 fn host_floor(batches: &[&[u8]], guest: &mut [u8]) -> usize {
     let mut valid = 0;
     for batch in batches {
@@ -352,16 +346,12 @@ enum Work {
 enum Feed {
     /// `feed`: a list of event records.
     Events,
-    /// `feed-packed`, split with `runtime::unpack`.
-    Packed,
-    /// `feed-spans`, split with `runtime::unpack_spans`.
-    Spans,
-    /// `feed-raw-spans`, split and decoded with `runtime::unpack_spans`.
+    /// `feed-raw-spans`, split and decoded with `EventSpans::events`.
     RawSpans,
 }
 
-/// The `sse.decoder` resource fed `batches` through `feed`; each result is split into borrowed
-/// events when it is packed; returns the number of events.
+/// The `sse.decoder` resource fed `batches` through `feed`, or through `feed-raw-spans` with
+/// each result split into borrowed events; returns the number of events.
 async fn decode_component(instance: &mut Instance, batches: &[&[u8]], feed: Feed) -> usize {
     let decoder = instance
         .sse_decoder(MAX_SSE_EVENT_BYTES as u32)
@@ -376,29 +366,13 @@ async fn decode_component(instance: &mut Instance, batches: &[&[u8]], feed: Feed
                 .unwrap()
                 .unwrap()
                 .len(),
-            Feed::Packed => {
-                let packed = instance
-                    .sse_feed_packed(decoder, batch)
-                    .await
-                    .unwrap()
-                    .unwrap();
-                black_box(unpack(&packed).unwrap()).len()
-            }
-            Feed::Spans => {
-                let spans = instance
-                    .sse_feed_spans(decoder, batch)
-                    .await
-                    .unwrap()
-                    .unwrap();
-                black_box(unpack_spans(&spans, batch, SpanData::Valid).unwrap()).len()
-            }
             Feed::RawSpans => {
                 let spans = instance
                     .sse_feed_raw_spans(decoder, batch)
                     .await
                     .unwrap()
                     .unwrap();
-                black_box(unpack_spans(&spans, batch, SpanData::Raw).unwrap()).len()
+                black_box(spans.events(batch).unwrap()).len()
             }
         };
     }
@@ -613,7 +587,7 @@ fn bench(c: &mut Criterion) {
             (corpus.bytes.len(), 52311)
         );
         rt.block_on(async {
-            for feed in [Feed::Events, Feed::Packed, Feed::Spans, Feed::RawSpans] {
+            for feed in [Feed::Events, Feed::RawSpans] {
                 let mut instance = harness.instantiate(deny.clone()).await.unwrap();
                 assert_eq!(
                     decode_component(&mut instance, &batches, feed).await,
@@ -693,12 +667,6 @@ fn bench(c: &mut Criterion) {
         };
         group.bench_function("decoder_component", |b| {
             on_fresh_instances(b, Work::Decode(Feed::Events))
-        });
-        group.bench_function("decoder_component_packed", |b| {
-            on_fresh_instances(b, Work::Decode(Feed::Packed))
-        });
-        group.bench_function("decoder_component_spans", |b| {
-            on_fresh_instances(b, Work::Decode(Feed::Spans))
         });
         group.bench_function("decoder_component_raw_spans", |b| {
             on_fresh_instances(b, Work::Decode(Feed::RawSpans))

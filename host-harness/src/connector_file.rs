@@ -28,8 +28,6 @@ pub struct ConnectorFile {
     pub config_json: String,
     /// The `secrets` object with references resolved, as JSON text.
     pub secrets_json: String,
-    /// Every resolved secret string, so that output can be checked for leaks.
-    secret_values: Vec<String>,
 }
 
 impl fmt::Debug for ConnectorFile {
@@ -73,6 +71,16 @@ impl ConnectorFile {
 
     /// Parses a connector definition; `default_id` is used when it has no `id`.
     pub fn parse(text: &str, default_id: &str, base_dir: &Path) -> Result<Self, String> {
+        Self::parse_with_env(text, default_id, base_dir, |var| std::env::var(var).ok())
+    }
+
+    /// [`parse`](Self::parse), with `{"env": "VAR"}` references looked up by `env`.
+    fn parse_with_env(
+        text: &str,
+        default_id: &str,
+        base_dir: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
         let raw: RawFile = serde_json::from_str(text).map_err(|e| {
             format!(
                 "invalid connector JSON at line {} column {}: {e}",
@@ -90,16 +98,12 @@ impl ConnectorFile {
         let config_json = raw
             .config
             .map_or_else(|| "{}".to_owned(), |c| c.get().to_owned());
-        let mut secret_values = Vec::new();
         let secrets = match raw.secrets {
             None => Value::Object(Map::new()),
             Some(Value::Object(map)) => {
                 let mut resolved = Map::new();
                 for (key, value) in map {
-                    let value = resolve_secret(&key, value, base_dir)?;
-                    if let Value::String(s) = &value {
-                        secret_values.push(s.clone());
-                    }
+                    let value = resolve_secret(&key, value, base_dir, &env)?;
                     resolved.insert(key, value);
                 }
                 Value::Object(resolved)
@@ -112,25 +116,24 @@ impl ConnectorFile {
             name: raw.name,
             config_json,
             secrets_json: secrets.to_string(),
-            secret_values,
         })
-    }
-
-    /// The resolved secret strings (for leak checks; never print them).
-    pub fn secret_values(&self) -> &[String] {
-        &self.secret_values
     }
 }
 
-fn resolve_secret(key: &str, value: Value, base_dir: &Path) -> Result<Value, String> {
+fn resolve_secret(
+    key: &str,
+    value: Value,
+    base_dir: &Path,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Value, String> {
     let Value::Object(reference) = &value else {
         return Ok(value);
     };
     let field = format!("secrets.{key}");
     match (reference.get("env"), reference.get("file"), reference.len()) {
-        (Some(Value::String(var)), None, 1) => std::env::var(var)
-            .map(Value::String)
-            .map_err(|_| format!("[{field}]: environment variable {var} is not set or not UTF-8")),
+        (Some(Value::String(var)), None, 1) => env(var).map(Value::String).ok_or_else(|| {
+            format!("[{field}]: environment variable {var} is not set or not UTF-8")
+        }),
         (None, Some(Value::String(file)), 1) => {
             let path: PathBuf = base_dir.join(file);
             let text = std::fs::read_to_string(&path)
@@ -171,22 +174,23 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("oc-cf-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("key.txt"), "sk-from-file\n").unwrap();
-        // SAFETY: single-threaded test setup; no other thread reads this variable.
-        unsafe { std::env::set_var("OC_TEST_KEY_VAR", "sk-from-env") };
-        let c = ConnectorFile::parse(
+        let env = |var: &str| (var == "OC_TEST_KEY_VAR").then(|| "sk-from-env".to_owned());
+        let c = ConnectorFile::parse_with_env(
             r#"{"name":"n","secrets":{"apiKey":{"env":"OC_TEST_KEY_VAR"},"caData":{"file":"key.txt"}}}"#,
             "x",
             &dir,
+            env,
         )
         .unwrap();
         assert_eq!(
             c.secrets_json,
             r#"{"apiKey":"sk-from-env","caData":"sk-from-file"}"#
         );
-        let e = ConnectorFile::parse(
+        let e = ConnectorFile::parse_with_env(
             r#"{"name":"n","secrets":{"apiKey":{"env":"OC_NOT_SET_123"}}}"#,
             "x",
             &dir,
+            env,
         )
         .unwrap_err();
         assert_eq!(

@@ -76,7 +76,7 @@ pub async fn run(executor: &Executor) -> Result<()> {
                     let u = &execution.usage;
                     println!(
                         "usage:    {}: prompt {} completion {} total {}",
-                        openai_connector_harness::usage_source_name(u.source),
+                        u.source.name(),
                         u.prompt_tokens,
                         u.completion_tokens,
                         u.total_tokens

@@ -16,7 +16,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, json};
 
@@ -213,39 +213,21 @@ impl EventLog {
     }
 }
 
-/// `time` as RFC 3339 UTC with milliseconds, e.g. `2026-03-01T10:00:00.000Z` (C117).
-fn rfc3339_millis(time: SystemTime) -> String {
-    let millis: i128 = match time.duration_since(UNIX_EPOCH) {
-        Ok(after) => after.as_millis() as i128,
-        // Round towards the past, so that the milliseconds field stays in 0..1000.
-        Err(before) => -(before.duration().as_nanos().div_ceil(1_000_000) as i128),
-    };
-    let days = millis.div_euclid(86_400_000);
-    let ms_of_day = millis.rem_euclid(86_400_000);
-    let (year, month, day) = civil_from_days(days);
-    let (hour, minute) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60);
-    let (second, milli) = (ms_of_day / 1000 % 60, ms_of_day % 1000);
-    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{milli:03}Z")
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(days: i128) -> (i128, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
-    let mp = (5 * doy + 2) / 153; // [0, 11], March-based
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i128::from(month <= 2);
-    (year, month, day)
+/// `time` as RFC 3339 UTC with milliseconds, e.g. `2026-03-01T10:00:00.000Z` (C117);
+/// sub-millisecond digits are dropped, towards the past.
+pub(crate) fn rfc3339_millis(time: SystemTime) -> String {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from(time)
+        .format(FORMAT)
+        .unwrap_or_else(|_| unreachable!("every component of the format is in the date"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     use std::sync::Arc;
 
@@ -433,19 +415,23 @@ mod tests {
         assert_eq!(parse(&event_line(&rec))["event"]["duration"], 0);
     }
 
-    // Every day of four centuries round-trips through the date conversion.
+    // Every day of four centuries gets the next calendar date.
     #[test]
     fn civil_dates_are_consecutive() {
         let mut expected = (1970, 1, 1);
-        let month_len = |y: i128, m: u32| match m {
-            2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        let month_len = |y: u64, m: u32| match m {
+            2 if (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400) => 29,
             2 => 28,
             4 | 6 | 9 | 11 => 30,
             _ => 31,
         };
         for days in 0..146_097 {
-            assert_eq!(civil_from_days(days), expected, "day {days}");
             let (y, m, d) = expected;
+            assert_eq!(
+                rfc3339_millis(UNIX_EPOCH + Duration::from_secs(days * 86_400)),
+                format!("{y:04}-{m:02}-{d:02}T00:00:00.000Z"),
+                "day {days}"
+            );
             expected = if d < month_len(y, m) {
                 (y, m, d + 1)
             } else if m < 12 {

@@ -1,15 +1,15 @@
 //! `openai-connector`: validate and execute Kibana OpenAI connectors through the WebAssembly
 //! component (interface: `shared/spec/cli.md`).
 #![expect(clippy::print_stdout, reason = "the CLI's results go to stdout")]
+#![forbid(unsafe_code)]
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use openai_connector_harness::event_log::EventLog;
-use openai_connector_harness::runtime::actions::StreamItem;
-use openai_connector_harness::runtime::{Instance, SpanData, SpanEvent, unpack_spans};
+use openai_connector_harness::runtime::{Instance, SpanEvent};
 use openai_connector_harness::{
     Cancel, CodeCache, ConnectorFile, Executor, Finished, Harness, OutboundPolicy, Settings,
-    Started, Stream, output,
+    Started, Stream, StreamItem, output,
 };
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -462,7 +462,7 @@ async fn sse_decode_events(
                         return Ok(1);
                     }
                 };
-                unpack_spans(&fed, &buf[..n], SpanData::Raw)?
+                fed.events(&buf[..n])?
             }
             None => {
                 finished = true;
@@ -473,15 +473,7 @@ async fn sse_decode_events(
                         return Ok(1);
                     }
                 };
-                ended
-                    .iter()
-                    .map(|e| SpanEvent {
-                        event_type: &e.event_type,
-                        data: e.data.as_str().into(),
-                        last_event_id: e.id.as_deref(),
-                        retry: e.retry,
-                    })
-                    .collect()
+                ended.iter().map(SpanEvent::from).collect()
             }
         };
         let mut out = String::new();

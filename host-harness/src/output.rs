@@ -1,6 +1,6 @@
 //! Kibana's `_execute` response shapes (cli.md "execute").
 
-use crate::wit;
+use crate::execution::{Execution, Failure};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -15,7 +15,7 @@ struct Success<'a> {
 }
 
 #[derive(Serialize)]
-struct Failure<'a> {
+struct FailureBody<'a> {
     connector_id: &'a str,
     status: &'static str,
     message: &'static str,
@@ -36,8 +36,8 @@ pub fn success_json(connector_id: &str, data_json: &str) -> anyhow::Result<Strin
 }
 
 /// `{"connector_id": ID, "status": "error", "message": ..., "service_message": ..., "retry": ...}`.
-pub fn failure_json(connector_id: &str, failure: &wit::Failure) -> String {
-    serde_json::to_string(&Failure {
+pub fn failure_json(connector_id: &str, failure: &Failure) -> String {
+    serde_json::to_string(&FailureBody {
         connector_id,
         status: "error",
         message: FAILURE_MESSAGE,
@@ -48,10 +48,7 @@ pub fn failure_json(connector_id: &str, failure: &wit::Failure) -> String {
 }
 
 /// The JSON line and exit code for an execution: 0 on success, 1 on failure.
-pub fn execution_json(
-    connector_id: &str,
-    execution: &wit::Execution,
-) -> anyhow::Result<(String, i32)> {
+pub fn execution_json(connector_id: &str, execution: &Execution) -> anyhow::Result<(String, i32)> {
     match &execution.outcome {
         Ok(data) => Ok((success_json(connector_id, data)?, 0)),
         Err(failure) => Ok((failure_json(connector_id, failure), 1)),
@@ -68,7 +65,7 @@ mod tests {
             success_json("c", r#"{"n":1.50}"#).unwrap(),
             r#"{"connector_id":"c","status":"ok","data":{"n":1.50}}"#
         );
-        let f = wit::Failure {
+        let f = Failure {
             service_message: "Status code: 401. Message: Unauthorized API Error".into(),
             retry: true,
         };

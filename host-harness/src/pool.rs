@@ -39,17 +39,17 @@ impl Default for PoolLimits {
 
 /// What makes two connections interchangeable.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct PoolKey {
+pub(crate) struct PoolKey {
     /// `https` target.
-    pub https: bool,
+    pub(crate) https: bool,
     /// Host, lower case (URL form: IPv6 in brackets).
-    pub host: String,
+    pub(crate) host: String,
     /// Port.
-    pub port: u16,
+    pub(crate) port: u16,
     /// The TLS profile of an https target.
-    pub tls: Option<TlsProfile>,
+    pub(crate) tls: Option<TlsProfile>,
     /// The proxy the connection goes through.
-    pub proxy: Option<Arc<ProxyEndpoint>>,
+    pub(crate) proxy: Option<Arc<ProxyEndpoint>>,
 }
 
 impl std::fmt::Debug for PoolKey {
@@ -120,7 +120,7 @@ impl ConnectionPool {
     }
 
     /// The limits.
-    pub fn limits(&self) -> PoolLimits {
+    pub(crate) fn limits(&self) -> PoolLimits {
         self.limits
     }
 
@@ -133,7 +133,7 @@ impl ConnectionPool {
     }
 
     /// Idle connections held now.
-    pub fn idle_count(&self) -> usize {
+    pub(crate) fn idle_count(&self) -> usize {
         self.lock_idle().values().map(Vec::len).sum()
     }
 
@@ -142,7 +142,10 @@ impl ConnectionPool {
     }
 
     /// The rustls configuration for `profile`, built once per pool.
-    pub fn client_config(&self, profile: &TlsProfile) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    pub(crate) fn client_config(
+        &self,
+        profile: &TlsProfile,
+    ) -> anyhow::Result<Arc<rustls::ClientConfig>> {
         let mut configs = self.configs.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(config) = configs.get(profile) {
             return Ok(config.clone());
@@ -157,7 +160,7 @@ impl ConnectionPool {
 
     /// Takes the most recently used live connection for `key` and waits until it can take a
     /// request; expired and closed ones are dropped on the way.
-    pub async fn checkout(&self, key: &PoolKey) -> Option<SendRequest<WasiBody>> {
+    pub(crate) async fn checkout(&self, key: &PoolKey) -> Option<SendRequest<WasiBody>> {
         loop {
             let candidate = {
                 let mut idle = self.lock_idle();
@@ -186,12 +189,12 @@ impl ConnectionPool {
     }
 
     /// Records that a new connection was opened.
-    pub fn note_opened(&self) {
+    pub(crate) fn note_opened(&self) {
         self.opened.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Returns a connection whose last response was read to the end.
-    pub fn checkin(&self, key: PoolKey, sender: SendRequest<WasiBody>) {
+    pub(crate) fn checkin(&self, key: PoolKey, sender: SendRequest<WasiBody>) {
         if sender.is_closed() {
             return;
         }

@@ -8,21 +8,16 @@
 //! on the request itself in absolute form. None of them is ever shown: `Debug` redacts them and
 //! no error message contains them.
 
-use crate::outbound::{Io, error_from_hyper};
-use crate::settings::Settings;
 use crate::tls::Verification;
 use base64::Engine;
-use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use hyper_util::rt::TokioIo;
 use std::fmt;
 use std::sync::Arc;
-use wasmtime_wasi_http::Error;
 
 /// `proxyUrl` with what is sent along with it. Two equal endpoints are interchangeable, so
 /// connections made through one may be reused for the other (the pool key includes it).
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct ProxyEndpoint {
+pub(crate) struct ProxyEndpoint {
     https: bool,
     /// URL host form (IPv6 in brackets).
     host: String,
@@ -60,32 +55,27 @@ impl fmt::Debug for ProxyEndpoint {
 
 impl ProxyEndpoint {
     /// True for an `https://` proxy (TLS to the proxy itself).
-    pub fn is_https(&self) -> bool {
+    pub(crate) fn is_https(&self) -> bool {
         self.https
     }
 
-    /// The proxy's host: a name, an IPv4 address or a bracketed IPv6 address.
-    pub fn host(&self) -> &str {
-        &self.host
-    }
-
     /// The proxy's host without IPv6 brackets, for name resolution and TLS.
-    pub fn bare_host(&self) -> &str {
+    pub(crate) fn bare_host(&self) -> &str {
         self.host.trim_start_matches('[').trim_end_matches(']')
     }
 
     /// The proxy's port (the scheme's default when the URL has none).
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.port
     }
 
     /// How the certificate of an https proxy is checked.
-    pub fn verification(&self) -> Verification {
+    pub(crate) fn verification(&self) -> Verification {
         self.verification
     }
 
     /// Adds `Proxy-Authorization` and `proxyHeaders` to a request meant for the proxy.
-    pub fn add_headers(&self, headers: &mut HeaderMap) {
+    pub(crate) fn add_headers(&self, headers: &mut HeaderMap) {
         if let Some(value) = &self.authorization {
             headers.insert(http::header::PROXY_AUTHORIZATION, value.clone());
         }
@@ -93,65 +83,36 @@ impl ProxyEndpoint {
             headers.insert(name.clone(), value.clone());
         }
     }
-
-    /// Asks the proxy, over `io`, for a tunnel to `authority` (`host:port`, IPv6 in brackets).
-    pub async fn open_tunnel(&self, io: Box<dyn Io>, authority: &str) -> Result<Tunnel, Error> {
-        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-            .handshake::<_, http_body_util::Empty<Bytes>>(TokioIo::new(io))
-            .await
-            .map_err(|e| error_from_hyper(&e))?;
-        // The connection future performs the I/O and hands the socket over after the 2xx.
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!("proxy connection ended: {e}");
-            }
-        });
-        let mut request = http::Request::builder()
-            .method(http::Method::CONNECT)
-            .uri(authority)
-            .body(http_body_util::Empty::new())
-            .map_err(|_| Error::HttpRequestUriInvalid)?;
-        let host = HeaderValue::from_str(authority).map_err(|_| Error::HttpRequestUriInvalid)?;
-        request.headers_mut().insert(http::header::HOST, host);
-        self.add_headers(request.headers_mut());
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| error_from_hyper(&e))?;
-        if !response.status().is_success() {
-            tracing::debug!(status = %response.status(), "the proxy refused the tunnel");
-            return Ok(Tunnel::Refused(response));
-        }
-        let upgraded = hyper::upgrade::on(response)
-            .await
-            .map_err(|e| error_from_hyper(&e))?;
-        Ok(Tunnel::Open(Box::new(TokioIo::new(upgraded))))
-    }
 }
 
-/// The outcome of a `CONNECT`.
-pub enum Tunnel {
-    /// The tunnel is open: bytes written here reach the target.
-    Open(Box<dyn Io>),
-    /// The proxy answered with a non-2xx status (e.g. 407); that answer is the response.
-    Refused(http::Response<hyper::body::Incoming>),
+/// The proxy settings as written (C129): `proxyUrl`, `proxyHeaders`,
+/// `ssl.proxyVerificationMode`, `proxyBypassHosts`, `proxyOnlyHosts`.
+pub(crate) struct ProxyConfig<'a> {
+    /// `proxyUrl`.
+    pub(crate) url: &'a str,
+    /// `proxyHeaders`.
+    pub(crate) headers: &'a [(String, String)],
+    /// `ssl.proxyVerificationMode`.
+    pub(crate) verification: Verification,
+    /// `proxyBypassHosts`.
+    pub(crate) bypass_hosts: Option<Vec<String>>,
+    /// `proxyOnlyHosts`.
+    pub(crate) only_hosts: Option<Vec<String>>,
 }
 
 /// `proxyUrl` and the host lists that decide which requests use it (C129).
-#[derive(Clone, Debug)]
-pub struct Proxy {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Proxy {
     endpoint: Arc<ProxyEndpoint>,
     bypass_hosts: Option<Vec<String>>,
     only_hosts: Option<Vec<String>>,
 }
 
 impl Proxy {
-    /// The proxy of `settings`, or `None` without `proxyUrl`. The error names the setting and
-    /// never repeats its value (it may hold a password).
-    pub fn from_settings(settings: &Settings) -> Result<Option<Proxy>, String> {
-        let Some(text) = &settings.proxy_url else {
-            return Ok(None);
-        };
+    /// The proxy of `config`. The error names the setting and never repeats its value (it may
+    /// hold a password).
+    pub(crate) fn new(config: ProxyConfig<'_>) -> Result<Proxy, String> {
+        let text = config.url;
         let bad_url = || {
             "[proxyUrl]: expected an http or https URL with a host, such as \"http://proxy.example.com:3128\"".to_owned()
         };
@@ -172,9 +133,19 @@ impl Proxy {
             None
         } else {
             let decode = |part: &str| {
-                percent_decode(part).ok_or_else(|| {
-                    "[proxyUrl]: the user information is not valid percent-encoded UTF-8".to_owned()
-                })
+                let invalid =
+                    || "[proxyUrl]: the user information is not valid percent-encoded UTF-8";
+                // `percent-encoding` passes a broken escape (`%ZZ`) through; RFC 3986 does not.
+                let escapes_valid = part.split('%').skip(1).all(|after| {
+                    after.len() >= 2 && after.as_bytes()[..2].iter().all(u8::is_ascii_hexdigit)
+                });
+                if !escapes_valid {
+                    return Err(invalid().to_owned());
+                }
+                percent_encoding::percent_decode_str(part)
+                    .decode_utf8()
+                    .map(std::borrow::Cow::into_owned)
+                    .map_err(|_| invalid().to_owned())
             };
             let user = decode(url.username())?;
             let password = decode(url.password().unwrap_or_default())?;
@@ -186,7 +157,7 @@ impl Proxy {
             Some(value)
         };
         let mut headers = Vec::new();
-        for (name, value) in &settings.proxy_headers {
+        for (name, value) in config.headers {
             let header = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| format!("[proxyHeaders.{name}]: invalid header name"))?;
             let mut value = HeaderValue::from_str(value)
@@ -194,24 +165,24 @@ impl Proxy {
             value.set_sensitive(true);
             headers.push((header, value));
         }
-        Ok(Some(Proxy {
+        Ok(Proxy {
             endpoint: Arc::new(ProxyEndpoint {
                 https,
                 host,
                 port,
                 authorization,
                 headers,
-                verification: settings.proxy_verification,
+                verification: config.verification,
             }),
-            bypass_hosts: settings.proxy_bypass_hosts.clone(),
-            only_hosts: settings.proxy_only_hosts.clone(),
-        }))
+            bypass_hosts: config.bypass_hosts,
+            only_hosts: config.only_hosts,
+        })
     }
 
     /// True when a request to `host` (a URL host) goes through the proxy: unless
     /// `proxyBypassHosts` lists it, or `proxyOnlyHosts` is set without it. Host names compare
     /// case-insensitively; IPv6 brackets are optional in the lists.
-    pub fn applies_to(&self, host: &str) -> bool {
+    pub(crate) fn applies_to(&self, host: &str) -> bool {
         let bare = |h: &str| h.trim_start_matches('[').trim_end_matches(']').to_owned();
         let host = bare(host);
         let listed = |list: &[String]| list.iter().any(|e| bare(e).eq_ignore_ascii_case(&host));
@@ -223,38 +194,19 @@ impl Proxy {
     }
 
     /// Where the proxy is and what it is sent.
-    pub fn endpoint(&self) -> &Arc<ProxyEndpoint> {
+    pub(crate) fn endpoint(&self) -> &Arc<ProxyEndpoint> {
         &self.endpoint
     }
-}
-
-/// RFC 3986 percent-decoding into UTF-8; `None` for a broken escape or invalid UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::Settings;
     use serde_json::json;
 
     fn proxy(settings: serde_json::Value) -> Proxy {
-        Proxy::from_settings(&Settings::from_json(&settings).unwrap())
-            .unwrap()
-            .unwrap()
+        Settings::from_json(&settings).unwrap().proxy.unwrap()
     }
 
     #[test]
@@ -271,7 +223,7 @@ mod tests {
             expected.as_str()
         );
         assert!(headers[http::header::PROXY_AUTHORIZATION].is_sensitive());
-        assert_eq!(p.endpoint().host(), "proxy.example");
+        assert_eq!(p.endpoint().host, "proxy.example");
         assert_eq!(p.endpoint().port(), 3128);
         assert!(!p.endpoint().is_https());
         let https = proxy(json!({"proxyUrl": "https://[::1]"}));
@@ -286,7 +238,7 @@ mod tests {
             "proxyHeaders": {"X-Proxy-Token": "tok-secret-value"}
         }))
         .unwrap();
-        let shown = format!("{settings:?} {:?}", Proxy::from_settings(&settings));
+        let shown = format!("{settings:?} {:?}", settings.proxy);
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("alice"), "{shown}");
         assert!(!shown.contains("tok-secret-value"), "{shown}");

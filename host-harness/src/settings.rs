@@ -1,9 +1,10 @@
 //! The settings file (`--settings`): Kibana's `xpack.actions.*` keys without the prefix
 //! (cli.md "Settings file", contract section 0).
 
+use crate::proxy::{Proxy, ProxyConfig};
+use crate::sandbox::{MAX_MEMORY_BYTES, SandboxLimits};
 use crate::tls::Verification;
 use serde_json::{Map, Value};
-use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -19,108 +20,50 @@ pub struct SettingsError {
 
 /// One `customHostSettings` entry (C128).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CustomHostSettings {
+pub(crate) struct CustomHostSettings {
     /// Scheme, lower case.
-    pub scheme: String,
+    pub(crate) scheme: String,
     /// Host name, lower case.
-    pub host: String,
+    pub(crate) host: String,
     /// Port (443 or 80 when the URL has none).
-    pub port: u16,
+    pub(crate) port: u16,
     /// `ssl.verificationMode`, when set.
-    pub verification: Option<Verification>,
+    pub(crate) verification: Option<Verification>,
     /// Certificates from `ssl.certificateAuthoritiesData`, DER.
-    pub ca_der: Vec<Vec<u8>>,
+    pub(crate) ca_der: Vec<Vec<u8>>,
 }
 
-/// Deployment-wide settings. `Debug` hides proxy credentials and proxy header values.
-#[derive(Clone, PartialEq, Eq)]
+/// Deployment-wide settings, validated when loaded: a value of this type holds no setting
+/// that cannot be used. `Debug` hides proxy credentials and proxy header values.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     /// `allowedHosts` (default `["*"]`).
-    pub allowed_hosts: Vec<String>,
+    pub(crate) allowed_hosts: Vec<String>,
     /// `responseTimeout` (default 60 s).
-    pub response_timeout: Duration,
+    pub(crate) response_timeout: Duration,
     /// `maxResponseContentLength` in bytes (default 1 MiB).
-    pub max_response_content_length: u64,
-    /// `proxyUrl`.
-    pub proxy_url: Option<String>,
-    /// `proxyHeaders`.
-    pub proxy_headers: Vec<(String, String)>,
-    /// `proxyBypassHosts`.
-    pub proxy_bypass_hosts: Option<Vec<String>>,
-    /// `proxyOnlyHosts`.
-    pub proxy_only_hosts: Option<Vec<String>>,
+    pub(crate) max_response_content_length: u64,
+    /// `proxyUrl` with `proxyHeaders`, `ssl.proxyVerificationMode`, `proxyBypassHosts` and
+    /// `proxyOnlyHosts` (C129).
+    pub(crate) proxy: Option<Proxy>,
     /// `ssl.verificationMode` (default `full`).
-    pub verification: Verification,
-    /// `ssl.proxyVerificationMode` (default `full`).
-    pub proxy_verification: Verification,
+    pub(crate) verification: Verification,
     /// `customHostSettings`.
-    pub custom_hosts: Vec<CustomHostSettings>,
+    pub(crate) custom_hosts: Vec<CustomHostSettings>,
     /// `denyPrivateNetworks` (default `false`): refuse targets that resolve to loopback,
-    /// private, link-local or other non-public addresses (see `outbound::non_public_class`).
-    pub deny_private_networks: bool,
+    /// private, link-local or other non-public addresses (see `outbound::ssrf`).
+    pub(crate) deny_private_networks: bool,
     /// `guestMemoryLimit` and `guestTimeLimit` (not Kibana settings): what each execution's
     /// sandbox may use (defaults: 256 MiB, the most the pooling allocator reserves, and 10 s of
     /// guest time).
-    pub sandbox: crate::runtime::SandboxLimits,
+    pub(crate) sandbox: SandboxLimits,
     /// `shutdownGrace` (not a Kibana setting; `serve` only): how long requests in flight may
     /// run on after SIGTERM / SIGINT before they are cancelled (default 30 s).
-    pub shutdown_grace: Duration,
+    pub(crate) shutdown_grace: Duration,
 }
 
 /// `shutdownGrace` when the settings do not give it.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-
-impl fmt::Debug for Settings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The proxy URL may carry a user name and password, and proxy headers often carry
-        // credentials: show where the proxy is and which headers are set, never their values.
-        let proxy_url = self.proxy_url.as_deref().map(redacted_url);
-        let proxy_headers: Vec<(&str, &str)> = self
-            .proxy_headers
-            .iter()
-            .map(|(name, _)| (name.as_str(), "[REDACTED]"))
-            .collect();
-        f.debug_struct("Settings")
-            .field("allowed_hosts", &self.allowed_hosts)
-            .field("response_timeout", &self.response_timeout)
-            .field(
-                "max_response_content_length",
-                &self.max_response_content_length,
-            )
-            .field("proxy_url", &proxy_url)
-            .field("proxy_headers", &proxy_headers)
-            .field("proxy_bypass_hosts", &self.proxy_bypass_hosts)
-            .field("proxy_only_hosts", &self.proxy_only_hosts)
-            .field("verification", &self.verification)
-            .field("proxy_verification", &self.proxy_verification)
-            .field("custom_hosts", &self.custom_hosts)
-            .field("deny_private_networks", &self.deny_private_networks)
-            .field("sandbox", &self.sandbox)
-            .field("shutdown_grace", &self.shutdown_grace)
-            .finish()
-    }
-}
-
-/// `scheme://host:port` of a URL, with `[REDACTED]@` when it has user information; never the
-/// path, query or credentials.
-fn redacted_url(text: &str) -> String {
-    match url::Url::parse(text) {
-        Ok(u) => {
-            let userinfo = if u.username().is_empty() && u.password().is_none() {
-                ""
-            } else {
-                "[REDACTED]@"
-            };
-            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
-            format!(
-                "{}://{userinfo}{}{port}",
-                u.scheme(),
-                u.host_str().unwrap_or_default()
-            )
-        }
-        Err(_) => "[unparsable URL]".to_owned(),
-    }
-}
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -128,15 +71,11 @@ impl Default for Settings {
             allowed_hosts: vec!["*".to_owned()],
             response_timeout: Duration::from_secs(60),
             max_response_content_length: 1 << 20,
-            proxy_url: None,
-            proxy_headers: Vec::new(),
-            proxy_bypass_hosts: None,
-            proxy_only_hosts: None,
+            proxy: None,
             verification: Verification::Full,
-            proxy_verification: Verification::Full,
             custom_hosts: Vec::new(),
             deny_private_networks: false,
-            sandbox: crate::runtime::SandboxLimits::default(),
+            sandbox: SandboxLimits::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
@@ -168,12 +107,18 @@ impl Settings {
         };
         let flat = flatten(top)?;
         let mut s = Settings::default();
+        // The proxy is built once every key is read (its parts may come in any order).
+        let mut proxy_url = None;
+        let mut proxy_headers = Vec::new();
+        let mut proxy_verification = Verification::Full;
+        let mut proxy_bypass_hosts = None;
+        let mut proxy_only_hosts = None;
         for (key, v) in &flat {
             match key.as_str() {
                 "allowedHosts" => s.allowed_hosts = string_list(key, v)?,
                 "responseTimeout" => s.response_timeout = duration(key, v)?,
                 "maxResponseContentLength" => s.max_response_content_length = byte_size(key, v)?,
-                "proxyUrl" => s.proxy_url = Some(string(key, v)?.to_owned()),
+                "proxyUrl" => proxy_url = Some(string(key, v)?),
                 "proxyHeaders" => {
                     let Value::Object(map) = v else {
                         return Err(format!("[{key}]: expected an object of strings"));
@@ -182,7 +127,7 @@ impl Settings {
                         let value = value
                             .as_str()
                             .ok_or_else(|| format!("[{key}.{name}]: expected a string"))?;
-                        s.proxy_headers.push((name.clone(), value.to_owned()));
+                        proxy_headers.push((name.clone(), value.to_owned()));
                     }
                 }
                 "denyPrivateNetworks" => {
@@ -192,7 +137,7 @@ impl Settings {
                 }
                 "guestMemoryLimit" => {
                     let bytes = byte_size(key, v)?;
-                    let max = crate::runtime::MAX_MEMORY_BYTES as u64;
+                    let max = MAX_MEMORY_BYTES as u64;
                     if !(1 << 20..=max).contains(&bytes) {
                         return Err(format!(
                             "[{key}]: expected a size between 1mb and {}mb, got {v}",
@@ -209,38 +154,51 @@ impl Settings {
                     s.sandbox.guest_time = limit;
                 }
                 "shutdownGrace" => s.shutdown_grace = duration(key, v)?,
-                "proxyBypassHosts" => s.proxy_bypass_hosts = Some(string_list(key, v)?),
-                "proxyOnlyHosts" => s.proxy_only_hosts = Some(string_list(key, v)?),
+                "proxyBypassHosts" => proxy_bypass_hosts = Some(string_list(key, v)?),
+                "proxyOnlyHosts" => proxy_only_hosts = Some(string_list(key, v)?),
                 "ssl.verificationMode" => s.verification = verification(key, v)?,
-                "ssl.proxyVerificationMode" => s.proxy_verification = verification(key, v)?,
+                "ssl.proxyVerificationMode" => proxy_verification = verification(key, v)?,
                 "customHostSettings" => s.custom_hosts = custom_hosts(key, v)?,
                 other => return Err(format!("unknown setting \"{other}\"")),
             }
         }
-        if s.proxy_bypass_hosts.is_some() && s.proxy_only_hosts.is_some() {
+        if proxy_bypass_hosts.is_some() && proxy_only_hosts.is_some() {
             // C129
             return Err(
                 "proxyBypassHosts and proxyOnlyHosts cannot be used at the same time".to_owned(),
             );
         }
         // C129: a proxy that cannot be used is a settings error, never a silent bypass.
-        crate::proxy::Proxy::from_settings(&s)?;
+        s.proxy = proxy_url
+            .map(|url| {
+                Proxy::new(ProxyConfig {
+                    url,
+                    headers: &proxy_headers,
+                    verification: proxy_verification,
+                    bypass_hosts: proxy_bypass_hosts,
+                    only_hosts: proxy_only_hosts,
+                })
+            })
+            .transpose()?;
         Ok(s)
     }
 
     /// `responseTimeout` in milliseconds, as the component takes it.
-    pub fn response_timeout_ms(&self) -> u64 {
+    pub(crate) fn response_timeout_ms(&self) -> u64 {
         u64::try_from(self.response_timeout.as_millis()).unwrap_or(u64::MAX)
     }
+}
 
-    /// The first `customHostSettings` entry for this origin (C128).
-    pub fn custom_host(&self, scheme: &str, host: &str, port: u16) -> Option<&CustomHostSettings> {
-        self.custom_hosts.iter().find(|c| {
-            c.scheme.eq_ignore_ascii_case(scheme)
-                && c.host.eq_ignore_ascii_case(host)
-                && c.port == port
-        })
-    }
+/// The first `customHostSettings` entry for this origin (C128).
+pub(crate) fn custom_host<'a>(
+    custom_hosts: &'a [CustomHostSettings],
+    scheme: &str,
+    host: &str,
+    port: u16,
+) -> Option<&'a CustomHostSettings> {
+    custom_hosts.iter().find(|c| {
+        c.scheme.eq_ignore_ascii_case(scheme) && c.host.eq_ignore_ascii_case(host) && c.port == port
+    })
 }
 
 /// Accepts both `{"ssl": {"verificationMode": ..}}` and `{"ssl.verificationMode": ..}`.
@@ -366,7 +324,7 @@ fn custom_hosts(key: &str, v: &Value) -> Result<Vec<CustomHostSettings>, String>
 }
 
 /// DER certificates from PEM text; at least one is required.
-pub fn pem_certificates(pem: &str) -> Result<Vec<Vec<u8>>, String> {
+fn pem_certificates(pem: &str) -> Result<Vec<Vec<u8>>, String> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let certs: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(pem.as_bytes())
@@ -457,18 +415,18 @@ mod tests {
         ]}))
         .unwrap();
         assert_eq!(
-            s.custom_host("https", "gw.example.com", 443)
+            custom_host(&s.custom_hosts, "https", "gw.example.com", 443)
                 .unwrap()
                 .verification,
             Some(Verification::None)
         );
         assert_eq!(
-            s.custom_host("https", "GW.EXAMPLE.COM", 8443)
+            custom_host(&s.custom_hosts, "https", "GW.EXAMPLE.COM", 8443)
                 .unwrap()
                 .verification,
             Some(Verification::Certificate)
         );
-        assert!(s.custom_host("http", "gw.example.com", 443).is_none());
+        assert!(custom_host(&s.custom_hosts, "http", "gw.example.com", 443).is_none());
         let e = Settings::from_json(&json!({"customHostSettings": [{"url": "https://h", "ssl": {"certificateAuthoritiesData": "nope"}}]})).unwrap_err();
         assert!(
             e.starts_with("[customHostSettings.0.ssl.certificateAuthoritiesData]: "),

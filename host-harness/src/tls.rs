@@ -4,7 +4,6 @@
 //! profile into a `rustls::ClientConfig` and maps handshake failures to the Node-style codes
 //! of C74.
 
-use crate::runtime::wit;
 use anyhow::{Context, Result};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -22,7 +21,7 @@ use std::sync::Arc;
 
 /// Server verification mode (C125, C126).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum Verification {
+pub(crate) enum Verification {
     /// Chain, validity and host name.
     #[default]
     Full,
@@ -32,19 +31,9 @@ pub enum Verification {
     None,
 }
 
-impl From<wit::VerificationMode> for Verification {
-    fn from(mode: wit::VerificationMode) -> Self {
-        match mode {
-            wit::VerificationMode::Full => Verification::Full,
-            wit::VerificationMode::Certificate => Verification::Certificate,
-            wit::VerificationMode::None => Verification::None,
-        }
-    }
-}
-
 /// Encoding of a client private key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum KeyFormat {
+pub(crate) enum KeyFormat {
     /// PKCS#8
     Pkcs8,
     /// PKCS#1 (RSA)
@@ -53,25 +42,15 @@ pub enum KeyFormat {
     Sec1,
 }
 
-impl From<wit::KeyFormat> for KeyFormat {
-    fn from(f: wit::KeyFormat) -> Self {
-        match f {
-            wit::KeyFormat::Pkcs8 => KeyFormat::Pkcs8,
-            wit::KeyFormat::Pkcs1 => KeyFormat::Pkcs1,
-            wit::KeyFormat::Sec1 => KeyFormat::Sec1,
-        }
-    }
-}
-
 /// A client identity in DER form. `Debug` never shows the key.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct ClientIdentity {
+pub(crate) struct ClientIdentity {
     /// Certificates, leaf first.
-    pub chain_der: Vec<Vec<u8>>,
+    pub(crate) chain_der: Vec<Vec<u8>>,
     /// Private key bytes.
-    pub key_der: Vec<u8>,
+    pub(crate) key_der: Vec<u8>,
     /// Key encoding.
-    pub key_format: KeyFormat,
+    pub(crate) key_format: KeyFormat,
 }
 
 impl fmt::Debug for ClientIdentity {
@@ -88,25 +67,11 @@ impl fmt::Debug for ClientIdentity {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
 pub struct TlsProfile {
     /// Verification mode.
-    pub verification: Verification,
+    pub(crate) verification: Verification,
     /// Trust anchors replacing the default roots when non-empty (C124).
-    pub ca_der: Vec<Vec<u8>>,
+    pub(crate) ca_der: Vec<Vec<u8>>,
     /// Client certificate and key offered when asked (C127).
-    pub identity: Option<ClientIdentity>,
-}
-
-impl From<wit::TlsProfile> for TlsProfile {
-    fn from(p: wit::TlsProfile) -> Self {
-        TlsProfile {
-            verification: p.verification.into(),
-            ca_der: p.ca_der,
-            identity: p.identity.map(|i| ClientIdentity {
-                chain_der: i.chain_der,
-                key_der: i.key_der,
-                key_format: i.key_format.into(),
-            }),
-        }
-    }
+    pub(crate) identity: Option<ClientIdentity>,
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -116,7 +81,7 @@ fn provider() -> Arc<CryptoProvider> {
 impl TlsProfile {
     /// Builds the rustls configuration. Fails with `Invalid or inaccessible PKI certificates:
     /// <detail>` when rustls refuses the identity or a trust anchor (C130).
-    pub fn client_config(&self) -> Result<ClientConfig> {
+    pub(crate) fn client_config(&self) -> Result<ClientConfig> {
         let provider = provider();
         let mut roots = RootCertStore::empty();
         if self.ca_der.is_empty() {
@@ -292,7 +257,7 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 }
 
 /// Maps a failed handshake to C74's code and message: `(code, message)`.
-pub fn describe_tls_error(error: &std::io::Error, host: &str) -> (&'static str, String) {
+pub(crate) fn describe_tls_error(error: &std::io::Error, host: &str) -> (&'static str, String) {
     let Some(tls) = error.get_ref().and_then(|e| e.downcast_ref::<TlsError>()) else {
         return ("ECONNRESET", "socket hang up".to_owned());
     };

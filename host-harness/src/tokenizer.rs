@@ -5,15 +5,15 @@
 //! (several megabytes each) belong in the host, not in every component instance. They come
 //! compiled into the `tiktoken-rs` crate, so counting never touches the network.
 //!
-//! Each vocabulary is loaded at most once per process, on first use (or by [`preload`]), and
-//! shared by every execution after that.
+//! Each vocabulary is loaded at most once per process, on first use, and shared by every
+//! execution after that.
 //!
-//! Long texts are counted in segments of at most [`MAX_SEGMENT_BYTES`]: tiktoken's
+//! Long texts are counted in segments of at most `MAX_SEGMENT_BYTES`: tiktoken's
 //! backtracking splitter gives up (and `tiktoken-rs` panics) on very long runs such as a
 //! megabyte of spaces, and a prompt may contain anything. Segments end at a space that follows
 //! a non-white-space character, which is always a boundary of tiktoken's pre-tokeniser in
 //! both encodings (no piece holds a space after another character), so the count is exact.
-//! Only a stretch of [`MAX_SEGMENT_BYTES`] without such a space is cut elsewhere, which may
+//! Only a stretch of `MAX_SEGMENT_BYTES` without such a space is cut elsewhere, which may
 //! change its count by a token or two; it is an estimate (C112) either way (chosen).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -22,10 +22,17 @@ use std::sync::OnceLock;
 use tiktoken_rs::CoreBPE;
 
 /// Name of the `o200k_base` encoding (C110).
-pub const O200K_BASE: &str = "o200k_base";
+pub(crate) const O200K_BASE: &str = "o200k_base";
 
 /// Name of the `cl100k_base` encoding (C110).
-pub const CL100K_BASE: &str = "cl100k_base";
+pub(crate) const CL100K_BASE: &str = "cl100k_base";
+
+/// The static name of `encoding` when it is one this build counts with.
+pub(crate) fn known_encoding(encoding: &str) -> Option<&'static str> {
+    [O200K_BASE, CL100K_BASE]
+        .into_iter()
+        .find(|known| *known == encoding)
+}
 
 /// The process-wide tokenizer for `encoding`, loaded on first use; `None` for an encoding this
 /// build does not know, or whose vocabulary failed to load (then estimates are `unavailable`,
@@ -39,12 +46,6 @@ fn tokenizer(encoding: &str) -> Option<&'static CoreBPE> {
         _ => return None,
     }
     .as_ref()
-}
-
-/// Loads the vocabulary of `encoding` now rather than during the first estimate; `false` when
-/// the encoding is unknown or failed to load. Calling it again costs nothing.
-pub fn preload(encoding: &str) -> bool {
-    tokenizer(encoding).is_some()
 }
 
 /// The number of tokens of `text` in `encoding` (`"o200k_base"` or `"cl100k_base"`), or `None`
@@ -74,7 +75,7 @@ pub fn count_tokens(encoding: &str, text: &str) -> Option<u64> {
 }
 
 /// The longest segment [`count_tokens`] hands to the tokenizer at once, in bytes.
-pub const MAX_SEGMENT_BYTES: usize = 32 * 1024;
+pub(crate) const MAX_SEGMENT_BYTES: usize = 32 * 1024;
 
 /// Splits `text` into segments of at most [`MAX_SEGMENT_BYTES`] (a character longer than that
 /// cannot occur), each ending just before a space that follows a non-white-space character
@@ -108,7 +109,7 @@ fn segments(text: &str) -> impl Iterator<Item = &str> {
 
 /// An estimate (C112): `(prompt_tokens, completion_tokens, total_tokens)` for the two texts,
 /// the total being their sum; `None` when `encoding` is unknown.
-pub fn estimate(
+pub(crate) fn estimate(
     encoding: &str,
     prompt_text: &str,
     completion_text: &str,
@@ -177,10 +178,10 @@ mod tests {
         for encoding in ["", "p50k_base", "r50k_base", "O200K_BASE", "o200k_harmony"] {
             assert_eq!(count_tokens(encoding, "hello"), None, "{encoding}");
             assert_eq!(estimate(encoding, "a", "b"), None, "{encoding}");
-            assert!(!preload(encoding));
+            assert!(tokenizer(encoding).is_none());
         }
-        assert!(preload(O200K_BASE));
-        assert!(preload(CL100K_BASE));
+        assert!(tokenizer(O200K_BASE).is_some());
+        assert!(tokenizer(CL100K_BASE).is_some());
     }
 
     // C112: segmenting at spaces after non-white-space keeps long texts' counts exact.

@@ -2,7 +2,7 @@
 
 use crate::support::*;
 use crate::upstream::{Reply, Upstream};
-use openai_connector_harness::{Settings, wit};
+use openai_connector_harness::{Settings, UsageSource};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ async fn fail_with(reply: Reply) -> (String, bool) {
         &key_secrets(),
     );
     let e = execute(&executor(Settings::default()), &c, &run_params("run", "{}")).await;
-    assert_eq!(e.usage.source, wit::UsageSource::Unavailable);
+    assert_eq!(e.usage.source, UsageSource::Unavailable);
     let f = failure(&e);
     (f.service_message.clone(), f.retry)
 }

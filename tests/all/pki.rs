@@ -28,7 +28,7 @@ async fn run(
     upstream: &Upstream,
     mode: &str,
     secrets: &str,
-) -> openai_connector_harness::wit::Execution {
+) -> openai_connector_harness::Execution {
     let c = connector(
         &other_config(&upstream.url("/v1/chat/completions"), mode),
         secrets,

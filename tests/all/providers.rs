@@ -2,7 +2,7 @@
 
 use crate::support::*;
 use crate::upstream::{Reply, Upstream};
-use openai_connector_harness::{Settings, wit};
+use openai_connector_harness::{Settings, UsageSource};
 use std::collections::BTreeMap;
 
 fn headers(r: &crate::upstream::Recorded) -> BTreeMap<String, String> {
@@ -62,7 +62,7 @@ async fn openai_run_sends_exact_request_and_returns_provider_json() {
         (u.prompt_tokens, u.completion_tokens, u.total_tokens),
         (9, 2, 11)
     );
-    assert_eq!(u.source, wit::UsageSource::Reported);
+    assert_eq!(u.source, UsageSource::Reported);
     // C118
     assert_eq!(e.request_body_bytes, Some(body.len() as u64));
 }
@@ -183,7 +183,7 @@ async fn response_without_usage_succeeds_with_usage_unavailable() {
     let ex = executor(Settings::default());
     let e = execute(&ex, &c, &run_params("run", "{}")).await;
     assert_eq!(data(&e), body);
-    assert_eq!(e.usage.source, wit::UsageSource::Unavailable);
+    assert_eq!(e.usage.source, UsageSource::Unavailable);
     let e = execute(
         &ex,
         &c,
@@ -195,7 +195,7 @@ async fn response_without_usage_succeeds_with_usage_unavailable() {
         data(&e),
         r#"{"message":"ok","usage":{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0}}"#
     );
-    assert_eq!(e.usage.source, wit::UsageSource::Unavailable);
+    assert_eq!(e.usage.source, UsageSource::Unavailable);
 }
 
 #[tokio::test]
@@ -239,17 +239,12 @@ async fn exact_openai_url_rules_through_the_component_request_builder() {
         ))
         .await
         .unwrap();
-    let def1 = openai_connector_harness::definition(&c);
-    let dep = ex.deployment();
+    let dep = ex.settings();
     let p1 = run_params(
         "run",
         r#"{"messages":[{"role":"user","content":"Hi"}],"stream":true,"stream_options":{"include_usage":true}}"#,
     );
-    let built = instance
-        .build_request(&def1, &dep, &p1)
-        .await
-        .unwrap()
-        .unwrap();
+    let built = instance.build_request(&c, dep, &p1).await.unwrap().unwrap();
     assert_eq!(
         built.request.url,
         "https://api.openai.com/v1/chat/completions"
@@ -263,11 +258,7 @@ async fn exact_openai_url_rules_through_the_component_request_builder() {
     assert_eq!(built.total_timeout_ms, 200_000);
     assert_eq!(built.idle_timeout_ms, None);
     let p2 = r#"{"subAction":"stream","subActionParams":{"stream":true,"timeout":"600000","body":"{\"model\":\"gpt-4o\",\"stream_options\":{\"include_usage\":false},\"temperature\":0.70,\"seed\":12345678901234567890}"}}"#;
-    let built = instance
-        .build_request(&def1, &dep, p2)
-        .await
-        .unwrap()
-        .unwrap();
+    let built = instance.build_request(&c, dep, p2).await.unwrap().unwrap();
     assert_eq!(
         String::from_utf8(built.request.body).unwrap(),
         r#"{"model":"gpt-4o","stream_options":{"include_usage":true},"temperature":0.70,"seed":12345678901234567890,"stream":true}"#

@@ -2,7 +2,7 @@
 
 use base64::Engine;
 use openai_connector_harness::{
-    CodeCache, ConnectorFile, ExecuteOutcome, Executor, Harness, Settings, wit,
+    CodeCache, ConnectorFile, ExecuteOutcome, Execution, Executor, Failure, Harness, Settings,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -56,11 +56,7 @@ pub fn key_secrets() -> String {
 }
 
 /// Runs params through `executor`; panics when the connector is invalid.
-pub async fn execute(
-    executor: &Executor,
-    connector: &ConnectorFile,
-    params: &str,
-) -> wit::Execution {
+pub async fn execute(executor: &Executor, connector: &ConnectorFile, params: &str) -> Execution {
     match executor
         .execute(connector, params)
         .await
@@ -83,7 +79,7 @@ pub fn run_params(sub_action: &str, body: &str) -> String {
 }
 
 /// The data of a successful execution.
-pub fn data(e: &wit::Execution) -> &str {
+pub fn data(e: &Execution) -> &str {
     match &e.outcome {
         Ok(d) => d,
         Err(f) => panic!("execution failed: {}", f.service_message),
@@ -91,7 +87,7 @@ pub fn data(e: &wit::Execution) -> &str {
 }
 
 /// The failure of a failed execution.
-pub fn failure(e: &wit::Execution) -> &wit::Failure {
+pub fn failure(e: &Execution) -> &Failure {
     match &e.outcome {
         Ok(d) => panic!("execution succeeded with {d}"),
         Err(f) => f,

@@ -39,7 +39,7 @@ async fn run(
     upstream: &Upstream,
     settings: Settings,
     secrets: &str,
-) -> openai_connector_harness::wit::Execution {
+) -> openai_connector_harness::Execution {
     let c = connector(
         &other_config(&upstream.url("/v1/chat/completions")),
         secrets,

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::Path;
+use subtle::ConstantTimeEq;
 
 /// A token's SHA-256 digest. `Debug` never shows it.
 #[derive(Clone)]
@@ -21,13 +22,7 @@ impl TokenDigest {
 
     /// Constant-time equality.
     fn matches(&self, other: &TokenDigest) -> bool {
-        let diff = self
-            .0
-            .iter()
-            .zip(other.0.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        // black_box keeps the optimiser from turning the fold into an early exit.
-        std::hint::black_box(diff) == 0
+        self.0.ct_eq(&other.0).into()
     }
 }
 
@@ -39,7 +34,7 @@ impl fmt::Debug for TokenDigest {
 
 /// Which connectors a client token may use.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Grant {
+pub(crate) enum Grant {
     /// `"*"`: every connector.
     All,
     /// These connector ids.
@@ -63,7 +58,7 @@ struct ClientToken {
 
 /// Who may call what.
 #[derive(Clone, Debug)]
-pub struct Auth {
+pub(crate) struct Auth {
     /// `None` only with `--insecure-no-auth` and no admin token: every route is open.
     admin: Option<TokenDigest>,
     clients: Vec<ClientToken>,
@@ -72,30 +67,25 @@ pub struct Auth {
 /// Why a client tokens file was refused. Names the file and the field, never a token.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {message}")]
-pub struct TokensError {
+pub(crate) struct TokensError {
     /// The tokens file.
-    pub file: String,
+    pub(crate) file: String,
     /// What is wrong.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl Auth {
     /// Admin routes need `admin_token`; `None` opens every route (`--insecure-no-auth`).
-    pub fn new(admin_token: Option<&str>) -> Self {
+    pub(crate) fn new(admin_token: Option<&str>) -> Self {
         Auth {
             admin: admin_token.map(TokenDigest::of),
             clients: Vec::new(),
         }
     }
 
-    /// Whether any check is made at all.
-    pub fn is_open(&self) -> bool {
-        self.admin.is_none()
-    }
-
     /// Adds the client tokens of a `--client-tokens` file; `known` lists the connector ids, so
     /// that a grant naming an unknown connector is reported instead of silently useless.
-    pub fn with_client_tokens_file(
+    pub(crate) fn with_client_tokens_file(
         mut self,
         path: &Path,
         known: &BTreeSet<String>,
@@ -120,12 +110,12 @@ impl Auth {
     }
 
     /// Whether `headers` carry the admin token (always true when auth is off).
-    pub fn is_admin(&self, headers: &http::HeaderMap) -> bool {
+    pub(crate) fn is_admin(&self, headers: &http::HeaderMap) -> bool {
         self.admin_token_matches(bearer(headers))
     }
 
     /// Whether `token` (from a dashboard URL's `?token=`) is the admin token.
-    pub fn admin_token_matches(&self, token: Option<&str>) -> bool {
+    pub(crate) fn admin_token_matches(&self, token: Option<&str>) -> bool {
         let Some(admin) = &self.admin else {
             return true;
         };
@@ -133,7 +123,7 @@ impl Auth {
     }
 
     /// Whether `headers` carry the admin token or a client token granted `connector_id`.
-    pub fn may_use(&self, headers: &http::HeaderMap, connector_id: &str) -> bool {
+    pub(crate) fn may_use(&self, headers: &http::HeaderMap, connector_id: &str) -> bool {
         let Some(admin) = &self.admin else {
             return true;
         };
@@ -288,7 +278,7 @@ mod tests {
     #[test]
     fn open_auth_allows_everything() {
         let auth = Auth::new(None);
-        assert!(auth.is_open());
+        assert!(auth.admin.is_none());
         assert!(auth.is_admin(&http::HeaderMap::new()));
         assert!(auth.may_use(&http::HeaderMap::new(), "a"));
     }

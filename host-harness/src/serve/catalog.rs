@@ -1,7 +1,8 @@
 //! The connectors a gateway serves (`--connectors`): a directory of connector files, or one
 //! JSON file holding Kibana's `xpack.actions.preconfigured` map.
 
-use crate::{ConnectorFile, Executor};
+use crate::connector_file::ConnectorFile;
+use crate::executor::Executor;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -10,15 +11,15 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// One served connector.
-pub struct Served {
+pub(crate) struct Served {
     /// The connector, secrets resolved.
-    pub file: ConnectorFile,
+    pub(crate) file: ConnectorFile,
     /// Kibana's get-connector shape (`validate`'s output), never the secrets.
-    pub public_json: Value,
+    pub(crate) public_json: Value,
 }
 
 /// The served connectors by id.
-pub struct Catalog {
+pub(crate) struct Catalog {
     connectors: BTreeMap<String, Served>,
 }
 
@@ -35,7 +36,7 @@ struct Preconfigured {
 impl Catalog {
     /// Loads `path` and validates every connector through the component; the first invalid
     /// connector stops the start with `validate`'s lines.
-    pub async fn load(path: &Path, executor: &Executor) -> Result<Catalog> {
+    pub(crate) async fn load(path: &Path, executor: &Executor) -> Result<Catalog> {
         let meta = std::fs::metadata(path)
             .with_context(|| format!("{}: cannot read --connectors", path.display()))?;
         let (files, preconfigured) = if meta.is_dir() {
@@ -73,17 +74,17 @@ impl Catalog {
     }
 
     /// The connector with this id.
-    pub fn get(&self, id: &str) -> Option<&Served> {
+    pub(crate) fn get(&self, id: &str) -> Option<&Served> {
         self.connectors.get(id)
     }
 
     /// All connectors, by id.
-    pub fn iter(&self) -> impl Iterator<Item = &Served> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Served> {
         self.connectors.values()
     }
 
     /// The ids.
-    pub fn ids(&self) -> std::collections::BTreeSet<String> {
+    pub(crate) fn ids(&self) -> std::collections::BTreeSet<String> {
         self.connectors.keys().cloned().collect()
     }
 }

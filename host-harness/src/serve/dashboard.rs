@@ -12,9 +12,9 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Bucket width.
-pub const BUCKET_SECONDS: u64 = 60;
+pub(crate) const BUCKET_SECONDS: u64 = 60;
 /// Buckets kept per connector (one week of minutes).
-pub const MAX_BUCKETS: usize = 7 * 24 * 60;
+pub(crate) const MAX_BUCKETS: usize = 7 * 24 * 60;
 
 #[derive(Clone, Copy, Default)]
 struct Bucket {
@@ -35,41 +35,41 @@ struct ConnectorUsage {
 }
 
 /// One execution as the dashboard counts it.
-pub struct UsagePoint<'a> {
+pub(crate) struct UsagePoint<'a> {
     /// Connector id.
-    pub connector_id: &'a str,
+    pub(crate) connector_id: &'a str,
     /// Connector name.
-    pub connector_name: &'a str,
+    pub(crate) connector_name: &'a str,
     /// When it ended.
-    pub at: SystemTime,
+    pub(crate) at: SystemTime,
     /// Whether it failed.
-    pub failed: bool,
+    pub(crate) failed: bool,
     /// `reported`, `estimated` or `unavailable`.
-    pub source: &'a str,
+    pub(crate) source: &'a str,
     /// Prompt tokens.
-    pub prompt_tokens: u64,
+    pub(crate) prompt_tokens: u64,
     /// Completion tokens.
-    pub completion_tokens: u64,
+    pub(crate) completion_tokens: u64,
 }
 
 /// Usage over time per connector.
 #[derive(Default)]
-pub struct UsageHistory {
+pub(crate) struct UsageHistory {
     connectors: Mutex<BTreeMap<String, ConnectorUsage>>,
 }
 
 /// What reading an event log gave.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct LogSummary {
+pub(crate) struct LogSummary {
     /// Execution lines counted.
-    pub lines: u64,
+    pub(crate) lines: u64,
     /// Lines that were not execution events (not JSON, or without the fields), skipped.
-    pub skipped: u64,
+    pub(crate) skipped: u64,
 }
 
 impl UsageHistory {
     /// An empty history listing `connectors` (id, name) so that they show before any use.
-    pub fn new<'a>(connectors: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+    pub(crate) fn new<'a>(connectors: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         let map = connectors
             .into_iter()
             .map(|(id, name)| {
@@ -92,7 +92,7 @@ impl UsageHistory {
     }
 
     /// Counts one execution.
-    pub fn add(&self, p: &UsagePoint) {
+    pub(crate) fn add(&self, p: &UsagePoint) {
         let minute =
             p.at.duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() / BUCKET_SECONDS);
@@ -117,7 +117,7 @@ impl UsageHistory {
     }
 
     /// Reads an event log (one JSON line per execution, contract section 8), line by line.
-    pub fn load_event_log(&self, path: &Path) -> std::io::Result<LogSummary> {
+    pub(crate) fn load_event_log(&self, path: &Path) -> std::io::Result<LogSummary> {
         let file = match std::fs::File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -154,7 +154,7 @@ impl UsageHistory {
     }
 
     /// `/dashboard/data`.
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let map = self.lock();
         let connectors: Vec<Value> = map
             .iter()
@@ -219,35 +219,12 @@ fn point_of(v: &Value) -> Option<Point> {
     ))
 }
 
-/// `YYYY-MM-DDTHH:MM:SS(.mmm)?Z`, as the event log writes it.
+/// An RFC 3339 time such as the event log writes (`YYYY-MM-DDTHH:MM:SS.mmmZ`), to the
+/// millisecond.
 fn parse_rfc3339_millis(s: &str) -> Option<SystemTime> {
-    let b = s.as_bytes();
-    if b.len() < 20 || !s.ends_with('Z') || b[4] != b'-' || b[10] != b'T' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let millis = if b[19] == b'.' {
-        num(20..s.len() - 1)?
-    } else {
-        0
-    };
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let ms = ((days * 86_400 + h * 3600 + mi * 60 + sec) * 1000) + millis;
-    u64::try_from(ms)
-        .ok()
-        .map(|ms| UNIX_EPOCH + std::time::Duration::from_millis(ms))
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    let ms = u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()?;
+    Some(UNIX_EPOCH + std::time::Duration::from_millis(ms))
 }
 
 /// The page: self-contained (inline script and SVG, nothing fetched from elsewhere).
@@ -255,7 +232,7 @@ fn parse_rfc3339_millis(s: &str) -> Option<SystemTime> {
 /// The page gets the admin token from its own URL (`/dashboard?token=...`), removes it from
 /// the address bar at once, and sends it as `Authorization: Bearer` to `/dashboard/data`; opened
 /// without one, it asks for it. The token is never written into the page.
-pub const PAGE: &str = include_str!("dashboard.html");
+pub(crate) const PAGE: &str = include_str!("dashboard.html");
 
 #[cfg(test)]
 mod tests {

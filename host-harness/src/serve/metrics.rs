@@ -1,8 +1,10 @@
 //! `/metrics` in the Prometheus text exposition format (version 0.0.4).
 //!
-//! Written by hand rather than with a metrics crate: the surface is a few counters, one gauge
-//! and one histogram, and the format is a handful of lines; a crate would add a registry and
-//! dependencies for no gain here.
+//! Written by hand rather than with `prometheus-client`, which cannot keep this exposition: it
+//! writes OpenMetrics, where a counter's `# TYPE` line names the family without `_total`
+//! (`# TYPE openai_connector_requests counter`), bucket bounds are floats (`le="120.0"`, not
+//! `le="120"`) and the text ends with `# EOF`; the names and lines below are what scrapers and
+//! the tests rely on. The surface is a few counters, one gauge and one histogram.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -15,11 +17,11 @@ const LATENCY_BUCKETS: [f64; 14] = [
 ];
 
 /// The usage sources (C106), in exposition order.
-pub const SOURCES: [&str; 3] = ["reported", "estimated", "unavailable"];
+pub(crate) const SOURCES: [&str; 3] = ["reported", "estimated", "unavailable"];
 
 /// The gateway routes that run executions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Route {
+pub(crate) enum Route {
     /// `POST /api/actions/connector/{id}/_execute`.
     Execute,
     /// `POST /connectors/{id}/v1/chat/completions`.
@@ -57,33 +59,33 @@ struct Inner {
 
 /// The live counters of a gateway.
 #[derive(Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     inner: Mutex<Inner>,
 }
 
 /// One finished execution, as the metrics count it.
-pub struct Observation<'a> {
+pub(crate) struct Observation<'a> {
     /// The connector's id.
-    pub connector: &'a str,
+    pub(crate) connector: &'a str,
     /// The route it came through.
-    pub route: Route,
+    pub(crate) route: Route,
     /// Whether it failed.
-    pub failed: bool,
+    pub(crate) failed: bool,
     /// Whether the guest trapped (a sandbox failure).
-    pub trapped: bool,
+    pub(crate) trapped: bool,
     /// Request start to last byte.
-    pub latency: Duration,
+    pub(crate) latency: Duration,
     /// `reported`, `estimated` or `unavailable`.
-    pub source: &'a str,
+    pub(crate) source: &'a str,
     /// Prompt tokens.
-    pub prompt_tokens: u64,
+    pub(crate) prompt_tokens: u64,
     /// Completion tokens.
-    pub completion_tokens: u64,
+    pub(crate) completion_tokens: u64,
 }
 
 impl Metrics {
     /// Counters for `connectors`, all starting at 0 so that every series exists from the start.
-    pub fn new<'a>(connectors: impl IntoIterator<Item = &'a str>) -> Self {
+    pub(crate) fn new<'a>(connectors: impl IntoIterator<Item = &'a str>) -> Self {
         let mut inner = Inner::default();
         for id in connectors {
             let c = inner.connectors.entry(id.to_owned()).or_default();
@@ -103,12 +105,12 @@ impl Metrics {
     }
 
     /// A request that was refused for a wrong or missing token.
-    pub fn unauthorized(&self) {
+    pub(crate) fn unauthorized(&self) {
         self.lock().unauthorized += 1;
     }
 
     /// An execution started; pair with [`finished`](Self::finished).
-    pub fn started(&self, connector: &str, route: Route) {
+    pub(crate) fn started(&self, connector: &str, route: Route) {
         let mut inner = self.lock();
         inner.in_flight += 1;
         *inner
@@ -121,7 +123,7 @@ impl Metrics {
     }
 
     /// An execution ended.
-    pub fn finished(&self, o: &Observation) {
+    pub(crate) fn finished(&self, o: &Observation) {
         let mut inner = self.lock();
         inner.in_flight = inner.in_flight.saturating_sub(1);
         let c = inner.connectors.entry(o.connector.to_owned()).or_default();
@@ -147,7 +149,7 @@ impl Metrics {
     }
 
     /// The exposition text.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let inner = self.lock();
         let mut out = String::new();
         let section = |out: &mut String, name: &str, kind: &str, help: &str, body: String| {

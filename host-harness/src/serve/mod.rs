@@ -2,234 +2,36 @@
 //!
 //! One engine and pre-linked component serve every request. Connections are served by one
 //! thread per core, each with a single-threaded runtime and its own pool of upstream
-//! connections ([`run`]). Every execution runs in its own `Store` with the sandbox limits of
+//! connections (`run`). Every execution runs in its own `Store` with the sandbox limits of
 //! the settings (`guestMemoryLimit`, `guestTimeLimit`). A trap in one execution answers that
 //! request with a 500 JSON error; the gateway keeps serving.
 //!
-//! Routes (the private module `routes`): Kibana-compatible connector routes and `_execute`, the
-//! OpenAI-compatible `POST /connectors/{id}/v1/chat/completions`, `/metrics` ([`metrics`]),
-//! `/dashboard` ([`dashboard`]) and `/healthz`. Tokens: [`auth`].
+//! State shared by every request: `gateway`. Routes (`routes`): Kibana-compatible connector
+//! routes and `_execute`, the OpenAI-compatible `POST /connectors/{id}/v1/chat/completions`,
+//! `/metrics` (`metrics`), `/dashboard` (`dashboard`) and `/healthz`. Tokens: `auth`.
 //!
 //! Shutdown: on SIGTERM or SIGINT the listener closes, idle connections close, and requests in
 //! flight (streams included) get the settings' `shutdownGrace` (default 30 s) to finish; what
 //! is still running after it is cancelled (C68), logged, and the process exits.
 
-pub mod auth;
-pub mod catalog;
-pub mod dashboard;
-pub mod metrics;
+mod auth;
+mod catalog;
+mod dashboard;
+mod gateway;
+mod metrics;
 mod routes;
 
-use crate::event_log::EventLog;
-use crate::{Cancel, ConnectorFile, Executor, Finished};
+pub use gateway::ServeOptions;
+
+use crate::executor::Executor;
+use crate::pool::ConnectionPool;
 use anyhow::{Context, Result};
+use gateway::Gateway;
 use hyper_util::rt::TokioIo;
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
-
-/// What `serve` was asked to do.
-pub struct ServeOptions {
-    /// `--connectors`: a directory of connector files or a preconfigured-connectors map.
-    pub connectors: PathBuf,
-    /// `--listen`.
-    pub listen: String,
-    /// `--event-log`.
-    pub event_log: Option<PathBuf>,
-    /// `--client-tokens`.
-    pub client_tokens: Option<PathBuf>,
-    /// `OPENAI_CONNECTOR_ADMIN_TOKEN`; `None` only with `--insecure-no-auth`.
-    pub admin_token: Option<String>,
-}
-
-impl std::fmt::Debug for ServeOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServeOptions")
-            .field("connectors", &self.connectors)
-            .field("listen", &self.listen)
-            .field("event_log", &self.event_log)
-            .field("client_tokens", &self.client_tokens)
-            .field(
-                "admin_token",
-                &self.admin_token.as_ref().map(|_| "[REDACTED]"),
-            )
-            .finish()
-    }
-}
-
-/// Executions in flight, with their cancel handles (for the end of the grace period).
-#[derive(Default)]
-struct InFlight {
-    next_id: AtomicU64,
-    running: Mutex<HashMap<u64, Cancel>>,
-    changed: tokio::sync::Notify,
-}
-
-/// Removes its execution from [`InFlight`] when dropped, and gives its instance slot back.
-struct InFlightGuard {
-    id: u64,
-    in_flight: Arc<InFlight>,
-    _slot: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl InFlight {
-    /// Waits for an instance slot, then registers the execution.
-    async fn enter(
-        self: &Arc<Self>,
-        slots: &Arc<tokio::sync::Semaphore>,
-        cancel: Cancel,
-    ) -> InFlightGuard {
-        // The semaphore is never closed.
-        let slot = slots
-            .clone()
-            .acquire_owned()
-            .await
-            .unwrap_or_else(|_| unreachable!("the instance semaphore is never closed"));
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(id, cancel);
-        InFlightGuard {
-            id,
-            in_flight: self.clone(),
-            _slot: slot,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Cancel>> {
-        self.running.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn count(&self) -> usize {
-        self.lock().len()
-    }
-
-    async fn wait_idle(&self) {
-        loop {
-            let notified = self.changed.notified();
-            if self.count() == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    fn cancel_all(&self) {
-        for cancel in self.lock().values() {
-            cancel.cancel();
-        }
-    }
-}
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        self.in_flight.lock().remove(&self.id);
-        self.in_flight.changed.notify_waiters();
-    }
-}
-
-/// The state shared by every request.
-pub struct Gateway {
-    executor: Executor,
-    catalog: catalog::Catalog,
-    auth: auth::Auth,
-    metrics: metrics::Metrics,
-    history: dashboard::UsageHistory,
-    log: Option<EventLog>,
-    in_flight: Arc<InFlight>,
-    /// One permit per pooled instance: executions beyond the pool wait here instead of
-    /// failing to instantiate.
-    slots: Arc<tokio::sync::Semaphore>,
-}
-
-impl Gateway {
-    /// Loads and validates the connectors, the client tokens and the event log.
-    pub async fn new(executor: Executor, options: &ServeOptions) -> Result<Gateway> {
-        let catalog = catalog::Catalog::load(&options.connectors, &executor).await?;
-        let mut auth = auth::Auth::new(options.admin_token.as_deref());
-        if let Some(path) = &options.client_tokens {
-            auth = auth.with_client_tokens_file(path, &catalog.ids())?;
-        }
-        let history = dashboard::UsageHistory::new(
-            catalog
-                .iter()
-                .map(|c| (c.file.id.as_str(), c.file.name.as_str())),
-        );
-        let log =
-            match &options.event_log {
-                Some(path) => {
-                    let summary = history.load_event_log(path).with_context(|| {
-                        format!("{}: cannot read the event log", path.display())
-                    })?;
-                    if summary.skipped > 0 {
-                        tracing::warn!(
-                            "{}: {} lines are not execution events; the dashboard skips them",
-                            path.display(),
-                            summary.skipped
-                        );
-                    }
-                    Some(EventLog::open(path).with_context(|| {
-                        format!("{}: cannot open the event log", path.display())
-                    })?)
-                }
-                None => None,
-            };
-        let metrics = metrics::Metrics::new(catalog.iter().map(|c| c.file.id.as_str()));
-        Ok(Gateway {
-            catalog,
-            auth,
-            metrics,
-            history,
-            log,
-            in_flight: Arc::default(),
-            slots: Arc::new(tokio::sync::Semaphore::new(
-                executor.harness().max_instances(),
-            )),
-            executor,
-        })
-    }
-
-    /// Accounts for a finished execution: event log line (C116), metrics, dashboard.
-    fn record(
-        &self,
-        connector: &ConnectorFile,
-        route: metrics::Route,
-        finished: &Finished,
-        trapped: bool,
-        started: Instant,
-    ) {
-        if let Some(log) = &self.log
-            && let Err(e) = log.append(&finished.record(connector))
-        {
-            tracing::error!(
-                "{}: cannot append to the event log: {e}",
-                log.path().display()
-            );
-        }
-        let usage = finished.usage.for_log();
-        self.metrics.finished(&metrics::Observation {
-            connector: &connector.id,
-            route,
-            failed: finished.outcome.is_err(),
-            trapped,
-            latency: started.elapsed(),
-            source: usage.source,
-            prompt_tokens: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
-        });
-        self.history.add(&dashboard::UsagePoint {
-            connector_id: &connector.id,
-            connector_name: &connector.name,
-            at: finished.ended,
-            failed: finished.outcome.is_err(),
-            source: usage.source,
-            prompt_tokens: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
-        });
-    }
-}
 
 /// Runs the gateway until SIGTERM or SIGINT; `on_ready` gets the bound address once it
 /// accepts connections.
@@ -281,7 +83,7 @@ async fn shutdown_signal() {
 /// Connections are dealt round robin; the acceptor only accepts. The price: a connection stays
 /// on its thread, so a long guest computation (a body of many megabytes, say) delays the other
 /// connections of that thread instead of being worked around by another one.
-pub async fn run(
+async fn run(
     gateway: Arc<Gateway>,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
@@ -401,7 +203,7 @@ impl Worker {
                 gateway
                     .executor
                     .connection_pool()
-                    .map(|pool| Arc::new(crate::ConnectionPool::new(pool.limits()))),
+                    .map(|pool| Arc::new(ConnectionPool::new(pool.limits()))),
             ),
         );
         std::thread::Builder::new()

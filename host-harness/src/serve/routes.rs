@@ -1,10 +1,12 @@
 //! Request routing and the handlers.
 
+use super::gateway::{Gateway, InFlightGuard};
 use super::metrics::Route;
-use super::{Gateway, InFlightGuard};
+use crate::connector_file::ConnectorFile;
+use crate::execution::{Failure, Finished, StreamItem};
+use crate::executor::{Executor, Started, Stream};
+use crate::outbound::Cancel;
 use crate::output;
-use crate::runtime::actions::StreamItem;
-use crate::{Cancel, ConnectorFile, Executor, Finished, Started, Stream, wit};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -18,7 +20,7 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
 
 /// Response body: whole, or streamed from a channel.
-pub type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// Largest request body accepted.
 const MAX_REQUEST_BYTES: usize = 16 << 20;
@@ -100,7 +102,7 @@ fn query_token(req: &Request<hyper::body::Incoming>) -> Option<String> {
 /// Dispatches one request; executions run on `executor` (the serving thread's). Authentication
 /// happens before the body is read, so a refused request never reaches the component or the
 /// upstream.
-pub async fn handle(
+pub(crate) async fn handle(
     gw: Arc<Gateway>,
     executor: Arc<Executor>,
     req: Request<hyper::body::Incoming>,
@@ -489,7 +491,7 @@ impl http_body::Body for ChannelBody {
 }
 
 /// The SSE event that tells the client a stream failed after it began.
-fn stream_error_event(connector: &ConnectorFile, route: Route, failure: &wit::Failure) -> Bytes {
+fn stream_error_event(connector: &ConnectorFile, route: Route, failure: &Failure) -> Bytes {
     let text = match route {
         // OpenAI SDKs raise an APIError for a data event holding an `error` object.
         Route::ChatCompletions => format!(

@@ -1,0 +1,237 @@
+//! What the component gives back, in the harness's own types: validated connectors, request
+//! plans, executions, failures, usage and stream items. `runtime::conv` converts the bindings'
+//! records into these; nothing outside `runtime` sees a binding type.
+
+use crate::connector_file::ConnectorFile;
+use crate::event_log;
+use crate::tls::TlsProfile;
+use std::time::SystemTime;
+
+/// A failed execution: Kibana's `service_message` and whether a retry may help (C74–C77).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// What went wrong, as Kibana words it.
+    pub service_message: String,
+    /// Whether a retry may help.
+    pub retry: bool,
+}
+
+impl Failure {
+    /// An execution whose sandbox failed: the guest trapped (its memory or guest-time limit, a
+    /// guest fault) or could not be instantiated. Retryable.
+    pub(crate) fn sandbox(error: &anyhow::Error) -> Self {
+        Failure {
+            service_message: format!("the connector's sandbox failed: {}", error.root_cause()),
+            retry: true,
+        }
+    }
+
+    /// The TLS stack refused a client identity or trust anchor that passed validation (C130):
+    /// nothing was sent. Retryable.
+    pub(crate) fn tls_refused(error: &anyhow::Error) -> Self {
+        Failure {
+            service_message: format!("{error:#}"),
+            retry: true,
+        }
+    }
+}
+
+/// Where usage figures came from (C106).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UsageSource {
+    /// The upstream reported them.
+    Reported,
+    /// The host counted them with a tokenizer.
+    Estimated,
+    /// There are none.
+    Unavailable,
+}
+
+impl UsageSource {
+    /// `reported`, `estimated` or `unavailable`.
+    pub fn name(self) -> &'static str {
+        match self {
+            UsageSource::Reported => "reported",
+            UsageSource::Estimated => "estimated",
+            UsageSource::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Token usage after the host's estimate (section 7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens (0 when unavailable).
+    pub prompt_tokens: u64,
+    /// Completion tokens (0 when unavailable).
+    pub completion_tokens: u64,
+    /// Total tokens (0 when unavailable).
+    pub total_tokens: u64,
+    /// Where the numbers came from.
+    pub source: UsageSource,
+    /// The encoding an estimate was counted with.
+    pub tokenizer: Option<&'static str>,
+}
+
+impl Usage {
+    /// No usage figure (C108, C113).
+    pub(crate) const UNAVAILABLE: Usage = Usage {
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        total_tokens: 0,
+        source: UsageSource::Unavailable,
+        tokenizer: None,
+    };
+
+    /// The event log's view (C117, C119).
+    pub(crate) fn for_log(&self) -> event_log::Usage<'static> {
+        event_log::Usage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            total_tokens: self.total_tokens,
+            source: self.source.name(),
+            tokenizer: self.tokenizer,
+        }
+    }
+}
+
+/// One execution's result as the component returns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Execution {
+    /// The `data` JSON, or the failure.
+    pub outcome: Result<String, Failure>,
+    /// Token usage.
+    pub usage: Usage,
+    /// Sent body length (C118).
+    pub request_body_bytes: Option<u64>,
+}
+
+/// A connector that passed validation.
+#[derive(Clone, Debug)]
+pub struct ValidatedConnector {
+    /// Kibana's get-connector shape, never the secrets.
+    pub connector_json: String,
+    /// The connector's own TLS settings, when it has any (C122).
+    pub tls: Option<TlsProfile>,
+}
+
+/// The request the component would send for a sub-action (`requests.build`).
+#[derive(Clone, Debug)]
+pub struct RequestPlan {
+    /// Whether the response is consumed as a stream.
+    pub streaming: bool,
+    /// The request.
+    pub request: PlannedRequest,
+    /// Total timeout (C62).
+    pub total_timeout_ms: u64,
+    /// Idle timeout between body bytes, for streams (C63).
+    pub idle_timeout_ms: Option<u64>,
+}
+
+/// One planned HTTP request.
+#[derive(Clone, Debug)]
+pub struct PlannedRequest {
+    /// Method.
+    pub method: String,
+    /// URL.
+    pub url: String,
+    /// Headers, in order.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+/// Why `requests.build` made no request.
+#[derive(Clone, Debug)]
+pub enum BuildError {
+    /// The connector is invalid: `validate`'s lines.
+    InvalidConnector(Vec<String>),
+    /// The params were refused.
+    Refused(Failure),
+}
+
+/// One piece of a streaming execution's output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamItem {
+    /// Bytes passed through as they came (C41).
+    Bytes(Vec<u8>),
+    /// One chat-completion chunk's JSON.
+    Chunk(String),
+}
+
+/// How a stream execution ended, before the host's usage estimate.
+pub(crate) struct StreamSummary {
+    pub(crate) outcome: Result<(), Failure>,
+    pub(crate) usage: Usage,
+    /// What to count when the upstream reported no usage (C110–C112).
+    pub(crate) estimate: Option<EstimationInput>,
+    pub(crate) request_body_bytes: Option<u64>,
+}
+
+/// The texts the host counts tokens of, and with which encoding.
+pub(crate) struct EstimationInput {
+    pub(crate) encoding: String,
+    pub(crate) prompt_text: String,
+    pub(crate) completion_text: String,
+}
+
+/// How an execution ended, with what the event log needs.
+#[derive(Clone, Debug)]
+pub struct Finished {
+    /// The non-streaming `data` JSON (`None` for a stream that ended well), or the failure.
+    pub outcome: Result<Option<String>, Failure>,
+    /// Usage, estimated by the host where the component asked for it.
+    pub usage: Usage,
+    /// Sent body length (C118).
+    pub request_body_bytes: Option<u64>,
+    /// Start of the execution.
+    pub started: SystemTime,
+    /// End of the execution (after the last byte, C116).
+    pub ended: SystemTime,
+}
+
+impl Finished {
+    pub(crate) fn from_execution(e: Execution, started: SystemTime) -> Self {
+        Finished {
+            outcome: e.outcome.map(Some),
+            usage: e.usage,
+            request_body_bytes: e.request_body_bytes,
+            started,
+            ended: SystemTime::now(),
+        }
+    }
+
+    /// An execution that failed with `failure` before anything was sent.
+    pub(crate) fn unsent(failure: Failure, started: SystemTime) -> Self {
+        Finished {
+            outcome: Err(failure),
+            usage: Usage::UNAVAILABLE,
+            request_body_bytes: None,
+            started,
+            ended: SystemTime::now(),
+        }
+    }
+
+    /// An execution whose sandbox failed: the guest trapped (its memory or guest-time limit, a
+    /// guest fault) or could not be instantiated. Usage is unavailable: it was counted inside
+    /// the sandbox, which is gone. The failure is retryable, and still gets its event-log line.
+    pub fn sandbox_failure(error: &anyhow::Error, started: SystemTime) -> Self {
+        Finished::unsent(Failure::sandbox(error), started)
+    }
+
+    /// The event-log record of this execution (C116–C121).
+    pub fn record<'a>(&'a self, connector: &'a ConnectorFile) -> event_log::ExecutionRecord<'a> {
+        event_log::ExecutionRecord {
+            connector_id: &connector.id,
+            connector_name: &connector.name,
+            start: self.started,
+            end: self.ended,
+            outcome: match &self.outcome {
+                Ok(_) => Ok(()),
+                Err(f) => Err((f.service_message.as_str(), f.retry)),
+            },
+            usage: self.usage.for_log(),
+            request_body_bytes: self.request_body_bytes,
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Every conversion between the bindings' records and the harness's own types, in both
+//! directions. Nothing else in the crate names a binding type.
+
+use super::bindings::{actions, requests, sse, wit};
+use super::sse_wire::EventSpans;
+use crate::connector_file::ConnectorFile;
+use crate::execution::{
+    BuildError, EstimationInput, Execution, Failure, PlannedRequest, RequestPlan, StreamItem,
+    StreamSummary, Usage, UsageSource, ValidatedConnector,
+};
+use crate::settings::Settings;
+use crate::tls::{ClientIdentity, KeyFormat, TlsProfile, Verification};
+
+// Harness → bindings.
+
+/// The WIT definition of a loaded connector file.
+pub(super) fn definition(connector: &ConnectorFile) -> wit::ConnectorDefinition {
+    wit::ConnectorDefinition {
+        id: connector.id.clone(),
+        name: connector.name.clone(),
+        config_json: connector.config_json.clone(),
+        secrets_json: connector.secrets_json.clone(),
+    }
+}
+
+/// What the component needs of the deployment settings.
+pub(super) fn deployment(settings: &Settings) -> wit::DeploymentSettings {
+    wit::DeploymentSettings {
+        allowed_hosts: settings.allowed_hosts.clone(),
+        response_timeout_ms: settings.response_timeout_ms(),
+        max_response_content_length: settings.max_response_content_length,
+    }
+}
+
+// Bindings → harness.
+
+/// The one conversion of a failure record.
+pub(super) fn failure(f: wit::Failure) -> Failure {
+    let wit::Failure {
+        service_message,
+        retry,
+    } = f;
+    Failure {
+        service_message,
+        retry,
+    }
+}
+
+/// Validation problems as `validate` prints them, config first (C17).
+pub(super) fn validation_lines(errors: wit::ValidationErrors) -> Vec<String> {
+    let config = errors
+        .config
+        .into_iter()
+        .map(|p| format!("error validating action type config: {p}"));
+    let secrets = errors
+        .secrets
+        .into_iter()
+        .map(|p| format!("error validating action type secrets: {p}"));
+    config.chain(secrets).collect()
+}
+
+pub(super) fn validated(v: wit::ValidatedConnector) -> ValidatedConnector {
+    ValidatedConnector {
+        connector_json: v.connector_json,
+        tls: v.tls.map(tls_profile),
+    }
+}
+
+fn tls_profile(p: wit::TlsProfile) -> TlsProfile {
+    TlsProfile {
+        verification: match p.verification {
+            wit::VerificationMode::Full => Verification::Full,
+            wit::VerificationMode::Certificate => Verification::Certificate,
+            wit::VerificationMode::None => Verification::None,
+        },
+        ca_der: p.ca_der,
+        identity: p.identity.map(|i| ClientIdentity {
+            chain_der: i.chain_der,
+            key_der: i.key_der,
+            key_format: match i.key_format {
+                wit::KeyFormat::Pkcs8 => KeyFormat::Pkcs8,
+                wit::KeyFormat::Pkcs1 => KeyFormat::Pkcs1,
+                wit::KeyFormat::Sec1 => KeyFormat::Sec1,
+            },
+        }),
+    }
+}
+
+fn usage(u: wit::TokenUsage) -> Usage {
+    Usage {
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: u.completion_tokens,
+        total_tokens: u.total_tokens,
+        source: match u.source {
+            wit::UsageSource::Reported => UsageSource::Reported,
+            wit::UsageSource::Estimated => UsageSource::Estimated,
+            wit::UsageSource::Unavailable => UsageSource::Unavailable,
+        },
+        tokenizer: None,
+    }
+}
+
+pub(super) fn execution(e: wit::Execution) -> Execution {
+    Execution {
+        outcome: e.outcome.map_err(failure),
+        usage: usage(e.usage),
+        request_body_bytes: e.request_body_bytes,
+    }
+}
+
+pub(super) fn request_plan(p: wit::RequestPlan) -> RequestPlan {
+    let wit::HttpRequest {
+        method,
+        url,
+        headers,
+        body,
+    } = p.request;
+    RequestPlan {
+        streaming: p.streaming,
+        request: PlannedRequest {
+            method,
+            url,
+            headers,
+            body,
+        },
+        total_timeout_ms: p.total_timeout_ms,
+        idle_timeout_ms: p.idle_timeout_ms,
+    }
+}
+
+pub(super) fn build_error(e: requests::BuildError) -> BuildError {
+    match e {
+        requests::BuildError::InvalidConnector(errors) => {
+            BuildError::InvalidConnector(validation_lines(errors))
+        }
+        requests::BuildError::Refused(f) => BuildError::Refused(failure(f)),
+    }
+}
+
+pub(super) fn stream_item(item: actions::StreamItem) -> StreamItem {
+    match item {
+        actions::StreamItem::Bytes(bytes) => StreamItem::Bytes(bytes),
+        actions::StreamItem::Chunk(json) => StreamItem::Chunk(json),
+    }
+}
+
+pub(super) fn stream_summary(s: actions::StreamSummary) -> StreamSummary {
+    StreamSummary {
+        outcome: s.outcome.map_err(failure),
+        usage: usage(s.usage),
+        estimate: s.estimate.map(|e| EstimationInput {
+            encoding: e.encoding,
+            prompt_text: e.prompt_text,
+            completion_text: e.completion_text,
+        }),
+        request_body_bytes: s.request_body_bytes,
+    }
+}
+
+fn sse_event(e: sse::Event) -> openai_connector::sse::Event {
+    openai_connector::sse::Event {
+        event_type: e.event_type,
+        data: e.data,
+        last_event_id: e.id,
+        retry: e.retry,
+    }
+}
+
+pub(super) fn sse_events(events: Vec<sse::Event>) -> Vec<openai_connector::sse::Event> {
+    events.into_iter().map(sse_event).collect()
+}
+
+/// Moves the lists; nothing is copied.
+pub(super) fn event_spans(s: sse::EventSpans) -> EventSpans {
+    EventSpans {
+        text: s.text,
+        spans: s.spans,
+        retries: s.retries,
+    }
+}

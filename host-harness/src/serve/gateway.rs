@@ -1,0 +1,214 @@
+//! The state every request of a gateway shares: the connectors, tokens, metrics, usage
+//! history and event log, and the executions in flight.
+
+use super::{auth, catalog, dashboard, metrics};
+use crate::connector_file::ConnectorFile;
+use crate::event_log::EventLog;
+use crate::execution::Finished;
+use crate::executor::Executor;
+use crate::outbound::Cancel;
+use anyhow::{Context, Result};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// What `serve` was asked to do.
+pub struct ServeOptions {
+    /// `--connectors`: a directory of connector files or a preconfigured-connectors map.
+    pub connectors: PathBuf,
+    /// `--listen`.
+    pub listen: String,
+    /// `--event-log`.
+    pub event_log: Option<PathBuf>,
+    /// `--client-tokens`.
+    pub client_tokens: Option<PathBuf>,
+    /// `OPENAI_CONNECTOR_ADMIN_TOKEN`; `None` only with `--insecure-no-auth`.
+    pub admin_token: Option<String>,
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeOptions")
+            .field("connectors", &self.connectors)
+            .field("listen", &self.listen)
+            .field("event_log", &self.event_log)
+            .field("client_tokens", &self.client_tokens)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "[REDACTED]"),
+            )
+            .finish()
+    }
+}
+
+/// Executions in flight, with their cancel handles (for the end of the grace period).
+#[derive(Default)]
+pub(super) struct InFlight {
+    next_id: AtomicU64,
+    running: Mutex<HashMap<u64, Cancel>>,
+    changed: tokio::sync::Notify,
+}
+
+/// Removes its execution from [`InFlight`] when dropped, and gives its instance slot back.
+pub(super) struct InFlightGuard {
+    id: u64,
+    in_flight: Arc<InFlight>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl InFlight {
+    /// Waits for an instance slot, then registers the execution.
+    pub(super) async fn enter(
+        self: &Arc<Self>,
+        slots: &Arc<tokio::sync::Semaphore>,
+        cancel: Cancel,
+    ) -> InFlightGuard {
+        // The semaphore is never closed.
+        let slot = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .unwrap_or_else(|_| unreachable!("the instance semaphore is never closed"));
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, cancel);
+        InFlightGuard {
+            id,
+            in_flight: self.clone(),
+            _slot: slot,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Cancel>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn count(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub(super) async fn wait_idle(&self) {
+        loop {
+            let notified = self.changed.notified();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub(super) fn cancel_all(&self) {
+        for cancel in self.lock().values() {
+            cancel.cancel();
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.in_flight.lock().remove(&self.id);
+        self.in_flight.changed.notify_waiters();
+    }
+}
+
+/// The state shared by every request.
+pub(super) struct Gateway {
+    pub(super) executor: Executor,
+    pub(super) catalog: catalog::Catalog,
+    pub(super) auth: auth::Auth,
+    pub(super) metrics: metrics::Metrics,
+    pub(super) history: dashboard::UsageHistory,
+    log: Option<EventLog>,
+    pub(super) in_flight: Arc<InFlight>,
+    /// One permit per pooled instance: executions beyond the pool wait here instead of
+    /// failing to instantiate.
+    pub(super) slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Gateway {
+    /// Loads and validates the connectors, the client tokens and the event log.
+    pub(super) async fn new(executor: Executor, options: &ServeOptions) -> Result<Gateway> {
+        let catalog = catalog::Catalog::load(&options.connectors, &executor).await?;
+        let mut auth = auth::Auth::new(options.admin_token.as_deref());
+        if let Some(path) = &options.client_tokens {
+            auth = auth.with_client_tokens_file(path, &catalog.ids())?;
+        }
+        let history = dashboard::UsageHistory::new(
+            catalog
+                .iter()
+                .map(|c| (c.file.id.as_str(), c.file.name.as_str())),
+        );
+        let log =
+            match &options.event_log {
+                Some(path) => {
+                    let summary = history.load_event_log(path).with_context(|| {
+                        format!("{}: cannot read the event log", path.display())
+                    })?;
+                    if summary.skipped > 0 {
+                        tracing::warn!(
+                            "{}: {} lines are not execution events; the dashboard skips them",
+                            path.display(),
+                            summary.skipped
+                        );
+                    }
+                    Some(EventLog::open(path).with_context(|| {
+                        format!("{}: cannot open the event log", path.display())
+                    })?)
+                }
+                None => None,
+            };
+        let metrics = metrics::Metrics::new(catalog.iter().map(|c| c.file.id.as_str()));
+        Ok(Gateway {
+            catalog,
+            auth,
+            metrics,
+            history,
+            log,
+            in_flight: Arc::default(),
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                executor.harness().max_instances(),
+            )),
+            executor,
+        })
+    }
+
+    /// Accounts for a finished execution: event log line (C116), metrics, dashboard.
+    pub(super) fn record(
+        &self,
+        connector: &ConnectorFile,
+        route: metrics::Route,
+        finished: &Finished,
+        trapped: bool,
+        started: Instant,
+    ) {
+        if let Some(log) = &self.log
+            && let Err(e) = log.append(&finished.record(connector))
+        {
+            tracing::error!(
+                "{}: cannot append to the event log: {e}",
+                log.path().display()
+            );
+        }
+        let usage = finished.usage.for_log();
+        self.metrics.finished(&metrics::Observation {
+            connector: &connector.id,
+            route,
+            failed: finished.outcome.is_err(),
+            trapped,
+            latency: started.elapsed(),
+            source: usage.source,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+        });
+        self.history.add(&dashboard::UsagePoint {
+            connector_id: &connector.id,
+            connector_name: &connector.name,
+            at: finished.ended,
+            failed: finished.outcome.is_err(),
+            source: usage.source,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+        });
+    }
+}
