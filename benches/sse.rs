@@ -61,7 +61,8 @@ use openai_connector::chat_stream::{ChatDecoder, ChatStream, Step};
 use openai_connector::sse::{Decoder, MAX_SSE_EVENT_BYTES};
 use openai_connector_harness::runtime::{Instance, uncut};
 use openai_connector_harness::{
-    CodeCache, ConnectorFile, Executor, Harness, OutboundPolicy, Settings, Started, StreamItem,
+    CodeCache, ConnectorFile, Executor, Harness, OutboundPolicy, Prepared, Settings, Started,
+    StreamItem,
 };
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -490,7 +491,7 @@ async fn pipeline_native(url: &hyper::Uri) -> (usize, u64) {
 /// through and the reported completion tokens.
 async fn pipeline_component(
     executor: &Executor,
-    connector: &ConnectorFile,
+    connector: &Prepared,
     params: &str,
 ) -> (usize, u64) {
     let Started::Streaming(mut stream) = executor.start(connector, params).await.unwrap() else {
@@ -569,6 +570,8 @@ fn bench(c: &mut Criterion) {
             r#"{{"id":"bench","name":"Bench","config":{{"apiProvider":"OpenAI","apiUrl":"{url}"}},"secrets":{{"apiKey":"sk-bench-0123456789"}}}}"#
         );
         let connector = ConnectorFile::parse(&file, "bench", std::path::Path::new(".")).unwrap();
+        // Validated once, as `serve` does at load.
+        let connector = rt.block_on(executor.prepare(&connector)).unwrap().unwrap();
 
         // Every contender sees the same events and builds the same completion.
         let events = decode_native(&chunks);

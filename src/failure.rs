@@ -39,6 +39,9 @@ pub enum FailureKind {
     Stream,
     /// The host or the caller cancelled the execution (C68).
     Canceled,
+    /// The host's TLS stack refused the connector's client identity or trust anchors although
+    /// they passed validation (C130); nothing was sent. Reported by hosts only.
+    TlsRefused,
     /// The sandbox stopped the guest (a trap, a resource limit); reported by hosts only.
     Sandbox,
 }
@@ -188,6 +191,17 @@ impl Failure {
     /// C91, C95, C96: a stream that failed after it began.
     pub(crate) fn stream(message: String, upstream_status: u16, api_key: Option<&str>) -> Self {
         Failure::rendered(FailureKind::Stream, Some(upstream_status), message, api_key)
+    }
+
+    /// A host's report that its TLS stack refused the connector's identity (C130; `message`
+    /// is the TLS library's, which holds no secret).
+    pub fn tls_refused(message: String) -> Self {
+        Failure {
+            kind: FailureKind::TlsRefused,
+            upstream_status: None,
+            service_message: message,
+            retry: true,
+        }
     }
 
     /// A host's report that the sandbox stopped the guest (`message` names the limit or the

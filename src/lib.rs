@@ -7,6 +7,7 @@
 // (`component::bindings`, the only item allowed to use it).
 #![cfg_attr(not(target_arch = "wasm32"), forbid(unsafe_code))]
 #![cfg_attr(target_arch = "wasm32", deny(unsafe_code))]
+#![warn(unreachable_pub)]
 
 pub mod actions;
 pub mod chat_stream;

@@ -18,13 +18,13 @@ pub const FAILURE_MESSAGE: &str = "an error occurred while running the action";
 /// The message of a request without the right token.
 const UNAUTHORIZED_MESSAGE: &str = "missing or wrong token: send Authorization: Bearer <token>";
 
-/// Which error body a route answers with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// The routes that run executions; each shapes its errors its own way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Route {
-    /// `/v1/chat/completions`: OpenAI's `{"error": {...}}`.
-    ChatCompletions,
     /// `/_execute`: Kibana's shapes.
     Execute,
+    /// `/v1/chat/completions`: OpenAI's `{"error": {...}}`.
+    ChatCompletions,
 }
 
 /// A complete response.

@@ -222,6 +222,7 @@ fn check_failure(input: Option<&Input>, got: &Failure, want: &Value) -> Result<(
         FailureKind::ResponseInvalid => ("response-invalid", None),
         FailureKind::Stream => ("stream", None),
         FailureKind::Canceled => ("canceled", None),
+        FailureKind::TlsRefused => ("tls-refused", None),
         FailureKind::Sandbox => ("sandbox", None),
     };
     expect_eq("kind", kind, string(want, "kind")?.as_str())?;

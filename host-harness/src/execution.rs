@@ -7,34 +7,48 @@ use crate::event_log;
 use crate::tls::TlsProfile;
 use std::time::SystemTime;
 
-/// A failed execution: Kibana's `service_message` and whether a retry may help (C74–C77).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failure {
-    /// What went wrong, as Kibana words it.
-    pub service_message: String,
-    /// Whether a retry may help.
-    pub retry: bool,
+pub use openai_connector::failure::{Failure, FailureKind};
+
+/// An execution whose sandbox failed: the guest trapped (its memory or guest-time limit, a guest
+/// fault) or could not be instantiated. Retryable.
+pub(crate) fn sandbox_failure(error: &anyhow::Error) -> Failure {
+    Failure::sandbox(format!(
+        "the connector's sandbox failed: {}",
+        error.root_cause()
+    ))
 }
 
-impl Failure {
-    /// An execution whose sandbox failed: the guest trapped (its memory or guest-time limit, a
-    /// guest fault) or could not be instantiated. Retryable.
-    pub(crate) fn sandbox(error: &anyhow::Error) -> Self {
-        Failure {
-            service_message: format!("the connector's sandbox failed: {}", error.root_cause()),
-            retry: true,
-        }
-    }
+/// A connector validated once, in the form every execution of it takes (WIT
+/// `prepared-connector`). It holds the API key and custom header values: `Debug` shows neither.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PreparedConnector {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) provider: Provider,
+    pub(crate) api_url: String,
+    pub(crate) default_model: Option<String>,
+    pub(crate) organization_id: Option<String>,
+    pub(crate) project_id: Option<String>,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) api_key: Option<String>,
+}
 
-    /// The TLS stack refused a client identity or trust anchor that passed validation (C130):
-    /// nothing was sent. Retryable.
-    pub(crate) fn tls_refused(error: &anyhow::Error) -> Self {
-        Failure {
-            service_message: format!("{error:#}"),
-            retry: true,
-        }
+impl std::fmt::Debug for PreparedConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("PreparedConnector")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("provider", &self.provider)
+            .field("api_url", &self.api_url)
+            .field("default_model", &self.default_model)
+            .field("header_names", &header_names)
+            .field("api_key", &self.api_key.as_ref().map(|_| "[REDACTED]"))
+            .finish_non_exhaustive()
     }
 }
+
+pub use openai_connector::config::Provider;
 
 /// Where usage figures came from (C106).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -109,6 +123,8 @@ pub struct Execution {
 /// A connector that passed validation.
 #[derive(Clone, Debug)]
 pub struct ValidatedConnector {
+    /// What executions of it take.
+    pub prepared: PreparedConnector,
     /// Kibana's get-connector shape, never the secrets.
     pub connector_json: String,
     /// The connector's own TLS settings, when it has any (C122).
@@ -216,7 +232,7 @@ impl Finished {
     /// guest fault) or could not be instantiated. Usage is unavailable: it was counted inside
     /// the sandbox, which is gone. The failure is retryable, and still gets its event-log line.
     pub fn sandbox_failure(error: &anyhow::Error, started: SystemTime) -> Self {
-        Finished::unsent(Failure::sandbox(error), started)
+        Finished::unsent(sandbox_failure(error), started)
     }
 
     /// The event-log record of this execution (C116–C121).

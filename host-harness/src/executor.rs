@@ -1,5 +1,7 @@
-//! Running connectors: each execution gets a fresh instance, the connector is validated, its
-//! TLS profile applied to the transport, then the sub-action runs (whole, or as a [`Stream`]).
+//! Running connectors. A connector is validated once ([`Executor::prepare`]: its prepared
+//! form, public JSON and TLS profile, and the TLS stack's verdict on that profile); each
+//! execution of it is then one fresh instance, with the TLS profile applied to its transport,
+//! and one `start` (whole, or as a [`Stream`]).
 
 use crate::connector_file::ConnectorFile;
 use crate::execution::{
@@ -26,8 +28,6 @@ pub enum ExecuteOutcome {
 
 /// How `start` went.
 pub enum Started {
-    /// The connector is invalid (nothing sent, no event-log line, C116).
-    InvalidConnector(Vec<String>),
     /// The execution has ended.
     Ended(Finished),
     /// A streaming response is arriving.
@@ -102,12 +102,20 @@ pub struct Executor {
     pool: Option<Arc<ConnectionPool>>,
 }
 
-/// Why no instance was prepared for an execution.
-enum PrepareError {
-    /// The connector is invalid: `validate`'s lines.
-    Invalid(Vec<String>),
-    /// The TLS stack refused the connector's identity (C130).
-    Refused(Failure),
+/// A connector validated once, ready for any number of executions.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    validated: ValidatedConnector,
+    /// C130: the TLS stack refused the connector's identity or trust anchors; every execution
+    /// fails with this before anything is sent.
+    refused: Option<Failure>,
+}
+
+impl Prepared {
+    /// Kibana's get-connector shape (`validate`'s output), never the secrets.
+    pub fn connector_json(&self) -> &str {
+        &self.validated.connector_json
+    }
 }
 
 impl Executor {
@@ -161,39 +169,39 @@ impl Executor {
             .await
     }
 
-    /// A fresh instance with the connector validated and its TLS profile applied to the
-    /// transport.
-    async fn prepare(
+    /// Validates a connector once for every execution of it; `Err` carries `validate`'s lines.
+    pub async fn prepare(
         &self,
         connector: &ConnectorFile,
-        cancel: Cancel,
-    ) -> Result<Result<Instance, PrepareError>> {
-        let mut instance = self.instantiate().await?;
-        let validated = match instance.validate(connector, &self.settings).await? {
-            Ok(v) => v,
-            Err(lines) => return Ok(Err(PrepareError::Invalid(lines))),
+    ) -> Result<Result<Prepared, Vec<String>>> {
+        let validated = match self.validate(connector).await? {
+            Ok(validated) => validated,
+            Err(lines) => return Ok(Err(lines)),
         };
-        let tls = validated.tls;
-        let refused = tls.as_ref().and_then(|profile| match &self.pool {
-            // The pool keeps the configuration, so the check is paid once per profile.
+        let refused = validated.tls.as_ref().and_then(|profile| match &self.pool {
+            // The pool keeps the configuration, so an execution does not build it again.
             Some(pool) => pool.client_config(profile).err(),
             None => profile.client_config().err(),
         });
-        if let Some(e) = refused {
-            // C130: the TLS stack refused an identity that passed validation; nothing is sent.
-            return Ok(Err(PrepareError::Refused(Failure::tls_refused(&e))));
-        }
-        instance.set_policy(Arc::new(
-            OutboundPolicy::for_connector(&self.settings, tls)
-                .with_pool(self.pool.clone())
-                .with_cancel(cancel),
-        ));
-        Ok(Ok(instance))
+        Ok(Ok(Prepared {
+            validated,
+            refused: refused.map(|e| Failure::tls_refused(format!("{e:#}"))),
+        }))
+    }
+
+    /// A fresh instance whose transport applies the connector's TLS profile.
+    async fn instance_for(&self, prepared: &Prepared, cancel: Cancel) -> Result<Instance> {
+        let policy = OutboundPolicy::for_connector(&self.settings, prepared.validated.tls.clone())
+            .with_pool(self.pool.clone())
+            .with_cancel(cancel);
+        self.harness
+            .instantiate_limited(Arc::new(policy), self.settings.sandbox)
+            .await
     }
 
     /// Runs any sub-action; streaming ones return a [`Stream`].
-    pub async fn start(&self, connector: &ConnectorFile, params_json: &str) -> Result<Started> {
-        self.start_cancellable(connector, params_json, Cancel::new())
+    pub async fn start(&self, prepared: &Prepared, params_json: &str) -> Result<Started> {
+        self.start_cancellable(prepared, params_json, Cancel::new())
             .await
     }
 
@@ -201,62 +209,64 @@ impl Executor {
     /// `ERR_CANCELED` and still reports the usage of what arrived (C113).
     pub async fn start_cancellable(
         &self,
-        connector: &ConnectorFile,
+        prepared: &Prepared,
         params_json: &str,
         cancel: Cancel,
     ) -> Result<Started> {
         let started = SystemTime::now();
-        let mut instance = match self.prepare(connector, cancel).await? {
-            Ok(instance) => instance,
-            Err(PrepareError::Invalid(lines)) => return Ok(Started::InvalidConnector(lines)),
-            Err(PrepareError::Refused(failure)) => {
-                return Ok(Started::Ended(Finished::unsent(failure, started)));
-            }
-        };
-        let launched = instance
-            .start(connector, &self.settings, params_json)
-            .await?;
-        Ok(match launched {
-            Err(lines) => Started::InvalidConnector(lines),
-            Ok(Launched::Ended(execution)) => {
-                Started::Ended(Finished::from_execution(execution, started))
-            }
-            Ok(Launched::Streaming(handle)) => Started::Streaming(Box::new(Stream {
-                instance,
-                handle,
-                started,
-            })),
-        })
+        if let Some(failure) = &prepared.refused {
+            return Ok(Started::Ended(Finished::unsent(failure.clone(), started)));
+        }
+        let mut instance = self.instance_for(prepared, cancel).await?;
+        Ok(
+            match instance
+                .start(&prepared.validated.prepared, &self.settings, params_json)
+                .await?
+            {
+                Launched::Ended(execution) => {
+                    Started::Ended(Finished::from_execution(execution, started))
+                }
+                Launched::Streaming(handle) => Started::Streaming(Box::new(Stream {
+                    instance,
+                    handle,
+                    started,
+                })),
+            },
+        )
     }
 
-    /// Runs one sub-action to its end; a streamed body is collected whole as `data` (a JSON
-    /// string). For callers that want one result.
+    /// Runs one sub-action of a prepared connector to its end; a streamed body is collected
+    /// whole as `data` (a JSON string).
+    pub async fn execute_prepared(
+        &self,
+        prepared: &Prepared,
+        params_json: &str,
+    ) -> Result<Execution> {
+        if let Some(failure) = &prepared.refused {
+            return Ok(Execution {
+                outcome: Err(failure.clone()),
+                usage: Usage::UNAVAILABLE,
+                request_body_bytes: None,
+            });
+        }
+        self.instance_for(prepared, Cancel::new())
+            .await?
+            .execute(&prepared.validated.prepared, &self.settings, params_json)
+            .await
+    }
+
+    /// Validates `connector` and runs one sub-action to its end: [`prepare`](Self::prepare)
+    /// then [`execute_prepared`](Self::execute_prepared), for callers that run it once.
     pub async fn execute(
         &self,
         connector: &ConnectorFile,
         params_json: &str,
     ) -> Result<ExecuteOutcome> {
-        let mut instance = match self.prepare(connector, Cancel::new()).await? {
-            Ok(instance) => instance,
-            Err(PrepareError::Invalid(lines)) => {
-                return Ok(ExecuteOutcome::InvalidConnector(lines));
+        Ok(match self.prepare(connector).await? {
+            Ok(prepared) => {
+                ExecuteOutcome::Executed(self.execute_prepared(&prepared, params_json).await?)
             }
-            Err(PrepareError::Refused(failure)) => {
-                return Ok(ExecuteOutcome::Executed(Execution {
-                    outcome: Err(failure),
-                    usage: Usage::UNAVAILABLE,
-                    request_body_bytes: None,
-                }));
-            }
-        };
-        Ok(
-            match instance
-                .execute(connector, &self.settings, params_json)
-                .await?
-            {
-                Ok(execution) => ExecuteOutcome::Executed(execution),
-                Err(lines) => ExecuteOutcome::InvalidConnector(lines),
-            },
-        )
+            Err(lines) => ExecuteOutcome::InvalidConnector(lines),
+        })
     }
 }

@@ -13,8 +13,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Where things live: `executor` (one execution: fresh instance, validation, TLS profile, run
-//! or stream), `execution` (what the component returns, in the harness's own types), [`runtime`]
+//! Where things live: `executor` (a connector validated once, then each execution: a fresh
+//! instance with the connector's TLS profile, run or stream), `execution` (what the component returns, in the harness's own types), [`runtime`]
 //! (wasmtime: private bindings, their conversions, instances, SSE results), `sandbox` (pooling
 //! slots, memory limit, guest clock), `outbound` (the wasi-http hook: policy, connecting,
 //! address checks, response bodies), `proxy`, `tls` and `pool` (the proxy, TLS configurations,
@@ -42,10 +42,10 @@ pub mod tokenizer;
 
 pub use connector_file::{ConnectorFile, LoadError};
 pub use execution::{
-    BuildError, Execution, Failure, Finished, PlannedRequest, RequestPlan, StreamItem, Usage,
-    UsageSource, ValidatedConnector,
+    BuildError, Execution, Failure, FailureKind, Finished, PlannedRequest, PreparedConnector,
+    Provider, RequestPlan, StreamItem, Usage, UsageSource, ValidatedConnector,
 };
-pub use executor::{ExecuteOutcome, Executor, Started, Stream};
+pub use executor::{ExecuteOutcome, Executor, Prepared, Started, Stream};
 pub use outbound::{Cancel, OutboundPolicy};
 pub use pool::{ConnectionPool, PoolLimits, PoolStats};
 pub use runtime::{CodeCache, Harness};

@@ -245,10 +245,22 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
                 }
             });
             let started = std::time::SystemTime::now();
-            let finished = match executor
-                .start_cancellable(&connector, &params, cancel.clone())
-                .await
-            {
+            // Validated once for this run; the execution does not validate again.
+            let launched = match executor.prepare(&connector).await {
+                Ok(Ok(prepared)) => {
+                    executor
+                        .start_cancellable(&prepared, &params, cancel.clone())
+                        .await
+                }
+                Ok(Err(lines)) => {
+                    for line in lines {
+                        eprintln!("{line}");
+                    }
+                    return Ok(2);
+                }
+                Err(e) => Err(e),
+            };
+            let finished = match launched {
                 // The guest trapped, or could not be instantiated: a failed execution, which
                 // is still logged.
                 Err(e) => {
@@ -257,12 +269,6 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
                         println!("{}", output::failure_json(&connector.id, failure));
                     }
                     finished
-                }
-                Ok(Started::InvalidConnector(lines)) => {
-                    for line in lines {
-                        eprintln!("{line}");
-                    }
-                    return Ok(2);
                 }
                 Ok(Started::Ended(finished)) => {
                     let json = match &finished.outcome {

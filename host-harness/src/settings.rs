@@ -4,6 +4,9 @@
 use crate::proxy::{Proxy, ProxyConfig};
 use crate::sandbox::{MAX_MEMORY_BYTES, SandboxLimits};
 use crate::tls::Verification;
+use openai_connector::json::Value as GrammarValue;
+use openai_connector::plan::Deployment;
+use openai_connector::settings::{self as grammar, Owner};
 use serde_json::{Map, Value};
 use std::path::Path;
 use std::time::Duration;
@@ -38,11 +41,9 @@ pub(crate) struct CustomHostSettings {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     /// `allowedHosts` (default `["*"]`).
-    pub(crate) allowed_hosts: Vec<String>,
-    /// `responseTimeout` (default 60 s).
-    pub(crate) response_timeout: Duration,
-    /// `maxResponseContentLength` in bytes (default 1 MiB).
-    pub(crate) max_response_content_length: u64,
+    /// The keys the component applies (`allowedHosts`, `responseTimeout`,
+    /// `maxResponseContentLength`), parsed by the component crate's settings grammar.
+    pub(crate) deployment: Deployment,
     /// `proxyUrl` with `proxyHeaders`, `ssl.proxyVerificationMode`, `proxyBypassHosts` and
     /// `proxyOnlyHosts` (C129).
     pub(crate) proxy: Option<Proxy>,
@@ -68,9 +69,7 @@ const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            allowed_hosts: vec!["*".to_owned()],
-            response_timeout: Duration::from_secs(60),
-            max_response_content_length: 1 << 20,
+            deployment: Deployment::default(),
             proxy: None,
             verification: Verification::Full,
             custom_hosts: Vec::new(),
@@ -115,9 +114,9 @@ impl Settings {
         let mut proxy_only_hosts = None;
         for (key, v) in &flat {
             match key.as_str() {
-                "allowedHosts" => s.allowed_hosts = string_list(key, v)?,
-                "responseTimeout" => s.response_timeout = duration(key, v)?,
-                "maxResponseContentLength" => s.max_response_content_length = byte_size(key, v)?,
+                k if grammar::owner(k) == Some(Owner::Component) => {
+                    grammar::apply(&mut s.deployment, key, &grammar_value(v))?;
+                }
                 "proxyUrl" => proxy_url = Some(string(key, v)?),
                 "proxyHeaders" => {
                     let Value::Object(map) = v else {
@@ -159,6 +158,7 @@ impl Settings {
                 "ssl.verificationMode" => s.verification = verification(key, v)?,
                 "ssl.proxyVerificationMode" => proxy_verification = verification(key, v)?,
                 "customHostSettings" => s.custom_hosts = custom_hosts(key, v)?,
+                // Every key of `grammar::KEYS` is handled above (a test checks it).
                 other => return Err(format!("unknown setting \"{other}\"")),
             }
         }
@@ -181,11 +181,6 @@ impl Settings {
             })
             .transpose()?;
         Ok(s)
-    }
-
-    /// `responseTimeout` in milliseconds, as the component takes it.
-    pub(crate) fn response_timeout_ms(&self) -> u64 {
-        u64::try_from(self.response_timeout.as_millis()).unwrap_or(u64::MAX)
     }
 }
 
@@ -224,21 +219,6 @@ fn string<'a>(key: &str, v: &'a Value) -> Result<&'a str, String> {
         .ok_or_else(|| format!("[{key}]: expected a string"))
 }
 
-fn string_list(key: &str, v: &Value) -> Result<Vec<String>, String> {
-    let Value::Array(items) = v else {
-        return Err(format!("[{key}]: expected an array of strings"));
-    };
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| {
-            item.as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| format!("[{key}.{i}]: expected a string"))
-        })
-        .collect()
-}
-
 fn verification(key: &str, v: &Value) -> Result<Verification, String> {
     match v.as_str() {
         Some("full") => Ok(Verification::Full),
@@ -250,28 +230,21 @@ fn verification(key: &str, v: &Value) -> Result<Verification, String> {
     }
 }
 
-/// `"60s"`, `"2m"`, `"500ms"`, `"1h"`, or a number of milliseconds.
-fn duration(key: &str, v: &Value) -> Result<Duration, String> {
-    let bad =
-        || format!("[{key}]: expected a duration such as \"60s\", \"2m\" or milliseconds, got {v}");
-    match v {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => openai_connector::units::duration_ms(s),
-        _ => None,
-    }
-    .map(Duration::from_millis)
-    .ok_or_else(bad)
+/// `v` as the component's JSON reads it, for the shared grammar.
+fn grammar_value(v: &Value) -> GrammarValue {
+    GrammarValue::parse(v.to_string().as_bytes()).unwrap_or(GrammarValue::Null)
 }
 
-/// `"1mb"`, `"512kb"`, `"1gb"`, `"100b"` (binary units, contract section 0) or a number of bytes.
+fn string_list(key: &str, v: &Value) -> Result<Vec<String>, String> {
+    grammar::string_list(key, &grammar_value(v))
+}
+
+fn duration(key: &str, v: &Value) -> Result<Duration, String> {
+    grammar::duration_ms(key, &grammar_value(v)).map(Duration::from_millis)
+}
+
 fn byte_size(key: &str, v: &Value) -> Result<u64, String> {
-    let bad = || format!("[{key}]: expected a size such as \"1mb\", \"512kb\" or bytes, got {v}");
-    match v {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => openai_connector::units::byte_size(s),
-        _ => None,
-    }
-    .ok_or_else(bad)
+    grammar::byte_size(key, &grammar_value(v))
 }
 
 fn custom_hosts(key: &str, v: &Value) -> Result<Vec<CustomHostSettings>, String> {
@@ -346,9 +319,9 @@ mod tests {
     fn defaults() {
         let s = Settings::from_json(&json!({})).unwrap();
         assert_eq!(s, Settings::default());
-        assert_eq!(s.allowed_hosts, vec!["*"]);
-        assert_eq!(s.response_timeout_ms(), 60_000);
-        assert_eq!(s.max_response_content_length, 1_048_576);
+        assert_eq!(s.deployment.allowed_hosts, vec!["*"]);
+        assert_eq!(s.deployment.response_timeout_ms, 60_000);
+        assert_eq!(s.deployment.max_response_content_length, 1_048_576);
     }
 
     #[test]
@@ -358,13 +331,13 @@ mod tests {
             "ssl": {"verificationMode": "none"}
         }))
         .unwrap();
-        assert_eq!(s.response_timeout_ms(), 120_000);
-        assert_eq!(s.max_response_content_length, 512 * 1024);
+        assert_eq!(s.deployment.response_timeout_ms, 120_000);
+        assert_eq!(s.deployment.max_response_content_length, 512 * 1024);
         assert_eq!(s.verification, Verification::None);
         let s = Settings::from_json(&json!({"responseTimeout": 1500, "ssl.verificationMode": "certificate", "maxResponseContentLength": 10})).unwrap();
-        assert_eq!(s.response_timeout_ms(), 1500);
+        assert_eq!(s.deployment.response_timeout_ms, 1500);
         assert_eq!(s.verification, Verification::Certificate);
-        assert_eq!(s.max_response_content_length, 10);
+        assert_eq!(s.deployment.max_response_content_length, 10);
     }
 
     #[test]
@@ -431,6 +404,26 @@ mod tests {
         assert!(
             e.starts_with("[customHostSettings.0.ssl.certificateAuthoritiesData]: "),
             "{e}"
+        );
+    }
+
+    // One grammar: every key the settings grammar lists is one the harness handles, the
+    // component's keys through the component crate's own parser.
+    #[test]
+    fn every_key_of_the_shared_grammar_is_handled() {
+        for (key, _) in grammar::KEYS {
+            let (top, leaf) = match key.split_once('.') {
+                Some((top, leaf)) => (top.to_owned(), serde_json::json!({ leaf: 12.5 })),
+                None => ((*key).to_owned(), serde_json::json!(12.5)),
+            };
+            let error = Settings::from_json(&serde_json::json!({ top: leaf }))
+                .expect_err("12.5 is no valid value for any key");
+            assert!(!error.contains("unknown setting"), "{key}: {error}");
+        }
+        assert!(
+            Settings::from_json(&serde_json::json!({"bogus": 1}))
+                .unwrap_err()
+                .contains("unknown setting")
         );
     }
 }

@@ -97,6 +97,7 @@ export type FailureKind =
   | 'response-invalid'
   | 'stream'
   | 'canceled'
+  | 'tls-refused'
   | 'sandbox';
 
 export interface FailureDetails {

@@ -61,7 +61,7 @@ export class ConnectorFailure extends Error {
 /**
  * What kind of failure it was (WIT `failure-kind`, never parsed from the message): `kind` is
  * one of `params`, `denied`, `http`, `transport`, `timeout`, `response-invalid`, `stream`,
- * `canceled`, `sandbox`; `code` is the Node-style code of a `transport` failure;
+ * `canceled`, `tls-refused`, `sandbox`; `code` is the Node-style code of a `transport` failure;
  * `upstreamStatus` the upstream's status when a response head arrived.
  */
 function failureDetails(failure) {

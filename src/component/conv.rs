@@ -143,6 +143,7 @@ pub(super) fn failure(f: Failure) -> wit::Failure {
             FailureKind::ResponseInvalid => wit::FailureKind::ResponseInvalid,
             FailureKind::Stream => wit::FailureKind::Stream,
             FailureKind::Canceled => wit::FailureKind::Canceled,
+            FailureKind::TlsRefused => wit::FailureKind::TlsRefused,
             FailureKind::Sandbox => wit::FailureKind::Sandbox,
         },
         upstream_status: f.upstream_status,

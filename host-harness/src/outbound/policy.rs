@@ -59,7 +59,7 @@ impl OutboundPolicy {
     /// pool is given with [`with_pool`](Self::with_pool).
     pub fn for_connector(settings: &Settings, connector_tls: Option<TlsProfile>) -> Self {
         OutboundPolicy {
-            allowed_hosts: settings.allowed_hosts.clone(),
+            allowed_hosts: settings.deployment.allowed_hosts.clone(),
             connector_tls,
             default_verification: settings.verification,
             custom_hosts: settings.custom_hosts.clone(),

@@ -5,8 +5,9 @@ use super::bindings::{actions, requests, sse, wit};
 use super::sse_wire::EventSpans;
 use crate::connector_file::ConnectorFile;
 use crate::execution::{
-    BuildError, EstimationInput, Execution, Failure, PlannedRequest, RequestPlan, StreamItem,
-    StreamSummary, Usage, UsageSource, ValidatedConnector,
+    BuildError, EstimationInput, Execution, Failure, FailureKind, PlannedRequest,
+    PreparedConnector, Provider, RequestPlan, StreamItem, StreamSummary, Usage, UsageSource,
+    ValidatedConnector,
 };
 use crate::settings::Settings;
 use crate::tls::{ClientIdentity, KeyFormat, TlsProfile, Verification};
@@ -26,9 +27,9 @@ pub(super) fn definition(connector: &ConnectorFile) -> wit::ConnectorDefinition 
 /// What the component needs of the deployment settings.
 pub(super) fn deployment(settings: &Settings) -> wit::DeploymentSettings {
     wit::DeploymentSettings {
-        allowed_hosts: settings.allowed_hosts.clone(),
-        response_timeout_ms: settings.response_timeout_ms(),
-        max_response_content_length: settings.max_response_content_length,
+        allowed_hosts: settings.deployment.allowed_hosts.clone(),
+        response_timeout_ms: settings.deployment.response_timeout_ms,
+        max_response_content_length: settings.deployment.max_response_content_length,
     }
 }
 
@@ -39,8 +40,23 @@ pub(super) fn failure(f: wit::Failure) -> Failure {
     let wit::Failure {
         service_message,
         retry,
+        kind,
+        upstream_status,
     } = f;
     Failure {
+        kind: match kind {
+            wit::FailureKind::Params => FailureKind::Params,
+            wit::FailureKind::Denied => FailureKind::Denied,
+            wit::FailureKind::Http(status) => FailureKind::Http { status },
+            wit::FailureKind::Transport(code) => FailureKind::Transport { code },
+            wit::FailureKind::Timeout => FailureKind::Timeout,
+            wit::FailureKind::ResponseInvalid => FailureKind::ResponseInvalid,
+            wit::FailureKind::Stream => FailureKind::Stream,
+            wit::FailureKind::Canceled => FailureKind::Canceled,
+            wit::FailureKind::TlsRefused => FailureKind::TlsRefused,
+            wit::FailureKind::Sandbox => FailureKind::Sandbox,
+        },
+        upstream_status,
         service_message,
         retry,
     }
@@ -61,8 +77,46 @@ pub(super) fn validation_lines(errors: wit::ValidationErrors) -> Vec<String> {
 
 pub(super) fn validated(v: wit::ValidatedConnector) -> ValidatedConnector {
     ValidatedConnector {
+        prepared: prepared(v.prepared),
         connector_json: v.connector_json,
         tls: v.tls.map(tls_profile),
+    }
+}
+
+fn prepared(p: wit::PreparedConnector) -> PreparedConnector {
+    PreparedConnector {
+        id: p.id,
+        name: p.name,
+        provider: match p.provider {
+            wit::Provider::OpenAi => Provider::OpenAi,
+            wit::Provider::AzureOpenAi => Provider::AzureOpenAi,
+            wit::Provider::Other => Provider::Other,
+        },
+        api_url: p.api_url,
+        default_model: p.default_model,
+        organization_id: p.organization_id,
+        project_id: p.project_id,
+        headers: p.headers,
+        api_key: p.api_key,
+    }
+}
+
+/// The record `actions.execute` and `actions.start` take.
+pub(super) fn to_prepared(p: &PreparedConnector) -> wit::PreparedConnector {
+    wit::PreparedConnector {
+        id: p.id.clone(),
+        name: p.name.clone(),
+        provider: match p.provider {
+            Provider::OpenAi => wit::Provider::OpenAi,
+            Provider::AzureOpenAi => wit::Provider::AzureOpenAi,
+            Provider::Other => wit::Provider::Other,
+        },
+        api_url: p.api_url.clone(),
+        default_model: p.default_model.clone(),
+        organization_id: p.organization_id.clone(),
+        project_id: p.project_id.clone(),
+        headers: p.headers.clone(),
+        api_key: p.api_key.clone(),
     }
 }
 

@@ -6,7 +6,8 @@ use super::conv;
 use super::sse_wire::EventSpans;
 use crate::connector_file::ConnectorFile;
 use crate::execution::{
-    BuildError, Execution, RequestPlan, StreamItem, StreamSummary, ValidatedConnector,
+    BuildError, Execution, PreparedConnector, RequestPlan, StreamItem, StreamSummary,
+    ValidatedConnector,
 };
 use crate::outbound::{OutboundHooks, OutboundPolicy};
 use crate::sandbox::{self, Sandbox, SandboxLimits, Sandboxed};
@@ -212,11 +213,6 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Replaces the outbound policy for the calls that follow.
-    pub(crate) fn set_policy(&mut self, policy: Arc<OutboundPolicy>) {
-        self.store.data_mut().hooks = OutboundHooks::new(policy);
-    }
-
     /// `validation.validate`; `Err` holds `validate`'s lines.
     pub async fn validate(
         &mut self,
@@ -255,49 +251,47 @@ impl Instance {
         Ok(result.map(conv::request_plan).map_err(conv::build_error))
     }
 
-    /// `actions.execute`; `Err` holds `validate`'s lines.
+    /// `actions.execute` of a prepared connector.
     pub(crate) async fn execute(
         &mut self,
-        connector: &ConnectorFile,
+        connector: &PreparedConnector,
         settings: &Settings,
         params_json: &str,
-    ) -> Result<Result<Execution, Vec<String>>> {
-        let result = self
+    ) -> Result<Execution> {
+        let execution = self
             .bindings
             .connector_openai_actions()
             .call_execute(
                 &mut self.store,
-                &conv::definition(connector),
+                &conv::to_prepared(connector),
                 &conv::deployment(settings),
                 params_json,
             )
             .await?;
-        Ok(result.map(conv::execution).map_err(conv::validation_lines))
+        Ok(conv::execution(execution))
     }
 
-    /// `actions.start`; `Err` holds `validate`'s lines.
+    /// `actions.start` of a prepared connector.
     pub(crate) async fn start(
         &mut self,
-        connector: &ConnectorFile,
+        connector: &PreparedConnector,
         settings: &Settings,
         params_json: &str,
-    ) -> Result<Result<Launched, Vec<String>>> {
-        let result = self
+    ) -> Result<Launched> {
+        let started = self
             .bindings
             .connector_openai_actions()
             .call_start(
                 &mut self.store,
-                &conv::definition(connector),
+                &conv::to_prepared(connector),
                 &conv::deployment(settings),
                 params_json,
             )
             .await?;
-        Ok(result
-            .map(|started| match started {
-                actions::Started::Ended(e) => Launched::Ended(conv::execution(e)),
-                actions::Started::Streaming(handle) => Launched::Streaming(StreamExecution(handle)),
-            })
-            .map_err(conv::validation_lines))
+        Ok(match started {
+            actions::Started::Ended(e) => Launched::Ended(conv::execution(e)),
+            actions::Started::Streaming(handle) => Launched::Streaming(StreamExecution(handle)),
+        })
     }
 
     /// `stream-execution.next`.

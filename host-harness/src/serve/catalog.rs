@@ -2,7 +2,7 @@
 //! JSON file holding Kibana's `xpack.actions.preconfigured` map.
 
 use crate::connector_file::ConnectorFile;
-use crate::executor::Executor;
+use crate::executor::{Executor, Prepared};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -10,10 +10,13 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// One served connector.
+/// One served connector, validated once at load.
+#[derive(Clone)]
 pub(crate) struct Served {
     /// The connector, secrets resolved.
     pub(crate) file: ConnectorFile,
+    /// What every execution of it takes.
+    pub(crate) prepared: Prepared,
     /// Kibana's get-connector shape (`validate`'s output), never the secrets.
     pub(crate) public_json: Value,
 }
@@ -34,8 +37,8 @@ struct Preconfigured {
 }
 
 impl Catalog {
-    /// Loads `path` and validates every connector through the component; the first invalid
-    /// connector stops the start with `validate`'s lines.
+    /// Loads `path` and validates every connector once through the component; the first
+    /// invalid connector stops the start with `validate`'s lines.
     pub(crate) async fn load(path: &Path, executor: &Executor) -> Result<Catalog> {
         let meta = std::fs::metadata(path)
             .with_context(|| format!("{}: cannot read --connectors", path.display()))?;
@@ -46,21 +49,25 @@ impl Catalog {
         };
         let mut connectors = BTreeMap::new();
         for (source, file) in files {
-            let valid = match executor.validate(&file).await? {
-                Ok(valid) => valid,
+            let prepared = match executor.prepare(&file).await? {
+                Ok(prepared) => prepared,
                 Err(lines) => bail!(
                     "connector \"{}\" ({source}) is invalid:\n{}",
                     file.id,
                     lines.join("\n")
                 ),
             };
-            let mut public_json: Value = serde_json::from_str(&valid.connector_json)
+            let mut public_json: Value = serde_json::from_str(prepared.connector_json())
                 .context("the component's get-connector JSON is not JSON")?;
             if preconfigured {
                 public_json["is_preconfigured"] = Value::Bool(true);
             }
-            if let Some(previous) = connectors.insert(file.id.clone(), Served { file, public_json })
-            {
+            let served = Served {
+                file,
+                prepared,
+                public_json,
+            };
+            if let Some(previous) = connectors.insert(served.file.id.clone(), served) {
                 bail!(
                     "{source}: connector id \"{}\" is used twice",
                     previous.file.id

@@ -6,6 +6,7 @@
 //! `le="120"`) and the text ends with `# EOF`; the names and lines below are what scrapers and
 //! the tests rely on. The surface is a few counters, one gauge and one histogram.
 
+pub(crate) use openai_connector::protocol::Route;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -19,21 +20,11 @@ const LATENCY_BUCKETS: [f64; 14] = [
 /// The usage sources (C106), in exposition order.
 pub(crate) const SOURCES: [&str; 3] = ["reported", "estimated", "unavailable"];
 
-/// The gateway routes that run executions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Route {
-    /// `POST /api/actions/connector/{id}/_execute`.
-    Execute,
-    /// `POST /connectors/{id}/v1/chat/completions`.
-    ChatCompletions,
-}
-
-impl Route {
-    fn label(self) -> &'static str {
-        match self {
-            Route::Execute => "execute",
-            Route::ChatCompletions => "chat_completions",
-        }
+/// The `route` label of a route's metrics.
+fn label(route: Route) -> &'static str {
+    match route {
+        Route::Execute => "execute",
+        Route::ChatCompletions => "chat_completions",
     }
 }
 
@@ -164,7 +155,7 @@ impl Metrics {
                     body,
                     "openai_connector_requests_total{{connector=\"{}\",route=\"{}\"}} {n}",
                     escape(id),
-                    route.label()
+                    label(*route)
                 );
             }
         }
@@ -183,7 +174,7 @@ impl Metrics {
                     body,
                     "openai_connector_request_failures_total{{connector=\"{}\",route=\"{}\"}} {n}",
                     escape(id),
-                    route.label()
+                    label(*route)
                 );
             }
         }

@@ -1,16 +1,15 @@
 //! Request routing and the handlers.
 
+use super::catalog::Served;
 use super::gateway::{Gateway, InFlightGuard};
 use super::metrics::Route;
-use crate::connector_file::ConnectorFile;
-use crate::execution::{Failure, Finished, StreamItem};
+use crate::execution::{Finished, StreamItem};
 use crate::executor::{Executor, Started, Stream};
 use crate::outbound::Cancel;
-use crate::output;
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
-use serde_json::value::RawValue;
+use openai_connector::protocol::{self, MAX_REQUEST_BYTES, Reply};
 use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -22,8 +21,6 @@ use tokio::sync::mpsc;
 /// Response body: whole, or streamed from a channel.
 pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
-/// Largest request body accepted.
-const MAX_REQUEST_BYTES: usize = 16 << 20;
 /// Stream items buffered between the guest and a slow client; beyond it the guest waits
 /// (and so does the upstream read), which keeps memory bounded per stream.
 const STREAM_BUFFER_ITEMS: usize = 16;
@@ -48,48 +45,27 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     respond(status, "application/json", value.to_string())
 }
 
-/// Kibana's error body (`{"statusCode", "error", "message"}`).
+/// The gateway protocol's answer as a hyper response.
+fn reply(r: Reply) -> Response<Body> {
+    let mut response = Response::new(full(r.body));
+    *response.status_mut() =
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    for (name, value) in r.headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            headers.append(name, value);
+        }
+    }
+    response
+}
+
 fn kibana_error(status: StatusCode, message: &str) -> Response<Body> {
-    json_response(
-        status,
-        &json!({
-            "statusCode": status.as_u16(),
-            "error": status.canonical_reason().unwrap_or("Error"),
-            "message": message,
-        }),
-    )
+    reply(protocol::kibana_error(status.as_u16(), message))
 }
 
-/// OpenAI's error body (`{"error": {"message", "type", "param", "code"}}`), which the SDKs turn
-/// into their typed exceptions.
-fn openai_error(
-    status: StatusCode,
-    message: &str,
-    kind: &str,
-    code: Option<&str>,
-) -> Response<Body> {
-    json_response(
-        status,
-        &json!({"error": {"message": message, "type": kind, "param": null, "code": code}}),
-    )
-}
-
-fn unauthorized(gw: &Gateway, openai: bool) -> Response<Body> {
+fn unauthorized(gw: &Gateway, route: Route) -> Response<Body> {
     gw.metrics.unauthorized();
-    let message = "missing or wrong token: send Authorization: Bearer <token>";
-    let mut r = if openai {
-        openai_error(
-            StatusCode::UNAUTHORIZED,
-            message,
-            "invalid_request_error",
-            Some("invalid_api_key"),
-        )
-    } else {
-        kibana_error(StatusCode::UNAUTHORIZED, message)
-    };
-    r.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    r
+    reply(protocol::unauthorized(route))
 }
 
 /// The `token` query parameter (dashboard only).
@@ -114,7 +90,7 @@ pub(crate) async fn handle(
         (&Method::GET, ["healthz"]) => json_response(StatusCode::OK, &json!({"status": "ok"})),
         (&Method::GET, ["metrics"]) => {
             if !gw.auth.is_admin(req.headers()) {
-                return unauthorized(&gw, false);
+                return unauthorized(&gw, Route::Execute);
             }
             respond(
                 StatusCode::OK,
@@ -126,7 +102,7 @@ pub(crate) async fn handle(
             let admin = gw.auth.is_admin(req.headers())
                 || gw.auth.admin_token_matches(query_token(&req).as_deref());
             if !admin {
-                return unauthorized(&gw, false);
+                return unauthorized(&gw, Route::Execute);
             }
             let mut r = if segments.len() == 1 {
                 respond(
@@ -147,7 +123,7 @@ pub(crate) async fn handle(
         }
         (&Method::GET, ["api", "actions", "connectors"]) => {
             if !gw.auth.is_admin(req.headers()) {
-                return unauthorized(&gw, false);
+                return unauthorized(&gw, Route::Execute);
             }
             let list: Vec<Value> = gw
                 .catalog
@@ -162,182 +138,77 @@ pub(crate) async fn handle(
         }
         (&Method::GET, ["api", "actions", "connector", id]) => {
             if !gw.auth.is_admin(req.headers()) {
-                return unauthorized(&gw, false);
+                return unauthorized(&gw, Route::Execute);
             }
             match gw.catalog.get(id) {
                 Some(c) => json_response(StatusCode::OK, &c.public_json),
-                None => not_found_connector(id),
+                None => reply(protocol::connector_not_found(Route::Execute, id, None)),
             }
         }
         (&Method::POST, ["api", "actions", "connector", id, "_execute"]) => {
             if !gw.auth.is_admin(req.headers()) {
-                return unauthorized(&gw, false);
+                return unauthorized(&gw, Route::Execute);
             }
             let id = (*id).to_owned();
-            execute_route(gw, executor, &id, req).await
+            run_route(gw, executor, &id, Route::Execute, req).await
         }
         (&Method::POST, ["connectors", id, "v1", "chat", "completions"]) => {
             if !gw.auth.may_use(req.headers(), id) {
-                return unauthorized(&gw, true);
+                return unauthorized(&gw, Route::ChatCompletions);
             }
             let id = (*id).to_owned();
-            chat_route(gw, executor, &id, req).await
+            run_route(gw, executor, &id, Route::ChatCompletions, req).await
         }
         _ => kibana_error(StatusCode::NOT_FOUND, "Not Found"),
     }
 }
 
-fn not_found_connector(id: &str) -> Response<Body> {
-    kibana_error(
-        StatusCode::NOT_FOUND,
-        &format!("Saved object [action/{id}] not found"),
-    )
-}
-
 /// The request body, or the error response.
-async fn read_body(
-    req: Request<hyper::body::Incoming>,
-    openai: bool,
-) -> Result<Bytes, Response<Body>> {
+async fn read_body(req: Request<hyper::body::Incoming>, route: Route) -> Result<Bytes, Reply> {
     match Limited::new(req.into_body(), MAX_REQUEST_BYTES)
         .collect()
         .await
     {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) => {
-            let too_large = e
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some();
-            let (status, message) = if too_large {
-                (
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body larger than {MAX_REQUEST_BYTES} bytes"),
-                )
-            } else {
-                (
-                    StatusCode::BAD_REQUEST,
-                    format!("cannot read the request body: {e}"),
-                )
-            };
-            Err(if openai {
-                openai_error(status, &message, "invalid_request_error", None)
-            } else {
-                kibana_error(status, &message)
-            })
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(protocol::body_too_large(route))
         }
+        Err(e) => Err(protocol::body_unreadable(route, &e.to_string())),
     }
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ExecuteBody {
-    params: Box<RawValue>,
-}
-
-/// `POST /api/actions/connector/{id}/_execute`: Kibana's response shapes (cli.md "execute").
-async fn execute_route(
+/// `POST /api/actions/connector/{id}/_execute` (Kibana's shapes, cli.md "execute") and
+/// `POST /connectors/{id}/v1/chat/completions` (the `stream` sub-action's body, with `stream`
+/// taken from it): the body is read and turned into params by the gateway protocol.
+async fn run_route(
     gw: Arc<Gateway>,
     executor: Arc<Executor>,
     id: &str,
+    route: Route,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
     let Some(served) = gw.catalog.get(id) else {
-        return not_found_connector(id);
+        return reply(protocol::connector_not_found(route, id, None));
     };
-    let connector = served.file.clone();
-    let body = match read_body(req, false).await {
+    let served = served.clone();
+    let body = match read_body(req, route).await {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return reply(r),
     };
-    let params = match serde_json::from_slice::<ExecuteBody>(&body) {
-        Ok(b) if b.params.get().trim_start().starts_with('{') => b.params,
-        Ok(_) => {
-            return kibana_error(
-                StatusCode::BAD_REQUEST,
-                "[request body.params]: expected value of type [object]",
-            );
-        }
-        Err(e) => {
-            return kibana_error(StatusCode::BAD_REQUEST, &format!("[request body]: {e}"));
-        }
+    let params = match protocol::params(route, &body) {
+        Ok(params) => params,
+        Err(r) => return reply(r),
     };
-    run_execution(
-        gw,
-        &executor,
-        connector,
-        params.get().to_owned(),
-        Route::Execute,
-    )
-    .await
-}
-
-/// `POST /connectors/{id}/v1/chat/completions`: the body is the `stream` sub-action's body,
-/// with `stream` taken from it.
-async fn chat_route(
-    gw: Arc<Gateway>,
-    executor: Arc<Executor>,
-    id: &str,
-    req: Request<hyper::body::Incoming>,
-) -> Response<Body> {
-    let Some(served) = gw.catalog.get(id) else {
-        return openai_error(
-            StatusCode::NOT_FOUND,
-            &format!("no connector with id \"{id}\""),
-            "invalid_request_error",
-            Some("connector_not_found"),
-        );
-    };
-    let connector = served.file.clone();
-    let body = match read_body(req, true).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let text = match std::str::from_utf8(&body) {
-        Ok(t) => t,
-        Err(_) => {
-            return openai_error(
-                StatusCode::BAD_REQUEST,
-                "the request body is not UTF-8",
-                "invalid_request_error",
-                None,
-            );
-        }
-    };
-    let stream = match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(map)) => map.get("stream") == Some(&Value::Bool(true)),
-        Ok(_) => {
-            return openai_error(
-                StatusCode::BAD_REQUEST,
-                "the request body must be a JSON object",
-                "invalid_request_error",
-                None,
-            );
-        }
-        Err(e) => {
-            return openai_error(
-                StatusCode::BAD_REQUEST,
-                &format!(
-                    "the request body is not valid JSON (line {} column {}): {e}",
-                    e.line(),
-                    e.column()
-                ),
-                "invalid_request_error",
-                None,
-            );
-        }
-    };
-    let params = json!({
-        "subAction": "stream",
-        "subActionParams": {"body": text, "stream": stream},
-    })
-    .to_string();
-    run_execution(gw, &executor, connector, params, Route::ChatCompletions).await
+    run_execution(gw, &executor, served, params, route).await
 }
 
 async fn run_execution(
     gw: Arc<Gateway>,
     executor: &Executor,
-    connector: ConnectorFile,
+    served: Served,
     params: String,
     route: Route,
 ) -> Response<Body> {
@@ -345,131 +216,46 @@ async fn run_execution(
     let started_wall = SystemTime::now();
     let cancel = Cancel::new();
     let guard = gw.in_flight.enter(&gw.slots, cancel.clone()).await;
+    let connector = &served.file;
     gw.metrics.started(&connector.id, route);
     let started = executor
-        .start_cancellable(&connector, &params, cancel.clone())
+        .start_cancellable(&served.prepared, &params, cancel.clone())
         .await;
     match started {
         Err(e) => {
             tracing::error!("connector {}: sandbox failure: {e:#}", connector.id);
             let finished = Finished::sandbox_failure(&e, started_wall);
-            gw.record(&connector, route, &finished, true, started_at);
-            let message = failure_message(&finished);
-            match route {
-                Route::Execute => json_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &json!({
-                        "connector_id": connector.id,
-                        "status": "error",
-                        "message": output::FAILURE_MESSAGE,
-                        "service_message": message,
-                        "retry": true,
-                    }),
-                ),
-                Route::ChatCompletions => openai_error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    message,
-                    "server_error",
-                    Some("sandbox_failure"),
-                ),
-            }
-        }
-        Ok(Started::InvalidConnector(lines)) => {
-            // Validated at start; only a component that changed its mind gets here.
-            gw.metrics.finished(&super::metrics::Observation {
-                connector: &connector.id,
-                route,
-                failed: true,
-                trapped: false,
-                latency: started_at.elapsed(),
-                source: "unavailable",
-                prompt_tokens: 0,
-                completion_tokens: 0,
-            });
-            json_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &json!({"error": {"message": lines.join("\n"), "type": "server_error"}}),
-            )
+            gw.record(connector, route, &finished, true, started_at);
+            ended_response(&connector.id, route, &finished)
         }
         Ok(Started::Ended(finished)) => {
-            gw.record(&connector, route, &finished, false, started_at);
+            gw.record(connector, route, &finished, false, started_at);
             drop(guard);
-            ended_response(&connector, route, &finished)
+            ended_response(&connector.id, route, &finished)
         }
         Ok(Started::Streaming(stream)) => {
-            stream_response(gw, connector, route, stream, cancel, guard, started_at)
+            stream_response(gw, served, route, stream, cancel, guard, started_at)
         }
     }
 }
 
-fn failure_message(finished: &Finished) -> &str {
+/// The answer of an execution that has ended.
+fn ended_response(connector_id: &str, route: Route, finished: &Finished) -> Response<Body> {
     match &finished.outcome {
-        Err(f) => &f.service_message,
-        Ok(_) => "",
-    }
-}
-
-/// The HTTP status an OpenAI client should see for a failed execution: the upstream's status
-/// when there was one (C70), 400 for invalid params, 504 for timeouts, 502 otherwise.
-fn openai_status(service_message: &str) -> StatusCode {
-    if let Some(rest) = service_message.split("Status code: ").nth(1) {
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        if let Ok(code) = digits.parse::<u16>()
-            && let Ok(status) = StatusCode::from_u16(code)
-            && (400..600).contains(&code)
-        {
-            return status;
-        }
-    }
-    if service_message.starts_with("Request validation failed")
-        || service_message.starts_with("Sub action")
-    {
-        StatusCode::BAD_REQUEST
-    } else if service_message.contains("ECONNABORTED") {
-        StatusCode::GATEWAY_TIMEOUT
-    } else {
-        StatusCode::BAD_GATEWAY
-    }
-}
-
-fn openai_error_type(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        401 => "authentication_error",
-        403 => "permission_error",
-        429 => "rate_limit_error",
-        400..=499 => "invalid_request_error",
-        _ => "upstream_error",
-    }
-}
-
-fn ended_response(connector: &ConnectorFile, route: Route, finished: &Finished) -> Response<Body> {
-    match (route, &finished.outcome) {
-        (Route::Execute, Ok(data)) => {
-            match output::success_json(&connector.id, data.as_deref().unwrap_or("null")) {
-                Ok(text) => respond(StatusCode::OK, "application/json", text),
-                Err(e) => kibana_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
+        Ok(data) => {
+            let data = data.as_deref().unwrap_or("null");
+            // The component returns JSON; a host does not pass on what it cannot vouch for.
+            if serde_json::from_str::<serde::de::IgnoredAny>(data).is_err() {
+                return reply(protocol::route_error(
+                    route,
+                    500,
+                    "the component returned data that is not JSON",
+                    None,
+                ));
             }
+            reply(protocol::ended(connector_id, route, Ok(data)))
         }
-        // Kibana answers 200 for `status: error` too.
-        (Route::Execute, Err(failure)) => respond(
-            StatusCode::OK,
-            "application/json",
-            output::failure_json(&connector.id, failure),
-        ),
-        (Route::ChatCompletions, Ok(data)) => respond(
-            StatusCode::OK,
-            "application/json",
-            data.clone().unwrap_or_else(|| "null".to_owned()),
-        ),
-        (Route::ChatCompletions, Err(failure)) => {
-            let status = openai_status(&failure.service_message);
-            openai_error(
-                status,
-                &failure.service_message,
-                openai_error_type(status),
-                None,
-            )
-        }
+        Err(failure) => reply(protocol::ended(connector_id, route, Err(failure))),
     }
 }
 
@@ -490,27 +276,11 @@ impl http_body::Body for ChannelBody {
     }
 }
 
-/// The SSE event that tells the client a stream failed after it began.
-fn stream_error_event(connector: &ConnectorFile, route: Route, failure: &Failure) -> Bytes {
-    let text = match route {
-        // OpenAI SDKs raise an APIError for a data event holding an `error` object.
-        Route::ChatCompletions => format!(
-            "data: {}\n\n",
-            json!({"error": {"message": failure.service_message, "type": "upstream_error", "param": null, "code": null}})
-        ),
-        Route::Execute => format!(
-            "event: error\ndata: {}\n\n",
-            output::failure_json(&connector.id, failure)
-        ),
-    };
-    Bytes::from(text)
-}
-
 /// Streams the guest's output to the client as it arrives. A client that goes away cancels
 /// the execution (C68); the execution always ends with its event-log line.
 fn stream_response(
     gw: Arc<Gateway>,
-    connector: ConnectorFile,
+    served: Served,
     route: Route,
     mut stream: Box<Stream>,
     cancel: Cancel,
@@ -540,7 +310,7 @@ fn stream_response(
                     }
                     let bytes = match item {
                         StreamItem::Bytes(b) => Bytes::from(b),
-                        StreamItem::Chunk(json) => Bytes::from(format!("data: {json}\n\n")),
+                        StreamItem::Chunk(json) => Bytes::from(protocol::chunk_event(&json)),
                     };
                     if tx.send(bytes).await.is_err() {
                         client_gone = true;
@@ -555,55 +325,27 @@ fn stream_response(
             }
         }
         let (finished, trap) = stream.end(trap).await;
+        let connector = &served.file;
         if let Some(e) = &trap {
             tracing::error!("connector {}: sandbox failure: {e:#}", connector.id);
         }
         if let Err(failure) = &finished.outcome
             && !client_gone
         {
-            let _ = tx
-                .send(stream_error_event(&connector, route, failure))
-                .await;
+            let event = protocol::stream_error_event(&connector.id, route, failure);
+            let _ = tx.send(Bytes::from(event)).await;
         }
         drop(tx);
         drop(done_tx);
-        gw.record(&connector, route, &finished, trap.is_some(), started_at);
+        gw.record(connector, route, &finished, trap.is_some(), started_at);
     });
+    let (status, headers) = protocol::stream_head();
     let mut r = Response::new(BodyExt::boxed(ChannelBody(rx)));
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    r
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn openai_statuses() {
-        assert_eq!(
-            openai_status("Status code: 429. Message: API Error: Too Many Requests"),
-            StatusCode::TOO_MANY_REQUESTS
-        );
-        assert_eq!(
-            openai_status(
-                "Status code: undefined. Message: Unexpected API Error: ECONNABORTED - timeout of 200000ms exceeded"
-            ),
-            StatusCode::GATEWAY_TIMEOUT
-        );
-        assert_eq!(
-            openai_status(
-                "Status code: undefined. Message: Unexpected API Error: ECONNREFUSED - connect ECONNREFUSED 127.0.0.1:1"
-            ),
-            StatusCode::BAD_GATEWAY
-        );
-        assert_eq!(
-            openai_status("Request validation failed ([stream]: expected value of type [boolean])"),
-            StatusCode::BAD_REQUEST
-        );
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            r.headers_mut().append(name, value);
+        }
     }
+    r
 }
