@@ -7,8 +7,8 @@
 //! ```
 //!
 //! `benches/gateway/litellm-venv.sh` installs the pinned `litellm[proxy]` into
-//! `target/litellm-venv` and prints the path to pass as `--litellm`; without it LiteLLM is left
-//! out of the table.
+//! `target/litellm-venv` (`$CARGO_TARGET_DIR/litellm-venv` when that is set) and prints the path
+//! to pass as `--litellm`; without it LiteLLM is left out of the table.
 //!
 //! What runs, all on 127.0.0.1:
 //!

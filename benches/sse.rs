@@ -212,12 +212,14 @@ impl Corpus {
     }
 }
 
-/// Where the corpora go for the Node script: `$CARGO_TARGET_DIR/sse-corpora`, or the
-/// workspace's `target/sse-corpora`.
+/// Where the corpora go for the Node script: `$CARGO_TARGET_DIR/sse-corpora` (a relative value
+/// is taken from the workspace root, as `benches/node/common.mjs` does), or the workspace's
+/// `target/sse-corpora`.
 fn corpora_dir() -> PathBuf {
+    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")))
+        .filter(|dir| !dir.is_empty())
+        .map_or_else(|| root.join("target"), |dir| root.join(dir))
         .join("sse-corpora")
 }
 

@@ -1,9 +1,10 @@
 //! Builds the connector component for `wasm32-wasip2` and embeds it in the harness.
 //!
 //! The component is the root package of this workspace. It is built in release mode into its
-//! own target directory (a nested cargo on the outer target directory would wait forever for
-//! the outer build's lock). The wasm target is installed with rustup when it is missing, so a
-//! fresh machine needs no manual step.
+//! own target directory, `component/` inside the outer build's (`$CARGO_TARGET_DIR`, else the
+//! workspace's `target/`): a nested cargo on the outer target directory itself would wait
+//! forever for the outer build's lock. The wasm target is installed with rustup when it is
+//! missing, so a fresh machine needs no manual step.
 //!
 //! `OPENAI_CONNECTOR_PREBUILT_COMPONENT=/path/to.wasm` skips the nested build and embeds that
 //! file instead (for packagers who build the component separately).
@@ -34,7 +35,14 @@ fn main() {
 
     ensure_wasm_target();
 
-    let target_dir = root.join("target").join("component");
+    // A relative CARGO_TARGET_DIR is taken from the workspace root, where cargo is run. A build
+    // script sees the variable (it inherits cargo's environment) but not `--target-dir` or
+    // `build.target-dir`: such builds keep the nested one in the workspace's `target/`.
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+    let target_dir = env::var_os("CARGO_TARGET_DIR")
+        .filter(|dir| !dir.is_empty())
+        .map_or_else(|| root.join("target"), |dir| root.join(dir))
+        .join("component");
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
     build

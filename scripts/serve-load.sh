@@ -4,12 +4,14 @@
 # Prints wrk's figures, non-2xx/socket errors, the event-log line count and the gateway's RSS
 # before and after. Everything runs on 127.0.0.1 and stops by itself.
 #
-#   scripts/serve-load.sh [CONNECTIONS=64] [SECONDS=20] [BINARY=target/debug/openai-connector]
+#   scripts/serve-load.sh [CONNECTIONS=64] [SECONDS=20] [BINARY=$CARGO_TARGET_DIR/debug/openai-connector]
+#
+# CARGO_TARGET_DIR defaults to target (a relative value is taken from the workspace root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONNS=${1:-64}
 SECS=${2:-20}
-BIN=${3:-target/debug/openai-connector}
+BIN=${3:-${CARGO_TARGET_DIR:-target}/debug/openai-connector}
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 2; }
 [ -x "$BIN" ] || { echo "$BIN not built: cargo build -p openai-connector-harness" >&2; exit 2; }
 

@@ -1,5 +1,12 @@
-// What the Node benches share: the corpora's chunking and the `eventsource-parser` baseline.
+// What the Node benches share: where the corpora are, their chunking and the
+// `eventsource-parser` baseline.
+import { join } from 'node:path';
 import { createParser } from 'eventsource-parser';
+import { targetDir } from '../../js/scripts/paths.mjs';
+
+/** Where `benches/sse.rs` writes the corpora: `$CARGO_TARGET_DIR/sse-corpora`, else the
+ * workspace's `target/sse-corpora`. */
+export const corpora = join(targetDir(), 'sse-corpora');
 
 /** `bytes` cut into chunks of `size` bytes (the last one shorter), without copying. */
 export function byteChunks(bytes, size) {

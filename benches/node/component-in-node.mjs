@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // The connector component's SSE decoder running in Node (jco, V8's WebAssembly), against the npm
 // `eventsource-parser` package in the same process, on the corpora that `benches/sse.rs` writes
-// to target/sse-corpora/ (run that bench first) and with the JavaScript package built
-// (`cd js && npm ci && npm run build`, after a release build of the component).
+// to target/sse-corpora/ (`$CARGO_TARGET_DIR/sse-corpora/` when that is set; run that bench
+// first) and with the JavaScript package built (`cd js && npm ci && npm run build`, after a
+// release build of the component).
 //
 //   cd benches/node && npm ci && node component-in-node.mjs
 //
@@ -21,10 +22,9 @@
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { byteChunks, eventsourceParserBytes } from './common.mjs';
+import { byteChunks, corpora, eventsourceParserBytes } from './common.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const corpora = join(here, '..', '..', 'target', 'sse-corpora');
 const WARM_UP_MS = Number(process.env.WARM_UP_MS ?? 1000);
 const MEASURE_MS = Number(process.env.MEASURE_MS ?? 4000);
 const BATCH = 16 * 1024;

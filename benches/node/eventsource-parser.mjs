@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 // Throughput of the npm `eventsource-parser` package over the corpora that `benches/sse.rs`
-// writes to target/sse-corpora/ (run that bench first), delivered in the same chunks.
+// writes to target/sse-corpora/ (`$CARGO_TARGET_DIR/sse-corpora/` when that is set; run that
+// bench first), delivered in the same chunks.
 //
 //   cd benches/node && npm ci && node eventsource-parser.mjs [FILE:CHUNK_BYTES ...]
 //
-// Without arguments: ../../target/sse-corpora/chat.sse in 200-byte chunks and
-// ../../target/sse-corpora/large.sse in 1460-byte chunks (as in benches/sse.rs), then both in
+// Without arguments: <target>/sse-corpora/chat.sse in 200-byte chunks and
+// <target>/sse-corpora/large.sse in 1460-byte chunks (as in benches/sse.rs), then both in
 // 16 KiB batches, the batching of the component rows.
 //
 // Modes, all in decimal MB/s of corpus bytes:
@@ -22,10 +23,9 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createParser } from 'eventsource-parser';
-import { byteChunks, eventsourceParserBytes } from './common.mjs';
+import { byteChunks, corpora, eventsourceParserBytes } from './common.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const corpora = join(here, '..', '..', 'target', 'sse-corpora');
 const WARM_UP_MS = 1000;
 const MEASURE_MS = 5000;
 

@@ -15,16 +15,14 @@
 //                reported, not enforced (median of COLD_RUNS processes)
 import { execFileSync } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { componentPath } from './paths.mjs';
 
 const RUNS = 21;
 const COLD_RUNS = 7;
 const SIZE_BUDGET = 1024 * 1024;
 const INSTANTIATE_BUDGET_MS = 50;
 
-const component =
-  process.env.OPENAI_CONNECTOR_WASM ??
-  fileURLToPath(new URL('../../target/wasm32-wasip2/release/openai_connector.wasm', import.meta.url));
+const component = componentPath();
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const fmt = (ms) => `${ms.toFixed(2)} ms`;
 

@@ -9,18 +9,19 @@
 // 1.35.0) jco emits component-model-async task machinery in one large per-instance generator
 // that V8 interprets on every instantiation: 35-80 ms, over the 50 ms budget (js/README.md).
 //
-// The component is `../target/wasm32-wasip2/release/openai_connector.wasm`, or the file named
-// by OPENAI_CONNECTOR_WASM.
+// The component is the file named by OPENAI_CONNECTOR_WASM, else
+// `$CARGO_TARGET_DIR/wasm32-wasip2/release/openai_connector.wasm` (a relative CARGO_TARGET_DIR is
+// taken from the workspace root), else `../target/wasm32-wasip2/release/openai_connector.wasm`
+// (scripts/paths.mjs).
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { componentPath } from './paths.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '..');
-const component =
-  process.env.OPENAI_CONNECTOR_WASM ??
-  resolve(root, '../target/wasm32-wasip2/release/openai_connector.wasm');
+const component = componentPath();
 
 if (!existsSync(component)) {
   console.error(

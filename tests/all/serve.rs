@@ -1143,7 +1143,8 @@ fn run_chromium(binary: &Path, args: &[String]) -> String {
 
 /// The dashboard in a real browser: the page loads its data with the token from its URL and
 /// draws the event log's history plus the live executions. Saves
-/// `target/serve-dashboard.png`.
+/// `serve-dashboard.png` in cargo's temporary directory for tests (`target/tmp/`, or
+/// `$CARGO_TARGET_DIR/tmp/`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_renders_in_headless_chromium() {
     let Some(chromium) = chromium() else {
@@ -1245,7 +1246,7 @@ async fn dashboard_renders_in_headless_chromium() {
     assert_eq!(dom.matches("class=\"bar-prompt\"").count(), 3, "{dom}");
     assert!(!dom.contains(ADMIN), "the token stayed in the page");
 
-    let png = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/serve-dashboard.png");
+    let png = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-dashboard.png");
     let _ = std::fs::remove_file(&png);
     tokio::task::spawn_blocking({
         let png = png.clone();

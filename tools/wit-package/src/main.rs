@@ -5,7 +5,8 @@
 //! cargo run -p wit-package -- record   # after changing wit/: re-record the lock, regenerate docs
 //! ```
 //!
-//! `check` writes `target/wit/<namespace>-<name>-<version>.wasm` (the package encoded as a
+//! `check` writes `target/wit/<namespace>-<name>-<version>.wasm` (`$CARGO_TARGET_DIR/wit/` when
+//! that is set, a relative value taken from the workspace root; the package encoded as a
 //! WebAssembly component, what `wasm-tools component wit --wasm wit/` makes), then fails when
 //! the WIT text differs from the one recorded in `wit/VERSION-LOCK` or `docs/wit.md` is stale.
 //! `record` refuses to record a changed WIT under an unchanged version: any change to the
@@ -119,7 +120,10 @@ fn check(root: &Path) -> Result<Vec<String>> {
         wit_component::DecodedWasm::WitPackage(..) => {}
         wit_component::DecodedWasm::Component(..) => bail!("the encoding is not a WIT package"),
     }
-    let out_dir = root.join("target/wit");
+    let out_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|dir| !dir.is_empty())
+        .map_or_else(|| root.join("target"), |dir| root.join(dir))
+        .join("wit");
     std::fs::create_dir_all(&out_dir)?;
     let out = out_dir.join(pkg.artifact_name()?);
     std::fs::write(&out, &bytes).with_context(|| format!("write {}", out.display()))?;
