@@ -5,12 +5,12 @@
 //! - `instantiate`: a fresh Store + instance from the pre-linked component (pooling allocator).
 //! - `validate/*`, `build/*`: connector validation and request building, through the WIT export
 //!   on a warm instance, with a fresh instance per call, and natively (no wasm). `validate/pki_*`:
-//!   a connector with a client certificate, key and CA, validated afresh, and again with the
-//!   same definition (`pki_component_remembered`: the instance remembers its last validation,
-//!   which is what an execution's second validation, in the guest, costs).
+//!   a connector with a client certificate, key and CA. Validation is paid once per connector.
 //! - `execute/*`: a full `run` against a loopback upstream through the component (fresh
-//!   instance, validation, request, wasi-http, response mapping) next to the same POST sent with
-//!   hyper directly — both over a new connection per call, and both over a kept-alive one.
+//!   instance, request, wasi-http, response mapping; the connector prepared once) next to the
+//!   same POST sent with hyper directly — both over a new connection per call, and both over a
+//!   kept-alive one. `component_one_shot_keep_alive` also validates the connector (prepare,
+//!   then run: two instances), as a caller that runs a connector once pays.
 
 #[path = "common.rs"]
 mod common;
@@ -78,24 +78,11 @@ fn bench(c: &mut Criterion) {
     let mut warm = rt
         .block_on(harness.instantiate_limited(deny.clone(), warm_limits))
         .unwrap();
-    // An instance remembers the last definition it validated, so warm calls alternate between
-    // two definitions to validate every time.
-    let other_def = {
-        let mut other = def.clone();
-        other.id.push_str("-other");
-        other
-    };
-    let mut turn = false;
     group.bench_function("component_warm", |b| {
-        b.iter(|| {
-            turn = !turn;
-            let def = if turn { &def } else { &other_def };
-            black_box(rt.block_on(warm.validate(def, settings)).unwrap().unwrap())
-        })
+        b.iter(|| black_box(rt.block_on(warm.validate(&def, settings)).unwrap().unwrap()))
     });
     // A connector with a client certificate, its key and a CA: the PKI checks, natively and in
-    // the component, and the second validation of an execution (the same definition again,
-    // remembered by the instance) for it.
+    // the component (paid once per connector: executions take the prepared connector).
     let fixture = |name: &str| {
         use base64::Engine;
         let path = format!(
@@ -126,19 +113,7 @@ fn bench(c: &mut Criterion) {
         pki.secrets_json.clone_from(&pki_secrets);
         pki
     };
-    let pki_other = {
-        let mut other = pki_def.clone();
-        other.id.push_str("-other");
-        other
-    };
     group.bench_function("pki_component_warm", |b| {
-        b.iter(|| {
-            turn = !turn;
-            let def = if turn { &pki_def } else { &pki_other };
-            black_box(rt.block_on(warm.validate(def, settings)).unwrap().unwrap())
-        })
-    });
-    group.bench_function("pki_component_remembered", |b| {
         b.iter(|| {
             black_box(
                 rt.block_on(warm.validate(&pki_def, settings))
@@ -172,17 +147,21 @@ fn bench(c: &mut Criterion) {
     group.finish();
 
     // Two fair pairs: a fresh connection per call on both sides, and a kept-alive connection
-    // on both sides.
+    // on both sides. An execution takes the connector prepared once (as `serve` at load and the
+    // CLI once per run): a fresh instance and `start`, no validation. `component_one_shot`
+    // validates too (`Executor::execute`: prepare, then run).
     let mut group = c.benchmark_group("execute");
     let unpooled = executor.clone().with_connection_pool(None);
+    let prepared = rt
+        .block_on(executor.prepare(&connector))
+        .unwrap()
+        .unwrap();
     let run = |executor: Executor| {
-        let connector = &connector;
+        let prepared = &prepared;
         let params = &params;
         async move {
-            match executor.execute(connector, params).await.unwrap() {
-                ExecuteOutcome::Executed(e) => black_box(e.outcome.unwrap()),
-                ExecuteOutcome::InvalidConnector(lines) => panic!("{lines:?}"),
-            }
+            let execution = executor.execute_prepared(prepared, params).await.unwrap();
+            black_box(execution.outcome.unwrap())
         }
     };
     group.bench_function("component_new_connection", |b| {
@@ -195,6 +174,14 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("component_keep_alive", |b| {
         b.to_async(&rt).iter(|| run(executor.clone()))
+    });
+    group.bench_function("component_one_shot_keep_alive", |b| {
+        b.to_async(&rt).iter(|| async {
+            match executor.execute(&connector, &params).await.unwrap() {
+                ExecuteOutcome::Executed(e) => black_box(e.outcome.unwrap()),
+                ExecuteOutcome::InvalidConnector(lines) => panic!("{lines:?}"),
+            }
+        })
     });
     let mut sender = rt.block_on(connect(&url));
     group.bench_function("hyper_keep_alive", |b| {
