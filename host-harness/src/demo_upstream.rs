@@ -38,6 +38,19 @@ pub fn demo_completion(model: &str) -> String {
     .to_string()
 }
 
+/// Header names (lower case) and values (bytes that are not UTF-8 replaced), in received order.
+pub fn header_pairs(headers: &hyper::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
 /// Starts the upstream on `127.0.0.1:0`; returns its base URL and the log of what it saw. It
 /// runs until the process ends.
 pub async fn start() -> Result<(String, Arc<Mutex<Vec<Seen>>>)> {
@@ -69,16 +82,7 @@ pub async fn start() -> Result<(String, Arc<Mutex<Vec<Seen>>>)> {
                         log.lock().unwrap_or_else(|p| p.into_inner()).push(Seen {
                             method: parts.method.to_string(),
                             target: parts.uri.to_string(),
-                            headers: parts
-                                .headers
-                                .iter()
-                                .map(|(n, v)| {
-                                    (
-                                        n.to_string(),
-                                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                                    )
-                                })
-                                .collect(),
+                            headers: header_pairs(&parts.headers),
                             body: String::from_utf8_lossy(&body).into_owned(),
                         });
                         let response = hyper::Response::builder()

@@ -27,9 +27,7 @@ async fn validate_prints_the_get_connector_shape_without_secrets() {
     let file = connector_file(
         r#"{"apiProvider":"OpenAI","apiUrl":"https://api.openai.com/v1/chat/completions","temperature":"0.5"}"#,
     );
-    let mut cmd = cli();
-    cmd.arg("validate").arg(&file);
-    let out = run_cli(cmd).await;
+    let out = run_cli(validate_cmd(&file)).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     // C9: defaults filled in, numeric strings become numbers; id defaults to the file stem.
     assert_eq!(
@@ -43,9 +41,7 @@ async fn validate_reports_each_problem_on_its_own_line() {
     // C17's example.
     let file =
         connector_file(r#"{"apiProvider":"Azure OpenAI","apiUrl":"ftp://h/x","projectId":"p"}"#);
-    let mut cmd = cli();
-    cmd.arg("validate").arg(&file);
-    let out = run_cli(cmd).await;
+    let out = run_cli(validate_cmd(&file)).await;
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out),
@@ -60,17 +56,13 @@ async fn malformed_files_exit_2_naming_file_and_position() {
         "broken.json",
         "{\"name\": \"x\",\n  \"config\": {\"a\": }\n}",
     );
-    let mut cmd = cli();
-    cmd.arg("validate").arg(&file);
-    let out = run_cli(cmd).await;
+    let out = run_cli(validate_cmd(&file)).await;
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(err.contains(&file.display().to_string()), "{err}");
     assert!(err.contains("line 2 column"), "{err}");
 
-    let mut cmd = cli();
-    cmd.arg("validate").arg("/nonexistent/conn.json");
-    let out = run_cli(cmd).await;
+    let out = run_cli(validate_cmd("/nonexistent/conn.json")).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("/nonexistent/conn.json"),
@@ -79,11 +71,8 @@ async fn malformed_files_exit_2_naming_file_and_position() {
     );
 
     let settings = write_file("settings.json", r#"{"allowedHost": ["x"]}"#);
-    let mut cmd = cli();
-    cmd.arg("validate")
-        .arg(connector_file(r#"{}"#))
-        .arg("--settings")
-        .arg(&settings);
+    let mut cmd = validate_cmd(connector_file(r#"{}"#));
+    cmd.arg("--settings").arg(&settings);
     let out = run_cli(cmd).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(
@@ -108,9 +97,7 @@ async fn execute_success_failure_and_invalid_connector_exit_codes() {
         upstream.url("/v1")
     ));
     let ok = write_file("params.json", &run_params("run", "{}"));
-    let mut cmd = cli();
-    cmd.arg("execute").arg(&file).arg("--params").arg(&ok);
-    let out = run_cli(cmd).await;
+    let out = run_cli(execute_cmd(&file, &ok)).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(
         stdout(&out),
@@ -118,12 +105,8 @@ async fn execute_success_failure_and_invalid_connector_exit_codes() {
     );
 
     // Params from standard input; an HTTP error is exit 1 with the failure JSON.
-    let mut cmd = cli();
-    cmd.arg("execute")
-        .arg(&file)
-        .arg("--params")
-        .arg("-")
-        .stdin(Stdio::piped())
+    let mut cmd = execute_cmd(&file, "-");
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let out = tokio::task::spawn_blocking(move || {
@@ -149,18 +132,14 @@ async fn execute_success_failure_and_invalid_connector_exit_codes() {
         "params.json",
         r#"{"subAction":"run","subActionParams":{"body":"{}","extra":1}}"#,
     );
-    let mut cmd = cli();
-    cmd.arg("execute").arg(&file).arg("--params").arg(&bad);
-    let out = run_cli(cmd).await;
+    let out = run_cli(execute_cmd(&file, &bad)).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).contains(r#""service_message":"Request validation failed (Unrecognized keys: \"extra\")","retry":false"#), "{}", stdout(&out));
 
     // Invalid connector: exit 2, nothing sent.
     let before = upstream.requests().len();
     let invalid = connector_file(r#"{"apiProvider":"Other","apiUrl":"http://127.0.0.1:1/v1"}"#);
-    let mut cmd = cli();
-    cmd.arg("execute").arg(&invalid).arg("--params").arg(&ok);
-    let out = run_cli(cmd).await;
+    let out = run_cli(execute_cmd(&invalid, &ok)).await;
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         stderr(&out),
@@ -170,9 +149,7 @@ async fn execute_success_failure_and_invalid_connector_exit_codes() {
 
     // Malformed params file: exit 2 naming it.
     let broken = write_file("params.json", "{\"subAction\": ");
-    let mut cmd = cli();
-    cmd.arg("execute").arg(&file).arg("--params").arg(&broken);
-    let out = run_cli(cmd).await;
+    let out = run_cli(execute_cmd(&file, &broken)).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains(&broken.display().to_string()),
@@ -200,12 +177,8 @@ async fn secrets_from_env_and_file_are_used_and_never_printed() {
     )
     .unwrap();
     let params = write_file("params.json", &run_params("run", "{}"));
-    let mut cmd = cli();
-    cmd.arg("execute")
-        .arg(&file)
-        .arg("--params")
-        .arg(&params)
-        .env("OPENAI_CONNECTOR_LOG", "trace");
+    let mut cmd = execute_cmd(&file, &params);
+    cmd.env("OPENAI_CONNECTOR_LOG", "trace");
     let out = run_cli(cmd).await; // run_cli asserts the key is in neither stream
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
@@ -226,12 +199,8 @@ async fn secrets_from_env_and_file_are_used_and_never_printed() {
         ),
     )
     .unwrap();
-    let mut cmd = cli();
-    cmd.arg("execute")
-        .arg(&file)
-        .arg("--params")
-        .arg(&params)
-        .env("OC_TEST_API_KEY", API_KEY);
+    let mut cmd = execute_cmd(&file, &params);
+    cmd.env("OC_TEST_API_KEY", API_KEY);
     let out = run_cli(cmd).await;
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(upstream.requests().len(), 2);
@@ -288,9 +257,7 @@ async fn bad_connector_input_gets_the_contracts_messages_without_echoing_values(
             r#"{{"name":"n","config":{{"apiProvider":"Other","apiUrl":"example.com/do-something","defaultModel":"m","headers":{{"X-Inject":"a\r\nX-Evil: {API_KEY}"}}}},"secrets":{{"certificateData":"-----BEGIN CERTIFICATE-----","privateKeyData":"not base64!"}}}}"#
         ),
     );
-    let mut cmd = cli();
-    cmd.arg("validate").arg(&file);
-    let out = run_cli(cmd).await;
+    let out = run_cli(validate_cmd(&file)).await;
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out),

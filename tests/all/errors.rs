@@ -6,16 +6,9 @@ use openai_connector_harness::{Settings, UsageSource};
 use std::sync::Arc;
 use std::time::Duration;
 
-fn other_config(url: &str) -> String {
-    format!(r#"{{"apiProvider":"Other","apiUrl":"{url}","defaultModel":"m"}}"#)
-}
-
 async fn fail_with(reply: Reply) -> (String, bool) {
     let upstream = Upstream::always(reply).await;
-    let c = connector(
-        &other_config(&upstream.url("/v1/chat/completions")),
-        &key_secrets(),
-    );
+    let c = other_connector(&upstream, &key_secrets());
     let e = execute(&executor(Settings::default()), &c, &run_params("run", "{}")).await;
     assert_eq!(e.usage.source, UsageSource::Unavailable);
     let f = failure(&e);

@@ -6,7 +6,6 @@ use crate::support::*;
 use crate::upstream::{Reply, Upstream};
 use openai_connector_harness::Settings;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -72,6 +71,28 @@ impl Matrix {
     fn ca_bundle(&self) -> Vec<String> {
         vec![self.decoy.ca_pem(), self.trusted.ca_pem()]
     }
+
+    /// Secrets with `identity` (or the API key) and [`ca_bundle`](Self::ca_bundle).
+    fn secrets(&self, identity: Option<&ClientIdentity>) -> String {
+        pki_secrets(identity, &self.ca_bundle())
+    }
+
+    /// An upstream presenting `issued` that requires a client certificate from the trusted CA
+    /// and answers every request with `reply`.
+    async fn mtls_upstream(&self, issued: &Issued, reply: Reply) -> Upstream {
+        Upstream::https_always(reply, issued.mtls_server_config(&self.trusted)).await
+    }
+
+    /// An upstream presenting the trusted server certificate, treating client certificates
+    /// as `client_auth` says under TLS `versions`, answering with a completion.
+    async fn upstream_with(
+        &self,
+        client_auth: ClientAuth<'_>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Upstream {
+        let config = self.servers[0].1.server_config_with(client_auth, versions);
+        Upstream::https_always(Reply::json(200, COMPLETION), config).await
+    }
 }
 
 /// What the server check alone gives for `mode` and `server` (C125, C126, C74, C75).
@@ -96,12 +117,8 @@ async fn c122_c127_mtls_accept_reject_matrix() {
     for mode in ["full", "certificate", "none"] {
         for (server, issued) in &m.servers {
             for with_identity in [true, false] {
-                let upstream = Upstream::https(
-                    Arc::new(|_| Reply::json(200, COMPLETION)),
-                    issued.mtls_server_config(&m.trusted),
-                )
-                .await;
-                let secrets = pki_secrets(with_identity.then_some(&client), &m.ca_bundle());
+                let upstream = m.mtls_upstream(issued, Reply::json(200, COMPLETION)).await;
+                let secrets = m.secrets(with_identity.then_some(&client));
                 let e = run(&upstream, mode, &secrets).await;
                 let expected = server_check(mode, server).and(if with_identity {
                     Ok(())
@@ -174,17 +191,8 @@ async fn c127_d4_rsa_and_ec_identities_in_each_encoding() {
         ClientKey::RsaPkcs1,
     ] {
         let client = m.trusted.client("connector-client", kind);
-        let upstream = Upstream::https(
-            Arc::new(|_| Reply::json(200, COMPLETION)),
-            issued.mtls_server_config(&m.trusted),
-        )
-        .await;
-        let e = run(
-            &upstream,
-            "full",
-            &pki_secrets(Some(&client), &m.ca_bundle()),
-        )
-        .await;
+        let upstream = m.mtls_upstream(issued, Reply::json(200, COMPLETION)).await;
+        let e = run(&upstream, "full", &m.secrets(Some(&client))).await;
         assert_eq!(data(&e), COMPLETION, "{kind:?}");
         let sessions = upstream.tls_sessions();
         assert_eq!(sessions.len(), 1, "{kind:?}");
@@ -207,18 +215,12 @@ async fn c127_identity_is_offered_after_a_redirect() {
     let m = Matrix::new();
     let issued = &m.servers[0].1;
     let client = m.trusted.client("connector-client", ClientKey::RsaPkcs1);
-    let target = Upstream::https(
-        Arc::new(|_| Reply::json(200, COMPLETION)),
-        issued.mtls_server_config(&m.trusted),
-    )
-    .await;
+    let target = m.mtls_upstream(issued, Reply::json(200, COMPLETION)).await;
     let location = target.url("/v2/chat/completions");
-    let first = Upstream::https(
-        Arc::new(move |_| Reply::redirect(307, &location)),
-        issued.mtls_server_config(&m.trusted),
-    )
-    .await;
-    let e = run(&first, "full", &pki_secrets(Some(&client), &m.ca_bundle())).await;
+    let first = m
+        .mtls_upstream(issued, Reply::redirect(307, &location))
+        .await;
+    let e = run(&first, "full", &m.secrets(Some(&client))).await;
     assert_eq!(data(&e), COMPLETION);
     for upstream in [&first, &target] {
         let sessions = upstream.tls_sessions();
@@ -236,38 +238,13 @@ async fn c127_identity_is_offered_after_a_redirect() {
 #[tokio::test]
 async fn c127_no_identity_is_offered_without_pki_mode() {
     let m = Matrix::new();
-    let issued = &m.servers[0].1;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(m.trusted.ca.der().clone()).unwrap();
-    let optional = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .allow_unauthenticated()
-    .build()
-    .unwrap();
-    let config = Arc::new(
-        rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_client_cert_verifier(optional)
-            .with_single_cert(
-                vec![issued.cert_der.clone().into()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(issued.key_der.clone().into()),
-            )
-            .unwrap(),
-    );
-    let upstream = Upstream::https(Arc::new(|_| Reply::json(200, COMPLETION)), config).await;
-    let e = run(&upstream, "full", &pki_secrets(None, &m.ca_bundle())).await;
+    let upstream = m
+        .upstream_with(ClientAuth::Optional(&m.trusted), rustls::DEFAULT_VERSIONS)
+        .await;
+    let e = run(&upstream, "full", &m.secrets(None)).await;
     assert_eq!(data(&e), COMPLETION);
     let client = m.trusted.client("connector-client", ClientKey::EcSec1);
-    let e = run(
-        &upstream,
-        "full",
-        &pki_secrets(Some(&client), &m.ca_bundle()),
-    )
-    .await;
+    let e = run(&upstream, "full", &m.secrets(Some(&client))).await;
     assert_eq!(data(&e), COMPLETION);
     let offered: Vec<Option<Vec<u8>>> = upstream
         .tls_sessions()
@@ -289,29 +266,10 @@ async fn c127_no_identity_is_offered_without_pki_mode() {
 #[tokio::test]
 async fn c74_missing_client_certificate_under_tls_1_2() {
     let m = Matrix::new();
-    let issued = &m.servers[0].1;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(m.trusted.ca.der().clone()).unwrap();
-    let required = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .unwrap();
-    let config = Arc::new(
-        rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS12])
-            .unwrap()
-            .with_client_cert_verifier(required)
-            .with_single_cert(
-                vec![issued.cert_der.clone().into()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(issued.key_der.clone().into()),
-            )
-            .unwrap(),
-    );
-    let upstream = Upstream::https(Arc::new(|_| Reply::json(200, COMPLETION)), config).await;
-    let e = run(&upstream, "full", &pki_secrets(None, &m.ca_bundle())).await;
+    let upstream = m
+        .upstream_with(ClientAuth::Required(&m.trusted), &[&rustls::version::TLS12])
+        .await;
+    let e = run(&upstream, "full", &m.secrets(None)).await;
     assert_eq!(
         failure(&e).service_message,
         "TLS handshake failed: Status code: undefined. Message: Unexpected API Error: ERR_TLS_HANDSHAKE - received fatal alert: CertificateRequired. Verify server certificate hostname and CA configuration."
@@ -319,12 +277,7 @@ async fn c74_missing_client_certificate_under_tls_1_2() {
     assert!(upstream.requests().is_empty());
     // With the identity, TLS 1.2 works too.
     let client = m.trusted.client("connector-client", ClientKey::RsaPkcs8);
-    let e = run(
-        &upstream,
-        "full",
-        &pki_secrets(Some(&client), &m.ca_bundle()),
-    )
-    .await;
+    let e = run(&upstream, "full", &m.secrets(Some(&client))).await;
     assert_eq!(data(&e), COMPLETION);
 }
 
@@ -333,11 +286,9 @@ async fn c74_missing_client_certificate_under_tls_1_2() {
 #[tokio::test]
 async fn c29_key_not_matching_the_certificate_is_refused_before_any_connection() {
     let m = Matrix::new();
-    let upstream = Upstream::https(
-        Arc::new(|_| Reply::json(200, COMPLETION)),
-        m.servers[0].1.mtls_server_config(&m.trusted),
-    )
-    .await;
+    let upstream = m
+        .mtls_upstream(&m.servers[0].1, Reply::json(200, COMPLETION))
+        .await;
     let mut client = m.trusted.client("connector-client", ClientKey::EcPkcs8);
     client.key_pem = m.trusted.client("someone-else", ClientKey::EcPkcs8).key_pem;
     let file = write_file(
@@ -345,22 +296,18 @@ async fn c29_key_not_matching_the_certificate_is_refused_before_any_connection()
         &format!(
             r#"{{"id":"pki","name":"PKI","config":{},"secrets":{}}}"#,
             other_config(&upstream.url("/v1/chat/completions"), "full"),
-            pki_secrets(Some(&client), &m.ca_bundle())
+            m.secrets(Some(&client))
         ),
     );
     let params = write_file("params.json", &run_params("run", "{}"));
-    let mut cmd = cli();
-    cmd.arg("execute").arg(&file).arg("--params").arg(&params);
-    let out = run_cli(cmd).await;
+    let out = run_cli(execute_cmd(&file, &params)).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
     assert_eq!(
         String::from_utf8(out.stderr).unwrap(),
         "error validating action type secrets: Private key data does not match the certificate data\n"
     );
-    let mut cmd = cli();
-    cmd.arg("validate").arg(&file);
-    let out = run_cli(cmd).await;
+    let out = run_cli(validate_cmd(&file)).await;
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(upstream.connections(), 0);
 }

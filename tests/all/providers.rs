@@ -5,15 +5,30 @@ use crate::upstream::{Reply, Upstream};
 use openai_connector_harness::{Settings, UsageSource};
 use std::collections::BTreeMap;
 
-fn headers(r: &crate::upstream::Recorded) -> BTreeMap<String, String> {
-    r.headers.iter().cloned().collect()
-}
-
-fn expected(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
+/// Checks `r` carries exactly the headers of a JSON request of `body` to `upstream`: `pairs`
+/// and those every such request carries (host, content type, accept, user agent, length).
+fn assert_headers(
+    r: &crate::upstream::Recorded,
+    upstream: &Upstream,
+    body: &str,
+    pairs: &[(&str, &str)],
+) {
+    let host = upstream.addr.to_string();
+    let length = body.len().to_string();
+    let common = [
+        ("host", host.as_str()),
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/plain, */*"),
+        ("user-agent", USER_AGENT),
+        ("content-length", length.as_str()),
+    ];
+    let expected: BTreeMap<String, String> = common
         .iter()
+        .chain(pairs)
         .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect()
+        .collect();
+    let got: BTreeMap<String, String> = r.headers.iter().cloned().collect();
+    assert_eq!(got, expected);
 }
 
 const USER_AGENT: &str = concat!("openai-connector/", env!("CARGO_PKG_VERSION"));
@@ -40,19 +55,16 @@ async fn openai_run_sends_exact_request_and_returns_provider_json() {
     let body = r#"{"messages":[{"role":"user","content":"Hi"}],"temperature":0.70,"seed":12345678901234567890,"model":"gpt-4.1"}"#;
     assert_eq!(r.body_str(), body);
     // C46–C48: custom headers, organisation/project (even empty), auth replaces the custom one.
-    assert_eq!(
-        headers(&r),
-        expected(&[
-            ("host", &upstream.addr.to_string()),
+    assert_headers(
+        &r,
+        &upstream,
+        body,
+        &[
             ("x-team", "a"),
             ("authorization", &format!("Bearer {API_KEY}")),
             ("openai-organization", "org-1"),
             ("openai-project", ""),
-            ("content-type", "application/json"),
-            ("accept", "application/json, text/plain, */*"),
-            ("user-agent", USER_AGENT),
-            ("content-length", &body.len().to_string()),
-        ])
+        ],
     );
     // C40: the provider's object as received, numbers spelled as received.
     assert_eq!(data(&e), COMPLETION);
@@ -91,17 +103,11 @@ async fn azure_test_uses_api_key_header_and_keeps_query() {
     let body = r#"{"messages":[],"model":"gpt-4o","tool_choice":"auto","stream":false}"#;
     assert_eq!(r.body_str(), body);
     // C46, C47: api-key, custom Authorization sent unchanged beside it.
-    assert_eq!(
-        headers(&r),
-        expected(&[
-            ("host", &upstream.addr.to_string()),
-            ("authorization", "Custom abc"),
-            ("api-key", API_KEY),
-            ("content-type", "application/json"),
-            ("accept", "application/json, text/plain, */*"),
-            ("user-agent", USER_AGENT),
-            ("content-length", &body.len().to_string()),
-        ])
+    assert_headers(
+        &r,
+        &upstream,
+        body,
+        &[("authorization", "Custom abc"), ("api-key", API_KEY)],
     );
     assert_eq!(data(&e), COMPLETION);
 }

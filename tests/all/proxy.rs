@@ -9,9 +9,7 @@ use base64::Engine;
 use openai_connector_harness::Settings;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -255,8 +253,33 @@ fn settings(json: serde_json::Value) -> Settings {
     Settings::from_json(&json).unwrap()
 }
 
-fn other_config(url: &str) -> String {
-    format!(r#"{{"apiProvider":"Other","apiUrl":"{url}","defaultModel":"m"}}"#)
+/// Settings for the http `proxy` with the test credentials and proxy header.
+fn proxy_settings(proxy: &TestProxy) -> serde_json::Value {
+    serde_json::json!({
+        "proxyUrl": proxy.url("http", Some((PROXY_USER, PROXY_PASSWORD))),
+        "proxyHeaders": {"X-Proxy-Token": PROXY_HEADER_VALUE},
+    })
+}
+
+/// A settings file holding [`proxy_settings`].
+fn proxy_settings_file(proxy: &TestProxy) -> std::path::PathBuf {
+    write_file("proxy-settings.json", &proxy_settings(proxy).to_string())
+}
+
+/// A connector file for `target` with the CA of its PKI and `identity` (else the API key).
+fn tunnel_connector_file(
+    name: &str,
+    target: &TunnelTarget,
+    identity: Option<&ClientIdentity>,
+) -> std::path::PathBuf {
+    write_file(
+        name,
+        &format!(
+            r#"{{"id":"p1","name":"Proxied","config":{},"secrets":{}}}"#,
+            other_config(&target.url("/v1/chat/completions")),
+            pki_secrets(identity, &[target.pki.ca_pem()])
+        ),
+    )
 }
 
 /// Panics if `text` holds a proxy secret in any form.
@@ -303,6 +326,17 @@ impl TunnelTarget {
         format!("https://{}{path}", self.authority())
     }
 
+    /// A connector for this target trusting its CA, with `identity` (else the API key).
+    fn connector(
+        &self,
+        identity: Option<&ClientIdentity>,
+    ) -> openai_connector_harness::ConnectorFile {
+        connector(
+            &other_config(&self.url("/v1/chat/completions")),
+            &pki_secrets(identity, &[self.pki.ca_pem()]),
+        )
+    }
+
     fn proxy_behaviour(&self) -> ProxyBehaviour {
         ProxyBehaviour {
             require_auth: Some(basic(PROXY_USER, PROXY_PASSWORD)),
@@ -321,15 +355,9 @@ async fn c129_https_target_goes_through_a_connect_tunnel_with_tls_inside() {
     let target = TunnelTarget::start(Reply::json(200, COMPLETION)).await;
     let proxy = TestProxy::start(target.proxy_behaviour()).await;
     let client = target.pki.client("connector-client", ClientKey::EcSec1);
-    let executor = executor(settings(serde_json::json!({
-        "proxyUrl": proxy.url("http", Some((PROXY_USER, PROXY_PASSWORD))),
-        "proxyHeaders": {"X-Proxy-Token": PROXY_HEADER_VALUE},
-    })));
+    let executor = executor(settings(proxy_settings(&proxy)));
     no_proxy_secret_in(&format!("{:?}", executor.settings()));
-    let c = connector(
-        &other_config(&target.url("/v1/chat/completions")),
-        &pki_secrets(Some(&client), &[target.pki.ca_pem()]),
-    );
+    let c = target.connector(Some(&client));
     for _ in 0..2 {
         let e = execute(&executor, &c, &run_params("run", r#"{"messages":[]}"#)).await;
         assert_eq!(data(&e), COMPLETION);
@@ -388,10 +416,7 @@ async fn c129_http_target_goes_to_the_proxy_in_absolute_form() {
         ..ProxyBehaviour::default()
     })
     .await;
-    let executor = executor(settings(serde_json::json!({
-        "proxyUrl": proxy.url("http", Some((PROXY_USER, PROXY_PASSWORD))),
-        "proxyHeaders": {"X-Proxy-Token": PROXY_HEADER_VALUE},
-    })));
+    let executor = executor(settings(proxy_settings(&proxy)));
     let url = format!("http://{PROXIED_HOST}:8080/v1/chat/completions?x=1");
     let c = connector(&other_config(&url), &key_secrets());
     let e = execute(&executor, &c, &run_params("run", "{}")).await;
@@ -422,10 +447,7 @@ async fn c129_bypass_and_only_hosts() {
         ..ProxyBehaviour::default()
     })
     .await;
-    let direct = connector(
-        &other_config(&upstream.url("/v1/chat/completions")),
-        &key_secrets(),
-    );
+    let direct = other_connector(&upstream, &key_secrets());
     let proxied = connector(
         &other_config(&format!("http://{PROXIED_HOST}/v1/chat/completions")),
         &key_secrets(),
@@ -474,10 +496,7 @@ async fn c129_bypass_and_only_hosts() {
 async fn c129_refused_tunnel_reports_the_proxy_status() {
     let target = TunnelTarget::start(Reply::json(200, COMPLETION)).await;
     let proxy = TestProxy::start(target.proxy_behaviour()).await;
-    let c = connector(
-        &other_config(&target.url("/v1/chat/completions")),
-        &pki_secrets(None, &[target.pki.ca_pem()]),
-    );
+    let c = target.connector(None);
     for userinfo in [None, Some((PROXY_USER, "wrong-PASSWORD-s3cret"))] {
         let executor = executor(settings(serde_json::json!({
             "proxyUrl": proxy.url("http", userinfo),
@@ -511,10 +530,7 @@ async fn c129_a_refused_tunnel_cannot_redirect_the_request() {
     let executor = executor(settings(
         serde_json::json!({"proxyUrl": proxy.url("http", None)}),
     ));
-    let c = connector(
-        &other_config(&target.url("/v1/chat/completions")),
-        &pki_secrets(None, &[target.pki.ca_pem()]),
-    );
+    let c = target.connector(None);
     let e = execute(&executor, &c, &run_params("run", "{}")).await;
     assert!(
         failure(&e).service_message.starts_with("Status code: 302."),
@@ -536,10 +552,7 @@ async fn c74_unreachable_proxy_is_named() {
     let executor = executor(settings(serde_json::json!({
         "proxyUrl": format!("http://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:{port}"),
     })));
-    let c = connector(
-        &other_config(&upstream.url("/v1/chat/completions")),
-        &key_secrets(),
-    );
+    let c = other_connector(&upstream, &key_secrets());
     let e = execute(&executor, &c, &run_params("run", "{}")).await;
     assert_eq!(
         failure(&e).service_message,
@@ -602,57 +615,33 @@ async fn c129_c41_sse_streams_through_the_tunnel_unbuffered() {
     .await;
     let proxy = TestProxy::start(target.proxy_behaviour()).await;
     let client = target.pki.client("connector-client", ClientKey::EcPkcs8);
-    let file = write_file(
-        "proxied-stream.json",
-        &format!(
-            r#"{{"id":"s1","name":"Streamer","config":{},"secrets":{}}}"#,
-            other_config(&target.url("/v1/chat/completions")),
-            pki_secrets(Some(&client), &[target.pki.ca_pem()])
-        ),
-    );
-    let settings_file = write_file(
-        "proxy-settings.json",
-        &serde_json::json!({
-            "proxyUrl": proxy.url("http", Some((PROXY_USER, PROXY_PASSWORD))),
-            "proxyHeaders": {"X-Proxy-Token": PROXY_HEADER_VALUE},
-        })
-        .to_string(),
-    );
+    let file = tunnel_connector_file("proxied-stream.json", &target, Some(&client));
     let params = write_file(
         "params.json",
         r#"{"subAction":"stream","subActionParams":{"stream":true,"body":"{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}"}}"#,
     );
-    let mut cmd = tokio::process::Command::from(cli());
-    cmd.arg("execute")
-        .arg(&file)
-        .arg("--params")
-        .arg(&params)
-        .arg("--settings")
-        .arg(&settings_file)
-        .env("OPENAI_CONNECTOR_LOG", TRACE_TRANSPORT)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut stdout = child.stdout.take().unwrap();
+    let mut cmd = execute_cmd(&file, &params);
+    cmd.arg("--settings")
+        .arg(proxy_settings_file(&proxy))
+        .env("OPENAI_CONNECTOR_LOG", TRACE_TRANSPORT);
+    let (mut child, mut stdout) = spawn_piped(cmd);
     let mut stderr = child.stderr.take().unwrap();
     let stderr_text = tokio::spawn(async move {
         let mut text = String::new();
         let _ = stderr.read_to_string(&mut text).await;
         text
     });
-    let mut got = vec![0u8; first.len()];
-    tokio::time::timeout(Duration::from_secs(30), stdout.read_exact(&mut got))
-        .await
-        .expect("the first chunk came through the proxy while the upstream held the second")
-        .unwrap();
-    assert_eq!(got, first.as_bytes());
-    gate.notify_one();
-    let mut tail = Vec::new();
-    stdout.read_to_end(&mut tail).await.unwrap();
-    let status = child.wait().await.unwrap();
+    let (tail, status) = first_then_rest(
+        &mut child,
+        &mut stdout,
+        first,
+        &gate,
+        "the first chunk came through the proxy while the upstream held the second",
+    )
+    .await;
     let stderr_text = stderr_text.await.unwrap();
     assert_eq!(status.code(), Some(0), "{stderr_text}");
-    assert_eq!(String::from_utf8(tail).unwrap(), rest);
+    assert_eq!(tail, rest);
     assert_eq!(proxy.requests().len(), 1);
     assert_eq!(proxy.requests()[0].method, "CONNECT");
     // Even at trace level, the CLI's log holds no proxy secret.
@@ -669,31 +658,12 @@ async fn c32_c129_proxy_secrets_appear_in_no_output() {
         ..target.proxy_behaviour()
     })
     .await;
-    let file = write_file(
-        "conn.json",
-        &format!(
-            r#"{{"id":"p1","name":"Proxied","config":{},"secrets":{}}}"#,
-            other_config(&target.url("/v1/chat/completions")),
-            pki_secrets(None, &[target.pki.ca_pem()])
-        ),
-    );
+    let file = tunnel_connector_file("conn.json", &target, None);
     let params = write_file("params.json", &run_params("run", "{}"));
-    let settings_file = write_file(
-        "settings.json",
-        &serde_json::json!({
-            "proxyUrl": proxy.url("http", Some((PROXY_USER, PROXY_PASSWORD))),
-            "proxyHeaders": {"X-Proxy-Token": PROXY_HEADER_VALUE},
-        })
-        .to_string(),
-    );
     let log = write_file("events.ndjson", "");
-    let mut cmd = cli();
-    cmd.arg("execute")
-        .arg(&file)
-        .arg("--params")
-        .arg(&params)
-        .arg("--settings")
-        .arg(&settings_file)
+    let mut cmd = execute_cmd(&file, &params);
+    cmd.arg("--settings")
+        .arg(proxy_settings_file(&proxy))
         .arg("--event-log")
         .arg(&log)
         .env("OPENAI_CONNECTOR_LOG", TRACE_TRANSPORT);
@@ -717,13 +687,8 @@ async fn c32_c129_proxy_secrets_appear_in_no_output() {
         "bad-settings.json",
         &format!(r#"{{"proxyUrl":"socks5://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:1080"}}"#),
     );
-    let mut cmd = cli();
-    cmd.arg("execute")
-        .arg(&file)
-        .arg("--params")
-        .arg(&params)
-        .arg("--settings")
-        .arg(&bad);
+    let mut cmd = execute_cmd(&file, &params);
+    cmd.arg("--settings").arg(&bad);
     let out = run_cli(cmd).await;
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8(out.stderr).unwrap();

@@ -10,18 +10,13 @@ use std::sync::Arc;
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-fn other_config(url: &str) -> String {
-    format!(r#"{{"apiProvider":"Other","apiUrl":"{url}","defaultModel":"m"}}"#)
-}
-
-/// A TLS upstream trusted through the connector's `caData` (C122, C124).
-async fn tls_upstream(pki: &TestPki, script: crate::upstream::Script) -> Upstream {
-    Upstream::https(
-        script,
-        pki.server(&["localhost"], &[LOOPBACK], false)
-            .server_config(),
-    )
-    .await
+/// A TLS upstream answering with a completion, trusted through the connector's `caData`
+/// (C122, C124), treating client certificates as `client_auth` says.
+async fn tls_upstream(pki: &TestPki, client_auth: ClientAuth<'_>) -> Upstream {
+    let config = pki
+        .server(&["localhost"], &[LOOPBACK], false)
+        .server_config_with(client_auth, rustls::DEFAULT_VERSIONS);
+    Upstream::https_always(Reply::json(200, COMPLETION), config).await
 }
 
 // The second execution to the same TLS upstream reuses the first one's connection: one TCP
@@ -29,11 +24,8 @@ async fn tls_upstream(pki: &TestPki, script: crate::upstream::Script) -> Upstrea
 #[tokio::test]
 async fn second_execution_reuses_the_tls_connection() {
     let pki = TestPki::new("Test CA");
-    let upstream = tls_upstream(&pki, Arc::new(|_| Reply::json(200, COMPLETION))).await;
-    let c = connector(
-        &other_config(&upstream.url("/v1/chat/completions")),
-        &pki_secrets(None, &[pki.ca_pem()]),
-    );
+    let upstream = tls_upstream(&pki, ClientAuth::Off).await;
+    let c = other_connector(&upstream, &pki_secrets(None, &[pki.ca_pem()]));
     let executor = executor(Settings::default());
     for _ in 0..2 {
         let e = execute(&executor, &c, &run_params("run", "{}")).await;
@@ -57,11 +49,8 @@ async fn second_execution_reuses_the_tls_connection() {
 #[tokio::test]
 async fn without_a_pool_every_execution_connects() {
     let pki = TestPki::new("Test CA");
-    let upstream = tls_upstream(&pki, Arc::new(|_| Reply::json(200, COMPLETION))).await;
-    let c = connector(
-        &other_config(&upstream.url("/v1/chat/completions")),
-        &pki_secrets(None, &[pki.ca_pem()]),
-    );
+    let upstream = tls_upstream(&pki, ClientAuth::Off).await;
+    let c = other_connector(&upstream, &pki_secrets(None, &[pki.ca_pem()]));
     let executor = executor(Settings::default()).with_connection_pool(None);
     for _ in 0..2 {
         assert_eq!(
@@ -78,40 +67,13 @@ async fn without_a_pool_every_execution_connects() {
 #[tokio::test]
 async fn c127_connections_are_not_shared_across_identities() {
     let pki = TestPki::new("Test CA");
-    let issued = pki.server(&["localhost"], &[LOOPBACK], false);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(pki.ca.der().clone()).unwrap();
-    let optional = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .allow_unauthenticated()
-    .build()
-    .unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_client_cert_verifier(optional)
-        .with_single_cert(
-            vec![issued.cert_der.clone().into()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(issued.key_der.clone().into()),
-        )
-        .unwrap();
-    let upstream =
-        Upstream::https(Arc::new(|_| Reply::json(200, COMPLETION)), Arc::new(config)).await;
-    let url = upstream.url("/v1/chat/completions");
+    let upstream = tls_upstream(&pki, ClientAuth::Optional(&pki)).await;
+    let as_who = |identity| other_connector(&upstream, &pki_secrets(identity, &[pki.ca_pem()]));
     let alice = pki.client("alice", ClientKey::EcPkcs8);
     let bob = pki.client("bob", ClientKey::RsaPkcs1);
-    let as_alice = connector(
-        &other_config(&url),
-        &pki_secrets(Some(&alice), &[pki.ca_pem()]),
-    );
-    let as_bob = connector(
-        &other_config(&url),
-        &pki_secrets(Some(&bob), &[pki.ca_pem()]),
-    );
-    let anonymous = connector(&other_config(&url), &pki_secrets(None, &[pki.ca_pem()]));
+    let as_alice = as_who(Some(&alice));
+    let as_bob = as_who(Some(&bob));
+    let anonymous = as_who(None);
     let executor = executor(Settings::default());
     for c in [&as_alice, &as_bob, &anonymous, &as_alice, &anonymous] {
         assert_eq!(
@@ -158,10 +120,7 @@ async fn unfinished_or_closed_connections_are_not_reused() {
         }
     }))
     .await;
-    let c = connector(
-        &other_config(&upstream.url("/v1/chat/completions")),
-        &key_secrets(),
-    );
+    let c = other_connector(&upstream, &key_secrets());
     let executor = executor(
         Settings::from_json(&serde_json::json!({"maxResponseContentLength": "1kb"})).unwrap(),
     );
@@ -195,10 +154,7 @@ async fn a_finished_stream_returns_its_connection() {
         }
     }))
     .await;
-    let c = connector(
-        &other_config(&upstream.url("/v1/chat/completions")),
-        &key_secrets(),
-    );
+    let c = other_connector(&upstream, &key_secrets());
     let executor = executor(Settings::default());
     let stream =
         r#"{"subAction":"stream","subActionParams":{"stream":true,"body":"{\"messages\":[]}"}}"#;

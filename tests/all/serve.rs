@@ -4,9 +4,7 @@
 
 use crate::support::*;
 use crate::upstream::{Reply, Step, Upstream};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -120,7 +118,7 @@ impl Gateway {
         token: Option<&str>,
         body: &str,
     ) -> (u16, Vec<(String, String)>, String) {
-        let mut response = self.open(method, path, token, body).await;
+        let mut response = http1_request(&self.addr, method, path, token, body).await;
         let status = response.status().as_u16();
         let headers = response
             .headers()
@@ -139,29 +137,45 @@ impl Gateway {
         (status, headers, text)
     }
 
-    /// A request; the response with its body unread (for streams).
-    pub async fn open(
+    /// A POST with the admin token; the response with its body unread (for streams).
+    pub async fn open(&self, path: &str, body: &str) -> hyper::Response<hyper::body::Incoming> {
+        http1_request(&self.addr, "POST", path, Some(ADMIN), body).await
+    }
+
+    /// Kibana's `_execute` of connector `id` with the admin token; the whole response.
+    pub async fn execute(&self, id: &str, body: &str) -> (u16, Vec<(String, String)>, String) {
+        let path = format!("/api/actions/connector/{id}/_execute");
+        self.call("POST", &path, Some(ADMIN), body).await
+    }
+
+    /// A chat completion request to connector `id`'s OpenAI route; the whole response.
+    pub async fn chat(
         &self,
-        method: &str,
-        path: &str,
+        id: &str,
         token: Option<&str>,
         body: &str,
-    ) -> hyper::Response<hyper::body::Incoming> {
-        let stream = tokio::net::TcpStream::connect(&self.addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", &self.addr)
-            .header("content-type", "application/json");
-        if let Some(token) = token {
-            req = req.header("authorization", format!("Bearer {token}"));
-        }
-        let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
-        sender.send_request(req).await.unwrap()
+    ) -> (u16, Vec<(String, String)>, String) {
+        let path = format!("/connectors/{id}/v1/chat/completions");
+        self.call("POST", &path, token, body).await
+    }
+
+    /// Checks the metric `openai_connector_guest_traps_total` is `traps` for connector `id`.
+    pub async fn assert_guest_traps(&self, id: &str, traps: u32) {
+        let (_, _, metrics) = self.call("GET", "/metrics", Some(ADMIN), "").await;
+        let line = format!("openai_connector_guest_traps_total{{connector=\"{id}\"}} {traps}\n");
+        assert!(metrics.contains(&line), "{metrics}");
+    }
+
+    /// Checks the process is still running `after` SIGTERM was sent (or any wait).
+    pub async fn assert_running_after(&mut self, after: Duration, why: &str) {
+        tokio::time::sleep(after).await;
+        assert!(self.wait_exit(Duration::ZERO).is_none(), "{why}");
+    }
+
+    /// Waits up to 10 s for the process to exit, and checks it exits 0.
+    pub fn assert_exits_0(&mut self, expect: &str) {
+        let exit = self.wait_exit(Duration::from_secs(10)).expect(expect);
+        assert_eq!(exit.code(), Some(0), "{}", self.stderr());
     }
 }
 
@@ -208,24 +222,57 @@ fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// A gateway (admin token [`ADMIN`]) serving the connectors in `dir` with `args` and `env`
+/// added and an event log that starts with `history`; returns it and the log's path.
+fn gateway_with_log(
+    dir: &Path,
+    history: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Gateway, PathBuf) {
+    let events = write_file("events.log", history);
+    let mut all = vec![
+        "--connectors",
+        path_str(dir),
+        "--event-log",
+        path_str(&events),
+    ];
+    all.extend_from_slice(args);
+    (Gateway::start_with_env(&all, Some(ADMIN), env), events)
+}
+
 /// A gateway serving the connector `id` for `upstream` under the settings file `settings`, with
 /// an event log; returns it and the log's path.
 fn gateway_with_settings(id: &str, upstream: &Upstream, settings: &str) -> (Gateway, PathBuf) {
     let dir = connector_dir(&[(id, &upstream.url("/v1/chat/completions"))]);
     let settings = write_file("settings.json", settings);
-    let events = write_file("events.log", "");
-    let gw = Gateway::start(
-        &[
-            "--connectors",
-            path_str(&dir),
-            "--settings",
-            path_str(&settings),
-            "--event-log",
-            path_str(&events),
-        ],
-        Some(ADMIN),
-    );
-    (gw, events)
+    gateway_with_log(&dir, "", &["--settings", path_str(&settings)], &[])
+}
+
+/// The event log at `events`, checked to hold `lines` lines.
+fn event_log(events: &Path, lines: usize) -> String {
+    let log = std::fs::read_to_string(events).unwrap();
+    assert_eq!(log.lines().count(), lines, "{log}");
+    log
+}
+
+/// Whether an OpenAI-shaped error says the connector's sandbox failed.
+fn is_sandbox_failure(error: &serde_json::Value) -> bool {
+    error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("the connector's sandbox failed: ")
+}
+
+/// An SSE reply that sends `content` and then breaks the connection.
+fn reset_after(content: &str) -> Reply {
+    Reply::sse(vec![
+        Step::Send(sse_chunk(content)),
+        // The test upstream (hyper) drops bytes it has not flushed when the body fails right
+        // after them: give it time to put them on the wire before the reset.
+        Step::Sleep(Duration::from_millis(50)),
+        Step::Abort,
+    ])
 }
 
 fn sse_chunk(content: &str) -> Vec<u8> {
@@ -253,17 +300,10 @@ async fn routes_tokens_and_response_shapes() {
         "tokens.json",
         r#"{"tokens":[{"token":{"env":"OC_TEST_CLIENT_TOKEN"},"connectors":["conn-a"]}]}"#,
     );
-    let events = write_file("events.log", "");
-    let gw = Gateway::start_with_env(
-        &[
-            "--connectors",
-            path_str(&dir),
-            "--client-tokens",
-            path_str(&tokens),
-            "--event-log",
-            path_str(&events),
-        ],
-        Some(ADMIN),
+    let (gw, events) = gateway_with_log(
+        &dir,
+        "",
+        &["--client-tokens", path_str(&tokens)],
         &[("OC_TEST_CLIENT_TOKEN", CLIENT)],
     );
 
@@ -355,10 +395,8 @@ async fn routes_tokens_and_response_shapes() {
 
     // _execute: Kibana's response shape.
     let (status, _, text) = gw
-        .call(
-            "POST",
-            "/api/actions/connector/conn-a/_execute",
-            Some(ADMIN),
+        .execute(
+            "conn-a",
             &format!(r#"{{"params":{}}}"#, run_params("run", chat)),
         )
         .await;
@@ -369,10 +407,8 @@ async fn routes_tokens_and_response_shapes() {
     );
     // C70: an unknown sub-action is a failure in Kibana's shape, still HTTP 200.
     let (status, _, text) = gw
-        .call(
-            "POST",
-            "/api/actions/connector/conn-a/_execute",
-            Some(ADMIN),
+        .execute(
+            "conn-a",
             r#"{"params":{"subAction":"nope","subActionParams":{}}}"#,
         )
         .await;
@@ -382,26 +418,12 @@ async fn routes_tokens_and_response_shapes() {
             && text.contains("Sub action \\\"nope\\\" is not registered"),
         "{text}"
     );
-    let (status, _, text) = gw
-        .call(
-            "POST",
-            "/api/actions/connector/conn-a/_execute",
-            Some(ADMIN),
-            "{}",
-        )
-        .await;
+    let (status, _, text) = gw.execute("conn-a", "{}").await;
     assert_eq!(status, 400, "{text}");
 
     // OpenAI route with the client token: the upstream JSON verbatim; the connector's key is
     // sent, never the client's token.
-    let (status, headers, text) = gw
-        .call(
-            "POST",
-            "/connectors/conn-a/v1/chat/completions",
-            Some(CLIENT),
-            chat,
-        )
-        .await;
+    let (status, headers, text) = gw.chat("conn-a", Some(CLIENT), chat).await;
     assert_eq!(status, 200);
     assert_eq!(text, COMPLETION);
     assert!(
@@ -426,14 +448,7 @@ async fn routes_tokens_and_response_shapes() {
     // own, it is sent as given.
     assert_eq!(sent[1].body_str(), chat);
     // An unknown connector behind a valid admin token: OpenAI-shaped 404.
-    let (status, _, text) = gw
-        .call(
-            "POST",
-            "/connectors/nope/v1/chat/completions",
-            Some(ADMIN),
-            chat,
-        )
-        .await;
+    let (status, _, text) = gw.chat("nope", Some(ADMIN), chat).await;
     assert_eq!(status, 404);
     assert!(text.starts_with(r#"{"error":{"#), "{text}");
 
@@ -463,9 +478,7 @@ async fn routes_tokens_and_response_shapes() {
         );
     }
     // C116: one event-log line per execution (the 400 for a bad body ran nothing).
-    let log = std::fs::read_to_string(&events).unwrap();
-    assert_eq!(log.lines().count(), 3, "{log}");
-    no_secret_in(&log);
+    no_secret_in(&event_log(&events, 3));
     assert_no_secrets_in_stderr(&gw);
 }
 
@@ -481,16 +494,7 @@ async fn streams_pass_bytes_through_as_they_arrive() {
     ];
     let upstream = Upstream::always(Reply::sse(steps)).await;
     let dir = connector_dir(&[("s", &upstream.url("/v1/chat/completions"))]);
-    let events = write_file("events.log", "");
-    let gw = Gateway::start(
-        &[
-            "--connectors",
-            path_str(&dir),
-            "--event-log",
-            path_str(&events),
-        ],
-        Some(ADMIN),
-    );
+    let (gw, events) = gateway_with_log(&dir, "", &[], &[]);
     for (path, body) in [
         (
             "/connectors/s/v1/chat/completions",
@@ -502,7 +506,7 @@ async fn streams_pass_bytes_through_as_they_arrive() {
                 .to_owned(),
         ),
     ] {
-        let mut response = gw.open("POST", path, Some(ADMIN), &body).await;
+        let mut response = gw.open(path, &body).await;
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         // The first event arrives while the upstream is still holding the rest back.
@@ -523,9 +527,7 @@ async fn streams_pass_bytes_through_as_they_arrive() {
         r#"{"messages":[{"role":"user","content":"Hi"}],"stream":true,"model":"gpt-4.1"}"#
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let log = std::fs::read_to_string(&events).unwrap();
-    assert_eq!(log.lines().count(), 2, "{log}");
-    for line in log.lines() {
+    for line in event_log(&events, 2).lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         assert_eq!(v["event"]["outcome"], "success");
         // C109: reported usage of the stream.
@@ -544,13 +546,7 @@ async fn upstream_faults_give_clean_errors_and_log_lines() {
     let script = Arc::new(|r: &crate::upstream::Recorded| {
         let body = r.body_str();
         if body.contains("reset") {
-            Reply::sse(vec![
-                Step::Send(sse_chunk("par")),
-                // The test upstream (hyper) drops bytes it has not flushed when the body fails
-                // right after them: give it time to put them on the wire before the reset.
-                Step::Sleep(Duration::from_millis(50)),
-                Step::Abort,
-            ])
+            reset_after("par")
         } else if body.contains("stall") {
             // Longer than the 1 s idle timeout below; ends by itself.
             Reply::sse(vec![
@@ -571,14 +567,7 @@ async fn upstream_faults_give_clean_errors_and_log_lines() {
         ("reset", "ECONNRESET - socket hang up"),
         ("stall", "ECONNABORTED - idle timeout of 1000ms exceeded"),
     ] {
-        let (status, _, text) = gw
-            .call(
-                "POST",
-                "/connectors/f/v1/chat/completions",
-                Some(ADMIN),
-                &chat(word),
-            )
-            .await;
+        let (status, _, text) = gw.chat("f", Some(ADMIN), &chat(word)).await;
         assert_eq!(status, 200, "{word}");
         let (first, error) = text.split_at(sse_chunk("par").len());
         assert_eq!(first.as_bytes(), sse_chunk("par"), "{word}: {text}");
@@ -591,14 +580,7 @@ async fn upstream_faults_give_clean_errors_and_log_lines() {
         assert!(got.contains(message), "{word}: {got}");
     }
     // C76: an HTTP error before the first byte: the upstream status and an OpenAI error body.
-    let (status, _, text) = gw
-        .call(
-            "POST",
-            "/connectors/f/v1/chat/completions",
-            Some(ADMIN),
-            &chat("5xx"),
-        )
-        .await;
+    let (status, _, text) = gw.chat("f", Some(ADMIN), &chat("5xx")).await;
     assert_eq!(status, 503, "{text}");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(
@@ -648,41 +630,22 @@ async fn a_guest_trap_answers_500_and_the_gateway_keeps_serving() {
         r#"{{"messages":[{{"role":"user","content":"{}"}}]}}"#,
         "x".repeat(8 << 20)
     );
-    let (status, _, text) = gw
-        .call(
-            "POST",
-            "/connectors/m/v1/chat/completions",
-            Some(ADMIN),
-            &big,
-        )
-        .await;
+    let (status, _, text) = gw.chat("m", Some(ADMIN), &big).await;
     assert_eq!(status, 500, "{text}");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["error"]["code"], "sandbox_failure");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("the connector's sandbox failed: "),
-        "{text}"
-    );
+    assert!(is_sandbox_failure(&v), "{text}");
     assert_eq!(upstream.requests().len(), 0);
     let (status, _, text) = gw
-        .call(
-            "POST",
-            "/connectors/m/v1/chat/completions",
+        .chat(
+            "m",
             Some(ADMIN),
             r#"{"messages":[{"role":"user","content":"Hi"}]}"#,
         )
         .await;
     assert_eq!((status, text.as_str()), (200, COMPLETION));
-    let (_, _, metrics) = gw.call("GET", "/metrics", Some(ADMIN), "").await;
-    assert!(
-        metrics.contains("openai_connector_guest_traps_total{connector=\"m\"} 1\n"),
-        "{metrics}"
-    );
-    let log = std::fs::read_to_string(&events).unwrap();
-    assert_eq!(log.lines().count(), 2, "{log}");
+    gw.assert_guest_traps("m", 1).await;
+    let log = event_log(&events, 2);
     assert!(
         log.lines().next().unwrap().contains("sandbox failed"),
         "{log}"
@@ -700,32 +663,16 @@ async fn a_guest_trap_mid_stream_ends_with_an_error_event_and_a_log_line() {
     let upstream = Upstream::always(Reply::sse(steps)).await;
     let (gw, events) = gateway_with_settings("m", &upstream, r#"{"guestMemoryLimit":"4mb"}"#);
     let (status, _, text) = gw
-        .call(
-            "POST",
-            "/connectors/m/v1/chat/completions",
-            Some(ADMIN),
-            r#"{"messages":[],"stream":true}"#,
-        )
+        .chat("m", Some(ADMIN), r#"{"messages":[],"stream":true}"#)
         .await;
     assert_eq!(status, 200);
     assert!(text.starts_with(std::str::from_utf8(&sse_chunk("Hel")).unwrap()));
     let last = text.trim_end().rsplit("\n\n").next().unwrap();
     let error: serde_json::Value =
         serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
-    assert!(
-        error["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("the connector's sandbox failed: "),
-        "{last}"
-    );
-    let (_, _, metrics) = gw.call("GET", "/metrics", Some(ADMIN), "").await;
-    assert!(
-        metrics.contains("openai_connector_guest_traps_total{connector=\"m\"} 1\n"),
-        "{metrics}"
-    );
-    let log = std::fs::read_to_string(&events).unwrap();
-    assert_eq!(log.lines().count(), 1, "{log}");
+    assert!(is_sandbox_failure(&error), "{last}");
+    gw.assert_guest_traps("m", 1).await;
+    let log = event_log(&events, 1);
     let line: serde_json::Value = serde_json::from_str(log.trim_end()).unwrap();
     assert_eq!(line["event"]["outcome"], "failure");
     assert_eq!(
@@ -757,12 +704,7 @@ async fn guest_time_limit_traps_a_busy_guest() {
         Some(ADMIN),
     );
     let (status, _, text) = gw
-        .call(
-            "POST",
-            "/connectors/t/v1/chat/completions",
-            Some(ADMIN),
-            r#"{"messages":[],"stream":true}"#,
-        )
+        .chat("t", Some(ADMIN), r#"{"messages":[],"stream":true}"#)
         .await;
     // Either the trap came before the first byte (500) or during the stream (error event).
     assert!(
@@ -782,20 +724,10 @@ async fn stream_then_sigterm(
     args: &[&str],
 ) -> (Gateway, hyper::Response<hyper::body::Incoming>, PathBuf) {
     let dir = connector_dir(&[("g", &upstream.url("/v1/chat/completions"))]);
-    let events = write_file("events.log", "");
-    let mut all = vec![
-        "--connectors",
-        path_str(&dir),
-        "--event-log",
-        path_str(&events),
-    ];
-    all.extend_from_slice(args);
-    let gw = Gateway::start(&all, Some(ADMIN));
+    let (gw, events) = gateway_with_log(&dir, "", args, &[]);
     let mut response = gw
         .open(
-            "POST",
             "/connectors/g/v1/chat/completions",
-            Some(ADMIN),
             r#"{"messages":[],"stream":true}"#,
         )
         .await;
@@ -823,22 +755,15 @@ async fn sigterm_lets_the_stream_in_flight_finish() {
     .await;
     let (mut gw, mut response, events) = stream_then_sigterm(&upstream, &[]).await;
     // The listener closes; the stream in flight goes on.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        gw.wait_exit(Duration::ZERO).is_none(),
-        "exited with a stream in flight"
-    );
+    gw.assert_running_after(Duration::from_millis(300), "exited with a stream in flight")
+        .await;
     release.notify_one();
     let rest = rest_of(&mut response).await;
     let mut expected = sse_chunk("two");
     expected.extend_from_slice(b"data: [DONE]\n\n");
     assert_eq!(rest.as_bytes(), expected);
-    let exit = gw
-        .wait_exit(Duration::from_secs(10))
-        .expect("exits after the stream");
-    assert_eq!(exit.code(), Some(0), "{}", gw.stderr());
-    let log = std::fs::read_to_string(&events).unwrap();
-    assert_eq!(log.lines().count(), 1, "{log}");
+    gw.assert_exits_0("exits after the stream");
+    let log = event_log(&events, 1);
     assert!(log.contains(r#""outcome":"success""#));
 }
 
@@ -855,15 +780,12 @@ async fn sigterm_cancels_what_outlives_the_shutdown_grace() {
     let settings = write_file("settings.json", r#"{"shutdownGrace":"1s"}"#);
     let (mut gw, mut response, events) =
         stream_then_sigterm(&upstream, &["--settings", path_str(&settings)]).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        gw.wait_exit(Duration::ZERO).is_none(),
-        "exited before the grace period was over"
-    );
-    let exit = gw
-        .wait_exit(Duration::from_secs(10))
-        .expect("exits after the grace period");
-    assert_eq!(exit.code(), Some(0), "{}", gw.stderr());
+    gw.assert_running_after(
+        Duration::from_millis(300),
+        "exited before the grace period was over",
+    )
+    .await;
+    gw.assert_exits_0("exits after the grace period");
     let stderr = gw.stderr();
     assert!(stderr.contains("up to 1 s to finish"), "{stderr}");
     assert!(stderr.contains("grace period over"), "{stderr}");
@@ -873,30 +795,32 @@ async fn sigterm_cancels_what_outlives_the_shutdown_grace() {
         .expect("the stream ends");
     assert!(rest.starts_with("data: {\"error\""), "{rest}");
     assert!(rest.contains("ERR_CANCELED"), "{rest}");
-    let log = std::fs::read_to_string(&events).unwrap();
-    assert_eq!(log.lines().count(), 1, "{log}");
+    let log = event_log(&events, 1);
     assert!(log.contains(r#""outcome":"failure""#), "{log}");
     assert!(log.contains("ERR_CANCELED"), "{log}");
+}
+
+/// Runs `serve --listen 127.0.0.1:0 args` with `admin_token` (else none) and checks it refuses
+/// to start (exit 2); returns its stderr.
+async fn refused_start(args: &[&str], admin_token: Option<&str>) -> String {
+    let mut cmd = cli();
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("OPENAI_CONNECTOR_ADMIN_TOKEN");
+    if let Some(token) = admin_token {
+        cmd.env("OPENAI_CONNECTOR_ADMIN_TOKEN", token);
+    }
+    let out = run_cli(cmd).await;
+    assert_eq!(out.status.code(), Some(2));
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_refusals_and_preconfigured_connectors() {
     let dir = connector_dir(&[("ok", "https://api.openai.com/v1/chat/completions")]);
     // No admin token and no --insecure-no-auth: refuses to start.
-    let mut cmd = cli();
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--connectors",
-        path_str(&dir),
-    ])
-    .env_remove("OPENAI_CONNECTOR_ADMIN_TOKEN");
-    let out = run_cli(cmd).await;
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("OPENAI_CONNECTOR_ADMIN_TOKEN is not set")
-    );
+    let err = refused_start(&["--connectors", path_str(&dir)], None).await;
+    assert!(err.contains("OPENAI_CONNECTOR_ADMIN_TOKEN is not set"));
 
     // An invalid connector stops the start with validate's lines.
     let bad = write_file(
@@ -905,13 +829,11 @@ async fn start_refusals_and_preconfigured_connectors() {
             r#"{{"name":"Bad","config":{{"apiProvider":"Azure OpenAI","apiUrl":"ftp://h/x"}},"secrets":{{"apiKey":"{API_KEY}"}}}}"#
         ),
     );
-    let mut cmd = cli();
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--connectors"])
-        .arg(bad.parent().unwrap())
-        .env("OPENAI_CONNECTOR_ADMIN_TOKEN", ADMIN);
-    let out = run_cli(cmd).await;
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_start(
+        &["--connectors", path_str(bad.parent().unwrap())],
+        Some(ADMIN),
+    )
+    .await;
     assert!(err.contains("connector \"bad\""), "{err}");
     assert!(
         err.contains("error validating action type config: Error configuring OpenAI action: Error: URL Error: Invalid protocol"),
@@ -923,23 +845,17 @@ async fn start_refusals_and_preconfigured_connectors() {
         "tokens.json",
         r#"{"tokens":[{"token":"t","connectors":["zz"]}]}"#,
     );
-    let mut cmd = cli();
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--connectors",
-        path_str(&dir),
-        "--client-tokens",
-        path_str(&tokens),
-    ])
-    .env("OPENAI_CONNECTOR_ADMIN_TOKEN", ADMIN);
-    let out = run_cli(cmd).await;
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("[tokens.0.connectors.0]: no connector with id \"zz\"")
-    );
+    let err = refused_start(
+        &[
+            "--connectors",
+            path_str(&dir),
+            "--client-tokens",
+            path_str(&tokens),
+        ],
+        Some(ADMIN),
+    )
+    .await;
+    assert!(err.contains("[tokens.0.connectors.0]: no connector with id \"zz\""));
 
     // Kibana's xpack.actions.preconfigured map, config numbers kept as written; with
     // --insecure-no-auth every route is open.
@@ -991,13 +907,7 @@ async fn openai_python_sdk_through_serve() {
     let script = Arc::new(|r: &crate::upstream::Recorded| {
         let body = r.body_str();
         if body.contains("\"reset\"") {
-            Reply::sse(vec![
-                Step::Send(sse_chunk("partial")),
-                // The test upstream (hyper) drops bytes it has not flushed when the body fails
-                // right after them: give it time to put them on the wire before the reset.
-                Step::Sleep(Duration::from_millis(50)),
-                Step::Abort,
-            ])
+            reset_after("partial")
         } else if body.contains("\"stream\"") && body.contains("\"stream\":true") {
             Reply::sse(vec![
                 Step::Send(sse_chunk("Hel")),
@@ -1017,18 +927,7 @@ async fn openai_python_sdk_through_serve() {
         "tokens.json",
         &format!(r#"{{"tokens":[{{"token":"{CLIENT}","connectors":["*"]}}]}}"#),
     );
-    let events = write_file("events.log", "");
-    let gw = Gateway::start(
-        &[
-            "--connectors",
-            path_str(&dir),
-            "--client-tokens",
-            path_str(&tokens),
-            "--event-log",
-            path_str(&events),
-        ],
-        Some(ADMIN),
-    );
+    let (gw, events) = gateway_with_log(&dir, "", &["--client-tokens", path_str(&tokens)], &[]);
     let script_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/py/openai_client.py");
     let base_url = format!("http://{}/connectors/py/v1", gw.addr);
     let mut cmd = Command::new("python3");
@@ -1081,7 +980,7 @@ async fn openai_python_sdk_through_serve() {
     let streamed: serde_json::Value = serde_json::from_slice(&sent[1].body).unwrap();
     assert_eq!(streamed["stream_options"]["include_usage"], true);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(std::fs::read_to_string(&events).unwrap().lines().count(), 4);
+    event_log(&events, 4);
     assert_no_secrets_in_stderr(&gw);
 }
 
@@ -1141,6 +1040,17 @@ fn run_chromium(binary: &Path, args: &[String]) -> String {
     reader.join().unwrap()
 }
 
+/// [`run_chromium`] on a blocking thread: `page` with a 5 s virtual time budget and `args`.
+async fn chromium_with(binary: &Path, page: &str, args: &[String]) -> String {
+    let mut all = vec!["--virtual-time-budget=5000".to_owned()];
+    all.extend_from_slice(args);
+    all.push(page.to_owned());
+    let binary = binary.to_owned();
+    tokio::task::spawn_blocking(move || run_chromium(&binary, &all))
+        .await
+        .unwrap()
+}
+
 /// The dashboard in a real browser: the page loads its data with the token from its URL and
 /// draws the event log's history plus the live executions. Saves
 /// `serve-dashboard.png` in cargo's temporary directory for tests (`target/tmp/`, or
@@ -1181,22 +1091,12 @@ async fn dashboard_renders_in_headless_chromium() {
             request_body_bytes: Some(40),
         }));
     }
-    let events = write_file("events.log", &history);
-    let gw = Gateway::start(
-        &[
-            "--connectors",
-            path_str(&dir),
-            "--event-log",
-            path_str(&events),
-        ],
-        Some(ADMIN),
-    );
+    let (gw, _) = gateway_with_log(&dir, &history, &[], &[]);
     // Two live executions (9 prompt + 2 completion tokens each, reported).
     for _ in 0..2 {
         let (status, _, _) = gw
-            .call(
-                "POST",
-                "/connectors/dash/v1/chat/completions",
+            .chat(
+                "dash",
                 Some(ADMIN),
                 r#"{"messages":[{"role":"user","content":"Hi"}]}"#,
             )
@@ -1210,22 +1110,7 @@ async fn dashboard_renders_in_headless_chromium() {
     assert_eq!(data["connectors"][0]["series"].as_array().unwrap().len(), 3);
 
     let page = gw.url(&format!("/dashboard?token={ADMIN}"));
-    let dom = tokio::task::spawn_blocking({
-        let chromium = chromium.clone();
-        let page = page.clone();
-        move || {
-            run_chromium(
-                &chromium,
-                &[
-                    "--virtual-time-budget=5000".to_owned(),
-                    "--dump-dom".to_owned(),
-                    page,
-                ],
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let dom = chromium_with(&chromium, &page, &["--dump-dom".to_owned()]).await;
     // Totals: 100 + 50 + 9 + 9 prompt, 40 + 20 + 2 + 2 completion, 4 requests.
     for expected in [
         "<h2>Conn dash (dash)</h2>",
@@ -1248,22 +1133,15 @@ async fn dashboard_renders_in_headless_chromium() {
 
     let png = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-dashboard.png");
     let _ = std::fs::remove_file(&png);
-    tokio::task::spawn_blocking({
-        let png = png.clone();
-        move || {
-            run_chromium(
-                &chromium,
-                &[
-                    "--virtual-time-budget=5000".to_owned(),
-                    "--window-size=900,760".to_owned(),
-                    format!("--screenshot={}", png.display()),
-                    page,
-                ],
-            )
-        }
-    })
-    .await
-    .unwrap();
+    chromium_with(
+        &chromium,
+        &page,
+        &[
+            "--window-size=900,760".to_owned(),
+            format!("--screenshot={}", png.display()),
+        ],
+    )
+    .await;
     let bytes = std::fs::read(&png).expect("screenshot written");
     assert!(bytes.starts_with(b"\x89PNG"), "not a PNG");
     assert_no_secrets_in_stderr(&gw);
@@ -1281,9 +1159,8 @@ async fn serving_threads_reuse_their_upstream_connections() {
     let requests = 4 * threads + 2;
     for _ in 0..requests {
         let (status, _, text) = gw
-            .call(
-                "POST",
-                "/connectors/r/v1/chat/completions",
+            .chat(
+                "r",
                 Some(ADMIN),
                 r#"{"messages":[{"role":"user","content":"hi"}]}"#,
             )

@@ -16,8 +16,27 @@ fn settings(json: serde_json::Value) -> Settings {
     Settings::from_json(&json).unwrap()
 }
 
-fn other_config(url: &str) -> String {
-    format!(r#"{{"apiProvider":"Other","apiUrl":"{url}","defaultModel":"m"}}"#)
+/// A connector for `api.example.test`, a name only the test proxy knows.
+fn proxied_connector() -> openai_connector_harness::ConnectorFile {
+    connector(
+        &other_config("http://api.example.test/v1/chat/completions"),
+        &key_secrets(),
+    )
+}
+
+/// A proxy that answers every absolute-form request with a redirect to `location`.
+async fn redirecting_proxy(location: String) -> TestProxy {
+    TestProxy::start(ProxyBehaviour {
+        answer: Arc::new(move |_| {
+            (
+                302,
+                vec![("Location".into(), location.clone())],
+                String::new(),
+            )
+        }),
+        ..ProxyBehaviour::default()
+    })
+    .await
 }
 
 fn denied(text: &str) -> String {
@@ -75,10 +94,7 @@ async fn deny_private_networks_refuses_a_name_resolving_to_loopback() {
 #[tokio::test]
 async fn deny_private_networks_refuses_a_loopback_address() {
     let upstream = Upstream::always(Reply::json(200, COMPLETION)).await;
-    let c = connector(
-        &other_config(&upstream.url("/v1/chat/completions")),
-        &key_secrets(),
-    );
+    let c = other_connector(&upstream, &key_secrets());
     let deny = executor(settings(json!({"denyPrivateNetworks": true})));
     let e = execute(&deny, &c, &run_params("run", "{}")).await;
     assert_eq!(
@@ -104,22 +120,8 @@ async fn c66_redirect_to_a_private_address_is_refused() {
             None,
         ),
     ] {
-        let redirect_to = location.clone();
-        let proxy = TestProxy::start(ProxyBehaviour {
-            answer: Arc::new(move |_| {
-                (
-                    302,
-                    vec![("Location".into(), redirect_to.clone())],
-                    String::new(),
-                )
-            }),
-            ..ProxyBehaviour::default()
-        })
-        .await;
-        let c = connector(
-            &other_config("http://api.example.test/v1/chat/completions"),
-            &key_secrets(),
-        );
+        let proxy = redirecting_proxy(location.clone()).await;
+        let c = proxied_connector();
         let base = json!({
             "allowedHosts": ["api.example.test", "127.0.0.1", "localhost"],
             "proxyUrl": proxy.url("http", None),
@@ -136,22 +138,8 @@ async fn c66_redirect_to_a_private_address_is_refused() {
         assert_eq!(upstream.connections(), 0, "{location}");
     }
     // Control: without denyPrivateNetworks the same redirect is followed.
-    let redirect_to = upstream.url("/internal");
-    let proxy = TestProxy::start(ProxyBehaviour {
-        answer: Arc::new(move |_| {
-            (
-                302,
-                vec![("Location".into(), redirect_to.clone())],
-                String::new(),
-            )
-        }),
-        ..ProxyBehaviour::default()
-    })
-    .await;
-    let c = connector(
-        &other_config("http://api.example.test/v1/chat/completions"),
-        &key_secrets(),
-    );
+    let proxy = redirecting_proxy(upstream.url("/internal")).await;
+    let c = proxied_connector();
     let e = execute(
         &executor(settings(json!({
             "proxyUrl": proxy.url("http", None), "proxyOnlyHosts": ["api.example.test"],
@@ -197,10 +185,7 @@ async fn deny_private_networks_applies_before_the_proxy() {
     }
     assert!(proxy.requests().is_empty());
     // A name goes to the proxy, which resolves it.
-    let c = connector(
-        &other_config("http://api.example.test/v1/chat/completions"),
-        &key_secrets(),
-    );
+    let c = proxied_connector();
     assert_eq!(data(&execute(&deny, &c, &params).await), COMPLETION);
     assert_eq!(proxy.requests().len(), 1);
 }

@@ -3,7 +3,6 @@
 
 use crate::support::*;
 use crate::upstream::{Reply, Step, Upstream};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -53,13 +52,8 @@ struct Run {
 async fn execute_cli(file: &std::path::Path, params: &str, settings: Option<&str>) -> Run {
     let params = write_file("params.json", params);
     let log = write_file("events.ndjson", "");
-    let mut cmd = cli();
-    cmd.arg("execute")
-        .arg(file)
-        .arg("--params")
-        .arg(&params)
-        .arg("--event-log")
-        .arg(&log);
+    let mut cmd = execute_cmd(file, &params);
+    cmd.arg("--event-log").arg(&log);
     if let Some(s) = settings {
         cmd.arg("--settings").arg(write_file("settings.json", s));
     }
@@ -101,30 +95,20 @@ async fn c41_first_chunk_reaches_the_caller_before_the_upstream_sends_the_second
         "params.json",
         &stream_params(r#"{"messages":[{"role":"user","content":"Hi"}]}"#),
     );
-    let mut cmd = tokio::process::Command::from(cli());
-    cmd.arg("execute")
-        .arg(&file)
-        .arg("--params")
-        .arg(&params)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut got = vec![0u8; first.len()];
-    // The upstream holds the second chunk until this read completes: a buffering pipeline
-    // would time out here.
-    tokio::time::timeout(Duration::from_secs(30), stdout.read_exact(&mut got))
-        .await
-        .expect("the first chunk arrived while the upstream was still holding the second")
-        .unwrap();
-    assert_eq!(got, first.as_bytes());
-    gate.notify_one();
-    let mut tail = Vec::new();
-    stdout.read_to_end(&mut tail).await.unwrap();
-    let status = child.wait().await.unwrap();
+    let (mut child, mut stdout) = spawn_piped(execute_cmd(&file, &params));
+    // The upstream holds the second chunk until the first is read: a buffering pipeline would
+    // time out here.
+    let (tail, status) = first_then_rest(
+        &mut child,
+        &mut stdout,
+        &first,
+        &gate,
+        "the first chunk arrived while the upstream was still holding the second",
+    )
+    .await;
     assert_eq!(status.code(), Some(0));
     // C41: same bytes, same order, nothing added or removed ([DONE] included).
-    assert_eq!(String::from_utf8(tail).unwrap(), rest);
+    assert_eq!(tail, rest);
     // C58: Other gets the stream flag; the model is filled in on the stream path.
     assert_eq!(
         upstream.only_request().body_str(),
@@ -444,15 +428,8 @@ async fn memory_stays_flat_on_a_long_stream() {
         let upstream = Upstream::always(Reply::sse(steps)).await;
         let file = connector_file(&upstream, "");
         let params = write_file("params.json", &stream_params("{}"));
-        let mut cmd = tokio::process::Command::from(cli());
-        cmd.arg("execute")
-            .arg(&file)
-            .arg("--params")
-            .arg(&params)
-            .stdout(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
+        let (mut child, mut stdout) = spawn_piped(execute_cmd(&file, &params));
         let pid = child.id().unwrap();
-        let mut stdout = child.stdout.take().unwrap();
         let expected = ev.len() * events;
         let mut seen = 0usize;
         let mut buf = vec![0u8; 1 << 16];
@@ -630,22 +607,10 @@ async fn c68_interrupt_abandons_the_upstream_and_still_logs_the_execution() {
         &stream_params(r#"{"model":"gpt-4o","messages":[]}"#),
     );
     let log = write_file("events.ndjson", "");
-    let mut cmd = tokio::process::Command::from(cli());
-    cmd.arg("execute")
-        .arg(&file)
-        .arg("--params")
-        .arg(&params)
-        .arg("--event-log")
-        .arg(&log)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut got = vec![0u8; first.len()];
-    tokio::time::timeout(Duration::from_secs(30), stdout.read_exact(&mut got))
-        .await
-        .unwrap()
-        .unwrap();
+    let mut cmd = execute_cmd(&file, &params);
+    cmd.arg("--event-log").arg(&log);
+    let (child, mut stdout) = spawn_piped(cmd);
+    read_first(&mut stdout, first.len(), "the first chunk").await;
     let pid = child.id().unwrap().to_string();
     assert!(
         std::process::Command::new("kill")

@@ -1,5 +1,6 @@
 //! Shared helpers: one compiled harness per test binary, connectors, certificates, the CLI.
 
+use crate::upstream::Upstream;
 use base64::Engine;
 use openai_connector_harness::{
     CodeCache, ConnectorFile, ExecuteOutcome, Execution, Executor, Failure, Harness, Settings,
@@ -9,7 +10,7 @@ use rcgen::{
     KeyPair, SanType,
 };
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, OnceLock};
 
 /// The API key used by every test connector; `no_secret_in` checks output for it.
@@ -48,6 +49,19 @@ pub fn connector(config: &str, secrets: &str) -> ConnectorFile {
         Path::new("."),
     )
     .expect("valid connector file")
+}
+
+/// An `Other` connector's config for `url`, with default model `m`.
+pub fn other_config(url: &str) -> String {
+    format!(r#"{{"apiProvider":"Other","apiUrl":"{url}","defaultModel":"m"}}"#)
+}
+
+/// An `Other` connector (see [`other_config`]) for `upstream`'s `/v1/chat/completions`.
+pub fn other_connector(upstream: &Upstream, secrets: &str) -> ConnectorFile {
+    connector(
+        &other_config(&upstream.url("/v1/chat/completions")),
+        secrets,
+    )
 }
 
 /// `{"apiKey": API_KEY}`.
@@ -276,38 +290,57 @@ fn p256_pkcs8_to_sec1(pkcs8: &[u8]) -> Vec<u8> {
     der_encode(0x30, &contents)
 }
 
+/// Whose client certificates a test server asks for.
+#[derive(Clone, Copy)]
+pub enum ClientAuth<'a> {
+    /// None.
+    Off,
+    /// One issued by this CA, or the handshake fails.
+    Required(&'a TestPki),
+    /// One issued by this CA, if the client offers one.
+    Optional(&'a TestPki),
+}
+
 impl Issued {
     /// A server configuration presenting this certificate that requires a client certificate
     /// issued by `client_ca` (C127's counterpart: an mTLS gateway).
     pub fn mtls_server_config(&self, client_ca: &TestPki) -> Arc<rustls::ServerConfig> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(client_ca.ca.der().clone()).unwrap();
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(roots),
-            provider.clone(),
-        )
-        .build()
-        .unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(
-                vec![self.cert_der.clone().into()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(self.key_der.clone().into()),
-            )
-            .unwrap();
-        Arc::new(config)
+        self.server_config_with(ClientAuth::Required(client_ca), rustls::DEFAULT_VERSIONS)
     }
 
     /// A rustls server configuration presenting this certificate.
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.server_config_with(ClientAuth::Off, rustls::DEFAULT_VERSIONS)
+    }
+
+    /// A server configuration presenting this certificate, treating client certificates as
+    /// `client_auth` says, speaking only the TLS `versions` given.
+    pub fn server_config_with(
+        &self,
+        client_auth: ClientAuth,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Arc<rustls::ServerConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(versions)
+            .unwrap();
+        let builder = match client_auth {
+            ClientAuth::Off => builder.with_no_client_auth(),
+            ClientAuth::Required(ca) | ClientAuth::Optional(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(ca.ca.der().clone()).unwrap();
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                );
+                let verifier = match client_auth {
+                    ClientAuth::Optional(_) => verifier.allow_unauthenticated(),
+                    _ => verifier,
+                };
+                builder.with_client_cert_verifier(verifier.build().unwrap())
+            }
+        };
+        let config = builder
             .with_single_cert(
                 vec![self.cert_der.clone().into()],
                 rustls::pki_types::PrivateKeyDer::Pkcs8(self.key_der.clone().into()),
@@ -325,6 +358,69 @@ pub fn cli() -> Command {
     cmd
 }
 
+/// `openai-connector validate FILE`.
+pub fn validate_cmd(file: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = cli();
+    cmd.arg("validate").arg(file);
+    cmd
+}
+
+/// `openai-connector execute FILE --params PARAMS`.
+pub fn execute_cmd(
+    file: impl AsRef<std::ffi::OsStr>,
+    params: impl AsRef<std::ffi::OsStr>,
+) -> Command {
+    let mut cmd = cli();
+    cmd.arg("execute").arg(file).arg("--params").arg(params);
+    cmd
+}
+
+/// Starts `cmd` with its stdout and stderr piped, for tests that read the output as it comes.
+pub fn spawn_piped(cmd: Command) -> (tokio::process::Child, tokio::process::ChildStdout) {
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    (child, stdout)
+}
+
+/// Reads exactly `len` bytes from `stdout` within 30 s; `expect` says what a timeout means.
+pub async fn read_first(
+    stdout: &mut tokio::process::ChildStdout,
+    len: usize,
+    expect: &str,
+) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = vec![0u8; len];
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stdout.read_exact(&mut got),
+    )
+    .await
+    .expect(expect)
+    .unwrap();
+    got
+}
+
+/// Reads `first` from `stdout` (see [`read_first`]) and checks it, then opens `gate` and reads
+/// the rest to the end; returns the rest and how `child` exited.
+pub async fn first_then_rest(
+    child: &mut tokio::process::Child,
+    stdout: &mut tokio::process::ChildStdout,
+    first: &str,
+    gate: &tokio::sync::Notify,
+    expect: &str,
+) -> (String, std::process::ExitStatus) {
+    use tokio::io::AsyncReadExt;
+    let got = read_first(stdout, first.len(), expect).await;
+    assert_eq!(got, first.as_bytes());
+    gate.notify_one();
+    let mut tail = Vec::new();
+    stdout.read_to_end(&mut tail).await.unwrap();
+    let status = child.wait().await.unwrap();
+    (String::from_utf8(tail).unwrap(), status)
+}
+
 /// Writes `contents` to a fresh file in a scratch folder and returns its path.
 pub fn write_file(name: &str, contents: &str) -> PathBuf {
     static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -334,6 +430,38 @@ pub fn write_file(name: &str, contents: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, contents).unwrap();
     path
+}
+
+/// Sends one HTTP/1.1 request to `authority` (JSON content type, `Bearer token` when given);
+/// returns the response with its body unread.
+pub async fn http1_request(
+    authority: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> hyper::Response<hyper::body::Incoming> {
+    let tcp = tokio::net::TcpStream::connect(authority).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    // Ends when the response is done or the server goes away.
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", authority)
+        .header("content-type", "application/json");
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_owned(),
+        )))
+        .unwrap();
+    sender.send_request(req).await.unwrap()
 }
 
 /// Runs the CLI on a blocking thread (the tests are async) and checks no secret in its output.

@@ -5,20 +5,25 @@ use crate::upstream::{Reply, Upstream};
 use base64::Engine;
 use openai_connector_harness::Settings;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-fn other_config(url: &str) -> String {
-    format!(r#"{{"apiProvider":"Other","apiUrl":"{url}","defaultModel":"m"}}"#)
+async fn tls_upstream(issued: &Issued) -> Upstream {
+    Upstream::https_always(Reply::json(200, COMPLETION), issued.server_config()).await
 }
 
-async fn tls_upstream(issued: &Issued) -> Upstream {
-    Upstream::https(
-        Arc::new(|_| Reply::json(200, COMPLETION)),
-        issued.server_config(),
-    )
-    .await
+/// A test CA and a TLS upstream with a certificate it issued for `localhost` and 127.0.0.1
+/// (expired when `expired`).
+async fn localhost_upstream(expired: bool) -> (TestPki, Upstream) {
+    let pki = TestPki::new("Test CA");
+    let upstream = tls_upstream(&pki.server(&["localhost"], &[LOOPBACK], expired)).await;
+    (pki, upstream)
+}
+
+/// Secrets with the API key and `pki`'s CA as `caData`.
+fn ca_data_secrets(pki: &TestPki) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(pki.ca_pem());
+    format!(r#"{{"apiKey":"{API_KEY}","caData":"{b64}"}}"#)
 }
 
 fn custom_host(upstream: &Upstream, mode: Option<&str>, ca_pem: Option<&str>) -> Settings {
@@ -40,31 +45,35 @@ async fn run(
     settings: Settings,
     secrets: &str,
 ) -> openai_connector_harness::Execution {
-    let c = connector(
-        &other_config(&upstream.url("/v1/chat/completions")),
-        secrets,
-    );
+    let c = other_connector(upstream, secrets);
     execute(&executor(settings), &c, &run_params("run", "{}")).await
+}
+
+/// [`run`] with the API key, under a custom host entry for `upstream` (see [`custom_host`]).
+async fn run_custom_host(
+    upstream: &Upstream,
+    mode: Option<&str>,
+    ca_pem: Option<&str>,
+) -> openai_connector_harness::Execution {
+    run(
+        upstream,
+        custom_host(upstream, mode, ca_pem),
+        &key_secrets(),
+    )
+    .await
 }
 
 #[tokio::test]
 async fn c124_custom_host_ca_is_trusted_under_full() {
-    let pki = TestPki::new("Test CA");
-    let upstream = tls_upstream(&pki.server(&["localhost"], &[LOOPBACK], false)).await;
-    let e = run(
-        &upstream,
-        custom_host(&upstream, None, Some(&pki.ca_pem())),
-        &key_secrets(),
-    )
-    .await;
+    let (pki, upstream) = localhost_upstream(false).await;
+    let e = run_custom_host(&upstream, None, Some(&pki.ca_pem())).await;
     assert_eq!(data(&e), COMPLETION);
     assert_eq!(upstream.only_request().body_str(), r#"{"stream":false}"#);
 }
 
 #[tokio::test]
 async fn c74_c75_unknown_issuer() {
-    let pki = TestPki::new("Test CA");
-    let upstream = tls_upstream(&pki.server(&["localhost"], &[LOOPBACK], false)).await;
+    let (_, upstream) = localhost_upstream(false).await;
     let e = run(&upstream, Settings::default(), &key_secrets()).await;
     assert_eq!(
         failure(&e).service_message,
@@ -77,36 +86,20 @@ async fn c74_c75_unknown_issuer() {
 async fn c74_c75_name_mismatch_and_certificate_mode() {
     let pki = TestPki::new("Test CA");
     let upstream = tls_upstream(&pki.server(&["other.example", "*.example.net"], &[], false)).await;
-    let e = run(
-        &upstream,
-        custom_host(&upstream, None, Some(&pki.ca_pem())),
-        &key_secrets(),
-    )
-    .await;
+    let e = run_custom_host(&upstream, None, Some(&pki.ca_pem())).await;
     assert_eq!(
         failure(&e).service_message,
         "TLS handshake failed: Status code: undefined. Message: Unexpected API Error: ERR_TLS_CERT_ALTNAME_INVALID - Hostname/IP does not match certificate's altnames: Host: 127.0.0.1. is not in the cert's altnames: DNS:other.example, DNS:*.example.net. Verify server certificate hostname and CA configuration."
     );
     // C126: `certificate` checks the chain but not the name.
-    let e = run(
-        &upstream,
-        custom_host(&upstream, Some("certificate"), Some(&pki.ca_pem())),
-        &key_secrets(),
-    )
-    .await;
+    let e = run_custom_host(&upstream, Some("certificate"), Some(&pki.ca_pem())).await;
     assert_eq!(data(&e), COMPLETION);
 }
 
 #[tokio::test]
 async fn c126_certificate_mode_still_checks_the_chain_and_none_does_not() {
-    let pki = TestPki::new("Test CA");
-    let upstream = tls_upstream(&pki.server(&["localhost"], &[LOOPBACK], false)).await;
-    let e = run(
-        &upstream,
-        custom_host(&upstream, Some("certificate"), None),
-        &key_secrets(),
-    )
-    .await;
+    let (_, upstream) = localhost_upstream(false).await;
+    let e = run_custom_host(&upstream, Some("certificate"), None).await;
     assert!(
         failure(&e)
             .service_message
@@ -114,25 +107,14 @@ async fn c126_certificate_mode_still_checks_the_chain_and_none_does_not() {
         "{}",
         failure(&e).service_message
     );
-    let e = run(
-        &upstream,
-        custom_host(&upstream, Some("none"), None),
-        &key_secrets(),
-    )
-    .await;
+    let e = run_custom_host(&upstream, Some("none"), None).await;
     assert_eq!(data(&e), COMPLETION);
 }
 
 #[tokio::test]
 async fn c74_expired_certificate() {
-    let pki = TestPki::new("Test CA");
-    let upstream = tls_upstream(&pki.server(&["localhost"], &[LOOPBACK], true)).await;
-    let e = run(
-        &upstream,
-        custom_host(&upstream, None, Some(&pki.ca_pem())),
-        &key_secrets(),
-    )
-    .await;
+    let (pki, upstream) = localhost_upstream(true).await;
+    let e = run_custom_host(&upstream, None, Some(&pki.ca_pem())).await;
     assert_eq!(
         failure(&e).service_message,
         "Status code: undefined. Message: Unexpected API Error: CERT_HAS_EXPIRED - certificate has expired"
@@ -142,21 +124,16 @@ async fn c74_expired_certificate() {
 #[tokio::test]
 async fn c122_c124_connector_ca_data_replaces_the_roots() {
     // D3: caData alone is valid for Other; its CA becomes the only trust anchor.
-    let pki = TestPki::new("Test CA");
-    let upstream = tls_upstream(&pki.server(&["localhost"], &[LOOPBACK], false)).await;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(pki.ca_pem());
-    let secrets = format!(r#"{{"apiKey":"{API_KEY}","caData":"{b64}"}}"#);
-    let e = run(&upstream, Settings::default(), &secrets).await;
+    let (pki, upstream) = localhost_upstream(false).await;
+    let e = run(&upstream, Settings::default(), &ca_data_secrets(&pki)).await;
     assert_eq!(data(&e), COMPLETION);
     // A different CA in caData is not trusted, even with a custom host CA that would be (C124:
     // the connector's caData wins).
     let other = TestPki::new("Other CA");
-    let b64 = base64::engine::general_purpose::STANDARD.encode(other.ca_pem());
-    let secrets = format!(r#"{{"apiKey":"{API_KEY}","caData":"{b64}"}}"#);
     let e = run(
         &upstream,
         custom_host(&upstream, None, Some(&pki.ca_pem())),
-        &secrets,
+        &ca_data_secrets(&other),
     )
     .await;
     assert!(

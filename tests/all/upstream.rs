@@ -151,6 +151,11 @@ impl Upstream {
         Self::start(script, None).await
     }
 
+    /// A TLS upstream presenting `config`'s certificate, answering every request with `reply`.
+    pub async fn https_always(reply: Reply, config: Arc<rustls::ServerConfig>) -> Upstream {
+        Self::https(Arc::new(move |_| reply.clone()), config).await
+    }
+
     /// A TLS upstream presenting `config`'s certificate.
     pub async fn https(script: Script, config: Arc<rustls::ServerConfig>) -> Upstream {
         Self::start(script, Some(tokio_rustls::TlsAcceptor::from(config))).await
@@ -269,16 +274,7 @@ async fn answer(
     let recorded = Recorded {
         method: parts.method.to_string(),
         target: parts.uri.to_string(),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
+        headers: openai_connector_harness::demo_upstream::header_pairs(&parts.headers),
         body,
     };
     let mut reply = script(&recorded);

@@ -14,9 +14,7 @@
 
 use crate::support::*;
 use crate::upstream::{Reply, Step, Upstream};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -148,26 +146,13 @@ impl Served {
         token: Option<&str>,
         body: &str,
     ) -> hyper::Response<hyper::body::Incoming> {
-        let authority = self.base.trim_start_matches("http://").to_owned();
-        let tcp = tokio::net::TcpStream::connect(&authority).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .unwrap();
-        // Ends when the response is done or the server goes away.
-        tokio::spawn(conn);
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", authority)
-            .header("content-type", "application/json");
-        if let Some(token) = token {
-            req = req.header("authorization", format!("Bearer {token}"));
-        }
-        let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
-        tokio::time::timeout(PATIENCE, sender.send_request(req))
-            .await
-            .expect("wasmtime serve answered in time")
-            .unwrap()
+        let authority = self.base.trim_start_matches("http://");
+        tokio::time::timeout(
+            PATIENCE,
+            http1_request(authority, method, path, token, body),
+        )
+        .await
+        .expect("wasmtime serve answered in time")
     }
 
     async fn text(resp: hyper::Response<hyper::body::Incoming>) -> String {
