@@ -100,16 +100,16 @@ impl TlsProfile {
         let builder = match self.verification {
             Verification::Full => builder.with_root_certificates(roots),
             Verification::Certificate => {
+                let verifier = RelaxedVerifier::any_name(roots, provider)?;
                 builder
                     .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(AnyNameVerifier::new(
-                        roots,
-                        provider.clone(),
-                    )?))
+                    .with_custom_certificate_verifier(Arc::new(verifier))
             }
             Verification::None => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate { provider })),
+                .with_custom_certificate_verifier(Arc::new(RelaxedVerifier::any_certificate(
+                    provider,
+                ))),
         };
         let config = match &self.identity {
             None => builder.with_no_client_auth(),
@@ -139,24 +139,40 @@ impl TlsProfile {
     }
 }
 
-/// `certificate` mode: webpki checks the chain, validity and signatures; only a name mismatch
-/// is forgiven. webpki checks the name last, after the chain verified, so ignoring that one
-/// error never accepts an untrusted chain.
+/// The verifier of the relaxed modes. `certificate` (`chain` set): webpki checks the chain,
+/// validity and signatures; only a name mismatch is forgiven. webpki checks the name last,
+/// after the chain verified, so ignoring that one error never accepts an untrusted chain.
+/// `none` (no `chain`): any certificate is accepted. Either way the handshake signatures are
+/// still verified with the provider's algorithms (as webpki's verifier does), so the
+/// connection is encrypted to whoever holds the presented certificate's key.
 #[derive(Debug)]
-struct AnyNameVerifier {
-    inner: Arc<WebPkiServerVerifier>,
+struct RelaxedVerifier {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    provider: Arc<CryptoProvider>,
 }
 
-impl AnyNameVerifier {
-    fn new(roots: Arc<RootCertStore>, provider: Arc<CryptoProvider>) -> Result<Self> {
-        let inner = WebPkiServerVerifier::builder_with_provider(roots, provider)
+impl RelaxedVerifier {
+    /// `certificate` mode.
+    fn any_name(roots: Arc<RootCertStore>, provider: Arc<CryptoProvider>) -> Result<Self> {
+        let chain = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
             .build()
             .map_err(|e| anyhow::anyhow!("Invalid or inaccessible PKI certificates: {e}"))?;
-        Ok(AnyNameVerifier { inner })
+        Ok(RelaxedVerifier {
+            chain: Some(chain),
+            provider,
+        })
+    }
+
+    /// `none` mode.
+    fn any_certificate(provider: Arc<CryptoProvider>) -> Self {
+        RelaxedVerifier {
+            chain: None,
+            provider,
+        }
     }
 }
 
-impl ServerCertVerifier for AnyNameVerifier {
+impl ServerCertVerifier for RelaxedVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -165,60 +181,15 @@ impl ServerCertVerifier for AnyNameVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, TlsError> {
-        match self.inner.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(TlsError::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
             other => other,
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// `none` mode: any certificate is accepted; the handshake signatures are still verified, so
-/// the connection is encrypted to whoever holds the presented certificate's key.
-#[derive(Debug)]
-struct AcceptAnyCertificate {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, TlsError> {
-        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(

@@ -181,11 +181,7 @@ async fn response_without_usage_succeeds_with_usage_unavailable() {
     // C108, D7
     let body = r#"{"choices":[{"message":{"role":"assistant","content":"ok"}}]}"#;
     let upstream = Upstream::always(Reply::json(200, body)).await;
-    let config = format!(
-        r#"{{"apiProvider":"Other","apiUrl":"{}","defaultModel":"m"}}"#,
-        upstream.url("/v1")
-    );
-    let c = connector(&config, &key_secrets());
+    let c = connector(&other_config(&upstream.url("/v1")), &key_secrets());
     let ex = executor(Settings::default());
     let e = execute(&ex, &c, &run_params("run", "{}")).await;
     assert_eq!(data(&e), body);

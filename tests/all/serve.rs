@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const ADMIN: &str = "admin-TOKEN-4f9c2e";
+/// A chat request body.
+const HI: &str = r#"{"messages":[{"role":"user","content":"Hi"}]}"#;
 const CLIENT: &str = "client-TOKEN-77ab10";
 
 /// A running gateway; killed when dropped.
@@ -636,13 +638,7 @@ async fn a_guest_trap_answers_500_and_the_gateway_keeps_serving() {
     assert_eq!(v["error"]["code"], "sandbox_failure");
     assert!(is_sandbox_failure(&v), "{text}");
     assert_eq!(upstream.requests().len(), 0);
-    let (status, _, text) = gw
-        .chat(
-            "m",
-            Some(ADMIN),
-            r#"{"messages":[{"role":"user","content":"Hi"}]}"#,
-        )
-        .await;
+    let (status, _, text) = gw.chat("m", Some(ADMIN), HI).await;
     assert_eq!((status, text.as_str()), (200, COMPLETION));
     gw.assert_guest_traps("m", 1).await;
     let log = event_log(&events, 2);
@@ -1094,13 +1090,7 @@ async fn dashboard_renders_in_headless_chromium() {
     let (gw, _) = gateway_with_log(&dir, &history, &[], &[]);
     // Two live executions (9 prompt + 2 completion tokens each, reported).
     for _ in 0..2 {
-        let (status, _, _) = gw
-            .chat(
-                "dash",
-                Some(ADMIN),
-                r#"{"messages":[{"role":"user","content":"Hi"}]}"#,
-            )
-            .await;
+        let (status, _, _) = gw.chat("dash", Some(ADMIN), HI).await;
         assert_eq!(status, 200);
     }
     let (status, _, data) = gw.call("GET", "/dashboard/data", Some(ADMIN), "").await;
