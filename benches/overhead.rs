@@ -152,10 +152,7 @@ fn bench(c: &mut Criterion) {
     // validates too (`Executor::execute`: prepare, then run).
     let mut group = c.benchmark_group("execute");
     let unpooled = executor.clone().with_connection_pool(None);
-    let prepared = rt
-        .block_on(executor.prepare(&connector))
-        .unwrap()
-        .unwrap();
+    let prepared = rt.block_on(executor.prepare(&connector)).unwrap().unwrap();
     let run = |executor: Executor| {
         let prepared = &prepared;
         let params = &params;
