@@ -542,7 +542,7 @@ impl ChatStream {
     }
 
     /// The first non-empty `model` of the stream, when it is a string (C104, C110).
-    pub(crate) fn first_model(&self) -> Option<&str> {
+    pub fn first_model(&self) -> Option<&str> {
         self.state.model.as_ref().and_then(Value::as_str)
     }
 
