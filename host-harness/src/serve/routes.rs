@@ -50,13 +50,17 @@ fn reply(r: Reply) -> Response<Body> {
     let mut response = Response::new(full(r.body));
     *response.status_mut() =
         StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let headers = response.headers_mut();
-    for (name, value) in r.headers {
+    append_headers(response.headers_mut(), r.headers);
+    response
+}
+
+/// The gateway protocol's headers (always valid names and values) on a hyper response.
+fn append_headers(headers: &mut http::HeaderMap, pairs: Vec<(String, String)>) {
+    for (name, value) in pairs {
         if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
             headers.append(name, value);
         }
     }
-    response
 }
 
 fn kibana_error(status: StatusCode, message: &str) -> Response<Body> {
@@ -342,10 +346,6 @@ fn stream_response(
     let (status, headers) = protocol::stream_head();
     let mut r = Response::new(BodyExt::boxed(ChannelBody(rx)));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    for (name, value) in headers {
-        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
-            r.headers_mut().append(name, value);
-        }
-    }
+    append_headers(r.headers_mut(), headers);
     r
 }
