@@ -1099,6 +1099,25 @@ async fn dashboard_renders_in_headless_chromium() {
     assert_eq!(data["connectors"][0]["prompt_tokens"], 168);
     assert_eq!(data["connectors"][0]["series"].as_array().unwrap().len(), 3);
 
+    // The page is served with a Content-Security-Policy that allows its own inline script and
+    // style by hash only (the rendering below runs under it), and `nosniff`.
+    let (status, headers, _) = gw.call("GET", "/dashboard", Some(ADMIN), "").await;
+    assert_eq!(status, 200);
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let csp = header("content-security-policy");
+    assert!(
+        csp.starts_with("default-src 'none'; script-src 'sha256-"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe"), "{csp}");
+    assert_eq!(header("x-content-type-options"), "nosniff");
+
     let page = gw.url(&format!("/dashboard?token={ADMIN}"));
     let dom = chromium_with(&chromium, &page, &["--dump-dom".to_owned()]).await;
     // Totals: 100 + 50 + 9 + 9 prompt, 40 + 20 + 2 + 2 completion, 4 requests.

@@ -108,7 +108,8 @@ pub(crate) async fn handle(
             if !admin {
                 return unauthorized(&gw, Route::Execute);
             }
-            let mut r = if segments.len() == 1 {
+            let page = segments.len() == 1;
+            let mut r = if page {
                 respond(
                     StatusCode::OK,
                     "text/html; charset=utf-8",
@@ -118,6 +119,16 @@ pub(crate) async fn handle(
                 json_response(StatusCode::OK, &gw.history.to_json())
             };
             let h = r.headers_mut();
+            if page {
+                h.insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(super::dashboard::content_security_policy()),
+                );
+            }
+            h.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             h.insert(
                 header::REFERRER_POLICY,
