@@ -19,6 +19,8 @@ mod demo;
 
 /// The environment variable holding the gateway's admin token.
 const ADMIN_TOKEN_VAR: &str = "OPENAI_CONNECTOR_ADMIN_TOKEN";
+/// The shortest admin token `serve` accepts: it guards every connector and the usage data.
+const MIN_ADMIN_TOKEN_CHARS: usize = 16;
 
 /// Kibana's OpenAI connector as a WebAssembly component, run from the command line.
 #[derive(Parser)]
@@ -308,9 +310,17 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
             insecure_no_auth,
         } => {
             let admin_token = match std::env::var(ADMIN_TOKEN_VAR) {
-                Ok(token) if !token.trim().is_empty() => Some(token.trim().to_owned()),
-                Ok(_) => {
+                Ok(token) if token.trim().chars().count() >= MIN_ADMIN_TOKEN_CHARS => {
+                    Some(token.trim().to_owned())
+                }
+                Ok(token) if token.trim().is_empty() => {
                     return Err(Fatal(anyhow::anyhow!("{ADMIN_TOKEN_VAR} is set but empty")));
+                }
+                // The token itself is never echoed.
+                Ok(_) => {
+                    return Err(Fatal(anyhow::anyhow!(
+                        "{ADMIN_TOKEN_VAR} is shorter than {MIN_ADMIN_TOKEN_CHARS} characters: use a long random token (for example `openssl rand -hex 24`)"
+                    )));
                 }
                 Err(std::env::VarError::NotUnicode(_)) => {
                     return Err(Fatal(anyhow::anyhow!("{ADMIN_TOKEN_VAR} is not UTF-8")));

@@ -817,6 +817,15 @@ async fn start_refusals_and_preconfigured_connectors() {
     // No admin token and no --insecure-no-auth: refuses to start.
     let err = refused_start(&["--connectors", path_str(&dir)], None).await;
     assert!(err.contains("OPENAI_CONNECTOR_ADMIN_TOKEN is not set"));
+    // A short admin token is refused at start, without echoing it.
+    let err = refused_start(&["--connectors", path_str(&dir)], Some("x")).await;
+    assert!(
+        err.contains("OPENAI_CONNECTOR_ADMIN_TOKEN is shorter than 16 characters"),
+        "{err}"
+    );
+    let err = refused_start(&["--connectors", path_str(&dir)], Some("fifteen-chars-x")).await;
+    assert!(err.contains("shorter than 16"), "{err}");
+    assert!(!err.contains("fifteen-chars-x"), "{err}");
 
     // An invalid connector stops the start with validate's lines.
     let bad = write_file(
