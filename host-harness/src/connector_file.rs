@@ -136,8 +136,7 @@ fn resolve_secret(
         }),
         (None, Some(Value::String(file)), 1) => {
             let path: PathBuf = base_dir.join(file);
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| format!("[{field}]: cannot read {}: {e}", path.display()))?;
+            let text = read_secret_file(&path).map_err(|e| format!("[{field}]: {e}"))?;
             // Editors end files with a newline; a key never does.
             let text = text.strip_suffix('\n').unwrap_or(&text);
             let text = text.strip_suffix('\r').unwrap_or(text);
@@ -147,6 +146,28 @@ fn resolve_secret(
             "[{field}]: expected a string, {{\"env\": \"VAR\"}} or {{\"file\": \"path\"}}"
         )),
     }
+}
+
+/// The largest secret file read: a key, or PEM certificates and their chain, are a few KiB; a
+/// reference to `/dev/zero` or a log file must fail at once, not exhaust memory.
+const MAX_SECRET_FILE_BYTES: u64 = 1 << 20;
+
+/// A secret file's text, at most [`MAX_SECRET_FILE_BYTES`]; the error names the file.
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SECRET_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(format!(
+            "{} is larger than {} KiB, the most a secret file may hold",
+            path.display(),
+            MAX_SECRET_FILE_BYTES >> 10
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| format!("cannot read {}: not UTF-8", path.display()))
 }
 
 #[cfg(test)]
@@ -222,5 +243,29 @@ mod tests {
         assert!(e.contains("unknown field `extra`"), "{e}");
         let e = ConnectorFile::parse(r#"{"config":{}}"#, "x", Path::new(".")).unwrap_err();
         assert!(e.contains("missing field `name`"), "{e}");
+    }
+
+    #[test]
+    fn a_secret_file_is_read_within_a_bound() {
+        let e = ConnectorFile::parse(
+            r#"{"name":"n","secrets":{"caData":{"file":"/dev/zero"}}}"#,
+            "x",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "[secrets.caData]: /dev/zero is larger than 1024 KiB, the most a secret file may hold"
+        );
+        let e = ConnectorFile::parse(
+            r#"{"name":"n","secrets":{"apiKey":{"file":"no-such-secret-file"}}}"#,
+            "x",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("[secrets.apiKey]: cannot read ./no-such-secret-file: "),
+            "{e}"
+        );
     }
 }
