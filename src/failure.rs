@@ -196,19 +196,19 @@ impl Failure {
     /// A host's report that its TLS stack refused the connector's identity (C130; `message`
     /// is the TLS library's, which holds no secret).
     pub fn tls_refused(message: String) -> Self {
-        Failure {
-            kind: FailureKind::TlsRefused,
-            upstream_status: None,
-            service_message: message,
-            retry: true,
-        }
+        Failure::by_host(FailureKind::TlsRefused, message)
     }
 
     /// A host's report that the sandbox stopped the guest (`message` names the limit or the
     /// trap; it holds no secret).
     pub fn sandbox(message: String) -> Self {
+        Failure::by_host(FailureKind::Sandbox, message)
+    }
+
+    /// A failure the host reports itself, before or instead of any response: retryable.
+    fn by_host(kind: FailureKind, message: String) -> Self {
         Failure {
-            kind: FailureKind::Sandbox,
+            kind,
             upstream_status: None,
             service_message: message,
             retry: true,

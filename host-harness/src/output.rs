@@ -7,9 +7,18 @@ use openai_connector::protocol;
 /// `{"connector_id": ID, "status": "ok", "data": DATA}`; `data_json` is embedded verbatim so
 /// numbers keep their spelling (C40).
 pub fn success_json(connector_id: &str, data_json: &str) -> anyhow::Result<String> {
+    Ok(protocol::success_json(
+        connector_id,
+        checked_data(data_json)?,
+    ))
+}
+
+/// The component's `data` once it is known to be JSON: a host does not pass on what it cannot
+/// vouch for.
+pub(crate) fn checked_data(data_json: &str) -> anyhow::Result<&str> {
     serde_json::from_str::<serde::de::IgnoredAny>(data_json)
         .map_err(|e| anyhow::anyhow!("the component returned data that is not JSON: {e}"))?;
-    Ok(protocol::success_json(connector_id, data_json))
+    Ok(data_json)
 }
 
 /// `{"connector_id": ID, "status": "error", "message": ..., "service_message": ..., "retry": ...}`.

@@ -6,6 +6,7 @@ use super::metrics::Route;
 use crate::execution::{Finished, StreamItem};
 use crate::executor::{Executor, Started, Stream};
 use crate::outbound::Cancel;
+use crate::output;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -257,19 +258,10 @@ async fn run_execution(
 /// The answer of an execution that has ended.
 fn ended_response(connector_id: &str, route: Route, finished: &Finished) -> Response<Body> {
     match &finished.outcome {
-        Ok(data) => {
-            let data = data.as_deref().unwrap_or("null");
-            // The component returns JSON; a host does not pass on what it cannot vouch for.
-            if serde_json::from_str::<serde::de::IgnoredAny>(data).is_err() {
-                return reply(protocol::route_error(
-                    route,
-                    500,
-                    "the component returned data that is not JSON",
-                    None,
-                ));
-            }
-            reply(protocol::ended(connector_id, route, Ok(data)))
-        }
+        Ok(data) => match output::checked_data(data.as_deref().unwrap_or("null")) {
+            Ok(data) => reply(protocol::ended(connector_id, route, Ok(data))),
+            Err(e) => reply(protocol::route_error(route, 500, &format!("{e:#}"), None)),
+        },
         Err(failure) => reply(protocol::ended(connector_id, route, Err(failure))),
     }
 }
