@@ -608,7 +608,8 @@ pub(crate) fn url_host_name(url: &str) -> Option<String> {
 }
 
 /// C11 step 4 with C12: `true` when `allowed_hosts` contains `*`, or when `url` parses and its
-/// host name equals one of the entries, ignoring ASCII case. Ports play no part.
+/// host name equals one of the entries ([`same_host`]: ASCII case and one trailing dot are
+/// ignored on both sides, C67 amended). Ports play no part.
 pub(crate) fn host_is_allowed(url: &str, allowed_hosts: &[String]) -> bool {
     if allowed_hosts.iter().any(|h| h == "*") {
         return true;
@@ -620,10 +621,25 @@ fn host_allowed(url: &Url, allowed_hosts: &[String]) -> bool {
     if allowed_hosts.iter().any(|h| h == "*") {
         return true;
     }
-    let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
+    let Some(host) = url.host_str() else {
         return false;
     };
-    allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
+    allowed_hosts.iter().any(|h| same_host(h, host))
+}
+
+/// A host name as it is compared and checked (C12; C67 amended): without one trailing dot, so
+/// the absolute name `localhost.` is `localhost`. Only one dot goes: `localhost..` keeps an
+/// empty label and stays another (invalid) name, and a lone `.` becomes the empty name, which
+/// [`same_host`] never matches. The one place this component normalises a host name.
+pub(crate) fn comparable_host(host: &str) -> &str {
+    host.strip_suffix('.').unwrap_or(host)
+}
+
+/// True when host names `a` and `b` are the same: compared as [`comparable_host`], ignoring
+/// ASCII case (C12). An empty name (or a lone `.`) equals nothing, not even itself.
+pub(crate) fn same_host(a: &str, b: &str) -> bool {
+    let (a, b) = (comparable_host(a), comparable_host(b));
+    !a.is_empty() && a.eq_ignore_ascii_case(b)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1213,6 +1229,36 @@ mod tests {
         );
         assert_eq!(url_host_name("file:///tmp/x"), None);
         assert_eq!(url_host_name("relative/path"), None);
+    }
+
+    // C12 with C67 (amended): host names are compared without one trailing dot, on both sides.
+    #[test]
+    fn c12_c67_allowed_hosts_ignore_one_trailing_dot() {
+        let allowed = |url: &str, hosts: &[&str]| url_problems(url, hosts).is_empty();
+        assert!(allowed("http://localhost./v1", &["localhost"]));
+        assert!(allowed("http://LocalHost.:8080/v1", &["localhost"]));
+        assert!(allowed("http://localhost/v1", &["localhost."]));
+        assert!(allowed(
+            "https://api.example.com./v1",
+            &["API.example.com."]
+        ));
+        // Only one dot: `localhost..` has an empty label and is another name.
+        assert!(!allowed("http://localhost../v1", &["localhost"]));
+        assert!(!allowed("http://localhost/v1", &["localhost.."]));
+        // A lone dot is the empty name, which matches nothing, not even itself.
+        assert!(!allowed("http://./v1", &["."]));
+        assert!(!allowed("http://./v1", &[""]));
+        assert!(!allowed("http://../v1", &["."]));
+        assert!(host_is_allowed(
+            "https://a.example./x",
+            &["a.example".to_owned()]
+        ));
+        assert_eq!(comparable_host("localhost."), "localhost");
+        assert_eq!(comparable_host("localhost.."), "localhost.");
+        assert_eq!(comparable_host("."), "");
+        assert!(same_host("x.localhost.", "X.LOCALHOST"));
+        assert!(!same_host(".", "."));
+        assert!(!same_host("", ""));
     }
 
     // ---- C13, C14 -------------------------------------------------------------------------
