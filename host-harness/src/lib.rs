@@ -29,6 +29,7 @@ pub mod demo_upstream;
 pub mod event_log;
 mod execution;
 mod executor;
+mod host_name;
 mod outbound;
 pub mod output;
 mod pool;

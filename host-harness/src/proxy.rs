@@ -8,6 +8,7 @@
 //! on the request itself in absolute form. None of them is ever shown: `Debug` redacts them and
 //! no error message contains them.
 
+use crate::host_name;
 use crate::tls::Verification;
 use base64::Engine;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -181,11 +182,12 @@ impl Proxy {
 
     /// True when a request to `host` (a URL host) goes through the proxy: unless
     /// `proxyBypassHosts` lists it, or `proxyOnlyHosts` is set without it. Host names compare
-    /// case-insensitively; IPv6 brackets are optional in the lists.
+    /// case-insensitively and without one trailing dot ([`host_name::same_host`]); IPv6
+    /// brackets are optional in the lists.
     pub(crate) fn applies_to(&self, host: &str) -> bool {
         let bare = |h: &str| h.trim_start_matches('[').trim_end_matches(']').to_owned();
         let host = bare(host);
-        let listed = |list: &[String]| list.iter().any(|e| bare(e).eq_ignore_ascii_case(&host));
+        let listed = |list: &[String]| list.iter().any(|e| host_name::same_host(&bare(e), &host));
         match (&self.bypass_hosts, &self.only_hosts) {
             (Some(bypass), _) => !listed(bypass),
             (None, Some(only)) => listed(only),
@@ -272,5 +274,20 @@ mod tests {
         let only = proxy(json!({"proxyUrl": "http://p", "proxyOnlyHosts": ["api.openai.com"]}));
         assert!(only.applies_to("API.openai.com"));
         assert!(!only.applies_to("internal.example"));
+    }
+
+    // C129 with C67 (amended): list entries match with or without one trailing dot.
+    #[test]
+    fn c129_c67_host_lists_ignore_one_trailing_dot() {
+        let bypass = proxy(
+            json!({"proxyUrl": "http://p", "proxyBypassHosts": ["internal.example", "localhost."]}),
+        );
+        assert!(!bypass.applies_to("internal.example."));
+        assert!(!bypass.applies_to("localhost"));
+        assert!(!bypass.applies_to("localhost."));
+        assert!(bypass.applies_to("localhost.."));
+        let only = proxy(json!({"proxyUrl": "http://p", "proxyOnlyHosts": ["api.openai.com"]}));
+        assert!(only.applies_to("api.openai.com."));
+        assert!(!only.applies_to("internal.example."));
     }
 }

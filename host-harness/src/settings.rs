@@ -1,6 +1,7 @@
 //! The settings file (`--settings`): Kibana's `xpack.actions.*` keys without the prefix
 //! (cli.md "Settings file", contract section 0).
 
+use crate::host_name;
 use crate::proxy::{Proxy, ProxyConfig};
 use crate::sandbox::{MAX_MEMORY_BYTES, SandboxLimits};
 use crate::tls::Verification;
@@ -184,7 +185,8 @@ impl Settings {
     }
 }
 
-/// The first `customHostSettings` entry for this origin (C128).
+/// The first `customHostSettings` entry for this origin (C128; host names compared by
+/// [`host_name::same_host`], so one trailing dot is ignored, C67 amended).
 pub(crate) fn custom_host<'a>(
     custom_hosts: &'a [CustomHostSettings],
     scheme: &str,
@@ -192,7 +194,9 @@ pub(crate) fn custom_host<'a>(
     port: u16,
 ) -> Option<&'a CustomHostSettings> {
     custom_hosts.iter().find(|c| {
-        c.scheme.eq_ignore_ascii_case(scheme) && c.host.eq_ignore_ascii_case(host) && c.port == port
+        c.scheme.eq_ignore_ascii_case(scheme)
+            && host_name::same_host(&c.host, host)
+            && c.port == port
     })
 }
 
@@ -381,7 +385,7 @@ mod tests {
     }
 
     #[test]
-    fn c128_custom_host_matching() {
+    fn c128_c67_custom_host_matching() {
         let s = Settings::from_json(&json!({"customHostSettings": [
             {"url": "https://GW.example.com", "ssl": {"verificationMode": "none"}},
             {"url": "https://gw.example.com:8443", "ssl.verificationMode": "certificate"}
@@ -400,6 +404,19 @@ mod tests {
             Some(Verification::Certificate)
         );
         assert!(custom_host(&s.custom_hosts, "http", "gw.example.com", 443).is_none());
+        // C67 (amended): one trailing dot is ignored on either side.
+        assert_eq!(
+            custom_host(&s.custom_hosts, "https", "gw.example.com.", 443)
+                .unwrap()
+                .verification,
+            Some(Verification::None)
+        );
+        let dotted = Settings::from_json(&json!({"customHostSettings": [
+            {"url": "https://gw.example.com.", "ssl": {"verificationMode": "none"}}
+        ]}))
+        .unwrap();
+        assert!(custom_host(&dotted.custom_hosts, "https", "gw.example.com", 443).is_some());
+        assert!(custom_host(&dotted.custom_hosts, "https", "gw.example.com..", 443).is_none());
         let e = Settings::from_json(&json!({"customHostSettings": [{"url": "https://h", "ssl": {"certificateAuthoritiesData": "nope"}}]})).unwrap_err();
         assert!(
             e.starts_with("[customHostSettings.0.ssl.certificateAuthoritiesData]: "),

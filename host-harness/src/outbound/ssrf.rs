@@ -1,15 +1,17 @@
 //! Server-side request forgery guards: the `allowedHosts` list (C11, C12, C66) and, with
 //! `denyPrivateNetworks`, the refusal of non-public addresses.
 
+use crate::host_name;
 use std::net::IpAddr;
 use wasmtime_wasi_http::Error;
 
 /// True when `host` (a URL host, IPv6 in brackets) may be called under `allowed_hosts` (C12:
-/// case-insensitive, ports play no part; `*` allows all, an empty list denies all).
+/// case-insensitive, one trailing dot ignored on both sides ([`host_name::same_host`], C67
+/// amended), ports play no part; `*` allows all, an empty list denies all).
 pub(super) fn host_allowed(allowed_hosts: &[String], host: &str) -> bool {
     allowed_hosts
         .iter()
-        .any(|entry| entry == "*" || entry.eq_ignore_ascii_case(host))
+        .any(|entry| entry == "*" || host_name::same_host(entry, host))
 }
 
 /// Every address in `addrs` is public, or the error that names the first that is not.
@@ -30,13 +32,22 @@ pub(super) fn refuse_non_public_addresses(
 }
 
 /// `denyPrivateNetworks` through a proxy: the proxy resolves names, so only what the URL
-/// itself says can be judged here: an IP address, or a `localhost` name (RFC 6761).
+/// itself says can be judged here: an IP address, or a `localhost` name (RFC 6761). `host` is
+/// bare (IPv6 without brackets) and judged as [`host_name::comparable`] gives it, so the
+/// absolute `localhost.` is `localhost` (C67 amended). A name with an empty label (`a..b`,
+/// `localhost..`, `.`) cannot be judged and is refused: the proxy's resolver might read it as
+/// a name this check would refuse.
 pub(super) fn refuse_non_public_name(host: &str) -> Result<(), Error> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
+    let name = host_name::comparable(host).to_ascii_lowercase();
+    if let Ok(ip) = name.parse::<IpAddr>() {
         if let Some(class) = non_public_class(ip) {
-            return Err(non_public_error(host, ip, class));
+            return Err(non_public_error(&name, ip, class));
         }
-    } else if host == "localhost" || host.ends_with(".localhost") {
+    } else if name.split('.').any(str::is_empty) {
+        return Err(Error::InternalError(Some(format!(
+            "ERR_DENIED_PRIVATE_NETWORK - {host} is not a valid host name; denyPrivateNetworks is set"
+        ))));
+    } else if name == "localhost" || name.ends_with(".localhost") {
         return Err(Error::InternalError(Some(format!(
             "ERR_DENIED_PRIVATE_NETWORK - {host} is a loopback name; denyPrivateNetworks is set"
         ))));
@@ -200,5 +211,53 @@ mod tests {
         assert!(refuse_non_public_name("8.8.8.8").is_ok());
         assert!(refuse_non_public_name("169.254.169.254").is_err());
         assert!(refuse_non_public_name("app.localhost").is_err());
+    }
+
+    /// C67 (amended): names are judged without one trailing dot; names with an empty label
+    /// cannot be judged and are refused.
+    #[test]
+    fn c67_deny_private_networks_names_ignore_one_trailing_dot() {
+        let text = |host: &str| match refuse_non_public_name(host) {
+            Err(Error::InternalError(Some(text))) => text,
+            other => panic!("{host}: expected a refusal, got {other:?}"),
+        };
+        for host in ["localhost.", "LOCALHOST.", "x.localhost.", "a.b.localhost."] {
+            assert_eq!(
+                text(host),
+                format!(
+                    "ERR_DENIED_PRIVATE_NETWORK - {host} is a loopback name; denyPrivateNetworks is set"
+                )
+            );
+        }
+        assert_eq!(
+            text("127.0.0.1."),
+            "ERR_DENIED_PRIVATE_NETWORK - 127.0.0.1 is a non-public address (loopback); denyPrivateNetworks is set"
+        );
+        for host in ["localhost..", ".localhost", "a..localhost", ".", "..", ""] {
+            assert_eq!(
+                text(host),
+                format!(
+                    "ERR_DENIED_PRIVATE_NETWORK - {host} is not a valid host name; denyPrivateNetworks is set"
+                )
+            );
+        }
+        assert!(refuse_non_public_name("api.openai.com.").is_ok());
+        assert!(refuse_non_public_name("localhost.example").is_ok());
+        assert!(refuse_non_public_name("8.8.8.8.").is_ok());
+    }
+
+    #[test]
+    fn c12_c67_allowed_hosts_ignore_one_trailing_dot() {
+        let list = |entries: &[&str]| entries.iter().map(|e| (*e).to_owned()).collect::<Vec<_>>();
+        assert!(host_allowed(&list(&["localhost"]), "localhost."));
+        assert!(host_allowed(&list(&["localhost."]), "localhost"));
+        assert!(host_allowed(
+            &list(&["API.example.com"]),
+            "api.example.com."
+        ));
+        assert!(!host_allowed(&list(&["localhost"]), "localhost.."));
+        assert!(!host_allowed(&list(&["."]), "."));
+        assert!(!host_allowed(&list(&[""]), ""));
+        assert!(host_allowed(&list(&["*"]), "anything."));
     }
 }
