@@ -229,3 +229,113 @@ async fn c66_the_host_hook_checks_every_request_against_allowed_hosts() {
     assert_eq!(response.status(), 200);
     assert_eq!(upstream.connections(), 1);
 }
+
+// C67 (amended) with denyPrivateNetworks behind a proxy: `localhost.` is `localhost`, so the
+// absolute loopback names are refused before anything reaches the proxy, as is a name with an
+// empty label, which cannot be judged.
+#[tokio::test]
+async fn c67_deny_private_networks_behind_a_proxy_refuses_absolute_localhost_names() {
+    let proxy = TestProxy::start(ProxyBehaviour {
+        answer: Arc::new(|_| (200, Vec::new(), COMPLETION.to_owned())),
+        ..ProxyBehaviour::default()
+    })
+    .await;
+    let deny = executor(settings(json!({
+        "proxyUrl": proxy.url("http", None), "denyPrivateNetworks": true,
+    })));
+    let params = run_params("run", "{}");
+    for (url, expected) in [
+        (
+            "http://localhost.:8080/v1/chat/completions",
+            denied("localhost. is a loopback name"),
+        ),
+        (
+            "http://x.localhost./v1/chat/completions",
+            denied("x.localhost. is a loopback name"),
+        ),
+        (
+            "https://LocalHost.:8443/v1/chat/completions",
+            denied("localhost. is a loopback name"),
+        ),
+        (
+            "http://localhost../v1/chat/completions",
+            denied("localhost.. is not a valid host name"),
+        ),
+    ] {
+        let c = connector(&other_config(url), &key_secrets());
+        let e = execute(&deny, &c, &params).await;
+        assert_eq!(failure(&e).service_message, expected, "{url}");
+    }
+    assert!(proxy.requests().is_empty(), "{:#?}", proxy.requests());
+    // Control: a public-looking absolute name goes to the proxy.
+    let c = connector(
+        &other_config("http://api.example.test./v1/chat/completions"),
+        &key_secrets(),
+    );
+    assert_eq!(data(&execute(&deny, &c, &params).await), COMPLETION);
+    assert_eq!(proxy.requests().len(), 1);
+}
+
+// C11, C12 with C67 (amended): allowedHosts entries match host names with or without one
+// trailing dot, in the component's checks (C11, C44, C66) and in the host's (every request).
+#[tokio::test]
+async fn c11_c12_c67_allowed_hosts_match_with_or_without_a_trailing_dot() {
+    let proxy = TestProxy::start(ProxyBehaviour {
+        answer: Arc::new(|r| match r.target.as_str() {
+            "http://api.example.test/start" => (
+                307,
+                vec![("Location".into(), "http://api.example.test./next".into())],
+                String::new(),
+            ),
+            _ => (200, Vec::new(), COMPLETION.to_owned()),
+        }),
+        ..ProxyBehaviour::default()
+    })
+    .await;
+    let params = run_params("run", "{}");
+    for (url, entry) in [
+        ("http://api.example.test./v1", "api.example.test"),
+        ("http://api.example.test/v1", "api.example.test."),
+        ("http://API.example.test./v1", "api.EXAMPLE.test."),
+        // The redirect target `api.example.test.` is allowed, and the same origin.
+        ("http://api.example.test/start", "api.example.test"),
+    ] {
+        let ex = executor(settings(json!({
+            "proxyUrl": proxy.url("http", None), "allowedHosts": [entry],
+        })));
+        let c = connector(&other_config(url), &key_secrets());
+        assert_eq!(data(&execute(&ex, &c, &params).await), COMPLETION, "{url}");
+    }
+    let requests = proxy.requests();
+    let targets: Vec<&str> = requests.iter().map(|r| r.target.as_str()).collect();
+    assert_eq!(
+        targets,
+        [
+            "http://api.example.test./v1",
+            "http://api.example.test/v1",
+            "http://api.example.test./v1",
+            "http://api.example.test/start",
+            "http://api.example.test./next",
+        ]
+    );
+    let bearer = format!("Bearer {API_KEY}");
+    assert_eq!(requests[4].header("authorization"), Some(bearer.as_str()));
+    // Control: `localhost..` is another name.
+    let ex = executor(settings(json!({
+        "proxyUrl": proxy.url("http", None), "allowedHosts": ["api.example.test"],
+    })));
+    let c = connector(
+        &other_config("http://api.example.test../v1"),
+        &key_secrets(),
+    );
+    match ex.execute(&c, &params).await.unwrap() {
+        openai_connector_harness::ExecuteOutcome::InvalidConnector(lines) => assert_eq!(
+            lines,
+            [
+                "error validating action type config: Error configuring OpenAI action: Error: error validating url: target url \"http://api.example.test../v1\" is not added to the Kibana config xpack.actions.allowedHosts"
+            ]
+        ),
+        other => panic!("expected refusal, got {other:?}"),
+    }
+    assert_eq!(proxy.requests().len(), 5);
+}
