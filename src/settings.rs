@@ -35,6 +35,13 @@ pub const KEYS: &[(&str, Owner)] = &[
     ("guestMemoryLimit", Owner::Harness),
     ("guestTimeLimit", Owner::Harness),
     ("shutdownGrace", Owner::Harness),
+    ("headerReadTimeout", Owner::Harness),
+    ("idleTimeout", Owner::Harness),
+    ("requestBodyTimeout", Owner::Harness),
+    ("maxConnections", Owner::Harness),
+    ("queueTimeout", Owner::Harness),
+    ("maxExecutionsPerConnector", Owner::Harness),
+    ("maxExecutionsPerClient", Owner::Harness),
 ];
 
 /// The owner of `key`, or `None` for an unknown key.

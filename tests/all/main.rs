@@ -10,6 +10,7 @@ mod providers;
 mod proxy;
 mod reuse;
 mod serve;
+mod serve_limits;
 mod ssrf;
 mod streaming;
 mod support;

@@ -1,5 +1,6 @@
 //! Request routing and the handlers.
 
+use super::auth::Caller;
 use super::catalog::Served;
 use super::gateway::{Gateway, InFlightGuard};
 use super::metrics::Route;
@@ -92,7 +93,19 @@ pub(crate) async fn handle(
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method().clone();
     match (&method, segments.as_slice()) {
-        (&Method::GET, ["healthz"]) => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        (&Method::GET, ["healthz"]) => {
+            // A load balancer stops sending traffic as soon as shutdown begins.
+            if gw.admission.is_closing() {
+                let mut r = json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"status": "shutting down"}),
+                );
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return r;
+            }
+            json_response(StatusCode::OK, &json!({"status": "ok"}))
+        }
         (&Method::GET, ["metrics"]) => {
             if !gw.auth.is_admin(req.headers()) {
                 return unauthorized(&gw, Route::Execute);
@@ -100,7 +113,10 @@ pub(crate) async fn handle(
             respond(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                gw.metrics.render(),
+                gw.metrics.render(super::metrics::Connections {
+                    open: gw.connections.len(),
+                    max: gw.connections.max(),
+                }),
             )
         }
         (&Method::GET, ["dashboard"]) | (&Method::GET, ["dashboard", "data"]) => {
@@ -162,29 +178,34 @@ pub(crate) async fn handle(
             }
         }
         (&Method::POST, ["api", "actions", "connector", id, "_execute"]) => {
-            if !gw.auth.is_admin(req.headers()) {
+            let Some(caller) = gw.auth.admin_caller(req.headers()) else {
                 return unauthorized(&gw, Route::Execute);
-            }
+            };
             let id = (*id).to_owned();
-            run_route(gw, executor, &id, Route::Execute, req).await
+            run_route(gw, executor, &id, Route::Execute, caller, req).await
         }
         (&Method::POST, ["connectors", id, "v1", "chat", "completions"]) => {
-            if !gw.auth.may_use(req.headers(), id) {
+            let Some(caller) = gw.auth.caller(req.headers(), id) else {
                 return unauthorized(&gw, Route::ChatCompletions);
-            }
+            };
             let id = (*id).to_owned();
-            run_route(gw, executor, &id, Route::ChatCompletions, req).await
+            run_route(gw, executor, &id, Route::ChatCompletions, caller, req).await
         }
         _ => kibana_error(StatusCode::NOT_FOUND, "Not Found"),
     }
 }
 
-/// The request body, or the error response.
-async fn read_body(req: Request<hyper::body::Incoming>, route: Route) -> Result<Bytes, Reply> {
-    match Limited::new(req.into_body(), MAX_REQUEST_BYTES)
-        .collect()
-        .await
-    {
+/// The request body, or the error response: all of it must arrive within `timeout`.
+async fn read_body(
+    req: Request<hyper::body::Incoming>,
+    route: Route,
+    timeout: std::time::Duration,
+) -> Result<Bytes, Reply> {
+    let collect = Limited::new(req.into_body(), MAX_REQUEST_BYTES).collect();
+    let Ok(collected) = tokio::time::timeout(timeout, collect).await else {
+        return Err(protocol::body_timeout(route));
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -204,13 +225,14 @@ async fn run_route(
     executor: Arc<Executor>,
     id: &str,
     route: Route,
+    caller: Caller,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
     let Some(served) = gw.catalog.get(id) else {
         return reply(protocol::connector_not_found(route, id, None));
     };
     let served = served.clone();
-    let body = match read_body(req, route).await {
+    let body = match read_body(req, route, gw.body_timeout).await {
         Ok(b) => b,
         Err(r) => return reply(r),
     };
@@ -218,7 +240,7 @@ async fn run_route(
         Ok(params) => params,
         Err(r) => return reply(r),
     };
-    run_execution(gw, &executor, served, params, route).await
+    run_execution(gw, &executor, served, params, route, caller).await
 }
 
 async fn run_execution(
@@ -227,11 +249,20 @@ async fn run_execution(
     served: Served,
     params: String,
     route: Route,
+    caller: Caller,
 ) -> Response<Body> {
+    let ticket = match gw.admission.admit(&served.file.id, caller).await {
+        Ok(ticket) => ticket,
+        Err(refusal) => {
+            gw.metrics.not_admitted(refusal);
+            let retry_after = gw.admission.retry_after_secs(refusal);
+            return reply(protocol::not_admitted(route, refusal, retry_after));
+        }
+    };
     let started_at = Instant::now();
     let started_wall = SystemTime::now();
     let cancel = Cancel::new();
-    let guard = gw.in_flight.enter(&gw.slots, cancel.clone()).await;
+    let guard = gw.in_flight.enter(ticket, cancel.clone());
     let connector = &served.file;
     gw.metrics.started(&connector.id, route);
     let started = executor
@@ -263,6 +294,40 @@ fn ended_response(connector_id: &str, route: Route, finished: &Finished) -> Resp
             Err(e) => reply(protocol::route_error(route, 500, &format!("{e:#}"), None)),
         },
         Err(failure) => reply(protocol::ended(connector_id, route, Err(failure))),
+    }
+}
+
+/// `response` with `keep` held until its body has been sent (or dropped unsent).
+pub(super) fn keep_until_sent<T: Send + Sync + Unpin + 'static>(
+    response: Response<Body>,
+    keep: T,
+) -> Response<Body> {
+    response.map(|body| BodyExt::boxed(Holding { body, _keep: keep }))
+}
+
+/// A body that holds something until it is dropped.
+struct Holding<T> {
+    body: Body,
+    _keep: T,
+}
+
+impl<T: Unpin> http_body::Body for Holding<T> {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
