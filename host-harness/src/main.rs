@@ -76,7 +76,9 @@ enum Command {
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
         listen: String,
         /// Deployment settings (Kibana's `xpack.actions.*` keys, plus `guestMemoryLimit` and
-        /// `guestTimeLimit` for each execution's sandbox, and `shutdownGrace`).
+        /// `guestTimeLimit` for each execution's sandbox, and serve's limits: `shutdownGrace`,
+        /// `headerReadTimeout`, `idleTimeout`, `requestBodyTimeout`, `maxConnections`,
+        /// `maxExecutionsPerConnector`, `maxExecutionsPerClient`, `queueTimeout`; docs/serve.md).
         #[arg(long, value_name = "FILE")]
         settings: Option<PathBuf>,
         /// Append one JSON line per execution to this file; the dashboard also reads it at
