@@ -364,7 +364,7 @@ pub(super) fn raise_descriptor_limit() -> Option<u64> {
                 current: limit.maximum,
                 maximum: limit.maximum,
             };
-            match setrlimit(Resource::Nofile, raised.clone()) {
+            match setrlimit(Resource::Nofile, raised) {
                 Ok(()) => limit = raised,
                 Err(e) => tracing::warn!("cannot raise the open-files limit: {e}"),
             }
