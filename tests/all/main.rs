@@ -8,6 +8,7 @@ mod parity;
 mod pki;
 mod providers;
 mod proxy;
+mod retries;
 mod reuse;
 mod serve;
 mod serve_limits;

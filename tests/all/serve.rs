@@ -1130,6 +1130,7 @@ async fn dashboard_renders_in_headless_chromium() {
                 tokenizer: None,
             },
             request_body_bytes: Some(40),
+            attempts: None,
         }));
     }
     let (gw, _) = gateway_with_log(&dir, &history, &[], &[]);
