@@ -50,6 +50,17 @@ pub(crate) fn retryable_failure(failure: &Failure, time_left_ms: u64) -> bool {
     }
 }
 
+/// Whether a failed execution is worth trying on another connector (cli.md "Routes"): a
+/// retryable status, or a connection refused or reset before a response. A timeout is not: it
+/// spent the execution's deadline.
+pub fn worth_another_connector(failure: &Failure) -> bool {
+    match &failure.kind {
+        FailureKind::Http { status } => retryable_status(*status),
+        FailureKind::Transport { code } => code == "ECONNREFUSED" || code == "ECONNRESET",
+        _ => false,
+    }
+}
+
 /// What the upstream said about when to come back.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Hint {
@@ -223,5 +234,13 @@ mod tests {
         assert!(!retryable_failure(&failure(FailureKind::Timeout), 0));
         assert!(!retryable_failure(&failure(FailureKind::Canceled), 1));
         assert!(!retryable_failure(&failure(FailureKind::Denied), 1));
+        assert!(worth_another_connector(&failure(FailureKind::Http {
+            status: 503
+        })));
+        assert!(worth_another_connector(&transport("ECONNRESET")));
+        assert!(!worth_another_connector(&failure(FailureKind::Http {
+            status: 401
+        })));
+        assert!(!worth_another_connector(&failure(FailureKind::Timeout)));
     }
 }

@@ -89,6 +89,11 @@ enum Command {
         /// `{"tokens": [{"token": ..., "connectors": ["<id>" | "*"]}]}`.
         #[arg(long, value_name = "FILE")]
         client_tokens: Option<PathBuf>,
+        /// Routes: names that stand for ordered lists of connectors, served at
+        /// `POST /routes/{name}/v1/chat/completions`:
+        /// `{"routes": {"<name>": {"connectors": ["<id>", ...], "strategy": "fallback" | "balance"}}}`.
+        #[arg(long, value_name = "FILE")]
+        routes: Option<PathBuf>,
         /// Start without `OPENAI_CONNECTOR_ADMIN_TOKEN`: every route is then open (local
         /// experiments only).
         #[arg(long)]
@@ -309,6 +314,7 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
             settings,
             event_log,
             client_tokens,
+            routes,
             insecure_no_auth,
         } => {
             let admin_token = match std::env::var(ADMIN_TOKEN_VAR) {
@@ -346,6 +352,7 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
                 listen: listen.clone(),
                 event_log: event_log.clone(),
                 client_tokens: client_tokens.clone(),
+                routes: routes.clone(),
                 admin_token,
             };
             openai_connector_harness::serve::serve(executor, options, |addr| {

@@ -10,6 +10,7 @@ mod providers;
 mod proxy;
 mod retries;
 mod reuse;
+mod routes;
 mod serve;
 mod serve_limits;
 mod ssrf;

@@ -834,7 +834,7 @@ async fn sigterm_cancels_what_outlives_the_shutdown_grace() {
 
 /// Runs `serve --listen 127.0.0.1:0 args` with `admin_token` (else none) and checks it refuses
 /// to start (exit 2); returns its stderr.
-async fn refused_start(args: &[&str], admin_token: Option<&str>) -> String {
+pub(crate) async fn refused_start(args: &[&str], admin_token: Option<&str>) -> String {
     let mut cmd = cli();
     cmd.args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)

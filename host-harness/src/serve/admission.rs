@@ -30,6 +30,7 @@ pub(super) struct Admission {
     slots: Arc<Semaphore>,
     connectors: HashMap<String, Arc<Semaphore>>,
     clients: HashMap<Caller, Arc<Semaphore>>,
+    per_connector: usize,
     queue_timeout: Duration,
     closing: watch::Sender<bool>,
 }
@@ -90,6 +91,7 @@ impl Admission {
                 .into_iter()
                 .map(|c| (c, Arc::new(Semaphore::new(shares.per_client))))
                 .collect(),
+            per_connector: shares.per_connector,
             queue_timeout,
             closing: watch::Sender::new(false),
         }
@@ -123,6 +125,13 @@ impl Admission {
                 ticket.map_err(|_| Refusal::QueueTimeout)
             }
         }
+    }
+
+    /// Executions of `connector` admitted now (for `balance` routes).
+    pub(super) fn in_flight(&self, connector: &str) -> usize {
+        self.connectors
+            .get(connector)
+            .map_or(0, |s| self.per_connector - s.available_permits())
     }
 
     /// Shutdown begins: requests waiting for permits and every later one are refused.
@@ -199,6 +208,7 @@ mod tests {
         let adm = admission(2, 8, 3);
         let _a1 = adm.admit("a", Caller::Client(0)).await.unwrap();
         let _a2 = adm.admit("a", Caller::Client(0)).await.unwrap();
+        assert_eq!((adm.in_flight("a"), adm.in_flight("b")), (2, 0));
         // A third of `a` waits in `a`'s queue...
         let waiting = adm.admit("a", Caller::Client(0));
         tokio::pin!(waiting);

@@ -3,6 +3,7 @@
 
 use super::admission::{Admission, Shares, Ticket};
 use super::connection::{self, Deadlines, Registry};
+use super::route_table::RouteTable;
 use super::{auth, catalog, dashboard, metrics};
 use crate::connector_file::ConnectorFile;
 use crate::event_log::EventLog;
@@ -26,6 +27,8 @@ pub struct ServeOptions {
     pub event_log: Option<PathBuf>,
     /// `--client-tokens`.
     pub client_tokens: Option<PathBuf>,
+    /// `--routes`.
+    pub routes: Option<PathBuf>,
     /// `OPENAI_CONNECTOR_ADMIN_TOKEN`; `None` only with `--insecure-no-auth`.
     pub admin_token: Option<String>,
 }
@@ -37,6 +40,7 @@ impl std::fmt::Debug for ServeOptions {
             .field("listen", &self.listen)
             .field("event_log", &self.event_log)
             .field("client_tokens", &self.client_tokens)
+            .field("routes", &self.routes)
             .field(
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "[REDACTED]"),
@@ -108,6 +112,8 @@ impl Drop for InFlightGuard {
 pub(super) struct Gateway {
     pub(super) executor: Executor,
     pub(super) catalog: catalog::Catalog,
+    /// `--routes`.
+    pub(super) routes: RouteTable,
     pub(super) auth: auth::Auth,
     pub(super) metrics: metrics::Metrics,
     pub(super) history: dashboard::UsageHistory,
@@ -129,8 +135,15 @@ impl Gateway {
     pub(super) async fn new(executor: Executor, options: &ServeOptions) -> Result<Gateway> {
         let catalog = catalog::Catalog::load(&options.connectors, &executor).await?;
         let mut auth = auth::Auth::new(options.admin_token.as_deref());
+        let routes = match &options.routes {
+            Some(path) => RouteTable::load(path, &catalog.ids()).map_err(anyhow::Error::msg)?,
+            None => RouteTable::default(),
+        };
         if let Some(path) = &options.client_tokens {
-            auth = auth.with_client_tokens_file(path, &catalog.ids())?;
+            // A grant names connectors or routes.
+            let mut grantable = catalog.ids();
+            grantable.extend(routes.names().map(str::to_owned));
+            auth = auth.with_client_tokens_file(path, &grantable)?;
         }
         let history = dashboard::UsageHistory::new(
             catalog
@@ -183,6 +196,7 @@ impl Gateway {
         );
         Ok(Gateway {
             catalog,
+            routes,
             auth,
             metrics,
             history,

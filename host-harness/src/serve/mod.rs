@@ -28,6 +28,7 @@ mod connection;
 mod dashboard;
 mod gateway;
 mod metrics;
+mod route_table;
 mod routes;
 
 pub use gateway::ServeOptions;

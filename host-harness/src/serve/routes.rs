@@ -11,7 +11,8 @@ use crate::output;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
-use openai_connector::protocol::{self, MAX_REQUEST_BYTES, Reply};
+use openai_connector::protocol::{self, MAX_REQUEST_BYTES, Refusal, Reply};
+use openai_connector::retry;
 use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -191,6 +192,13 @@ pub(crate) async fn handle(
             let id = (*id).to_owned();
             run_route(gw, executor, &id, Route::ChatCompletions, caller, req).await
         }
+        (&Method::POST, ["routes", name, "v1", "chat", "completions"]) => {
+            let Some(caller) = gw.auth.caller(req.headers(), name) else {
+                return unauthorized(&gw, Route::ChatCompletions);
+            };
+            let name = (*name).to_owned();
+            run_named_route(gw, executor, &name, caller, req).await
+        }
         _ => kibana_error(StatusCode::NOT_FOUND, "Not Found"),
     }
 }
@@ -240,7 +248,94 @@ async fn run_route(
         Ok(params) => params,
         Err(r) => return reply(r),
     };
-    run_execution(gw, &executor, served, params, route, caller).await
+    run_execution(gw, &executor, served, params, route, caller, false)
+        .await
+        .response()
+}
+
+/// `POST /routes/{name}/v1/chat/completions` (cli.md "Routes"): the route's connectors in its
+/// order, the next one tried while the current one declines (a failure worth another
+/// connector, or no slot within the queue timeout) and nothing reached the client. Every
+/// execution tried logs its own line; the answer names the connector that gave it.
+async fn run_named_route(
+    gw: Arc<Gateway>,
+    executor: Arc<Executor>,
+    name: &str,
+    caller: Caller,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    let route = Route::ChatCompletions;
+    let Some(named) = gw.routes.get(name) else {
+        return reply(protocol::route_error(
+            route,
+            404,
+            &format!("route \"{name}\" not found"),
+            Some("route_not_found"),
+        ));
+    };
+    let order: Vec<String> = named
+        .order(|id| gw.admission.in_flight(id), |n| fastrand::usize(..n))
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let body = match read_body(req, route, gw.body_timeout).await {
+        Ok(b) => b,
+        Err(r) => return reply(r),
+    };
+    let params = match protocol::params(route, &body) {
+        Ok(params) => params,
+        Err(r) => return reply(r),
+    };
+    let mut declined = None;
+    for (i, id) in order.iter().enumerate() {
+        // Every connector of a route was checked at load.
+        let Some(served) = gw.catalog.get(id).cloned() else {
+            continue;
+        };
+        let last = i + 1 == order.len();
+        let attempt = run_execution(
+            gw.clone(),
+            &executor,
+            served,
+            params.clone(),
+            route,
+            caller,
+            !last,
+        )
+        .await;
+        let answered = matches!(attempt, Attempt::Answered(_));
+        let mut response = attempt.response();
+        response.headers_mut().insert(
+            HeaderName::from_static(CONNECTOR_ID_HEADER),
+            HeaderValue::try_from(id.as_str()).unwrap_or(HeaderValue::from_static("")),
+        );
+        if answered {
+            return response;
+        }
+        declined = Some(response);
+    }
+    declined.unwrap_or_else(|| kibana_error(StatusCode::INTERNAL_SERVER_ERROR, "empty route"))
+}
+
+/// The header that names the connector that answered a route's request.
+const CONNECTOR_ID_HEADER: &str = "x-openai-connector-id";
+
+/// How one execution attempt went.
+enum Attempt {
+    /// The client gets this response.
+    Answered(Response<Body>),
+    /// Another connector may do better (only when the caller allowed it): a failure worth
+    /// another connector, or no slot within the queue timeout. Nothing reached the client;
+    /// this is the response should no other connector be left.
+    Declined(Response<Body>),
+}
+
+impl Attempt {
+    fn response(self) -> Response<Body> {
+        match self {
+            Attempt::Answered(r) | Attempt::Declined(r) => r,
+        }
+    }
 }
 
 async fn run_execution(
@@ -250,13 +345,18 @@ async fn run_execution(
     params: String,
     route: Route,
     caller: Caller,
-) -> Response<Body> {
+    may_decline: bool,
+) -> Attempt {
     let ticket = match gw.admission.admit(&served.file.id, caller).await {
         Ok(ticket) => ticket,
         Err(refusal) => {
             gw.metrics.not_admitted(refusal);
             let retry_after = gw.admission.retry_after_secs(refusal);
-            return reply(protocol::not_admitted(route, refusal, retry_after));
+            let response = reply(protocol::not_admitted(route, refusal, retry_after));
+            return match refusal {
+                Refusal::QueueTimeout if may_decline => Attempt::Declined(response),
+                _ => Attempt::Answered(response),
+            };
         }
     };
     let started_at = Instant::now();
@@ -273,16 +373,22 @@ async fn run_execution(
             tracing::error!("connector {}: sandbox failure: {e:#}", connector.id);
             let finished = Finished::sandbox_failure(&e, started_wall);
             gw.record(connector, route, &finished, true, started_at);
-            ended_response(&connector.id, route, &finished)
+            Attempt::Answered(ended_response(&connector.id, route, &finished))
         }
         Ok(Started::Ended(finished)) => {
             gw.record(connector, route, &finished, false, started_at);
             drop(guard);
-            ended_response(&connector.id, route, &finished)
+            let response = ended_response(&connector.id, route, &finished);
+            match &finished.outcome {
+                Err(failure) if may_decline && retry::worth_another_connector(failure) => {
+                    Attempt::Declined(response)
+                }
+                _ => Attempt::Answered(response),
+            }
         }
-        Ok(Started::Streaming(stream)) => {
-            stream_response(gw, served, route, stream, cancel, guard, started_at)
-        }
+        Ok(Started::Streaming(stream)) => Attempt::Answered(stream_response(
+            gw, served, route, stream, cancel, guard, started_at,
+        )),
     }
 }
 
