@@ -23,6 +23,7 @@ pub mod protocol;
 mod redirect;
 pub mod request;
 pub mod response;
+pub mod retry;
 mod schema;
 pub mod settings;
 pub mod sse;

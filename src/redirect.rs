@@ -209,6 +209,22 @@ mod tests {
                 body: NoBody,
             })
         }
+
+        fn time_left_ms(&self, limits: &Limits) -> u64 {
+            limits.total_timeout_ms
+        }
+
+        fn pause(&mut self, _ms: u64) -> Result<(), TransportError> {
+            unreachable!("redirects are followed without pausing")
+        }
+
+        fn unix_time_secs(&self) -> u64 {
+            0
+        }
+
+        fn random_u64(&mut self) -> u64 {
+            0
+        }
     }
 
     /// The request of a connector for `url` with custom headers, organisation and project

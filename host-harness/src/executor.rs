@@ -39,6 +39,8 @@ pub struct Stream {
     instance: Instance,
     handle: StreamExecution,
     started: SystemTime,
+    /// Whether the deployment retries (see [`Finished::attempts`]).
+    retrying: bool,
 }
 
 impl Stream {
@@ -87,6 +89,7 @@ impl Stream {
             outcome: summary.outcome.map(|()| None),
             usage,
             request_body_bytes: summary.request_body_bytes,
+            attempts: self.retrying.then_some(summary.attempts),
             started: self.started,
             ended: SystemTime::now(),
         })
@@ -142,6 +145,11 @@ impl Executor {
     }
 
     /// The harness (engine and pre-linked component).
+    /// Whether the deployment retries (`retry.maxAttempts` above 1).
+    fn retrying(&self) -> bool {
+        self.settings.deployment.retry.max_attempts > 1
+    }
+
     pub(crate) fn harness(&self) -> &Harness {
         &self.harness
     }
@@ -223,13 +231,16 @@ impl Executor {
                 .start(&prepared.validated.prepared, &self.settings, params_json)
                 .await?
             {
-                Launched::Ended(execution) => {
-                    Started::Ended(Finished::from_execution(execution, started))
-                }
+                Launched::Ended(execution) => Started::Ended(Finished::from_execution(
+                    execution,
+                    started,
+                    self.retrying(),
+                )),
                 Launched::Streaming(handle) => Started::Streaming(Box::new(Stream {
                     instance,
                     handle,
                     started,
+                    retrying: self.retrying(),
                 })),
             },
         )
@@ -247,6 +258,7 @@ impl Executor {
                 outcome: Err(failure.clone()),
                 usage: Usage::UNAVAILABLE,
                 request_body_bytes: None,
+                attempts: 0,
             });
         }
         self.instance_for(prepared, Cancel::new())
