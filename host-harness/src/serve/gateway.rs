@@ -8,6 +8,7 @@ use crate::execution::Finished;
 use crate::executor::Executor;
 use crate::outbound::Cancel;
 use anyhow::{Context, Result};
+use openai_connector::redaction::Secrets;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -131,9 +132,15 @@ impl Gateway {
     pub(super) async fn new(executor: Executor, options: &ServeOptions) -> Result<Gateway> {
         let catalog = catalog::Catalog::load(&options.connectors, &executor).await?;
         let mut auth = auth::Auth::new(options.admin_token.as_deref());
-        if let Some(path) = &options.client_tokens {
-            auth = auth.with_client_tokens_file(path, &catalog.ids())?;
+        // C121a: no failure shows a token, whatever an upstream echoes.
+        let mut tokens = Secrets::new();
+        if let Some(admin) = &options.admin_token {
+            tokens.add(admin);
         }
+        if let Some(path) = &options.client_tokens {
+            auth = auth.with_client_tokens_file(path, &catalog.ids(), &mut tokens)?;
+        }
+        let executor = executor.redacting(&tokens);
         let history = dashboard::UsageHistory::new(
             catalog
                 .iter()
