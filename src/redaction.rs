@@ -131,7 +131,8 @@ impl Secrets {
 
     fn insert(&mut self, forms: impl IntoIterator<Item = String>) {
         self.forms.extend(forms);
-        self.forms.sort_unstable_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        self.forms
+            .sort_unstable_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         self.forms.dedup();
     }
 }
@@ -211,7 +212,10 @@ mod tests {
         let mut secrets = Secrets::new();
         secrets.add("1234567");
         assert!(secrets.is_empty());
-        assert_eq!(secrets.redact("1234567 MTIzNDU2Nw=="), "1234567 MTIzNDU2Nw==");
+        assert_eq!(
+            secrets.redact("1234567 MTIzNDU2Nw=="),
+            "1234567 MTIzNDU2Nw=="
+        );
         // Characters, not bytes.
         secrets.add("ééééééé");
         assert!(secrets.is_empty());
@@ -233,7 +237,10 @@ mod tests {
             "the longer secret is replaced whole"
         );
         let debug = format!("{secrets:?}");
-        assert!(!debug.contains("abcdefgh") && !debug.contains("YWJj"), "{debug}");
+        assert!(
+            !debug.contains("abcdefgh") && !debug.contains("YWJj"),
+            "{debug}"
+        );
         assert_eq!(lower_hex("a%2FB%C3%A9%éC"), "a%2fB%c3%a9%éC");
     }
 }

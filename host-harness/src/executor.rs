@@ -250,9 +250,7 @@ impl Executor {
             Some(pool) => pool.client_config(profile).err(),
             None => profile.client_config().err(),
         });
-        let secrets = Arc::new(Secrets::api_key(
-            validated.prepared.api_key.as_deref(),
-        ));
+        let secrets = Arc::new(Secrets::api_key(validated.prepared.api_key.as_deref()));
         Ok(Ok(Prepared {
             validated,
             refused: refused.map(|e| Failure::tls_refused(format!("{e:#}"))),
@@ -297,9 +295,9 @@ impl Executor {
                 .start(&prepared.validated.prepared, &self.settings, params_json)
                 .await?
             {
-                Launched::Ended(execution) => Started::Ended(
-                    redaction.finished(Finished::from_execution(execution, started)),
-                ),
+                Launched::Ended(execution) => {
+                    Started::Ended(redaction.finished(Finished::from_execution(execution, started)))
+                }
                 Launched::Streaming(handle) => Started::Streaming(Box::new(Stream {
                     instance,
                     handle,

@@ -300,7 +300,11 @@ mod tests {
             p.secrets().redact(&echo),
             "Basic [REDACTED] | [REDACTED] | [REDACTED] | [REDACTED] | [REDACTED] | [REDACTED] | [REDACTED] | short"
         );
-        assert!(proxy(json!({"proxyUrl": "http://proxy.example"})).secrets().is_empty());
+        assert!(
+            proxy(json!({"proxyUrl": "http://proxy.example"}))
+                .secrets()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -23,8 +23,6 @@ const HEADER_VALUE: &str = "proxy-header-VALUE-s3cret";
 const HEADER_BEARER: &str = "proxy-bearer-S3CRET";
 const ADMIN: &str = "admin-TOKEN-redaction-5e1f";
 const CLIENT: &str = "client-TOKEN-redaction-9a2b";
-/// Resolves nowhere: only the proxy answers for it.
-const HOST: &str = "api.example.test";
 /// Everything that handles secrets logs at its most detailed level.
 const TRACE: &str = "warn,openai_connector_harness=trace,openai_connector=trace,hyper=trace,hyper_util=trace,wasmtime_wasi_http=trace";
 
@@ -33,7 +31,10 @@ const TRACE: &str = "warn,openai_connector_harness=trace,openai_connector=trace,
 fn forbidden(with_tokens: bool) -> Vec<(String, &'static str)> {
     let mut forms = vec![
         (PASSWORD.to_owned(), "the proxy password"),
-        (PASSWORD_IN_URL.to_owned(), "the proxy password as in the URL"),
+        (
+            PASSWORD_IN_URL.to_owned(),
+            "the proxy password as in the URL",
+        ),
         (
             STANDARD.encode(format!("{USER}:{PASSWORD}")),
             "base64(user:password)",
@@ -122,6 +123,7 @@ fn connector_json(id: &str, url: &str, headers: serde_json::Value) -> String {
     .to_string()
 }
 
+/// `api.example.test` resolves nowhere: only the proxy answers for it.
 const PLAIN_URL: &str = "http://api.example.test:8080/v1/chat/completions";
 const TUNNEL_URL: &str = "https://api.example.test:8443/v1/chat/completions";
 

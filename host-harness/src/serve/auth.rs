@@ -316,8 +316,8 @@ mod tests {
             ),
         ];
         for (value, expected) in cases {
-            let e = parse_tokens(&value, Path::new("."), &known(), &mut Secrets::new())
-                .unwrap_err();
+            let e =
+                parse_tokens(&value, Path::new("."), &known(), &mut Secrets::new()).unwrap_err();
             assert!(e.contains(expected), "{e} does not contain {expected}");
         }
     }
