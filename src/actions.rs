@@ -11,6 +11,7 @@ use crate::json::Value;
 use crate::plan::{Deployment, plan};
 use crate::redirect;
 use crate::response;
+use crate::retry;
 use crate::streaming::{StreamExecution, StreamItem};
 use crate::transport::{Limits, Transport, read_to_end};
 use crate::usage::TokenUsage;
@@ -72,14 +73,17 @@ pub struct Execution {
     pub usage: TokenUsage,
     /// Sent body length, when a request was sent (C118).
     pub request_body_bytes: Option<u64>,
+    /// Attempts made: 0 when nothing was sent, 1 without retries (cli.md "Retries").
+    pub attempts: u32,
 }
 
 impl Execution {
-    fn failed(failure: Failure, request_body_bytes: Option<u64>) -> Self {
+    fn failed(failure: Failure, request_body_bytes: Option<u64>, attempts: u32) -> Self {
         Execution {
             outcome: Err(failure),
             usage: TokenUsage::UNAVAILABLE,
             request_body_bytes,
+            attempts,
         }
     }
 }
@@ -94,7 +98,7 @@ pub enum Started<B> {
 }
 
 /// Runs an execution of a validated connector up to the point where it either has ended or
-/// streams.
+/// streams. Retryable failures are tried again as `deployment.retry` says ([`crate::retry`]).
 pub fn start<T: Transport>(
     connector: &Connector,
     deployment: &Deployment,
@@ -103,7 +107,7 @@ pub fn start<T: Transport>(
 ) -> Started<T::Body> {
     let plan = match plan(connector, deployment, params_json) {
         Ok(plan) => plan,
-        Err(failure) => return Started::Ended(Execution::failed(failure, None)),
+        Err(failure) => return Started::Ended(Execution::failed(failure, None, 0)),
     };
     let api_key = connector.secrets.api_key.as_deref();
     let body_bytes = Some(plan.request.body.len() as u64);
@@ -111,15 +115,16 @@ pub fn start<T: Transport>(
         total_timeout_ms: plan.total_timeout_ms,
         max_body_bytes: deployment.max_response_content_length,
     };
-    let fail = |failure| Started::Ended(Execution::failed(failure, body_bytes));
-    let mut head = match redirect::open(&plan.request, &limits, deployment, api_key, transport) {
+    let (opened, attempts) = open_with_retries(&plan, &limits, deployment, api_key, transport);
+    let fail = |failure| Started::Ended(Execution::failed(failure, body_bytes, attempts));
+    let mut head = match opened {
         Ok(head) => head,
         Err(failure) => return fail(failure),
     };
     let success = (200..300).contains(&head.status);
     if success && plan.params.stream {
         return Started::Streaming(Box::new(StreamExecution::new(
-            connector, plan, limits, head,
+            connector, plan, limits, head, attempts,
         )));
     }
     // C65, C76: non-streaming bodies and error bodies are read whole, within the limit.
@@ -143,12 +148,50 @@ pub fn start<T: Transport>(
             outcome: Ok(data),
             usage,
             request_body_bytes: body_bytes,
+            attempts,
         }),
         Err(message) => fail(Failure::response_invalid(
             message,
             Some(head.status),
             api_key,
         )),
+    }
+}
+
+/// Opens the response (following redirects), trying again while the failure or status is
+/// retryable and the policy allows; returns the last attempt's outcome and the attempts made.
+/// A retried response is abandoned unread: nothing of it reaches the caller.
+fn open_with_retries<T: Transport>(
+    plan: &crate::plan::Plan,
+    limits: &Limits,
+    deployment: &Deployment,
+    api_key: Option<&str>,
+    transport: &mut T,
+) -> (Result<crate::transport::Head<T::Body>, Failure>, u32) {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let opened = redirect::open(&plan.request, limits, deployment, api_key, transport);
+        let time_left = transport.time_left_ms(limits);
+        let hint = match &opened {
+            Ok(head) if retry::retryable_status(head.status) => {
+                retry::Hint::from_headers(&head.headers, transport.unix_time_secs())
+            }
+            Err(failure) if retry::retryable_failure(failure, time_left) => retry::Hint::default(),
+            _ => return (opened, attempts),
+        };
+        let Some(delay) =
+            retry::next_delay_ms(&deployment.retry, attempts, hint, time_left, || {
+                transport.random_u64()
+            })
+        else {
+            return (opened, attempts);
+        };
+        drop(opened);
+        if let Err(e) = transport.pause(delay) {
+            let failure = Failure::transport(&e, &plan.request, limits, None, api_key);
+            return (Err(failure), attempts);
+        }
     }
 }
 
@@ -180,7 +223,199 @@ pub fn execute<T: Transport>(
                     .map(|()| Value::String(String::from_utf8_lossy(&out).into_owned())),
                 usage: summary.usage,
                 request_body_bytes: summary.request_body_bytes,
+                attempts: summary.attempts,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Retries (cli.md "Retries") over an in-memory transport that answers from a script.
+
+    use super::*;
+    use crate::request::HttpRequest;
+    use crate::retry::RetryPolicy;
+    use crate::transport::{Body, Head, TransportError};
+    use std::collections::VecDeque;
+
+    struct Whole(Option<Vec<u8>>);
+
+    impl Body for Whole {
+        fn next_chunk(&mut self, _idle: Option<u64>) -> Result<Option<Vec<u8>>, TransportError> {
+            Ok(self.0.take().filter(|b| !b.is_empty()))
+        }
+    }
+
+    type Answer = Result<(u16, Vec<(&'static str, &'static str)>, &'static str), TransportError>;
+
+    /// Answers each request with the next scripted answer; records pauses.
+    struct Script {
+        answers: VecDeque<Answer>,
+        sent: usize,
+        pauses: Vec<u64>,
+        time_left_ms: u64,
+    }
+
+    impl Script {
+        fn new(answers: Vec<Answer>) -> Script {
+            Script {
+                answers: answers.into(),
+                sent: 0,
+                pauses: Vec::new(),
+                time_left_ms: 60_000,
+            }
+        }
+    }
+
+    impl Transport for Script {
+        type Body = Whole;
+
+        fn open(
+            &mut self,
+            _request: &HttpRequest,
+            _limits: &Limits,
+        ) -> Result<Head<Whole>, TransportError> {
+            self.sent += 1;
+            let (status, headers, body) = self.answers.pop_front().expect("a scripted answer")?;
+            Ok(Head {
+                status,
+                headers: headers
+                    .into_iter()
+                    .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                    .collect(),
+                body: Whole(Some(body.as_bytes().to_vec())),
+            })
+        }
+
+        fn time_left_ms(&self, _limits: &Limits) -> u64 {
+            self.time_left_ms
+        }
+
+        fn pause(&mut self, ms: u64) -> Result<(), TransportError> {
+            self.pauses.push(ms);
+            self.time_left_ms = self.time_left_ms.saturating_sub(ms);
+            Ok(())
+        }
+
+        fn unix_time_secs(&self) -> u64 {
+            1_767_225_600
+        }
+
+        fn random_u64(&mut self) -> u64 {
+            7
+        }
+    }
+
+    const OK: &str = r#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+    const RUN: &str = r#"{"subAction":"run","subActionParams":{"body":"{\"messages\":[]}"}}"#;
+    const STREAM: &str =
+        r#"{"subAction":"stream","subActionParams":{"body":"{\"messages\":[]}","stream":true}}"#;
+
+    fn connector() -> Connector {
+        let config = Value::parse(
+            br#"{"apiProvider":"Other","apiUrl":"http://127.0.0.1:9/v1","defaultModel":"m"}"#,
+        )
+        .unwrap();
+        let secrets = Value::parse(br#"{"apiKey":"sk-unit-test-key-123"}"#).unwrap();
+        config::validate_connector("c", "n", &config, &secrets, &["*".to_owned()]).unwrap()
+    }
+
+    fn deployment(max_attempts: u32) -> Deployment {
+        Deployment {
+            retry: RetryPolicy {
+                max_attempts,
+                initial_delay_ms: 100,
+                max_delay_ms: 1_000,
+            },
+            ..Deployment::default()
+        }
+    }
+
+    fn run(max_attempts: u32, params: &str, script: &mut Script) -> Execution {
+        execute(&connector(), &deployment(max_attempts), params, script)
+    }
+
+    fn status(e: &Execution) -> Option<u16> {
+        e.outcome.as_ref().err().and_then(|f| f.upstream_status)
+    }
+
+    #[test]
+    fn a_429_is_retried_after_the_upstreams_hint() {
+        let mut script = Script::new(vec![
+            Ok((429, vec![("retry-after-ms", "40")], "{}")),
+            Ok((503, vec![("retry-after", "1")], "{}")),
+            Ok((200, vec![], OK)),
+        ]);
+        let e = run(3, RUN, &mut script);
+        assert!(e.outcome.is_ok(), "{:?}", e.outcome);
+        assert_eq!((e.attempts, script.sent), (3, 3));
+        assert_eq!(script.pauses, [40, 1_000]);
+    }
+
+    #[test]
+    fn connection_failures_back_off_with_jitter_and_the_last_failure_stands() {
+        let mut script = Script::new(vec![
+            Err(TransportError::ConnectionRefused),
+            Err(TransportError::ConnectionReset),
+            Err(TransportError::ConnectionRefused),
+        ]);
+        let e = run(3, RUN, &mut script);
+        // Jitter: the draw (7) modulo the cap plus one: 7 % 101, then 7 % 201.
+        assert_eq!(script.pauses, [7, 7]);
+        assert_eq!(e.attempts, 3);
+        let failure = e.outcome.unwrap_err();
+        assert_eq!(
+            failure.kind,
+            crate::failure::FailureKind::Transport {
+                code: "ECONNREFUSED".into()
+            }
+        );
+    }
+
+    #[test]
+    fn what_is_not_retryable_is_returned_at_once() {
+        // A 400, a name that does not resolve, and the default policy.
+        let mut script = Script::new(vec![Ok((400, vec![], r#"{"error":{"message":"bad"}}"#))]);
+        let e = run(3, RUN, &mut script);
+        assert_eq!(
+            (status(&e), e.attempts, script.pauses.len()),
+            (Some(400), 1, 0)
+        );
+        let mut script = Script::new(vec![Err(TransportError::NameNotResolved)]);
+        assert_eq!(run(3, RUN, &mut script).attempts, 1);
+        let mut script = Script::new(vec![Ok((503, vec![], "{}"))]);
+        let e = run(1, RUN, &mut script);
+        assert_eq!((status(&e), e.attempts), (Some(503), 1));
+        // A hint longer than maxDelay is not waited for.
+        let mut script = Script::new(vec![Ok((429, vec![("retry-after", "2")], "{}"))]);
+        let e = run(3, RUN, &mut script);
+        assert_eq!(
+            (status(&e), e.attempts, script.pauses.len()),
+            (Some(429), 1, 0)
+        );
+        // Nor one that would outlast the deadline.
+        let mut script = Script::new(vec![Ok((429, vec![("retry-after-ms", "500")], "{}"))]);
+        script.time_left_ms = 400;
+        assert_eq!(run(3, RUN, &mut script).attempts, 1);
+        // Params refused: nothing sent, no attempt.
+        let mut script = Script::new(vec![]);
+        let e = run(3, r#"{"subAction":"nope"}"#, &mut script);
+        assert_eq!((e.attempts, script.sent), (0, 0));
+    }
+
+    #[test]
+    fn a_stream_is_retried_only_before_its_2xx_head() {
+        let mut script = Script::new(vec![
+            Ok((502, vec![], "bad gateway")),
+            Ok((
+                200,
+                vec![("content-type", "text/event-stream")],
+                "data: {\"choices\":[]}\n\ndata: [DONE]\n\n",
+            )),
+        ]);
+        let e = run(2, STREAM, &mut script);
+        assert!(e.outcome.is_ok(), "{:?}", e.outcome);
+        assert_eq!(e.attempts, 2);
     }
 }

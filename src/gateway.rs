@@ -805,6 +805,22 @@ mod tests {
                 body: self.body.take().expect("one request"),
             })
         }
+
+        fn time_left_ms(&self, limits: &Limits) -> u64 {
+            limits.total_timeout_ms
+        }
+
+        fn pause(&mut self, _ms: u64) -> Result<(), TransportError> {
+            unreachable!("one response: never retried")
+        }
+
+        fn unix_time_secs(&self) -> u64 {
+            0
+        }
+
+        fn random_u64(&mut self) -> u64 {
+            0
+        }
     }
 
     #[derive(Default)]

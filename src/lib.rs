@@ -24,6 +24,7 @@ pub mod redaction;
 mod redirect;
 pub mod request;
 pub mod response;
+pub mod retry;
 mod schema;
 pub mod settings;
 pub mod sse;

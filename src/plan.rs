@@ -5,6 +5,7 @@ use crate::config::{self, Connector};
 use crate::failure::Failure;
 use crate::params::{self, Params};
 use crate::request::{self, HttpRequest};
+use crate::retry::RetryPolicy;
 
 /// `User-Agent` sent unless a custom header replaces it (C48).
 pub const USER_AGENT: &str = concat!("openai-connector/", env!("CARGO_PKG_VERSION"));
@@ -18,6 +19,8 @@ pub struct Deployment {
     pub response_timeout_ms: u64,
     /// `maxResponseContentLength` in bytes (C65).
     pub max_response_content_length: u64,
+    /// `retry` (cli.md "Retries"; default: no retry).
+    pub retry: RetryPolicy,
 }
 
 impl Default for Deployment {
@@ -26,6 +29,7 @@ impl Default for Deployment {
             allowed_hosts: vec!["*".to_owned()],
             response_timeout_ms: 60_000,
             max_response_content_length: 1 << 20,
+            retry: RetryPolicy::default(),
         }
     }
 }

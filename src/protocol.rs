@@ -166,6 +166,43 @@ pub fn body_too_large(route: Route) -> Reply {
     )
 }
 
+/// Why a request was not admitted to an execution slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No slot within the queue timeout (the waits of its client and connector included).
+    QueueTimeout,
+    /// The gateway is shutting down: nothing new starts.
+    ShuttingDown,
+}
+
+/// The answer to a request that was not admitted: `503` with `Retry-After` (whole seconds), in
+/// the route's shape. Nothing reached the component or the upstream.
+pub fn not_admitted(route: Route, refusal: Refusal, retry_after_secs: u64) -> Reply {
+    let message = match refusal {
+        Refusal::QueueTimeout => {
+            "the gateway is at capacity: no execution slot became free in time; retry later"
+        }
+        Refusal::ShuttingDown => "the gateway is shutting down; retry on another instance",
+    };
+    let code = match refusal {
+        Refusal::QueueTimeout => "queue_timeout",
+        Refusal::ShuttingDown => "shutting_down",
+    };
+    route_error(route, 503, message, Some(code))
+        .with_header("retry-after", &retry_after_secs.max(1).to_string())
+}
+
+/// The answer when the request body did not arrive within the body timeout.
+pub fn body_timeout(route: Route) -> Reply {
+    route_error(
+        route,
+        408,
+        "the request body did not arrive in time",
+        Some("request_timeout"),
+    )
+    .with_header("connection", "close")
+}
+
 /// The answer when the request body could not be read.
 pub fn body_unreadable(route: Route, detail: &str) -> Reply {
     route_error(
@@ -386,6 +423,23 @@ mod tests {
             service_message: "m".into(),
             retry: true,
         }
+    }
+
+    #[test]
+    fn refusals_are_503_with_retry_after_in_the_route_shape() {
+        let r = not_admitted(Route::ChatCompletions, Refusal::QueueTimeout, 0);
+        assert_eq!(r.status, 503);
+        assert!(r.headers.contains(&("retry-after".into(), "1".into())));
+        let body = String::from_utf8(r.body).unwrap();
+        assert!(body.contains(r#""type":"server_error""#), "{body}");
+        assert!(body.contains(r#""code":"queue_timeout""#), "{body}");
+        let r = not_admitted(Route::Execute, Refusal::ShuttingDown, 5);
+        assert!(r.headers.contains(&("retry-after".into(), "5".into())));
+        let body = String::from_utf8(r.body).unwrap();
+        assert!(body.contains(r#""statusCode":503"#), "{body}");
+        assert!(body.contains("shutting down"), "{body}");
+        let r = body_timeout(Route::ChatCompletions);
+        assert_eq!(r.status, 408);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use crate::json::Value;
 use crate::plan::Deployment;
+use crate::retry::RetryPolicy;
 use crate::units;
 
 /// Who applies a settings key.
@@ -24,6 +25,7 @@ pub const KEYS: &[(&str, Owner)] = &[
     ("allowedHosts", Owner::Component),
     ("responseTimeout", Owner::Component),
     ("maxResponseContentLength", Owner::Component),
+    ("retry", Owner::Component),
     ("proxyUrl", Owner::Harness),
     ("proxyHeaders", Owner::Harness),
     ("proxyBypassHosts", Owner::Harness),
@@ -35,6 +37,13 @@ pub const KEYS: &[(&str, Owner)] = &[
     ("guestMemoryLimit", Owner::Harness),
     ("guestTimeLimit", Owner::Harness),
     ("shutdownGrace", Owner::Harness),
+    ("headerReadTimeout", Owner::Harness),
+    ("idleTimeout", Owner::Harness),
+    ("requestBodyTimeout", Owner::Harness),
+    ("maxConnections", Owner::Harness),
+    ("queueTimeout", Owner::Harness),
+    ("maxExecutionsPerConnector", Owner::Harness),
+    ("maxExecutionsPerClient", Owner::Harness),
 ];
 
 /// The owner of `key`, or `None` for an unknown key.
@@ -51,6 +60,7 @@ pub fn apply(deployment: &mut Deployment, key: &str, value: &Value) -> Result<bo
         "maxResponseContentLength" => {
             deployment.max_response_content_length = byte_size(key, value)?;
         }
+        "retry" => deployment.retry = retry(key, value)?,
         _ => return Ok(false),
     }
     Ok(true)
@@ -75,7 +85,7 @@ pub fn deployment_from_json(text: &str) -> Result<Deployment, String> {
             ));
         }
         return Err(format!(
-            "unknown key [{key}] (known: allowedHosts, responseTimeout, maxResponseContentLength)"
+            "unknown key [{key}] (known: allowedHosts, responseTimeout, maxResponseContentLength, retry)"
         ));
     }
     Ok(deployment)
@@ -107,6 +117,42 @@ pub fn duration_ms(key: &str, v: &Value) -> Result<u64, String> {
         _ => None,
     }
     .ok_or_else(bad)
+}
+
+/// `{"maxAttempts": N, "initialDelay": D, "maxDelay": D}` (cli.md "Retries"); absent members
+/// keep their defaults.
+pub fn retry(key: &str, v: &Value) -> Result<RetryPolicy, String> {
+    let Value::Object(map) = v else {
+        return Err(format!(
+            "[{key}]: expected an object {{\"maxAttempts\", \"initialDelay\", \"maxDelay\"}}"
+        ));
+    };
+    let mut policy = RetryPolicy::default();
+    for (member, value) in map {
+        let path = format!("{key}.{member}");
+        match member.as_str() {
+            "maxAttempts" => {
+                policy.max_attempts = match value {
+                    Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+                    _ => None,
+                }
+                .filter(|n| (1..=10).contains(n))
+                .ok_or_else(|| {
+                    format!("[{path}]: expected a whole number from 1 to 10, got {value}")
+                })?;
+            }
+            "initialDelay" => policy.initial_delay_ms = duration_ms(&path, value)?,
+            "maxDelay" => policy.max_delay_ms = duration_ms(&path, value)?,
+            other => return Err(format!("[{key}]: unknown key [{other}]")),
+        }
+    }
+    if policy.initial_delay_ms > policy.max_delay_ms {
+        return Err(format!(
+            "[{key}.initialDelay]: must not exceed maxDelay ({} ms)",
+            policy.max_delay_ms
+        ));
+    }
+    Ok(policy)
 }
 
 /// `"1mb"`, `"512kb"`, `"1gb"`, `"100b"` (binary units, contract section 0) or a number of bytes.
@@ -159,6 +205,47 @@ mod tests {
                 .unwrap_err()
                 .contains("JSON object")
         );
+    }
+
+    #[test]
+    fn retry_policy() {
+        let d = deployment_from_json(
+            r#"{"retry":{"maxAttempts":3,"initialDelay":"250ms","maxDelay":"20s"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            d.retry,
+            RetryPolicy {
+                max_attempts: 3,
+                initial_delay_ms: 250,
+                max_delay_ms: 20_000
+            }
+        );
+        let partial = deployment_from_json(r#"{"retry":{"maxAttempts":2}}"#).unwrap();
+        assert_eq!(partial.retry.initial_delay_ms, 250);
+        for (text, expected) in [
+            (r#"{"retry":3}"#, "[retry]: expected an object"),
+            (
+                r#"{"retry":{"maxAttempts":0}}"#,
+                "[retry.maxAttempts]: expected a whole number from 1 to 10",
+            ),
+            (r#"{"retry":{"maxAttempts":"3"}}"#, "[retry.maxAttempts]"),
+            (
+                r#"{"retry":{"initialDelay":"later"}}"#,
+                "[retry.initialDelay]: expected a duration",
+            ),
+            (
+                r#"{"retry":{"initialDelay":"30s"}}"#,
+                "[retry.initialDelay]: must not exceed maxDelay",
+            ),
+            (
+                r#"{"retry":{"attempts":3}}"#,
+                "[retry]: unknown key [attempts]",
+            ),
+        ] {
+            let e = deployment_from_json(text).unwrap_err();
+            assert!(e.starts_with(expected), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct StreamSummary {
     pub estimate: Option<EstimationInput>,
     /// Sent body length (C118).
     pub request_body_bytes: Option<u64>,
+    /// Attempts made (cli.md "Retries"; 1 without retries).
+    pub attempts: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,11 +86,19 @@ pub struct StreamExecution<B> {
     status: u16,
     api_key: Option<String>,
     default_model: Option<String>,
+    /// Attempts it took to get the stream's head (cli.md "Retries").
+    attempts: u32,
 }
 
 impl<B: Body> StreamExecution<B> {
     /// Starts streaming `head`, the 2xx answer to `plan`.
-    pub(crate) fn new(connector: &Connector, plan: Plan, limits: Limits, head: Head<B>) -> Self {
+    pub(crate) fn new(
+        connector: &Connector,
+        plan: Plan,
+        limits: Limits,
+        head: Head<B>,
+        attempts: u32,
+    ) -> Self {
         let mode = if plan.params.sub_action == SubAction::InvokeAsyncIterator {
             Mode::Chunks
         } else {
@@ -115,6 +125,7 @@ impl<B: Body> StreamExecution<B> {
             status: head.status,
             api_key: connector.secrets.api_key.clone(),
             default_model: connector.config.default_model.clone(),
+            attempts,
         }
     }
 
@@ -141,6 +152,7 @@ impl<B: Body> StreamExecution<B> {
             usage,
             estimate,
             request_body_bytes,
+            attempts: self.attempts,
         }
     }
 }
@@ -323,6 +335,22 @@ mod tests {
                 headers: vec![("content-type".into(), self.1.into())],
                 body: self.0.take().expect("one request"),
             })
+        }
+
+        fn time_left_ms(&self, limits: &Limits) -> u64 {
+            limits.total_timeout_ms
+        }
+
+        fn pause(&mut self, _ms: u64) -> Result<(), TransportError> {
+            unreachable!("one response: never retried")
+        }
+
+        fn unix_time_secs(&self) -> u64 {
+            0
+        }
+
+        fn random_u64(&mut self) -> u64 {
+            0
         }
     }
 

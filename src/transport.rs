@@ -105,4 +105,17 @@ pub trait Transport {
         request: &HttpRequest,
         limits: &Limits,
     ) -> Result<Head<Self::Body>, TransportError>;
+
+    /// Milliseconds left of the total timeout, which counts from the first `open` (all of it
+    /// before that).
+    fn time_left_ms(&self, limits: &Limits) -> u64;
+
+    /// Waits `ms` milliseconds before another attempt (`crate::retry`).
+    fn pause(&mut self, ms: u64) -> Result<(), TransportError>;
+
+    /// The wall clock, in seconds since the Unix epoch (an HTTP-date `Retry-After`).
+    fn unix_time_secs(&self) -> u64;
+
+    /// A uniformly distributed random number (backoff jitter).
+    fn random_u64(&mut self) -> u64;
 }

@@ -75,6 +75,9 @@ pub struct ExecutionRecord<'a> {
     pub usage: Usage<'a>,
     /// The sent body's length in bytes, when a request was sent (C118).
     pub request_body_bytes: Option<u64>,
+    /// Upstream attempts (cli.md "Retries"; 0 when nothing was sent), when the deployment
+    /// retries: `kibana.action.execution.attempts`. Without retries the line is Kibana's (C117).
+    pub attempts: Option<u32>,
 }
 
 /// The log line for `record`: one compact JSON object followed by `\n` (C116–C120).
@@ -92,6 +95,7 @@ pub struct ExecutionRecord<'a> {
 ///     outcome: Err(("Status code: 500. Message: boom", true)),
 ///     usage: Usage::UNAVAILABLE,
 ///     request_body_bytes: None,
+///     attempts: None,
 /// });
 /// assert!(line.starts_with(r#"{"@timestamp":"2026-03-01T10:00:00.000Z","event":{"#));
 /// assert!(line.ends_with(
@@ -134,6 +138,9 @@ pub fn event_line(record: &ExecutionRecord) -> String {
     execution.insert("gen_ai".into(), json!({ "usage": gen_ai_usage }));
     if let Some(bytes) = record.request_body_bytes {
         execution.insert("usage".into(), json!({ "request_body_bytes": bytes }));
+    }
+    if let Some(attempts) = record.attempts {
+        execution.insert("attempts".into(), attempts.into());
     }
 
     let start = rfc3339_millis(record.start);
@@ -247,6 +254,7 @@ mod tests {
             outcome: Ok(()),
             usage,
             request_body_bytes: Some(87),
+            attempts: None,
         }
     }
 
@@ -309,6 +317,10 @@ mod tests {
             v["kibana"]["action"]["execution"],
             json!({"gen_ai": {"usage": {"source": "unavailable"}}})
         );
+        // With retries configured, the attempts (cli.md "Retries").
+        rec.attempts = Some(3);
+        let v = parse(&event_line(&rec));
+        assert_eq!(v["kibana"]["action"]["execution"]["attempts"], 3);
         // C120: no `error` on success.
         assert!(
             parse(&event_line(&record(reported())))

@@ -118,6 +118,8 @@ pub struct Execution {
     pub usage: Usage,
     /// Sent body length (C118).
     pub request_body_bytes: Option<u64>,
+    /// Attempts made: 0 when nothing was sent, 1 without retries.
+    pub attempts: u32,
 }
 
 /// A connector that passed validation.
@@ -182,6 +184,7 @@ pub(crate) struct StreamSummary {
     /// What to count when the upstream reported no usage (C110–C112).
     pub(crate) estimate: Option<EstimationInput>,
     pub(crate) request_body_bytes: Option<u64>,
+    pub(crate) attempts: u32,
 }
 
 /// The texts the host counts tokens of, and with which encoding.
@@ -200,6 +203,9 @@ pub struct Finished {
     pub usage: Usage,
     /// Sent body length (C118).
     pub request_body_bytes: Option<u64>,
+    /// Attempts made, when the deployment retries (`retry.maxAttempts` above 1): the event
+    /// log then carries them (cli.md "Retries"); without retries its lines stay Kibana's.
+    pub attempts: Option<u32>,
     /// Start of the execution.
     pub started: SystemTime,
     /// End of the execution (after the last byte, C116).
@@ -207,11 +213,13 @@ pub struct Finished {
 }
 
 impl Finished {
-    pub(crate) fn from_execution(e: Execution, started: SystemTime) -> Self {
+    /// `retrying`: whether the deployment retries (see [`Finished::attempts`]).
+    pub(crate) fn from_execution(e: Execution, started: SystemTime, retrying: bool) -> Self {
         Finished {
             outcome: e.outcome.map(Some),
             usage: e.usage,
             request_body_bytes: e.request_body_bytes,
+            attempts: retrying.then_some(e.attempts),
             started,
             ended: SystemTime::now(),
         }
@@ -223,6 +231,7 @@ impl Finished {
             outcome: Err(failure),
             usage: Usage::UNAVAILABLE,
             request_body_bytes: None,
+            attempts: None,
             started,
             ended: SystemTime::now(),
         }
@@ -248,6 +257,7 @@ impl Finished {
             },
             usage: self.usage.for_log(),
             request_body_bytes: self.request_body_bytes,
+            attempts: self.attempts,
         }
     }
 }

@@ -46,6 +46,8 @@ pub struct Stream {
     instance: Instance,
     handle: StreamExecution,
     started: SystemTime,
+    /// Whether the deployment retries (see [`Finished::attempts`]).
+    retrying: bool,
     redaction: Redaction,
 }
 
@@ -132,6 +134,7 @@ impl Stream {
             outcome: self.redaction.outcome(summary.outcome.map(|()| None)),
             usage,
             request_body_bytes: summary.request_body_bytes,
+            attempts: self.retrying.then_some(summary.attempts),
             started: self.started,
             ended: SystemTime::now(),
         })
@@ -209,6 +212,11 @@ impl Executor {
     }
 
     /// The harness (engine and pre-linked component).
+    /// Whether the deployment retries (`retry.maxAttempts` above 1).
+    fn retrying(&self) -> bool {
+        self.settings.deployment.retry.max_attempts > 1
+    }
+
     pub(crate) fn harness(&self) -> &Harness {
         &self.harness
     }
@@ -295,14 +303,15 @@ impl Executor {
                 .start(&prepared.validated.prepared, &self.settings, params_json)
                 .await?
             {
-                Launched::Ended(execution) => {
-                    Started::Ended(redaction.finished(Finished::from_execution(execution, started)))
-                }
+                Launched::Ended(execution) => Started::Ended(redaction.finished(
+                    Finished::from_execution(execution, started, self.retrying()),
+                )),
                 Launched::Streaming(handle) => Started::Streaming(Box::new(Stream {
                     instance,
                     handle,
                     started,
                     redaction,
+                    retrying: self.retrying(),
                 })),
             },
         )
@@ -321,6 +330,7 @@ impl Executor {
                 outcome: Err(failure.clone()),
                 usage: Usage::UNAVAILABLE,
                 request_body_bytes: None,
+                attempts: 0,
             },
             None => {
                 self.instance_for(prepared, Cancel::new())

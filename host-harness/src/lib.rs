@@ -36,6 +36,7 @@ mod proxy;
 pub mod runtime;
 mod sandbox;
 pub mod serve;
+mod serve_settings;
 mod settings;
 mod tls;
 pub mod tokenizer;

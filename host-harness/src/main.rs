@@ -76,7 +76,9 @@ enum Command {
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
         listen: String,
         /// Deployment settings (Kibana's `xpack.actions.*` keys, plus `guestMemoryLimit` and
-        /// `guestTimeLimit` for each execution's sandbox, and `shutdownGrace`).
+        /// `guestTimeLimit` for each execution's sandbox, and serve's limits: `shutdownGrace`,
+        /// `headerReadTimeout`, `idleTimeout`, `requestBodyTimeout`, `maxConnections`,
+        /// `maxExecutionsPerConnector`, `maxExecutionsPerClient`, `queueTimeout`; docs/serve.md).
         #[arg(long, value_name = "FILE")]
         settings: Option<PathBuf>,
         /// Append one JSON line per execution to this file; the dashboard also reads it at
@@ -87,6 +89,11 @@ enum Command {
         /// `{"tokens": [{"token": ..., "connectors": ["<id>" | "*"]}]}`.
         #[arg(long, value_name = "FILE")]
         client_tokens: Option<PathBuf>,
+        /// Routes: names that stand for ordered lists of connectors, served at
+        /// `POST /routes/{name}/v1/chat/completions`:
+        /// `{"routes": {"<name>": {"connectors": ["<id>", ...], "strategy": "fallback" | "balance"}}}`.
+        #[arg(long, value_name = "FILE")]
+        routes: Option<PathBuf>,
         /// Start without `OPENAI_CONNECTOR_ADMIN_TOKEN`: every route is then open (local
         /// experiments only).
         #[arg(long)]
@@ -310,6 +317,7 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
             settings,
             event_log,
             client_tokens,
+            routes,
             insecure_no_auth,
         } => {
             let admin_token = match std::env::var(ADMIN_TOKEN_VAR) {
@@ -347,6 +355,7 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
                 listen: listen.clone(),
                 event_log: event_log.clone(),
                 client_tokens: client_tokens.clone(),
+                routes: routes.clone(),
                 admin_token,
             };
             openai_connector_harness::serve::serve(executor, options, |addr| {

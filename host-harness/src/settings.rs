@@ -3,6 +3,7 @@
 
 use crate::proxy::{Proxy, ProxyConfig};
 use crate::sandbox::{MAX_MEMORY_BYTES, SandboxLimits};
+use crate::serve_settings::ServeSettings;
 use crate::tls::Verification;
 use openai_connector::json::Value as GrammarValue;
 use openai_connector::plan::Deployment;
@@ -59,13 +60,10 @@ pub struct Settings {
     /// sandbox may use (defaults: 256 MiB, the most the pooling allocator reserves, and 10 s of
     /// guest time).
     pub(crate) sandbox: SandboxLimits,
-    /// `shutdownGrace` (not a Kibana setting; `serve` only): how long requests in flight may
-    /// run on after SIGTERM / SIGINT before they are cancelled (default 30 s).
-    pub(crate) shutdown_grace: Duration,
+    /// `serve`'s own keys (not Kibana settings): `shutdownGrace`, connection hygiene and
+    /// admission.
+    pub(crate) serve: ServeSettings,
 }
-
-/// `shutdownGrace` when the settings do not give it.
-const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -76,7 +74,7 @@ impl Default for Settings {
             custom_hosts: Vec::new(),
             deny_private_networks: false,
             sandbox: SandboxLimits::default(),
-            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            serve: ServeSettings::default(),
         }
     }
 }
@@ -161,7 +159,7 @@ impl Settings {
                     }
                     s.sandbox.guest_time = limit;
                 }
-                "shutdownGrace" => s.shutdown_grace = duration(key, v)?,
+                k if s.serve.apply(k, || duration(key, v), || count(key, v))? => {}
                 "proxyBypassHosts" => proxy_bypass_hosts = Some(string_list(key, v)?),
                 "proxyOnlyHosts" => proxy_only_hosts = Some(string_list(key, v)?),
                 "ssl.verificationMode" => s.verification = verification(key, v)?,
@@ -250,6 +248,11 @@ fn string_list(key: &str, v: &Value) -> Result<Vec<String>, String> {
 
 fn duration(key: &str, v: &Value) -> Result<Duration, String> {
     grammar::duration_ms(key, &grammar_value(v)).map(Duration::from_millis)
+}
+
+fn count(key: &str, v: &Value) -> Result<u64, String> {
+    v.as_u64()
+        .ok_or_else(|| format!("[{key}]: expected a whole number, got {v}"))
 }
 
 fn byte_size(key: &str, v: &Value) -> Result<u64, String> {
@@ -360,13 +363,58 @@ mod tests {
 
     #[test]
     fn shutdown_grace_is_a_duration() {
-        assert_eq!(Settings::default().shutdown_grace, Duration::from_secs(30));
+        assert_eq!(
+            Settings::default().serve.shutdown_grace,
+            Duration::from_secs(30)
+        );
         let s = Settings::from_json(&json!({"shutdownGrace": "2m"})).unwrap();
-        assert_eq!(s.shutdown_grace, Duration::from_secs(120));
+        assert_eq!(s.serve.shutdown_grace, Duration::from_secs(120));
         let s = Settings::from_json(&json!({"shutdownGrace": 0})).unwrap();
-        assert_eq!(s.shutdown_grace, Duration::ZERO);
+        assert_eq!(s.serve.shutdown_grace, Duration::ZERO);
         let e = Settings::from_json(&json!({"shutdownGrace": "later"})).unwrap_err();
         assert!(e.starts_with("[shutdownGrace]: expected a duration"), "{e}");
+    }
+
+    #[test]
+    fn serve_limits() {
+        let s = Settings::from_json(&json!({
+            "headerReadTimeout": "2s", "idleTimeout": 500, "requestBodyTimeout": "1m",
+            "queueTimeout": "3s", "maxConnections": 100,
+            "maxExecutionsPerConnector": 8, "maxExecutionsPerClient": 4,
+        }))
+        .unwrap();
+        assert_eq!(s.serve.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(s.serve.idle_timeout, Duration::from_millis(500));
+        assert_eq!(s.serve.request_body_timeout, Duration::from_secs(60));
+        assert_eq!(s.serve.queue_timeout, Duration::from_secs(3));
+        assert_eq!(s.serve.max_connections, Some(100));
+        assert_eq!(s.serve.max_executions_per_connector, Some(8));
+        assert_eq!(s.serve.max_executions_per_client, Some(4));
+        for (key, value, expected) in [
+            (
+                "headerReadTimeout",
+                json!(0),
+                "[headerReadTimeout]: must be more than 0 ms",
+            ),
+            (
+                "queueTimeout",
+                json!("soon"),
+                "[queueTimeout]: expected a duration",
+            ),
+            (
+                "maxConnections",
+                json!(0),
+                "[maxConnections]: expected a whole number of at least 1",
+            ),
+            (
+                "maxExecutionsPerClient",
+                json!("4"),
+                "[maxExecutionsPerClient]: expected a whole number",
+            ),
+        ] {
+            let e = Settings::from_json(&json!({ key: value })).unwrap_err();
+            assert!(e.starts_with(expected), "{key}: {e}");
+        }
     }
 
     #[test]

@@ -62,7 +62,12 @@ const getCoreModule = (path) => {
 };
 let instance = await instantiate(getCoreModule, imports);
 const firstInstantiateMs = performance.now() - compileStart;
-const settings = { allowedHosts: ['*'], responseTimeoutMs: 60000n, maxResponseContentLength: 1048576n };
+const settings = {
+  allowedHosts: ['*'],
+  responseTimeoutMs: 60000n,
+  maxResponseContentLength: 1048576n,
+  retry: { maxAttempts: 1, initialDelayMs: 250n, maxDelayMs: 20000n },
+};
 const definition = {
   id: 'budget',
   name: 'budget',

@@ -44,6 +44,18 @@ export interface Settings {
   responseTimeout?: number | bigint;
   /** `maxResponseContentLength` in bytes. Default 1048576. */
   maxResponseContentLength?: number | bigint;
+  /** `retry` (cli.md "Retries"); what it leaves out keeps its default. Default: no retry. */
+  retry?: RetrySettings;
+}
+
+/** Which failures are tried again (cli.md "Retries"). */
+export interface RetrySettings {
+  /** Attempts at most, the first included (1 to 10). Default 1: no retry. */
+  maxAttempts?: number;
+  /** The first backoff cap, in ms. Default 250. */
+  initialDelay?: number | bigint;
+  /** The longest delay waited, in ms (a longer `Retry-After` is not waited for). Default 20000. */
+  maxDelay?: number | bigint;
 }
 
 export declare const DEFAULT_SETTINGS: Readonly<Required<Settings>>;
@@ -168,6 +180,8 @@ export interface ExecutionResult {
   upstreamStatus?: number | null;
   usage: Usage;
   requestBodyBytes?: number;
+  /** Upstream attempts: 0 when nothing was sent, 1 without retries. */
+  attempts: number;
 }
 
 /**

@@ -19,6 +19,7 @@ export const DEFAULT_SETTINGS = Object.freeze({
   allowedHosts: Object.freeze(['*']),
   responseTimeout: 60_000,
   maxResponseContentLength: 1_048_576,
+  retry: Object.freeze({ maxAttempts: 1, initialDelay: 250, maxDelay: 20_000 }),
 });
 
 /** Largest SSE event the decoder holds by default (C91). */
@@ -144,7 +145,23 @@ function toSettings(settings = {}) {
     allowedHosts: [...s.allowedHosts],
     responseTimeoutMs: toU64(s.responseTimeout, 'responseTimeout'),
     maxResponseContentLength: toU64(s.maxResponseContentLength, 'maxResponseContentLength'),
+    retry: toRetry(s.retry),
   };
+}
+
+/** The `retry` setting (cli.md "Retries"), with the defaults for what it leaves out. */
+function toRetry(retry) {
+  if (!isObject(retry)) throw new TypeError('settings.retry: expected an object');
+  const r = { ...DEFAULT_SETTINGS.retry, ...retry };
+  if (!Number.isInteger(r.maxAttempts) || r.maxAttempts < 1 || r.maxAttempts > 10) {
+    throw new TypeError('settings.retry.maxAttempts: expected a whole number from 1 to 10');
+  }
+  const initialDelayMs = toU64(r.initialDelay, 'retry.initialDelay');
+  const maxDelayMs = toU64(r.maxDelay, 'retry.maxDelay');
+  if (initialDelayMs > maxDelayMs) {
+    throw new TypeError('settings.retry.initialDelay: must not exceed maxDelay');
+  }
+  return { maxAttempts: r.maxAttempts, initialDelayMs, maxDelayMs };
 }
 
 function toBytes(body, field) {
@@ -275,6 +292,7 @@ export function execute(connector, params, settings) {
   if (execution.requestBodyBytes !== undefined) {
     result.requestBodyBytes = Number(execution.requestBodyBytes);
   }
+  result.attempts = execution.attempts;
   return result;
 }
 

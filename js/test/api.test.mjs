@@ -358,6 +358,27 @@ describe('execute over jco\'s wasi:http shim', () => {
     });
   });
 
+  test('retries: a 503 is tried again when the settings say so (cli.md "Retries")', async () => {
+    await withUpstream((port) => {
+      const connector = {
+        config: { apiProvider: 'Other', apiUrl: `http://127.0.0.1:${port}/v1/chat/completions`, defaultModel: 'llama3' },
+        secrets: { apiKey: API_KEY },
+      };
+      const params = (body) => ({ subAction: 'run', subActionParams: { body } });
+      const once = execute(connector, params('{"flaky":1}'));
+      assert.equal(once.status, 'error');
+      assert.equal(once.upstreamStatus, 503);
+      assert.equal(once.attempts, 1);
+      const retried = execute(connector, params('{"flaky":2}'), { retry: { maxAttempts: 2, initialDelay: 5 } });
+      assert.equal(retried.status, 'ok');
+      assert.equal(retried.attempts, 2);
+      assert.throws(() => execute(connector, params('{}'), { retry: { maxAttempts: 0 } }), {
+        name: 'TypeError',
+        message: 'settings.retry.maxAttempts: expected a whole number from 1 to 10',
+      });
+    });
+  });
+
   test('connection refused maps to ECONNREFUSED (C74)', () => {
     const connector = {
       config: { apiProvider: 'Other', apiUrl: 'http://127.0.0.1:1/v1', defaultModel: 'm' },

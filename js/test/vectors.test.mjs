@@ -62,6 +62,7 @@ function input(c) {
       allowedHosts: s.allowed_hosts ?? ['*'],
       responseTimeoutMs: BigInt(s.response_timeout_ms ?? 60000),
       maxResponseContentLength: BigInt(s.max_response_content_length ?? 1048576),
+      retry: { maxAttempts: 1, initialDelayMs: 250n, maxDelayMs: 20000n },
     },
     secrets,
   };

@@ -8,6 +8,7 @@ use crate::failure::{Failure, FailureKind};
 use crate::json::Object;
 use crate::params::SubAction;
 use crate::plan::Deployment;
+use crate::retry::RetryPolicy;
 use crate::sse;
 use crate::usage::{TokenUsage, UsageSource};
 
@@ -16,6 +17,11 @@ pub(super) fn deployment(settings: &wit::DeploymentSettings) -> Deployment {
         allowed_hosts: settings.allowed_hosts.clone(),
         response_timeout_ms: settings.response_timeout_ms,
         max_response_content_length: settings.max_response_content_length,
+        retry: RetryPolicy {
+            max_attempts: settings.retry.max_attempts,
+            initial_delay_ms: settings.retry.initial_delay_ms,
+            max_delay_ms: settings.retry.max_delay_ms,
+        },
     }
 }
 
@@ -155,6 +161,7 @@ pub(super) fn execution(e: Execution) -> wit::Execution {
         outcome: e.outcome.map(|data| data.to_json()).map_err(failure),
         usage: usage(e.usage),
         request_body_bytes: e.request_body_bytes,
+        attempts: e.attempts,
     }
 }
 

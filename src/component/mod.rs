@@ -164,6 +164,7 @@ impl wit_actions::GuestStreamExecution for StreamResource {
                 usage: TokenUsage::UNAVAILABLE,
                 estimate: None,
                 request_body_bytes: None,
+                attempts: 0,
             }),
         ) {
             StreamState::Running(stream) => stream.finish(),
@@ -180,6 +181,7 @@ impl wit_actions::GuestStreamExecution for StreamResource {
                 completion_text: e.completion_text,
             }),
             request_body_bytes: summary.request_body_bytes,
+            attempts: summary.attempts,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! [`Transport`] over `wasi:http/outgoing-handler`, with the total timeout enforced in the
 //! guest through `wasi:clocks` so that it holds under any host.
 
-use super::bindings::wasi::clocks::monotonic_clock;
+use super::bindings::wasi::clocks::{monotonic_clock, wall_clock};
 use super::bindings::wasi::http::outgoing_handler;
 use super::bindings::wasi::http::types::{
     ErrorCode, Fields, IncomingBody, IncomingResponse, Method, OutgoingBody, OutgoingRequest,
@@ -9,6 +9,7 @@ use super::bindings::wasi::http::types::{
 };
 use super::bindings::wasi::io::poll;
 use super::bindings::wasi::io::streams::{InputStream, StreamError};
+use super::bindings::wasi::random::random;
 use crate::request::HttpRequest;
 use crate::transport::{Body, Head, Limits, Transport, TransportError};
 
@@ -35,6 +36,30 @@ impl Transport for WasiTransport {
         let deadline = started.saturating_add(limits.total_timeout_ms.saturating_mul(1_000_000));
         let response = start(request, deadline)?;
         head(response, deadline)
+    }
+
+    fn time_left_ms(&self, limits: &Limits) -> u64 {
+        let total = limits.total_timeout_ms;
+        match self.started {
+            None => total,
+            Some(started) => {
+                let elapsed_ms = monotonic_clock::now().saturating_sub(started) / 1_000_000;
+                total.saturating_sub(elapsed_ms)
+            }
+        }
+    }
+
+    fn pause(&mut self, ms: u64) -> Result<(), TransportError> {
+        monotonic_clock::subscribe_duration(ms.saturating_mul(1_000_000)).block();
+        Ok(())
+    }
+
+    fn unix_time_secs(&self) -> u64 {
+        wall_clock::now().seconds
+    }
+
+    fn random_u64(&mut self) -> u64 {
+        random::get_random_u64()
     }
 }
 

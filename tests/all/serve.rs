@@ -11,10 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const ADMIN: &str = "admin-TOKEN-4f9c2e";
+pub(crate) const ADMIN: &str = "admin-TOKEN-4f9c2e";
 /// A chat request body.
-const HI: &str = r#"{"messages":[{"role":"user","content":"Hi"}]}"#;
-const CLIENT: &str = "client-TOKEN-77ab10";
+pub(crate) const HI: &str = r#"{"messages":[{"role":"user","content":"Hi"}]}"#;
+pub(crate) const CLIENT: &str = "client-TOKEN-77ab10";
 
 /// A running gateway; killed when dropped.
 pub struct Gateway {
@@ -42,6 +42,35 @@ impl Gateway {
         admin_token: Option<&str>,
         env: &[(&str, &str)],
     ) -> Gateway {
+        Self::spawn(Self::command(args, admin_token, env))
+    }
+
+    /// [`start`](Self::start) in a process that may open at most `open_files` descriptors.
+    pub fn start_with_open_files(
+        args: &[&str],
+        admin_token: Option<&str>,
+        open_files: u32,
+    ) -> Gateway {
+        let serve = Self::command(args, admin_token, &[]);
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("ulimit -n {open_files} && exec \"$0\" \"$@\""))
+            .arg(serve.get_program())
+            .args(serve.get_args());
+        for (name, value) in serve.get_envs() {
+            match value {
+                Some(value) => cmd.env(name, value),
+                None => cmd.env_remove(name),
+            };
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        Self::spawn(cmd)
+    }
+
+    /// The `serve` command line of [`start_with_env`](Self::start_with_env).
+    fn command(args: &[&str], admin_token: Option<&str>, env: &[(&str, &str)]) -> Command {
         let mut cmd = cli();
         cmd.envs(env.iter().copied());
         cmd.arg("serve")
@@ -54,6 +83,11 @@ impl Gateway {
         if let Some(token) = admin_token {
             cmd.env("OPENAI_CONNECTOR_ADMIN_TOKEN", token);
         }
+        cmd
+    }
+
+    /// Spawns `cmd` and waits for its `listening on` line.
+    fn spawn(mut cmd: Command) -> Gateway {
         let mut child = cmd.spawn().expect("spawn openai-connector serve");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -182,7 +216,9 @@ impl Gateway {
 }
 
 /// Reads the next body chunk of a streamed response, within 10 s.
-async fn next_chunk(response: &mut hyper::Response<hyper::body::Incoming>) -> Option<String> {
+pub(crate) async fn next_chunk(
+    response: &mut hyper::Response<hyper::body::Incoming>,
+) -> Option<String> {
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(10), response.body_mut().frame())
             .await
@@ -193,7 +229,7 @@ async fn next_chunk(response: &mut hyper::Response<hyper::body::Incoming>) -> Op
     }
 }
 
-async fn rest_of(response: &mut hyper::Response<hyper::body::Incoming>) -> String {
+pub(crate) async fn rest_of(response: &mut hyper::Response<hyper::body::Incoming>) -> String {
     let mut out = String::new();
     while let Some(chunk) = next_chunk(response).await {
         out.push_str(&chunk);
@@ -202,7 +238,7 @@ async fn rest_of(response: &mut hyper::Response<hyper::body::Incoming>) -> Strin
 }
 
 /// A folder with one connector file per (id, apiUrl), each using the test API key.
-fn connector_dir(connectors: &[(&str, &str)]) -> PathBuf {
+pub(crate) fn connector_dir(connectors: &[(&str, &str)]) -> PathBuf {
     let dir = write_file("placeholder", "")
         .parent()
         .unwrap()
@@ -220,13 +256,13 @@ fn connector_dir(connectors: &[(&str, &str)]) -> PathBuf {
     dir
 }
 
-fn path_str(p: &Path) -> &str {
+pub(crate) fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
 /// A gateway (admin token [`ADMIN`]) serving the connectors in `dir` with `args` and `env`
 /// added and an event log that starts with `history`; returns it and the log's path.
-fn gateway_with_log(
+pub(crate) fn gateway_with_log(
     dir: &Path,
     history: &str,
     args: &[&str],
@@ -252,7 +288,7 @@ fn gateway_with_settings(id: &str, upstream: &Upstream, settings: &str) -> (Gate
 }
 
 /// The event log at `events`, checked to hold `lines` lines.
-fn event_log(events: &Path, lines: usize) -> String {
+pub(crate) fn event_log(events: &Path, lines: usize) -> String {
     let log = std::fs::read_to_string(events).unwrap();
     assert_eq!(log.lines().count(), lines, "{log}");
     log
@@ -277,7 +313,7 @@ fn reset_after(content: &str) -> Reply {
     ])
 }
 
-fn sse_chunk(content: &str) -> Vec<u8> {
+pub(crate) fn sse_chunk(content: &str) -> Vec<u8> {
     format!(
         "data: {{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{content}\"}},\"finish_reason\":null}}]}}\n\n"
     )
@@ -286,7 +322,7 @@ fn sse_chunk(content: &str) -> Vec<u8> {
 
 const USAGE_CHUNK: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3,\"total_tokens\":15}}\n\n";
 
-fn assert_no_secrets_in_stderr(gw: &Gateway) {
+pub(crate) fn assert_no_secrets_in_stderr(gw: &Gateway) {
     let err = gw.stderr();
     no_secret_in(&err);
     assert!(!err.contains(ADMIN), "admin token in stderr: {err}");
@@ -798,7 +834,7 @@ async fn sigterm_cancels_what_outlives_the_shutdown_grace() {
 
 /// Runs `serve --listen 127.0.0.1:0 args` with `admin_token` (else none) and checks it refuses
 /// to start (exit 2); returns its stderr.
-async fn refused_start(args: &[&str], admin_token: Option<&str>) -> String {
+pub(crate) async fn refused_start(args: &[&str], admin_token: Option<&str>) -> String {
     let mut cmd = cli();
     cmd.args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
@@ -1094,6 +1130,7 @@ async fn dashboard_renders_in_headless_chromium() {
                 tokenizer: None,
             },
             request_body_bytes: Some(40),
+            attempts: None,
         }));
     }
     let (gw, _) = gateway_with_log(&dir, &history, &[], &[]);

@@ -30,6 +30,11 @@ pub(super) fn deployment(settings: &Settings) -> wit::DeploymentSettings {
         allowed_hosts: settings.deployment.allowed_hosts.clone(),
         response_timeout_ms: settings.deployment.response_timeout_ms,
         max_response_content_length: settings.deployment.max_response_content_length,
+        retry: wit::RetryPolicy {
+            max_attempts: settings.deployment.retry.max_attempts,
+            initial_delay_ms: settings.deployment.retry.initial_delay_ms,
+            max_delay_ms: settings.deployment.retry.max_delay_ms,
+        },
     }
 }
 
@@ -159,6 +164,7 @@ pub(super) fn execution(e: wit::Execution) -> Execution {
         outcome: e.outcome.map_err(failure),
         usage: usage(e.usage),
         request_body_bytes: e.request_body_bytes,
+        attempts: e.attempts,
     }
 }
 
@@ -208,6 +214,7 @@ pub(super) fn stream_summary(s: actions::StreamSummary) -> StreamSummary {
             completion_text: e.completion_text,
         }),
         request_body_bytes: s.request_body_bytes,
+        attempts: s.attempts,
     }
 }
 

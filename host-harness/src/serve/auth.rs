@@ -33,6 +33,17 @@ impl fmt::Debug for TokenDigest {
     }
 }
 
+/// Who is calling, for the admission shares (`serve::admission`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Caller {
+    /// The admin token.
+    Admin,
+    /// The client token at this index of the `--client-tokens` file.
+    Client(usize),
+    /// Nobody in particular: auth is off (`--insecure-no-auth`).
+    Open,
+}
+
 /// Which connectors a client token may use.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Grant {
@@ -125,21 +136,40 @@ impl Auth {
         token.is_some_and(|t| admin.matches(&TokenDigest::of(t)))
     }
 
-    /// Whether `headers` carry the admin token or a client token granted `connector_id`.
-    pub(crate) fn may_use(&self, headers: &http::HeaderMap, connector_id: &str) -> bool {
+    /// Who `headers` show to be calling, if that caller may use `connector_id`: the admin
+    /// token, or a client token granted it.
+    pub(crate) fn caller(&self, headers: &http::HeaderMap, connector_id: &str) -> Option<Caller> {
         let Some(admin) = &self.admin else {
-            return true;
+            return Some(Caller::Open);
         };
-        let Some(token) = bearer(headers) else {
-            return false;
-        };
+        let token = bearer(headers)?;
         let presented = TokenDigest::of(token);
         // Every digest is compared, whatever matched first.
-        let mut allowed = admin.matches(&presented);
-        for client in &self.clients {
-            allowed |= client.digest.matches(&presented) && client.grant.allows(connector_id);
+        let mut caller = admin.matches(&presented).then_some(Caller::Admin);
+        for (i, client) in self.clients.iter().enumerate() {
+            if client.digest.matches(&presented) && client.grant.allows(connector_id) {
+                caller = caller.or(Some(Caller::Client(i)));
+            }
         }
-        allowed
+        caller
+    }
+
+    /// The caller of an admin route, if `headers` carry the admin token.
+    pub(crate) fn admin_caller(&self, headers: &http::HeaderMap) -> Option<Caller> {
+        match &self.admin {
+            None => Some(Caller::Open),
+            Some(_) => self.is_admin(headers).then_some(Caller::Admin),
+        }
+    }
+
+    /// Every caller there can be, each with its own admission share.
+    pub(crate) fn callers(&self) -> Vec<Caller> {
+        match &self.admin {
+            None => vec![Caller::Open],
+            Some(_) => std::iter::once(Caller::Admin)
+                .chain((0..self.clients.len()).map(Caller::Client))
+                .collect(),
+        }
     }
 }
 
@@ -270,12 +300,17 @@ mod tests {
         assert!(!auth.is_admin(&headers("Bearer client-all")));
         assert!(!auth.is_admin(&headers("Basic admin-secret")));
         assert!(!auth.is_admin(&http::HeaderMap::new()));
-        assert!(auth.may_use(&headers("Bearer admin-secret"), "b"));
-        assert!(auth.may_use(&headers("Bearer client-a"), "a"));
-        assert!(!auth.may_use(&headers("Bearer client-a"), "b"));
-        assert!(auth.may_use(&headers("Bearer client-all"), "b"));
-        assert!(!auth.may_use(&headers("Bearer nobody"), "a"));
-        assert!(!auth.may_use(&headers("Bearer "), "a"));
+        let caller = |h: &str, id: &str| auth.caller(&headers(h), id);
+        assert_eq!(caller("Bearer admin-secret", "b"), Some(Caller::Admin));
+        assert_eq!(caller("Bearer client-a", "a"), Some(Caller::Client(0)));
+        assert_eq!(caller("Bearer client-a", "b"), None);
+        assert_eq!(caller("Bearer client-all", "b"), Some(Caller::Client(1)));
+        assert_eq!(caller("Bearer nobody", "a"), None);
+        assert_eq!(caller("Bearer ", "a"), None);
+        assert_eq!(
+            auth.callers(),
+            [Caller::Admin, Caller::Client(0), Caller::Client(1)]
+        );
         // Debug shows neither tokens nor digests.
         let debug = format!("{auth:?}");
         assert!(!debug.contains("admin-secret") && !debug.contains("client-a\""));
@@ -287,7 +322,11 @@ mod tests {
         let auth = Auth::new(None);
         assert!(auth.admin.is_none());
         assert!(auth.is_admin(&http::HeaderMap::new()));
-        assert!(auth.may_use(&http::HeaderMap::new(), "a"));
+        assert_eq!(
+            auth.caller(&http::HeaderMap::new(), "a"),
+            Some(Caller::Open)
+        );
+        assert_eq!(auth.callers(), [Caller::Open]);
     }
 
     #[test]

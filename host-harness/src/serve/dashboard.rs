@@ -304,6 +304,7 @@ mod tests {
                     Usage::UNAVAILABLE
                 },
                 request_body_bytes: Some(3),
+                attempts: None,
             }));
         }
         text.push_str("not json\n{\"x\":1}\n");

@@ -1,6 +1,9 @@
 //! The state every request of a gateway shares: the connectors, tokens, metrics, usage
 //! history and event log, and the executions in flight.
 
+use super::admission::{Admission, Shares, Ticket};
+use super::connection::{self, Deadlines, Registry};
+use super::route_table::RouteTable;
 use super::{auth, catalog, dashboard, metrics};
 use crate::connector_file::ConnectorFile;
 use crate::event_log::EventLog;
@@ -13,7 +16,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What `serve` was asked to do.
 pub struct ServeOptions {
@@ -25,6 +28,8 @@ pub struct ServeOptions {
     pub event_log: Option<PathBuf>,
     /// `--client-tokens`.
     pub client_tokens: Option<PathBuf>,
+    /// `--routes`.
+    pub routes: Option<PathBuf>,
     /// `OPENAI_CONNECTOR_ADMIN_TOKEN`; `None` only with `--insecure-no-auth`.
     pub admin_token: Option<String>,
 }
@@ -36,6 +41,7 @@ impl std::fmt::Debug for ServeOptions {
             .field("listen", &self.listen)
             .field("event_log", &self.event_log)
             .field("client_tokens", &self.client_tokens)
+            .field("routes", &self.routes)
             .field(
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "[REDACTED]"),
@@ -52,32 +58,22 @@ pub(super) struct InFlight {
     changed: tokio::sync::Notify,
 }
 
-/// Removes its execution from [`InFlight`] when dropped, and gives its instance slot back.
+/// Removes its execution from [`InFlight`] when dropped, and gives its admission permits back.
 pub(super) struct InFlightGuard {
     id: u64,
     in_flight: Arc<InFlight>,
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    _ticket: Ticket,
 }
 
 impl InFlight {
-    /// Waits for an instance slot, then registers the execution.
-    pub(super) async fn enter(
-        self: &Arc<Self>,
-        slots: &Arc<tokio::sync::Semaphore>,
-        cancel: Cancel,
-    ) -> InFlightGuard {
-        // The semaphore is never closed.
-        let slot = slots
-            .clone()
-            .acquire_owned()
-            .await
-            .unwrap_or_else(|_| unreachable!("the instance semaphore is never closed"));
+    /// Registers an admitted execution.
+    pub(super) fn enter(self: &Arc<Self>, ticket: Ticket, cancel: Cancel) -> InFlightGuard {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.lock().insert(id, cancel);
         InFlightGuard {
             id,
             in_flight: self.clone(),
-            _slot: slot,
+            _ticket: ticket,
         }
     }
 
@@ -117,14 +113,22 @@ impl Drop for InFlightGuard {
 pub(super) struct Gateway {
     pub(super) executor: Executor,
     pub(super) catalog: catalog::Catalog,
+    /// `--routes`.
+    pub(super) routes: RouteTable,
     pub(super) auth: auth::Auth,
     pub(super) metrics: metrics::Metrics,
     pub(super) history: dashboard::UsageHistory,
     log: Option<EventLog>,
     pub(super) in_flight: Arc<InFlight>,
-    /// One permit per pooled instance: executions beyond the pool wait here instead of
-    /// failing to instantiate.
-    pub(super) slots: Arc<tokio::sync::Semaphore>,
+    /// Who may start an execution, and when (one slot per pooled instance: executions beyond
+    /// the pool wait there instead of failing to instantiate).
+    pub(super) admission: Admission,
+    /// The open client connections, capped.
+    pub(super) connections: Arc<Registry>,
+    /// How long a connection may wait for a request head, or idle.
+    pub(super) deadlines: Deadlines,
+    /// How long a request body may take to arrive.
+    pub(super) body_timeout: Duration,
 }
 
 impl Gateway {
@@ -132,13 +136,20 @@ impl Gateway {
     pub(super) async fn new(executor: Executor, options: &ServeOptions) -> Result<Gateway> {
         let catalog = catalog::Catalog::load(&options.connectors, &executor).await?;
         let mut auth = auth::Auth::new(options.admin_token.as_deref());
+        let routes = match &options.routes {
+            Some(path) => RouteTable::load(path, &catalog.ids()).map_err(anyhow::Error::msg)?,
+            None => RouteTable::default(),
+        };
         // C121a: no failure shows a token, whatever an upstream echoes.
         let mut tokens = Secrets::new();
         if let Some(admin) = &options.admin_token {
             tokens.add(admin);
         }
         if let Some(path) = &options.client_tokens {
-            auth = auth.with_client_tokens_file(path, &catalog.ids(), &mut tokens)?;
+            // A grant names connectors or routes.
+            let mut grantable = catalog.ids();
+            grantable.extend(routes.names().map(str::to_owned));
+            auth = auth.with_client_tokens_file(path, &grantable, &mut tokens)?;
         }
         let executor = executor.redacting(&tokens);
         let history = dashboard::UsageHistory::new(
@@ -166,16 +177,45 @@ impl Gateway {
                 None => None,
             };
         let metrics = metrics::Metrics::new(catalog.iter().map(|c| c.file.id.as_str()));
+        let limits = &executor.settings().serve;
+        let callers = auth.callers();
+        let shares = Shares::new(
+            limits,
+            executor.harness().max_instances(),
+            catalog.iter().count(),
+            callers.len(),
+        );
+        let admission = Admission::new(
+            shares,
+            catalog.iter().map(|c| c.file.id.clone()),
+            callers,
+            limits.queue_timeout,
+        );
+        let descriptors = connection::raise_descriptor_limit();
+        let max_connections = limits
+            .max_connections
+            .unwrap_or_else(|| connection::derived_max_connections(descriptors.unwrap_or(1024)));
+        tracing::info!(
+            "limits: {max_connections} connections, {} execution slots ({} per connector, {} per client)",
+            shares.slots,
+            shares.per_connector,
+            shares.per_client
+        );
         Ok(Gateway {
             catalog,
+            routes,
             auth,
             metrics,
             history,
             log,
             in_flight: Arc::default(),
-            slots: Arc::new(tokio::sync::Semaphore::new(
-                executor.harness().max_instances(),
-            )),
+            admission,
+            connections: Registry::new(max_connections),
+            deadlines: Deadlines {
+                header_read: limits.header_read_timeout,
+                idle: limits.idle_timeout,
+            },
+            body_timeout: limits.request_body_timeout,
             executor,
         })
     }

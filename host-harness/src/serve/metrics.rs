@@ -6,6 +6,8 @@
 //! `le="120"`) and the text ends with `# EOF`; the names and lines below are what scrapers and
 //! the tests rely on. The surface is a few counters, one gauge and one histogram.
 
+use super::connection::Closed;
+use openai_connector::protocol::Refusal;
 pub(crate) use openai_connector::protocol::Route;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -46,12 +48,30 @@ struct Inner {
     connectors: BTreeMap<String, PerConnector>,
     unauthorized: u64,
     in_flight: u64,
+    /// Requests answered `503` before admission: queue timeout, shutting down.
+    not_admitted: [u64; 2],
+    /// Connections the gateway closed: header timeout, idle timeout, evicted, refused.
+    connections_closed: [u64; 4],
 }
+
+/// The `reason` labels of `openai_connector_not_admitted_total`.
+const NOT_ADMITTED: [&str; 2] = ["queue_timeout", "shutting_down"];
+/// The `reason` labels of `openai_connector_connections_closed_total`.
+const CONNECTIONS_CLOSED: [&str; 4] = ["header_timeout", "idle_timeout", "evicted", "refused"];
 
 /// The live counters of a gateway.
 #[derive(Default)]
 pub(crate) struct Metrics {
     inner: Mutex<Inner>,
+}
+
+/// The client connections, as `/metrics` shows them.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Connections {
+    /// Open now.
+    pub(crate) open: usize,
+    /// The cap.
+    pub(crate) max: usize,
 }
 
 /// One finished execution, as the metrics count it.
@@ -100,6 +120,30 @@ impl Metrics {
         self.lock().unauthorized += 1;
     }
 
+    /// A request answered `503` instead of admitted.
+    pub(crate) fn not_admitted(&self, refusal: Refusal) {
+        let i = match refusal {
+            Refusal::QueueTimeout => 0,
+            Refusal::ShuttingDown => 1,
+        };
+        self.lock().not_admitted[i] += 1;
+    }
+
+    /// A connection the gateway closed because its deadline passed or to make room.
+    pub(crate) fn connection_closed(&self, closed: Closed) {
+        let i = match closed {
+            Closed::HeaderTimeout => 0,
+            Closed::IdleTimeout => 1,
+            Closed::Evicted => 2,
+        };
+        self.lock().connections_closed[i] += 1;
+    }
+
+    /// A connection closed unserved: every open one was serving a request.
+    pub(crate) fn connection_refused(&self) {
+        self.lock().connections_closed[3] += 1;
+    }
+
     /// An execution started; pair with [`finished`](Self::finished).
     pub(crate) fn started(&self, connector: &str, route: Route) {
         let mut inner = self.lock();
@@ -139,8 +183,8 @@ impl Metrics {
         }
     }
 
-    /// The exposition text.
-    pub(crate) fn render(&self) -> String {
+    /// The exposition text; `connections` are the open client connections and their cap.
+    pub(crate) fn render(&self, connections: Connections) -> String {
         let inner = self.lock();
         let mut out = String::new();
         let section = |out: &mut String, name: &str, kind: &str, help: &str, body: String| {
@@ -267,6 +311,48 @@ impl Metrics {
                 inner.unauthorized
             ),
         );
+        let mut body = String::new();
+        for (reason, n) in NOT_ADMITTED.iter().zip(inner.not_admitted) {
+            let _ = writeln!(
+                body,
+                "openai_connector_not_admitted_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        section(
+            &mut out,
+            "openai_connector_not_admitted_total",
+            "counter",
+            "Requests answered 503 before they could start an execution, by reason.",
+            body,
+        );
+        let mut body = String::new();
+        for (reason, n) in CONNECTIONS_CLOSED.iter().zip(inner.connections_closed) {
+            let _ = writeln!(
+                body,
+                "openai_connector_connections_closed_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        section(
+            &mut out,
+            "openai_connector_connections_closed_total",
+            "counter",
+            "Client connections the gateway closed, by reason (deadline passed, evicted at the connection cap, refused at the cap).",
+            body,
+        );
+        section(
+            &mut out,
+            "openai_connector_connections_open",
+            "gauge",
+            "Client connections open now.",
+            format!("openai_connector_connections_open {}\n", connections.open),
+        );
+        section(
+            &mut out,
+            "openai_connector_connections_max",
+            "gauge",
+            "Client connections open at most (maxConnections).",
+            format!("openai_connector_connections_max {}\n", connections.max),
+        );
         section(
             &mut out,
             "openai_connector_in_flight_requests",
@@ -316,8 +402,18 @@ mod tests {
             completion_tokens: 0,
         });
         m.unauthorized();
-        let text = m.render();
+        m.not_admitted(Refusal::QueueTimeout);
+        m.connection_closed(Closed::HeaderTimeout);
+        m.connection_closed(Closed::HeaderTimeout);
+        m.connection_refused();
+        let text = m.render(Connections { open: 3, max: 10 });
         for line in [
+            "openai_connector_not_admitted_total{reason=\"queue_timeout\"} 1",
+            "openai_connector_not_admitted_total{reason=\"shutting_down\"} 0",
+            "openai_connector_connections_closed_total{reason=\"header_timeout\"} 2",
+            "openai_connector_connections_closed_total{reason=\"refused\"} 1",
+            "openai_connector_connections_open 3",
+            "openai_connector_connections_max 10",
             "# TYPE openai_connector_requests_total counter",
             "openai_connector_requests_total{connector=\"a\",route=\"chat_completions\"} 1",
             "openai_connector_requests_total{connector=\"we\\\"ird\",route=\"execute\"} 0",

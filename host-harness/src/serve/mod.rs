@@ -10,15 +10,25 @@
 //! routes and `_execute`, the OpenAI-compatible `POST /connectors/{id}/v1/chat/completions`,
 //! `/metrics` (`metrics`), `/dashboard` (`dashboard`) and `/healthz`. Tokens: `auth`.
 //!
-//! Shutdown: on SIGTERM or SIGINT the listener closes, idle connections close, and requests in
-//! flight (streams included) get the settings' `shutdownGrace` (default 30 s) to finish; what
-//! is still running after it is cancelled (C68), logged, and the process exits.
+//! Limits (`connection`, `admission`): every connection has a deadline unless it is serving a
+//! request, open connections are capped, and executions are admitted by fair shares within a
+//! queue timeout.
+//!
+//! Shutdown: on SIGTERM or SIGINT admission closes first (requests waiting for a slot, and any
+//! later request, are answered `503`: no upstream request starts after the signal), then the
+//! listener closes, idle connections close, and executions in flight (streams included) get the
+//! settings' `shutdownGrace` (default 30 s) to finish; what is still running after it is
+//! cancelled (C68), each with its event-log line and, for a stream, its error event, and the
+//! process exits.
 
+mod admission;
 mod auth;
 mod catalog;
+mod connection;
 mod dashboard;
 mod gateway;
 mod metrics;
+mod route_table;
 mod routes;
 
 pub use gateway::ServeOptions;
@@ -26,11 +36,12 @@ pub use gateway::ServeOptions;
 use crate::executor::Executor;
 use crate::pool::ConnectionPool;
 use anyhow::{Context, Result};
+use connection::{Registered, TrackedIo};
 use gateway::Gateway;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 /// Runs the gateway until SIGTERM or SIGINT; `on_ready` gets the bound address once it
@@ -95,6 +106,7 @@ async fn run(
     }
     tokio::pin!(shutdown);
     let mut next = 0;
+    let mut accept_errors = AcceptErrors::default();
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -105,35 +117,45 @@ async fn run(
                 }) {
                     Ok(stream) => stream,
                     Err(e) => {
-                        // Out of file descriptors and the like: wait a little, keep serving.
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
+                        // Out of file descriptors and the like: back off, keep serving.
+                        let pause = accept_errors.failed(&e);
+                        tokio::select! {
+                            _ = &mut shutdown => break,
+                            _ = tokio::time::sleep(pause) => continue,
+                        }
                     }
                 };
+                accept_errors.succeeded();
+                let Some(registered) = gateway.connections.register() else {
+                    // Every connection is serving a request: this one is closed unserved.
+                    gateway.metrics.connection_refused();
+                    continue;
+                };
                 // A worker only goes away if its thread died; the next one takes the connection.
-                let mut stream = stream;
-                let mut dealt = false;
+                let mut dealt = (stream, registered);
+                let mut sent = false;
                 for _ in 0..workers.len() {
                     let worker = &workers[next % workers.len()];
                     next += 1;
-                    match worker.connections.send(stream) {
+                    match worker.connections.send(dealt) {
                         Ok(()) => {
-                            dealt = true;
+                            sent = true;
                             break;
                         }
-                        Err(returned) => stream = returned.0,
+                        Err(returned) => dealt = returned.0,
                     }
                 }
-                if !dealt {
+                if !sent {
                     anyhow::bail!("every serving thread has stopped");
                 }
             }
         }
     }
+    // Nothing new is admitted from now on (see the module docs).
+    gateway.admission.close();
     drop(listener);
     let running = gateway.in_flight.count();
-    let grace = gateway.executor.settings().shutdown_grace;
+    let grace = gateway.executor.settings().serve.shutdown_grace;
     eprintln!(
         "shutting down: {running} execution(s) in flight, up to {} to finish",
         seconds_or_ms(grace)
@@ -164,6 +186,39 @@ async fn run(
     Ok(())
 }
 
+/// Failed accepts: how long to pause before the next one (doubling from 10 ms to 1 s while
+/// they keep failing), logged at most once a second with the count.
+#[derive(Default)]
+struct AcceptErrors {
+    consecutive: u32,
+    unlogged: u64,
+    last_logged: Option<Instant>,
+}
+
+impl AcceptErrors {
+    fn failed(&mut self, e: &std::io::Error) -> Duration {
+        self.consecutive = self.consecutive.saturating_add(1);
+        self.unlogged += 1;
+        if self
+            .last_logged
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        {
+            tracing::warn!(
+                "accept failed ({} time(s) since the last report): {e}",
+                self.unlogged
+            );
+            self.unlogged = 0;
+            self.last_logged = Some(Instant::now());
+        }
+        let exponent = self.consecutive.saturating_sub(1).min(7);
+        Duration::from_millis(10 << exponent).min(Duration::from_secs(1))
+    }
+
+    fn succeeded(&mut self) {
+        self.consecutive = 0;
+    }
+}
+
 /// `d` as whole seconds (`30 s`) or, below a second or when not whole, milliseconds.
 fn seconds_or_ms(d: Duration) -> String {
     if d.subsec_millis() == 0 && !d.is_zero() {
@@ -180,7 +235,7 @@ fn worker_count() -> usize {
 
 /// A serving thread, as the acceptor sees it.
 struct Worker {
-    connections: tokio::sync::mpsc::UnboundedSender<std::net::TcpStream>,
+    connections: tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, Registered)>,
     /// Resolves when the thread has drained its connections and executions.
     drained: tokio::sync::oneshot::Receiver<()>,
 }
@@ -226,14 +281,14 @@ impl Worker {
 async fn serve_connections(
     gateway: Arc<Gateway>,
     executor: Arc<Executor>,
-    mut incoming: tokio::sync::mpsc::UnboundedReceiver<std::net::TcpStream>,
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, Registered)>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             stream = incoming.recv() => {
-                let Some(stream) = stream else { break };
+                let Some((stream, registered)) = stream else { break };
                 let stream = match tokio::net::TcpStream::from_std(stream) {
                     Ok(stream) => stream,
                     Err(e) => {
@@ -245,6 +300,7 @@ async fn serve_connections(
                     gateway.clone(),
                     executor.clone(),
                     stream,
+                    registered,
                     stop.clone(),
                 ));
             }
@@ -256,26 +312,53 @@ async fn serve_connections(
     gateway.in_flight.wait_idle().await;
 }
 
-/// One HTTP/1.1 connection, closed gracefully (after the response in flight) on `stop`.
+/// One HTTP/1.1 connection, closed gracefully (after the response in flight) on `stop`, and
+/// at once when its deadline passes or it is evicted (`connection`).
 async fn serve_connection(
     gateway: Arc<Gateway>,
     executor: Arc<Executor>,
     stream: tokio::net::TcpStream,
+    registered: Registered,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let tracker = registered.tracker.clone();
+    let deadlines = gateway.deadlines;
+    let metrics_gateway = gateway.clone();
+    let service_tracker = tracker.clone();
     let service = hyper::service::service_fn(move |req| {
         let gateway = gateway.clone();
         let executor = executor.clone();
-        async move { Ok::<_, std::convert::Infallible>(routes::handle(gateway, executor, req).await) }
+        // Busy until the response body has been written.
+        let busy = service_tracker.request_started();
+        async move {
+            let response = routes::handle(gateway, executor, req).await;
+            Ok::<_, std::convert::Infallible>(routes::keep_until_sent(response, busy))
+        }
     });
-    let conn =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(
+        TokioIo::new(TrackedIo::new(stream, tracker.clone())),
+        service,
+    );
     tokio::pin!(conn);
+    let expired = tracker.expired(deadlines);
+    tokio::pin!(expired);
+    let stopping = async {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        closed = &mut expired => {
+            // Dropping the connection closes the socket.
+            metrics_gateway.metrics.connection_closed(closed);
+            return;
+        }
+        _ = stopping => conn.as_mut().graceful_shutdown(),
+    }
+    // Shutting down: the response in flight finishes, an idle connection closes at once, and
+    // a half-sent request head still has its deadline.
     tokio::select! {
         _ = conn.as_mut() => {}
-        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
+        closed = expired => metrics_gateway.metrics.connection_closed(closed),
     }
+    drop(registered);
 }

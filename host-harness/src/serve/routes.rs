@@ -1,5 +1,6 @@
 //! Request routing and the handlers.
 
+use super::auth::Caller;
 use super::catalog::Served;
 use super::gateway::{Gateway, InFlightGuard};
 use super::metrics::Route;
@@ -10,7 +11,8 @@ use crate::output;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
-use openai_connector::protocol::{self, MAX_REQUEST_BYTES, Reply};
+use openai_connector::protocol::{self, MAX_REQUEST_BYTES, Refusal, Reply};
+use openai_connector::retry;
 use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -92,7 +94,19 @@ pub(crate) async fn handle(
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method().clone();
     match (&method, segments.as_slice()) {
-        (&Method::GET, ["healthz"]) => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        (&Method::GET, ["healthz"]) => {
+            // A load balancer stops sending traffic as soon as shutdown begins.
+            if gw.admission.is_closing() {
+                let mut r = json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"status": "shutting down"}),
+                );
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return r;
+            }
+            json_response(StatusCode::OK, &json!({"status": "ok"}))
+        }
         (&Method::GET, ["metrics"]) => {
             if !gw.auth.is_admin(req.headers()) {
                 return unauthorized(&gw, Route::Execute);
@@ -100,7 +114,10 @@ pub(crate) async fn handle(
             respond(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                gw.metrics.render(),
+                gw.metrics.render(super::metrics::Connections {
+                    open: gw.connections.len(),
+                    max: gw.connections.max(),
+                }),
             )
         }
         (&Method::GET, ["dashboard"]) | (&Method::GET, ["dashboard", "data"]) => {
@@ -162,29 +179,41 @@ pub(crate) async fn handle(
             }
         }
         (&Method::POST, ["api", "actions", "connector", id, "_execute"]) => {
-            if !gw.auth.is_admin(req.headers()) {
+            let Some(caller) = gw.auth.admin_caller(req.headers()) else {
                 return unauthorized(&gw, Route::Execute);
-            }
+            };
             let id = (*id).to_owned();
-            run_route(gw, executor, &id, Route::Execute, req).await
+            run_route(gw, executor, &id, Route::Execute, caller, req).await
         }
         (&Method::POST, ["connectors", id, "v1", "chat", "completions"]) => {
-            if !gw.auth.may_use(req.headers(), id) {
+            let Some(caller) = gw.auth.caller(req.headers(), id) else {
                 return unauthorized(&gw, Route::ChatCompletions);
-            }
+            };
             let id = (*id).to_owned();
-            run_route(gw, executor, &id, Route::ChatCompletions, req).await
+            run_route(gw, executor, &id, Route::ChatCompletions, caller, req).await
+        }
+        (&Method::POST, ["routes", name, "v1", "chat", "completions"]) => {
+            let Some(caller) = gw.auth.caller(req.headers(), name) else {
+                return unauthorized(&gw, Route::ChatCompletions);
+            };
+            let name = (*name).to_owned();
+            run_named_route(gw, executor, &name, caller, req).await
         }
         _ => kibana_error(StatusCode::NOT_FOUND, "Not Found"),
     }
 }
 
-/// The request body, or the error response.
-async fn read_body(req: Request<hyper::body::Incoming>, route: Route) -> Result<Bytes, Reply> {
-    match Limited::new(req.into_body(), MAX_REQUEST_BYTES)
-        .collect()
-        .await
-    {
+/// The request body, or the error response: all of it must arrive within `timeout`.
+async fn read_body(
+    req: Request<hyper::body::Incoming>,
+    route: Route,
+    timeout: std::time::Duration,
+) -> Result<Bytes, Reply> {
+    let collect = Limited::new(req.into_body(), MAX_REQUEST_BYTES).collect();
+    let Ok(collected) = tokio::time::timeout(timeout, collect).await else {
+        return Err(protocol::body_timeout(route));
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -204,13 +233,14 @@ async fn run_route(
     executor: Arc<Executor>,
     id: &str,
     route: Route,
+    caller: Caller,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
     let Some(served) = gw.catalog.get(id) else {
         return reply(protocol::connector_not_found(route, id, None));
     };
     let served = served.clone();
-    let body = match read_body(req, route).await {
+    let body = match read_body(req, route, gw.body_timeout).await {
         Ok(b) => b,
         Err(r) => return reply(r),
     };
@@ -218,7 +248,94 @@ async fn run_route(
         Ok(params) => params,
         Err(r) => return reply(r),
     };
-    run_execution(gw, &executor, served, params, route).await
+    run_execution(gw, &executor, served, params, route, caller, false)
+        .await
+        .response()
+}
+
+/// `POST /routes/{name}/v1/chat/completions` (cli.md "Routes"): the route's connectors in its
+/// order, the next one tried while the current one declines (a failure worth another
+/// connector, or no slot within the queue timeout) and nothing reached the client. Every
+/// execution tried logs its own line; the answer names the connector that gave it.
+async fn run_named_route(
+    gw: Arc<Gateway>,
+    executor: Arc<Executor>,
+    name: &str,
+    caller: Caller,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    let route = Route::ChatCompletions;
+    let Some(named) = gw.routes.get(name) else {
+        return reply(protocol::route_error(
+            route,
+            404,
+            &format!("route \"{name}\" not found"),
+            Some("route_not_found"),
+        ));
+    };
+    let order: Vec<String> = named
+        .order(|id| gw.admission.in_flight(id), |n| fastrand::usize(..n))
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let body = match read_body(req, route, gw.body_timeout).await {
+        Ok(b) => b,
+        Err(r) => return reply(r),
+    };
+    let params = match protocol::params(route, &body) {
+        Ok(params) => params,
+        Err(r) => return reply(r),
+    };
+    let mut declined = None;
+    for (i, id) in order.iter().enumerate() {
+        // Every connector of a route was checked at load.
+        let Some(served) = gw.catalog.get(id).cloned() else {
+            continue;
+        };
+        let last = i + 1 == order.len();
+        let attempt = run_execution(
+            gw.clone(),
+            &executor,
+            served,
+            params.clone(),
+            route,
+            caller,
+            !last,
+        )
+        .await;
+        let answered = matches!(attempt, Attempt::Answered(_));
+        let mut response = attempt.response();
+        response.headers_mut().insert(
+            HeaderName::from_static(CONNECTOR_ID_HEADER),
+            HeaderValue::try_from(id.as_str()).unwrap_or(HeaderValue::from_static("")),
+        );
+        if answered {
+            return response;
+        }
+        declined = Some(response);
+    }
+    declined.unwrap_or_else(|| kibana_error(StatusCode::INTERNAL_SERVER_ERROR, "empty route"))
+}
+
+/// The header that names the connector that answered a route's request.
+const CONNECTOR_ID_HEADER: &str = "x-openai-connector-id";
+
+/// How one execution attempt went.
+enum Attempt {
+    /// The client gets this response.
+    Answered(Response<Body>),
+    /// Another connector may do better (only when the caller allowed it): a failure worth
+    /// another connector, or no slot within the queue timeout. Nothing reached the client;
+    /// this is the response should no other connector be left.
+    Declined(Response<Body>),
+}
+
+impl Attempt {
+    fn response(self) -> Response<Body> {
+        match self {
+            Attempt::Answered(r) | Attempt::Declined(r) => r,
+        }
+    }
 }
 
 async fn run_execution(
@@ -227,11 +344,25 @@ async fn run_execution(
     served: Served,
     params: String,
     route: Route,
-) -> Response<Body> {
+    caller: Caller,
+    may_decline: bool,
+) -> Attempt {
+    let ticket = match gw.admission.admit(&served.file.id, caller).await {
+        Ok(ticket) => ticket,
+        Err(refusal) => {
+            gw.metrics.not_admitted(refusal);
+            let retry_after = gw.admission.retry_after_secs(refusal);
+            let response = reply(protocol::not_admitted(route, refusal, retry_after));
+            return match refusal {
+                Refusal::QueueTimeout if may_decline => Attempt::Declined(response),
+                _ => Attempt::Answered(response),
+            };
+        }
+    };
     let started_at = Instant::now();
     let started_wall = SystemTime::now();
     let cancel = Cancel::new();
-    let guard = gw.in_flight.enter(&gw.slots, cancel.clone()).await;
+    let guard = gw.in_flight.enter(ticket, cancel.clone());
     let connector = &served.file;
     gw.metrics.started(&connector.id, route);
     let started = executor
@@ -242,16 +373,22 @@ async fn run_execution(
             tracing::error!("connector {}: sandbox failure: {e:#}", connector.id);
             let finished = Finished::sandbox_failure(&e, started_wall);
             gw.record(connector, route, &finished, true, started_at);
-            ended_response(&connector.id, route, &finished)
+            Attempt::Answered(ended_response(&connector.id, route, &finished))
         }
         Ok(Started::Ended(finished)) => {
             gw.record(connector, route, &finished, false, started_at);
             drop(guard);
-            ended_response(&connector.id, route, &finished)
+            let response = ended_response(&connector.id, route, &finished);
+            match &finished.outcome {
+                Err(failure) if may_decline && retry::worth_another_connector(failure) => {
+                    Attempt::Declined(response)
+                }
+                _ => Attempt::Answered(response),
+            }
         }
-        Ok(Started::Streaming(stream)) => {
-            stream_response(gw, served, route, stream, cancel, guard, started_at)
-        }
+        Ok(Started::Streaming(stream)) => Attempt::Answered(stream_response(
+            gw, served, route, stream, cancel, guard, started_at,
+        )),
     }
 }
 
@@ -263,6 +400,40 @@ fn ended_response(connector_id: &str, route: Route, finished: &Finished) -> Resp
             Err(e) => reply(protocol::route_error(route, 500, &format!("{e:#}"), None)),
         },
         Err(failure) => reply(protocol::ended(connector_id, route, Err(failure))),
+    }
+}
+
+/// `response` with `keep` held until its body has been sent (or dropped unsent).
+pub(super) fn keep_until_sent<T: Send + Sync + Unpin + 'static>(
+    response: Response<Body>,
+    keep: T,
+) -> Response<Body> {
+    response.map(|body| BodyExt::boxed(Holding { body, _keep: keep }))
+}
+
+/// A body that holds something until it is dropped.
+struct Holding<T> {
+    body: Body,
+    _keep: T,
+}
+
+impl<T: Unpin> http_body::Body for Holding<T> {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
