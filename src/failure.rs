@@ -5,10 +5,12 @@
 //! gateways map kinds to their own statuses and hosts report them, so nothing ever parses a
 //! message to recover what happened. The message itself is Kibana's `serviceMessage` (C77):
 //! every constructor here builds it the same way, with the TLS rewrite of C75 applied last to
-//! the text of C70–C74 and the API key redacted (C32).
+//! the text of C70–C74 and the API key redacted (C32, C121a: verbatim, base64 and
+//! percent-encoded).
 
 use crate::config;
 use crate::params::ParamsError;
+use crate::redaction::Secrets;
 use crate::request::HttpRequest;
 use crate::response;
 use crate::transport::{Limits, TransportError};
@@ -248,12 +250,13 @@ fn tls_rewrite(message: String) -> String {
     }
 }
 
-/// Replaces every verbatim occurrence of `api_key` in `message` by `[REDACTED]` when the key
-/// has 8 or more characters (C32).
+/// Replaces every occurrence of `api_key` in `message`, verbatim or encoded, by `[REDACTED]`
+/// when the key has 8 or more characters (C32, C121a; see [`Secrets`]). Hosts redact the
+/// secrets the component does not know (proxy credentials, tokens) with their own set.
 fn redact(message: &str, api_key: Option<&str>) -> String {
     match api_key {
-        Some(key) if key.chars().count() >= 8 => message.replace(key, "[REDACTED]"),
-        _ => message.to_owned(),
+        Some(_) => Secrets::api_key(api_key).redact(message),
+        None => message.to_owned(),
     }
 }
 
@@ -376,6 +379,22 @@ mod tests {
             Some("sk-live-123456789"),
         );
         assert!(!message.contains("sk-live"), "{message}");
+    }
+
+    // C121a: the API key is redacted in its base64 and percent-encoded forms too.
+    #[test]
+    fn c121a_api_key_encoded_forms_are_redacted() {
+        use base64::Engine;
+        let key = "sk-live/123456789";
+        let b64 = base64::engine::general_purpose::STANDARD.encode(key);
+        let body = format!(
+            r#"{{"error":{{"message":"seen {b64} and sk%2Dlive%2F123456789 and sk-live%2F123456789"}}}}"#
+        );
+        let f = Failure::http(401, body.as_bytes(), Some(key));
+        assert_eq!(
+            f.service_message,
+            "Status code: 401. Message: Unauthorized API Error - seen [REDACTED] and [REDACTED] and [REDACTED]"
+        );
     }
 
     // C62–C68, C74: the kind is decided where the failure happens, never read back from the

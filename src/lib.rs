@@ -20,6 +20,7 @@ pub mod params;
 mod pki;
 pub mod plan;
 pub mod protocol;
+pub mod redaction;
 mod redirect;
 pub mod request;
 pub mod response;

@@ -2,6 +2,12 @@
 //! form, public JSON and TLS profile, and the TLS stack's verdict on that profile); each
 //! execution of it is then one fresh instance, with the TLS profile applied to its transport,
 //! and one `start` (whole, or as a [`Stream`]).
+//!
+//! Every failure an execution ends with leaves here redacted (C32, C121a): the component knows
+//! only the API key, so the message is redacted again with every secret the harness knows (the
+//! deployment's, built once per executor, and the connector's, built once per prepared
+//! connector). Whatever shows the failure afterwards (the CLI's output, the event log, `serve`'s
+//! responses and stream error events) gets the redacted text.
 
 use crate::connector_file::ConnectorFile;
 use crate::execution::{
@@ -13,6 +19,7 @@ use crate::runtime::{Harness, Instance, Launched, StreamExecution};
 use crate::settings::Settings;
 use crate::tokenizer;
 use anyhow::Result;
+use openai_connector::redaction::Secrets;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -41,6 +48,40 @@ pub struct Stream {
     started: SystemTime,
     /// Whether the deployment retries (see [`Finished::attempts`]).
     retrying: bool,
+    redaction: Redaction,
+}
+
+/// The secrets an execution's failure is redacted with (C32, C121a).
+#[derive(Clone)]
+struct Redaction {
+    /// The deployment's (the proxy's; `serve` adds its tokens).
+    deployment: Arc<Secrets>,
+    /// The connector's (its API key).
+    connector: Arc<Secrets>,
+}
+
+impl Redaction {
+    /// `outcome` with its failure's message redacted.
+    fn outcome<T>(&self, outcome: Result<T, Failure>) -> Result<T, Failure> {
+        outcome.map_err(|mut failure| {
+            let message = if self.deployment.is_empty() {
+                self.connector.redact(&failure.service_message)
+            } else {
+                let mut all = (*self.deployment).clone();
+                all.extend(&self.connector);
+                all.redact(&failure.service_message)
+            };
+            failure.service_message = message;
+            failure
+        })
+    }
+
+    fn finished(&self, finished: Finished) -> Finished {
+        Finished {
+            outcome: self.outcome(finished.outcome),
+            ..finished
+        }
+    }
 }
 
 impl Stream {
@@ -58,13 +99,17 @@ impl Stream {
         trap: Option<anyhow::Error>,
     ) -> (Finished, Option<anyhow::Error>) {
         let started = self.started;
+        let redaction = self.redaction.clone();
         let finished = match trap {
             Some(e) => Err(e),
             None => self.finish().await,
         };
         match finished {
             Ok(finished) => (finished, None),
-            Err(e) => (Finished::sandbox_failure(&e, started), Some(e)),
+            Err(e) => (
+                redaction.finished(Finished::sandbox_failure(&e, started)),
+                Some(e),
+            ),
         }
     }
 
@@ -86,7 +131,7 @@ impl Stream {
             };
         }
         Ok(Finished {
-            outcome: summary.outcome.map(|()| None),
+            outcome: self.redaction.outcome(summary.outcome.map(|()| None)),
             usage,
             request_body_bytes: summary.request_body_bytes,
             attempts: self.retrying.then_some(summary.attempts),
@@ -103,6 +148,8 @@ pub struct Executor {
     harness: Harness,
     settings: Settings,
     pool: Option<Arc<ConnectionPool>>,
+    /// The deployment's secrets (C121a), built once.
+    secrets: Arc<Secrets>,
 }
 
 /// A connector validated once, ready for any number of executions.
@@ -112,6 +159,8 @@ pub struct Prepared {
     /// C130: the TLS stack refused the connector's identity or trust anchors; every execution
     /// fails with this before anything is sent.
     refused: Option<Failure>,
+    /// The connector's secrets (C32, C121a), built once.
+    secrets: Arc<Secrets>,
 }
 
 impl Prepared {
@@ -126,9 +175,27 @@ impl Executor {
     /// the default [`PoolLimits`](crate::pool::PoolLimits).
     pub fn new(harness: Harness, settings: Settings) -> Self {
         Executor {
+            secrets: Arc::new(settings.secrets()),
             harness,
             settings,
             pool: Some(Arc::new(ConnectionPool::default())),
+        }
+    }
+
+    /// The same executor redacting `secrets` too from the failures it reports (C121a; `serve`
+    /// adds its client and admin tokens).
+    pub(crate) fn redacting(mut self, secrets: &Secrets) -> Self {
+        let mut all = (*self.secrets).clone();
+        all.extend(secrets);
+        self.secrets = Arc::new(all);
+        self
+    }
+
+    /// How an execution of `prepared` is redacted.
+    fn redaction(&self, prepared: &Prepared) -> Redaction {
+        Redaction {
+            deployment: self.secrets.clone(),
+            connector: prepared.secrets.clone(),
         }
     }
 
@@ -191,9 +258,11 @@ impl Executor {
             Some(pool) => pool.client_config(profile).err(),
             None => profile.client_config().err(),
         });
+        let secrets = Arc::new(Secrets::api_key(validated.prepared.api_key.as_deref()));
         Ok(Ok(Prepared {
             validated,
             refused: refused.map(|e| Failure::tls_refused(format!("{e:#}"))),
+            secrets,
         }))
     }
 
@@ -222,8 +291,11 @@ impl Executor {
         cancel: Cancel,
     ) -> Result<Started> {
         let started = SystemTime::now();
+        let redaction = self.redaction(prepared);
         if let Some(failure) = &prepared.refused {
-            return Ok(Started::Ended(Finished::unsent(failure.clone(), started)));
+            return Ok(Started::Ended(
+                redaction.finished(Finished::unsent(failure.clone(), started)),
+            ));
         }
         let mut instance = self.instance_for(prepared, cancel).await?;
         Ok(
@@ -231,15 +303,14 @@ impl Executor {
                 .start(&prepared.validated.prepared, &self.settings, params_json)
                 .await?
             {
-                Launched::Ended(execution) => Started::Ended(Finished::from_execution(
-                    execution,
-                    started,
-                    self.retrying(),
+                Launched::Ended(execution) => Started::Ended(redaction.finished(
+                    Finished::from_execution(execution, started, self.retrying()),
                 )),
                 Launched::Streaming(handle) => Started::Streaming(Box::new(Stream {
                     instance,
                     handle,
                     started,
+                    redaction,
                     retrying: self.retrying(),
                 })),
             },
@@ -253,18 +324,25 @@ impl Executor {
         prepared: &Prepared,
         params_json: &str,
     ) -> Result<Execution> {
-        if let Some(failure) = &prepared.refused {
-            return Ok(Execution {
+        let redaction = self.redaction(prepared);
+        let execution = match &prepared.refused {
+            Some(failure) => Execution {
                 outcome: Err(failure.clone()),
                 usage: Usage::UNAVAILABLE,
                 request_body_bytes: None,
                 attempts: 0,
-            });
-        }
-        self.instance_for(prepared, Cancel::new())
-            .await?
-            .execute(&prepared.validated.prepared, &self.settings, params_json)
-            .await
+            },
+            None => {
+                self.instance_for(prepared, Cancel::new())
+                    .await?
+                    .execute(&prepared.validated.prepared, &self.settings, params_json)
+                    .await?
+            }
+        };
+        Ok(Execution {
+            outcome: redaction.outcome(execution.outcome),
+            ..execution
+        })
     }
 
     /// Validates `connector` and runs one sub-action to its end: [`prepare`](Self::prepare)

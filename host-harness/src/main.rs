@@ -243,14 +243,17 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
                     None => None,
                 };
             let executor = Executor::new(load_harness(&cli)?, settings);
-            // C68: Ctrl-C abandons the upstream; the execution still ends (and is logged) as
-            // a failure with the usage of what arrived.
+            // C68: SIGINT (Ctrl-C), SIGTERM (supervisors, `timeout`) and SIGHUP (a closed
+            // terminal) abandon the upstream; the execution still ends (and is logged) as a
+            // failure with the usage of what arrived. The handlers are in place before the
+            // execution starts.
             let cancel = Cancel::new();
-            let on_interrupt = cancel.clone();
+            let on_signal = cancel.clone();
+            let stop = stop_signals();
             tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    eprintln!("openai-connector: interrupted; abandoning the upstream");
-                    on_interrupt.cancel();
+                if let Some(what) = stop.await {
+                    eprintln!("openai-connector: {what}; abandoning the upstream");
+                    on_signal.cancel();
                 }
             });
             let started = std::time::SystemTime::now();
@@ -366,6 +369,44 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
             demo::run(&executor).await?;
             Ok(0)
         }
+    }
+}
+
+/// Installs the handlers of the signals that stop `execute` (SIGINT, SIGTERM, SIGHUP) at once;
+/// the future resolves with what happened when one arrives (never, if no handler could be
+/// installed).
+fn stop_signals() -> impl std::future::Future<Output = Option<&'static str>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+        let install = |kind: SignalKind| {
+            signal(kind)
+                .inspect_err(|e| {
+                    tracing::warn!("cannot handle signal {}: {e}", kind.as_raw_value());
+                })
+                .ok()
+        };
+        /// The next delivery of `handler`'s signal, as `what`.
+        async fn next(handler: Option<&mut Signal>, what: &'static str) -> Option<&'static str> {
+            match handler {
+                Some(handler) => handler.recv().await.map(|()| what),
+                None => std::future::pending().await,
+            }
+        }
+        let mut interrupt = install(SignalKind::interrupt());
+        let mut terminate = install(SignalKind::terminate());
+        let mut hangup = install(SignalKind::hangup());
+        async move {
+            tokio::select! {
+                what = next(interrupt.as_mut(), "interrupted") => what,
+                what = next(terminate.as_mut(), "terminated") => what,
+                what = next(hangup.as_mut(), "hung up") => what,
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        async { tokio::signal::ctrl_c().await.ok().map(|()| "interrupted") }
     }
 }
 

@@ -12,6 +12,7 @@ use crate::host_name;
 use crate::tls::Verification;
 use base64::Engine;
 use http::{HeaderMap, HeaderName, HeaderValue};
+use openai_connector::redaction::Secrets;
 use std::fmt;
 use std::sync::Arc;
 
@@ -107,6 +108,9 @@ pub(crate) struct Proxy {
     endpoint: Arc<ProxyEndpoint>,
     bypass_hosts: Option<Vec<String>>,
     only_hosts: Option<Vec<String>>,
+    /// What no message may show (C121a): the password, `user:password` (whose base64 is the
+    /// `Proxy-Authorization` token) and the `proxyHeaders` values.
+    secrets: Secrets,
 }
 
 impl Proxy {
@@ -130,6 +134,7 @@ impl Proxy {
             _ => return Err(bad_url()),
         };
         let port = url.port_or_known_default().ok_or_else(bad_url)?;
+        let mut secrets = Secrets::new();
         let authorization = if url.username().is_empty() && url.password().is_none() {
             None
         } else {
@@ -150,6 +155,10 @@ impl Proxy {
             };
             let user = decode(url.username())?;
             let password = decode(url.password().unwrap_or_default())?;
+            secrets.add(&password);
+            // As written in the URL, escapes and all.
+            secrets.add(url.password().unwrap_or_default());
+            secrets.add(&format!("{user}:{password}"));
             let token =
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
             let mut value = HeaderValue::from_str(&format!("Basic {token}"))
@@ -158,13 +167,18 @@ impl Proxy {
             Some(value)
         };
         let mut headers = Vec::new();
-        for (name, value) in config.headers {
+        for (name, value_text) in config.headers {
             let header = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| format!("[proxyHeaders.{name}]: invalid header name"))?;
-            let mut value = HeaderValue::from_str(value)
+            let mut value = HeaderValue::from_str(value_text)
                 .map_err(|_| format!("[proxyHeaders.{name}]: invalid header value"))?;
             value.set_sensitive(true);
             headers.push((header, value));
+            secrets.add(value_text);
+            // The credentials of `<scheme> <credentials>` may be echoed without the scheme.
+            if let Some((_, credentials)) = value_text.trim().split_once(' ') {
+                secrets.add(credentials.trim());
+            }
         }
         Ok(Proxy {
             endpoint: Arc::new(ProxyEndpoint {
@@ -177,7 +191,13 @@ impl Proxy {
             }),
             bypass_hosts: config.bypass_hosts,
             only_hosts: config.only_hosts,
+            secrets,
         })
+    }
+
+    /// The proxy's secrets, for redaction (C121a).
+    pub(crate) fn secrets(&self) -> &Secrets {
+        &self.secrets
     }
 
     /// True when a request to `host` (a URL host) goes through the proxy: unless
@@ -260,6 +280,33 @@ mod tests {
         }))
         .unwrap_err();
         assert_eq!(e, "[proxyHeaders.X-Token]: invalid header value");
+    }
+
+    // C121a: the proxy's secrets in every form a proxy may echo them in; short ones are not
+    // secrets (C32's length rule).
+    #[test]
+    fn c121a_proxy_secrets_cover_the_password_credentials_and_header_values() {
+        let p = proxy(json!({
+            "proxyUrl": "http://alice:hunter2%2Fsecret@proxy.example:3128/",
+            "proxyHeaders": {"X-Proxy-Token": "tok-secret-value", "X-Auth": "Bearer bearer-secret",
+                             "X-Short": "short"}
+        }));
+        let mut headers = HeaderMap::new();
+        p.endpoint().add_headers(&mut headers);
+        let sent = headers[http::header::PROXY_AUTHORIZATION].to_str().unwrap();
+        let echo = format!(
+            "{sent} | hunter2/secret | hunter2%2Fsecret | alice:hunter2/secret | tok-secret-value | {} | bearer-secret | short",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("tok-secret-value")
+        );
+        assert_eq!(
+            p.secrets().redact(&echo),
+            "Basic [REDACTED] | [REDACTED] | [REDACTED] | [REDACTED] | [REDACTED] | [REDACTED] | [REDACTED] | short"
+        );
+        assert!(
+            proxy(json!({"proxyUrl": "http://proxy.example"}))
+                .secrets()
+                .is_empty()
+        );
     }
 
     #[test]

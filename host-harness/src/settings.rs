@@ -8,6 +8,7 @@ use crate::serve_settings::ServeSettings;
 use crate::tls::Verification;
 use openai_connector::json::Value as GrammarValue;
 use openai_connector::plan::Deployment;
+use openai_connector::redaction::Secrets;
 use openai_connector::settings::{self as grammar, Owner};
 use serde_json::{Map, Value};
 use std::path::Path;
@@ -80,6 +81,14 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// The deployment's secrets, for redaction (C121a): the proxy's.
+    pub(crate) fn secrets(&self) -> Secrets {
+        self.proxy
+            .as_ref()
+            .map(|proxy| proxy.secrets().clone())
+            .unwrap_or_default()
+    }
+
     /// Reads and validates a settings file.
     pub fn from_file(path: &Path) -> Result<Self, SettingsError> {
         let file = path.display().to_string();

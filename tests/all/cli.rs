@@ -290,3 +290,87 @@ async fn processes_racing_on_a_cold_code_cache_print_nothing_extra() {
         assert_eq!(stderr(&out), "");
     }
 }
+
+// C68, C113, C116: SIGTERM (what supervisors and `timeout` send) and SIGHUP stop `execute` as
+// SIGINT does: the upstream is abandoned mid-stream, what arrived stays on stdout, the failure
+// (`ERR_CANCELED`) goes to stderr, the event log gets its line with the usage of what arrived,
+// and the exit code is 1.
+#[tokio::test]
+async fn c68_sigterm_and_sighup_cancel_execute_and_still_log_it() {
+    use crate::upstream::Step;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+    let first = "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1767225600,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"},\"finish_reason\":null}]}\n\n";
+    for signal in ["TERM", "HUP"] {
+        let gate = Arc::new(tokio::sync::Notify::new());
+        // The upstream holds the stream open after the first chunk until the test ends.
+        let upstream = Upstream::always(Reply::sse(vec![
+            Step::Send(first.as_bytes().to_vec()),
+            Step::Wait(gate.clone()),
+            Step::Send(b"data: [DONE]\n\n".to_vec()),
+        ]))
+        .await;
+        let file = connector_file(&format!(
+            r#"{{"apiProvider":"Other","apiUrl":"{}","defaultModel":"gpt-4o"}}"#,
+            upstream.url("/v1/chat/completions")
+        ));
+        let params = write_file(
+            "params.json",
+            r#"{"subAction":"stream","subActionParams":{"stream":true,"body":"{\"messages\":[]}"}}"#,
+        );
+        let log = write_file("events.ndjson", "");
+        let mut cmd = execute_cmd(&file, &params);
+        cmd.arg("--event-log").arg(&log);
+        let (mut child, mut out) = spawn_piped(cmd);
+        let mut err = child.stderr.take().unwrap();
+        let stderr_text = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = err.read_to_string(&mut text).await;
+            text
+        });
+        read_first(&mut out, first.len(), "the first chunk").await;
+        let pid = child.id().unwrap().to_string();
+        assert!(
+            std::process::Command::new("kill")
+                .args([&format!("-{signal}"), &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .expect("execute ends after the signal")
+            .unwrap();
+        let mut rest = Vec::new();
+        out.read_to_end(&mut rest).await.unwrap();
+        let stderr = stderr_text.await.unwrap();
+        assert_eq!(status.code(), Some(1), "SIG{signal}: {stderr}");
+        assert!(rest.is_empty(), "nothing after the first chunk");
+        let what = if signal == "TERM" {
+            "terminated"
+        } else {
+            "hung up"
+        };
+        assert_eq!(
+            stderr,
+            format!(
+                "openai-connector: {what}; abandoning the upstream\nStatus code: undefined. Message: Unexpected API Error: ERR_CANCELED - canceled\n"
+            )
+        );
+        let line: serde_json::Value =
+            serde_json::from_str(std::fs::read_to_string(&log).unwrap().trim_end()).unwrap();
+        assert_eq!(line["event"]["outcome"], "failure");
+        assert_eq!(
+            line["error"]["message"],
+            "an error occurred while running the action: Status code: undefined. Message: Unexpected API Error: ERR_CANCELED - canceled; retry: true"
+        );
+        let usage = &line["kibana"]["action"]["execution"]["gen_ai"]["usage"];
+        assert_eq!(usage["source"], "estimated", "C113: {line}");
+        assert_eq!(
+            usage["completion_tokens"],
+            openai_connector_harness::tokenizer::count_tokens("o200k_base", "Hel").unwrap()
+        );
+        gate.notify_one();
+    }
+}

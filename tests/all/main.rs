@@ -8,6 +8,7 @@ mod parity;
 mod pki;
 mod providers;
 mod proxy;
+mod redaction;
 mod redirects;
 mod retries;
 mod reuse;

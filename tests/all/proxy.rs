@@ -53,8 +53,8 @@ pub struct ProxyBehaviour {
     pub hosts: HashMap<String, SocketAddr>,
     /// The answer to absolute-form (http target) requests.
     pub answer: ProxyAnswer,
-    /// A raw response to every `CONNECT` instead of opening the tunnel.
-    pub refuse_connect: Option<String>,
+    /// The answer to every `CONNECT` instead of opening the tunnel.
+    pub refuse_connect: Option<ProxyAnswer>,
 }
 
 impl Default for ProxyBehaviour {
@@ -185,9 +185,9 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     }
 
     if request.method == "CONNECT"
-        && let Some(raw) = &behaviour.refuse_connect
+        && let Some(answer) = &behaviour.refuse_connect
     {
-        let _ = client.write_all(raw.as_bytes()).await;
+        let _ = client.write_all(&response(answer(&request))).await;
         return;
     }
     if request.method == "CONNECT" {
@@ -227,19 +227,25 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         if client.read_exact(&mut body).await.is_err() {
             return;
         }
-        let (status, headers, body) = (behaviour.answer)(&request);
-        let mut response = format!(
-            "HTTP/1.1 {status} Whatever\r\nContent-Length: {}\r\nConnection: close\r\n",
-            body.len()
-        );
-        for (n, v) in headers {
-            response.push_str(&format!("{n}: {v}\r\n"));
-        }
-        response.push_str("\r\n");
-        response.push_str(&body);
-        let _ = client.write_all(response.as_bytes()).await;
+        let _ = client
+            .write_all(&response((behaviour.answer)(&request)))
+            .await;
         let _ = client.shutdown().await;
     }
+}
+
+/// An answer as the bytes of an HTTP/1.1 response that closes the connection.
+fn response((status, headers, body): (u16, Vec<(String, String)>, String)) -> Vec<u8> {
+    let mut response = format!(
+        "HTTP/1.1 {status} Whatever\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (n, v) in headers {
+        response.push_str(&format!("{n}: {v}\r\n"));
+    }
+    response.push_str("\r\n");
+    response.push_str(&body);
+    response.into_bytes()
 }
 
 fn basic(user: &str, password: &str) -> String {
@@ -519,10 +525,19 @@ async fn c129_a_refused_tunnel_cannot_redirect_the_request() {
     let target = TunnelTarget::start(Reply::json(200, COMPLETION)).await;
     let elsewhere = Upstream::always(Reply::json(200, COMPLETION)).await;
     let proxy = TestProxy::start(ProxyBehaviour {
-        refuse_connect: Some(format!(
-            "HTTP/1.1 302 Found\r\nLocation: {}\r\nContent-Type: text/html\r\nContent-Length: 5\r\n\r\nmoved",
-            elsewhere.url("/v1/chat/completions")
-        )),
+        refuse_connect: Some({
+            let location = elsewhere.url("/v1/chat/completions");
+            Arc::new(move |_| {
+                (
+                    302,
+                    vec![
+                        ("Location".into(), location.clone()),
+                        ("Content-Type".into(), "text/html".into()),
+                    ],
+                    "moved".into(),
+                )
+            })
+        }),
         require_auth: None,
         ..target.proxy_behaviour()
     })

@@ -4,6 +4,7 @@
 //! hashed and compared with every known digest without an early exit, so neither the position
 //! of the first wrong byte nor the token's length shows in the timing.
 
+use openai_connector::redaction::Secrets;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
@@ -95,11 +96,13 @@ impl Auth {
     }
 
     /// Adds the client tokens of a `--client-tokens` file; `known` lists the connector ids, so
-    /// that a grant naming an unknown connector is reported instead of silently useless.
+    /// that a grant naming an unknown connector is reported instead of silently useless. The
+    /// tokens themselves go to `secrets` only, for redaction (C121a).
     pub(crate) fn with_client_tokens_file(
         mut self,
         path: &Path,
         known: &BTreeSet<String>,
+        secrets: &mut Secrets,
     ) -> Result<Self, TokensError> {
         let file = path.display().to_string();
         let err = |message: String| TokensError {
@@ -116,7 +119,7 @@ impl Auth {
             ))
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        self.clients = parse_tokens(&value, base, known).map_err(err)?;
+        self.clients = parse_tokens(&value, base, known, secrets).map_err(err)?;
         Ok(self)
     }
 
@@ -180,10 +183,12 @@ fn bearer(headers: &http::HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The client tokens of `value`; each token is also added to `secrets`.
 fn parse_tokens(
     value: &Value,
     base: &Path,
     known: &BTreeSet<String>,
+    secrets: &mut Secrets,
 ) -> Result<Vec<ClientToken>, String> {
     let Value::Object(top) = value else {
         return Err("expected an object {\"tokens\": [...]}".to_owned());
@@ -253,6 +258,7 @@ fn parse_tokens(
                 None => return Err(format!("[{at}.connectors.{j}]: expected a string")),
             }
         }
+        secrets.add(token.trim());
         out.push(ClientToken {
             digest: TokenDigest::of(token.trim()),
             grant: if all { Grant::All } else { Grant::Only(grant) },
@@ -285,6 +291,7 @@ mod tests {
             ]}),
             Path::new("."),
             &known(),
+            &mut Secrets::new(),
         )
         .unwrap();
         assert!(auth.is_admin(&headers("Bearer admin-secret")));
@@ -348,7 +355,8 @@ mod tests {
             ),
         ];
         for (value, expected) in cases {
-            let e = parse_tokens(&value, Path::new("."), &known()).unwrap_err();
+            let e =
+                parse_tokens(&value, Path::new("."), &known(), &mut Secrets::new()).unwrap_err();
             assert!(e.contains(expected), "{e} does not contain {expected}");
         }
     }

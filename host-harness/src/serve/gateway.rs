@@ -11,6 +11,7 @@ use crate::execution::Finished;
 use crate::executor::Executor;
 use crate::outbound::Cancel;
 use anyhow::{Context, Result};
+use openai_connector::redaction::Secrets;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -139,12 +140,18 @@ impl Gateway {
             Some(path) => RouteTable::load(path, &catalog.ids()).map_err(anyhow::Error::msg)?,
             None => RouteTable::default(),
         };
+        // C121a: no failure shows a token, whatever an upstream echoes.
+        let mut tokens = Secrets::new();
+        if let Some(admin) = &options.admin_token {
+            tokens.add(admin);
+        }
         if let Some(path) = &options.client_tokens {
             // A grant names connectors or routes.
             let mut grantable = catalog.ids();
             grantable.extend(routes.names().map(str::to_owned));
-            auth = auth.with_client_tokens_file(path, &grantable)?;
+            auth = auth.with_client_tokens_file(path, &grantable, &mut tokens)?;
         }
+        let executor = executor.redacting(&tokens);
         let history = dashboard::UsageHistory::new(
             catalog
                 .iter()
