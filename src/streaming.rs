@@ -243,7 +243,8 @@ impl<B: Body> StreamExecution<B> {
             if stop.is_some() {
                 return;
             }
-            match chat.push(event.data) {
+            // C96a: the event type reaches the chat layer.
+            match chat.push_event(event.event_type, event.data) {
                 Ok(Step::Chunk(chunk)) if mode == Mode::Chunks => {
                     pending.push_back(chunk.to_value());
                 }
