@@ -1001,6 +1001,126 @@ mod tests {
         assert_eq!(stream.completion_text(), "\nlookup\n{\"q\":1}");
     }
 
+    // C101a: a custom tool call keeps its name (first non-empty) and its input fragments in
+    // arrival order; the type arrives on the first fragment only; no `function` member. A
+    // function call beside it is unchanged (C101).
+    #[test]
+    fn c101a_custom_tool_call_keeps_its_payload() {
+        let lines = r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_c","type":"custom","custom":{"name":"run_sql","input":""}}]}}]}
+{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"custom":{"name":"ignored","input":"SELECT \"a\"\n"}}]}}]}
+{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"custom":{"input":"FROM t"}},{"index":1,"id":"call_f","type":"function","function":{"name":"f","arguments":""}}]}}]}
+{"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}
+[DONE]"#;
+        let mut stream = ChatStream::new();
+        push_all(&mut stream, lines);
+        assert_eq!(
+            stream.finish_json(),
+            r#"{"id":null,"model":null,"created":null,"system_fingerprint":null,"choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_c","type":"custom","custom":{"name":"run_sql","input":"SELECT \"a\"\nFROM t"}},{"id":"call_f","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}],"usage":null,"done":true,"error":null}"#
+        );
+        // C111 (chosen): a custom call counts its name and its input.
+        assert_eq!(
+            stream.completion_text(),
+            "\nrun_sql\nSELECT \"a\"\nFROM t\nf\n{}"
+        );
+    }
+
+    // C100, C101, C101a (chosen): the first non-empty `type` decides which payload is written,
+    // wherever it arrives; the other member's fragments are ignored. An empty custom input stays
+    // empty; a call without any type is a function call (C101).
+    #[test]
+    fn c101a_the_type_decides_when_function_and_custom_mix() {
+        let lines = r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"type":"custom","custom":{"name":"c0"}},{"index":1,"type":"function","function":{"name":"f1","arguments":"{\"a\":"}},{"index":2,"custom":{"name":"c2","input":"p"},"function":{"name":"lost"}},{"index":3,"custom":{"name":"c3","input":"x"}},{"index":4,"type":"custom"}]}}]}
+{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"name":"f0","arguments":"lost"},"custom":{"input":"a"}},{"index":1,"custom":{"name":"lost","input":"lost"},"function":{"arguments":"1}"}},{"index":2,"type":"custom","custom":{"input":"q"},"function":{"arguments":"lost"}}]}}]}"#;
+        assert_eq!(
+            assembled(lines),
+            r#"{"id":null,"model":null,"created":null,"system_fingerprint":null,"choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"","type":"custom","custom":{"name":"c0","input":"a"}},{"id":"","type":"function","function":{"name":"f1","arguments":"{\"a\":1}"}},{"id":"","type":"custom","custom":{"name":"c2","input":"pq"}},{"id":"","type":"function","function":{"name":"","arguments":"{}"}},{"id":"","type":"custom","custom":{"name":"","input":""}}]},"finish_reason":null}],"usage":null,"done":false,"error":null}"#
+        );
+    }
+
+    // C96a: an `error` event whose object has no `error` member but a string `message` ends
+    // the stream with that message; nothing of it or after it counts (C92).
+    #[test]
+    fn c96a_error_event_message_ends_the_stream() {
+        let mut stream = ChatStream::new();
+        stream
+            .push_event(
+                "message",
+                r#"{"model":"m","choices":[{"delta":{"content":"a"}}]}"#,
+            )
+            .unwrap();
+        let error = r#"{"message":"Overloaded","type":"server_error","choices":[{"delta":{"content":"x"}}],"usage":{"total_tokens":1}}"#;
+        assert_eq!(
+            stream.push_event("error", error),
+            Err(StreamError::Provider("Overloaded".into()))
+        );
+        assert_eq!(
+            stream.push_event("message", r#"{"choices":[{"delta":{"content":"b"}}]}"#),
+            Ok(Step::Skipped)
+        );
+        assert_eq!(stream.completion_text(), "a");
+        assert_eq!(stream.token_usage(), None);
+        assert_eq!(
+            stream.finish_json(),
+            r#"{"id":null,"model":"m","created":null,"system_fingerprint":null,"choices":[{"index":0,"message":{"role":"assistant","content":"a"},"finish_reason":null}],"usage":null,"done":false,"error":"Overloaded"}"#
+        );
+    }
+
+    // C96a yields to C96 and applies only as written: an `error` member (even null) means C96;
+    // a message that is not a string, another type (types are case-sensitive) or `push`
+    // without a type leave the chunk a chunk; `[DONE]` and invalid JSON are as ever.
+    #[test]
+    fn c96a_only_an_error_event_without_error_member() {
+        let step = |event_type: &str, data: &str| {
+            let mut stream = ChatStream::new();
+            match stream.push_event(event_type, data) {
+                Ok(Step::Chunk(_)) => Ok("chunk".to_owned()),
+                Ok(Step::Done) => Ok("done".to_owned()),
+                Ok(Step::Skipped) => Ok("skipped".to_owned()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let chunk = Ok("chunk".to_owned());
+        assert_eq!(
+            step("error", r#"{"error":{"message":"inner"},"message":"outer"}"#),
+            Err("inner".into())
+        );
+        assert_eq!(step("error", r#"{"error":null,"message":"x"}"#), chunk);
+        assert_eq!(step("error", r#"{"message":5}"#), chunk);
+        assert_eq!(step("error", r#"{"message":null}"#), chunk);
+        assert_eq!(step("error", r#"{"code":"x"}"#), chunk);
+        assert_eq!(step("error", r#"{"message":""}"#), Err(String::new()));
+        assert_eq!(step("message", r#"{"message":"x"}"#), chunk);
+        assert_eq!(step("Error", r#"{"message":"x"}"#), chunk);
+        assert_eq!(step("error", " [DONE] "), Ok("done".into()));
+        assert_eq!(step("error", "\"boom\""), Ok("skipped".into()));
+        assert!(step("error", "boom").unwrap_err().starts_with("Failed to parse"));
+        let mut stream = ChatStream::new();
+        assert!(matches!(
+            stream.push(r#"{"message":"x"}"#),
+            Ok(Step::Chunk(_))
+        ));
+    }
+
+    // C96a through the decoder: the SSE `event` field reaches the decision, in any chunking.
+    #[test]
+    fn c96a_chat_decoder_sees_the_event_type() {
+        let input = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\nevent: error\ndata: {\"message\":\"boom\"}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n";
+        for size in [1, 7, input.len()] {
+            let mut decoder = ChatDecoder::new(MAX_SSE_EVENT_BYTES);
+            let mut lines = String::new();
+            for piece in input.as_bytes().chunks(size) {
+                decoder.feed(piece, &mut lines).unwrap();
+            }
+            decoder.finish().unwrap();
+            assert_eq!(lines, "{\"index\":0,\"delta\":{\"content\":\"a\"}}\n");
+            assert_eq!(
+                decoder.chat().error(),
+                Some(&StreamError::Provider("boom".into()))
+            );
+            assert_eq!(decoder.chat().completion_text(), "a");
+        }
+    }
+
     // C98, C99, C102, C111: several choices, interleaved, reported in index order.
     #[test]
     fn c98_multiple_choices() {
@@ -1238,6 +1358,12 @@ mod tests {
                 Just("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n".to_owned()),
                 Just(": keep-alive\n\n".to_owned()),
                 Just("data: {\"error\":{\"message\":\"boom\"}}\n\n".to_owned()),
+                Just("event: error\ndata: {\"message\":\"overloaded\"}\n\n".to_owned()),
+                Just("event: error\ndata: {\"choices\":[{\"delta\":{\"content\":\"e\"}}]}\n\n".to_owned()),
+                (0u8..2, "[a-z\"]{0,4}").prop_map(|(i, a)| format!(
+                    "data: {{\"choices\":[{{\"delta\":{{\"tool_calls\":[{{\"index\":{i},\"type\":\"custom\",\"custom\":{{\"input\":{}}}}}]}}}}]}}\n\n",
+                    crate::json::quote(&a)
+                )),
                 Just("data: {\"choices\":\n\n".to_owned()),
                 Just("data: [DONE]\n\n".to_owned()),
             ];
@@ -1246,7 +1372,7 @@ mod tests {
 
         proptest! {
             /// Bytes in and delta lines out, in chunks of any size, is exactly the decoder plus
-            /// one push per event.
+            /// one push (type and data, C96a) per event.
             #[test]
             fn equals_the_decoder_plus_one_push_per_event(
                 input in stream(),
@@ -1259,7 +1385,7 @@ mod tests {
                 let mut stream = ChatStream::new();
                 let mut want = String::new();
                 for event in &events {
-                    if let Ok(Step::Chunk(chunk)) = stream.push(&event.data) {
+                    if let Ok(Step::Chunk(chunk)) = stream.push_event(&event.event_type, &event.data) {
                         for delta in chunk.deltas() {
                             want.push_str(&delta.to_json());
                             want.push('\n');
