@@ -1081,7 +1081,10 @@ mod tests {
         };
         let chunk = Ok("chunk".to_owned());
         assert_eq!(
-            step("error", r#"{"error":{"message":"inner"},"message":"outer"}"#),
+            step(
+                "error",
+                r#"{"error":{"message":"inner"},"message":"outer"}"#
+            ),
             Err("inner".into())
         );
         assert_eq!(step("error", r#"{"error":null,"message":"x"}"#), chunk);
@@ -1093,7 +1096,11 @@ mod tests {
         assert_eq!(step("Error", r#"{"message":"x"}"#), chunk);
         assert_eq!(step("error", " [DONE] "), Ok("done".into()));
         assert_eq!(step("error", "\"boom\""), Ok("skipped".into()));
-        assert!(step("error", "boom").unwrap_err().starts_with("Failed to parse"));
+        assert!(
+            step("error", "boom")
+                .unwrap_err()
+                .starts_with("Failed to parse")
+        );
         let mut stream = ChatStream::new();
         assert!(matches!(
             stream.push(r#"{"message":"x"}"#),

@@ -451,7 +451,8 @@ mod tests {
     /// pass through (C114).
     #[test]
     fn c96a_error_event_fails_chunk_mode_with_its_message() {
-        let error = "event: error\ndata: {\"message\":\"Overloaded\",\"type\":\"server_error\"}\n\n";
+        let error =
+            "event: error\ndata: {\"message\":\"Overloaded\",\"type\":\"server_error\"}\n\n";
         let mut stream = start(vec![Ok(HEL), Ok(error), Ok(LO)], "iterator");
         let items: Vec<StreamItem> = stream.by_ref().collect();
         assert_eq!(items.len(), 1, "{items:?}");
