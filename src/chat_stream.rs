@@ -3,9 +3,9 @@
 //!
 //! [`ChatStream::push_event`] takes the type and data of each dispatched event in order (the
 //! type matters only for C96a; [`ChatStream::push`] is a `message` event);
-//! [`ChatStream::finish`] gives the assembled object (C105). [`ChatDecoder`] does both layers at once: bytes in, delta
-//! lines out. The layer keeps only the assembled message, never the chunks themselves, so memory
-//! grows with the completion, not with the stream.
+//! [`ChatStream::finish`] gives the assembled object (C105). [`ChatDecoder`] does both layers at
+//! once: bytes in, delta lines out. The layer keeps only the assembled message, never the chunks
+//! themselves, so memory grows with the completion, not with the stream.
 //!
 //! Each chunk is parsed onto a reused [`Tape`] and only the members the completion keeps are
 //! copied out, so a chunk costs no allocation once the buffers have grown.
@@ -18,8 +18,12 @@
 //!   not arrays, and elements that are not objects.
 //! - A choice appears in the result once an element for it carries a `delta` or a non-null
 //!   `finish_reason`.
-//! - `id`, `type`, `function.name`, `role` take the first non-empty *string*; other types are
-//!   ignored. A tool call whose id or name never arrived gets `""`.
+//! - `id`, `type`, `function.name`, `custom.name`, `role` take the first non-empty *string*;
+//!   other types are ignored. A tool call whose id or name never arrived gets `""`.
+//! - A tool call's payload is the one its type names, whichever fragment the type arrives on:
+//!   `custom` for `"custom"` (C101a), `function` otherwise (a missing type is `function`,
+//!   C101). A stream that mixes `function` and `custom` for one index keeps only that payload.
+//!   A `custom.input` that never arrived is `""` (not `{}`).
 //! - `"{}"` replaces empty `arguments` of the legacy `function_call` too.
 //! - A key that repeats in a chunk counts with its last value (C50), like everywhere else.
 
