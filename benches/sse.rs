@@ -33,7 +33,8 @@
 //!   `decoder_native_frames_16k`, a bound on what any `feed-raw-spans` call can reach.
 //! - `eventsource_stream`: the `eventsource-stream` crate over an in-memory stream of the same
 //!   chunks, polled with `futures::executor::block_on`.
-//! - `assembly_native`: decoder plus `ChatStream::push` of every event, then the completion JSON.
+//! - `assembly_native`: decoder plus `ChatStream::push_event` of every event, then the completion
+//!   JSON.
 //! - `assembly_native_wit_work`: the same plus what the WIT `chat-stream.push` export also does
 //!   per chunk (serialise its delta lines), so that it is the native twin of the next one.
 //! - `assembly_native_batched`: `ChatDecoder` (decoder and chat layer in one, delta lines out) fed
@@ -305,7 +306,7 @@ fn assemble_native(chunks: &[&[u8]], wit_work: bool) -> String {
     for chunk in chunks {
         decoder.feed(chunk, &mut events).unwrap();
         for event in events.drain(..) {
-            match chat.push(&event.data).unwrap() {
+            match chat.push_event(&event.event_type, &event.data).unwrap() {
                 Step::Chunk(chunk) if wit_work => {
                     let lines: Vec<String> = chunk.delta_lines();
                     black_box(lines);
@@ -481,7 +482,7 @@ async fn pipeline_native(url: &hyper::Uri) -> (usize, u64) {
             passed += data.len();
             decoder.feed(&data, &mut events).unwrap();
             for event in events.drain(..) {
-                black_box(chat.push(&event.data).unwrap());
+                black_box(chat.push_event(&event.event_type, &event.data).unwrap());
             }
         }
     }

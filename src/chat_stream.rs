@@ -1,10 +1,11 @@
 //! The chat-completion stream layer (contract section 6b, C92–C105): assembles OpenAI and Azure
 //! `chat.completion.chunk` objects into one completion, on top of [`crate::sse`].
 //!
-//! [`ChatStream::push`] takes the data of each dispatched event in order; [`ChatStream::finish`]
-//! gives the assembled object (C105). [`ChatDecoder`] does both layers at once: bytes in, delta
-//! lines out. The layer keeps only the assembled message, never the chunks themselves, so memory
-//! grows with the completion, not with the stream.
+//! [`ChatStream::push_event`] takes the type and data of each dispatched event in order (the
+//! type matters only for C96a; [`ChatStream::push`] is a `message` event);
+//! [`ChatStream::finish`] gives the assembled object (C105). [`ChatDecoder`] does both layers at
+//! once: bytes in, delta lines out. The layer keeps only the assembled message, never the chunks
+//! themselves, so memory grows with the completion, not with the stream.
 //!
 //! Each chunk is parsed onto a reused [`Tape`] and only the members the completion keeps are
 //! copied out, so a chunk costs no allocation once the buffers have grown.
@@ -17,8 +18,12 @@
 //!   not arrays, and elements that are not objects.
 //! - A choice appears in the result once an element for it carries a `delta` or a non-null
 //!   `finish_reason`.
-//! - `id`, `type`, `function.name`, `role` take the first non-empty *string*; other types are
-//!   ignored. A tool call whose id or name never arrived gets `""`.
+//! - `id`, `type`, `function.name`, `custom.name`, `role` take the first non-empty *string*;
+//!   other types are ignored. A tool call whose id or name never arrived gets `""`.
+//! - A tool call's payload is the one its type names, whichever fragment the type arrives on:
+//!   `custom` for `"custom"` (C101a), `function` otherwise (a missing type is `function`,
+//!   C101). A stream that mixes `function` and `custom` for one index keeps only that payload.
+//!   A `custom.input` that never arrived is `""` (not `{}`).
 //! - `"{}"` replaces empty `arguments` of the legacy `function_call` too.
 //! - A key that repeats in a chunk counts with its last value (C50), like everywhere else.
 
@@ -39,6 +44,8 @@ pub enum StreamError {
     InvalidJson(ParseError),
     /// A chunk with a non-null `error` member (C96). The text is `error.message`, the string
     /// `error`, or the compact JSON of `error`; executions report it as `Stream error: <text>`.
+    /// Also an `error` event whose object has no `error` member but a string `message`: the
+    /// text is that message (C96a).
     #[error("{0}")]
     Provider(String),
 }
@@ -78,7 +85,8 @@ impl Chunk<'_> {
         self.0.to_json()
     }
 
-    /// The chunk's delta lines (see [`write_delta_lines`](Self::write_delta_lines)).
+    /// The chunk's delta lines, `{"index":<i>,"delta":<delta as received>}`, in the order of
+    /// [`deltas`](Self::deltas) (C105).
     pub fn delta_lines(&self) -> Vec<String> {
         self.delta_items()
             .map(|(index, delta)| {
@@ -145,6 +153,7 @@ fn write_delta_line(index: u64, delta: Item<'_>, out: &mut String) {
 #[derive(Default)]
 struct ChunkMembers<'t> {
     error: Option<Item<'t>>,
+    message: Option<Item<'t>>,
     id: Option<Item<'t>>,
     model: Option<Item<'t>>,
     created: Option<Item<'t>>,
@@ -160,6 +169,7 @@ impl<'t> ChunkMembers<'t> {
         for (key, value) in chunk.members() {
             let slot = match key {
                 "error" => &mut members.error,
+                "message" => &mut members.message,
                 "id" => &mut members.id,
                 "model" => &mut members.model,
                 "created" => &mut members.created,
@@ -202,39 +212,30 @@ impl<'t> ChoiceElement<'t> {
     }
 }
 
-/// One tool call or legacy function call being assembled (C100, C101).
+/// The name and text of a tool call's payload being assembled: `function.name` and
+/// `function.arguments` (C100), or `custom.name` and `custom.input` (C101a).
 #[derive(Clone, Debug, Default)]
-struct CallState {
-    id: Option<String>,
-    kind: Option<String>,
+struct Payload {
     name: Option<String>,
     /// Escaped: the fragments are concatenated as received and written out once (C100).
-    arguments: EscapedString,
+    text: EscapedString,
 }
 
-impl CallState {
-    /// Merges `function`'s `name` and `arguments` (C100, C101).
-    fn merge_function(&mut self, function: Item<'_>) {
-        let (mut name, mut arguments) = (None, None);
-        for (key, value) in function.members() {
-            match key {
-                "name" => name = Some(value),
-                "arguments" => arguments = Some(value),
-                _ => {}
+impl Payload {
+    /// Merges the `name` and the `text_key` fragment of `payload` (C100, C101a): the first
+    /// non-empty name, every string fragment in arrival order.
+    fn merge(&mut self, payload: Item<'_>, text_key: &str) {
+        let (mut name, mut text) = (None, None);
+        for (key, value) in payload.members() {
+            if key == "name" {
+                name = Some(value);
+            } else if key == text_key {
+                text = Some(value);
             }
         }
         set_first(&mut self.name, name);
-        if let Some(fragment) = arguments {
-            self.arguments.push_item(fragment);
-        }
-    }
-
-    /// C101: empty arguments become `{}`.
-    fn arguments(&self) -> String {
-        if self.arguments.is_empty() {
-            "{}".to_owned()
-        } else {
-            self.arguments.to_unescaped()
+        if let Some(fragment) = text {
+            self.text.push_item(fragment);
         }
     }
 
@@ -242,15 +243,107 @@ impl CallState {
         self.name.as_deref().unwrap_or("")
     }
 
-    /// `{"name":…,"arguments":…}`.
-    fn write_function(&self, out: &mut String) {
+    /// The text, or `empty` when none arrived.
+    fn text_or(&self, empty: &str) -> String {
+        if self.text.is_empty() {
+            empty.to_owned()
+        } else {
+            self.text.to_unescaped()
+        }
+    }
+
+    /// `{"name":…,"<text_key>":…}`, with `empty` for a text that never arrived.
+    fn write(&self, text_key: &str, empty: &str, out: &mut String) {
         out.push_str("{\"name\":");
         write_string(self.name(), out);
-        out.push_str(",\"arguments\":");
-        if self.arguments.is_empty() {
-            out.push_str("\"{}\"");
+        out.push_str(",\"");
+        out.push_str(text_key);
+        out.push_str("\":");
+        if self.text.is_empty() {
+            write_string(empty, out);
         } else {
-            self.arguments.write_json(out);
+            self.text.write_json(out);
+        }
+        out.push('}');
+    }
+
+    /// C101: `function`'s empty arguments become `{}`.
+    fn write_function(&self, out: &mut String) {
+        self.write("arguments", "{}", out);
+    }
+
+    /// C101a: `custom`'s input as received (empty stays empty, chosen).
+    fn write_custom(&self, out: &mut String) {
+        self.write("input", "", out);
+    }
+}
+
+/// One tool call being assembled (C100, C101, C101a).
+///
+/// Its type is the first non-empty `type`, on whichever fragment it arrives. The payload
+/// written is the one that type names: `custom` for `"custom"` (C101a), `function` for any
+/// other type or none (C101). Both are collected until the type is known; after that, fragments
+/// of the other member are ignored (chosen: a stream that mixes `function` and `custom` for one
+/// index keeps only the payload of its type).
+#[derive(Clone, Debug, Default)]
+struct CallState {
+    id: Option<String>,
+    kind: Option<String>,
+    function: Payload,
+    custom: Payload,
+}
+
+impl CallState {
+    /// Whether the call's type is `custom` (C101a).
+    fn is_custom(&self) -> bool {
+        self.kind.as_deref() == Some("custom")
+    }
+
+    /// Merges one `tool_calls` element's `id`, `type`, `function` and `custom` (C100, C101a).
+    fn merge(
+        &mut self,
+        id: Option<Item<'_>>,
+        kind: Option<Item<'_>>,
+        function: Option<Item<'_>>,
+        custom: Option<Item<'_>>,
+    ) {
+        set_first(&mut self.id, id);
+        set_first(&mut self.kind, kind);
+        let (take_function, take_custom) = match self.kind {
+            None => (true, true),
+            Some(_) => (!self.is_custom(), self.is_custom()),
+        };
+        if let Some(function) = function.filter(|f| take_function && f.is_object()) {
+            self.function.merge(function, "arguments");
+        }
+        if let Some(custom) = custom.filter(|c| take_custom && c.is_object()) {
+            self.custom.merge(custom, "input");
+        }
+    }
+
+    /// The name and the text for token estimation (C111): `function`'s name and arguments
+    /// (`{}` when empty), or `custom`'s name and input (chosen).
+    fn estimation_parts(&self) -> (&str, String) {
+        if self.is_custom() {
+            (self.custom.name(), self.custom.text_or(""))
+        } else {
+            (self.function.name(), self.function.text_or("{}"))
+        }
+    }
+
+    /// `{"id":…,"type":…,"function":{…}}` (C101), or `{"id":…,"type":"custom","custom":{…}}`
+    /// (C101a).
+    fn write(&self, out: &mut String) {
+        out.push_str("{\"id\":");
+        write_string(self.id.as_deref().unwrap_or(""), out);
+        out.push_str(",\"type\":");
+        write_string(self.kind.as_deref().unwrap_or("function"), out);
+        if self.is_custom() {
+            out.push_str(",\"custom\":");
+            self.custom.write_custom(out);
+        } else {
+            out.push_str(",\"function\":");
+            self.function.write_function(out);
         }
         out.push('}');
     }
@@ -264,12 +357,13 @@ struct ChoiceState {
     content: Option<EscapedString>,
     refusal: Option<EscapedString>,
     tool_calls: BTreeMap<u64, CallState>,
-    function_call: Option<CallState>,
+    /// The legacy `function_call` (C101).
+    function_call: Option<Payload>,
     finish_reason: Option<Value>,
 }
 
 impl ChoiceState {
-    /// Merges one `delta` object (C99–C101).
+    /// Merges one `delta` object (C99–C101a).
     fn merge_delta(&mut self, delta: Item<'_>) {
         let (mut role, mut content, mut refusal, mut tool_calls, mut function_call) =
             (None, None, None, None, None);
@@ -296,29 +390,30 @@ impl ChoiceState {
             if !call.is_object() {
                 continue;
             }
-            let (mut index, mut id, mut kind, mut function) = (None, None, None, None);
+            let (mut index, mut id, mut kind, mut function, mut custom) =
+                (None, None, None, None, None);
             for (key, value) in call.members() {
                 match key {
                     "index" => index = Some(value),
                     "id" => id = Some(value),
                     "type" => kind = Some(value),
                     "function" => function = Some(value),
+                    "custom" => custom = Some(value),
                     _ => {}
                 }
             }
             let index = index.and_then(as_index).unwrap_or(position as u64);
-            let state = self.tool_calls.entry(index).or_default();
-            set_first(&mut state.id, id);
-            set_first(&mut state.kind, kind);
-            if let Some(function) = function.filter(Item::is_object) {
-                state.merge_function(function);
-            }
+            // C100, C101a: `function` or `custom`, as the call's type says.
+            self.tool_calls
+                .entry(index)
+                .or_default()
+                .merge(id, kind, function, custom);
         }
         // C101: the legacy `function_call` merges the same way.
         if let Some(function) = function_call.filter(Item::is_object) {
             self.function_call
                 .get_or_insert_default()
-                .merge_function(function);
+                .merge(function, "arguments");
         }
     }
 
@@ -338,13 +433,7 @@ impl ChoiceState {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str("{\"id\":");
-                write_string(call.id.as_deref().unwrap_or(""), out);
-                out.push_str(",\"type\":");
-                write_string(call.kind.as_deref().unwrap_or("function"), out);
-                out.push_str(",\"function\":");
-                call.write_function(out);
-                out.push('}');
+                call.write(out);
             }
             out.push(']');
         }
@@ -400,9 +489,11 @@ impl Assembly {
     }
 
     /// Merges one chunk object (C96–C104), appending its delta lines to `lines` when given.
+    /// `error_event`: the event's type is `error` (C96a).
     fn merge(
         &mut self,
         chunk: Item<'_>,
+        error_event: bool,
         mut lines: Option<&mut String>,
     ) -> Result<(), StreamError> {
         let members = ChunkMembers::read(chunk);
@@ -416,6 +507,14 @@ impl Assembly {
                 },
             };
             return Err(self.fail(StreamError::Provider(text)));
+        }
+        // C96a: an `error` event without an `error` member (`"error":null` is a member, and C96
+        // lets it pass) ends the stream with its string `message`; nothing else counts either.
+        if error_event
+            && members.error.is_none()
+            && let Some(message) = members.message.and_then(|m| m.as_str())
+        {
+            return Err(self.fail(StreamError::Provider(message.to_owned())));
         }
         // C104: the first non-empty value of each. "Empty" is JavaScript falsiness, so that
         // Azure's first chunk (`"id":""`, `"created":0`) does not count.
@@ -467,19 +566,32 @@ impl ChatStream {
         ChatStream::default()
     }
 
-    /// Processes the data of the next event (C92: the event type is not looked at).
+    /// Processes the next event, of type `event_type` (C88) with `data` (C92). The type counts
+    /// only when it is `error` (C96a, which C92's "the event type is ignored" yields to).
     ///
-    /// Returns the error once when the stream fails (C95, C96); after that, or after
+    /// Returns the error once when the stream fails (C95, C96, C96a); after that, or after
     /// `[DONE]`, every push returns [`Step::Skipped`] and changes nothing (C92). A returned
     /// chunk borrows the stream until the next call.
-    pub fn push<'a>(&'a mut self, data: &'a str) -> Result<Step<'a>, StreamError> {
-        self.step(data, None)
+    pub fn push_event<'a>(
+        &'a mut self,
+        event_type: &str,
+        data: &'a str,
+    ) -> Result<Step<'a>, StreamError> {
+        self.step(event_type, data, None)
     }
 
-    /// [`push`](Self::push), appending the chunk's delta lines to `lines` when given (as
-    /// [`Chunk::write_delta_lines`] would, in the same pass as the merge).
+    /// [`push_event`](Self::push_event) for an event of type `message` (the type of an event
+    /// without an `event` field, C88): for callers that have only the data, such as the WIT
+    /// 0.4.0 `chat-stream.push`. An `error` event pushed this way is not seen as one (C96a).
+    pub fn push<'a>(&'a mut self, data: &'a str) -> Result<Step<'a>, StreamError> {
+        self.step("message", data, None)
+    }
+
+    /// [`push_event`](Self::push_event), appending the chunk's delta lines to `lines` when
+    /// given (as [`Chunk::delta_lines`] would, in the same pass as the merge).
     fn step<'a>(
         &'a mut self,
+        event_type: &str,
         data: &'a str,
         lines: Option<&mut String>,
     ) -> Result<Step<'a>, StreamError> {
@@ -502,7 +614,7 @@ impl ChatStream {
             Ok(_) => return Ok(Step::Skipped),
             Err(error) => return Err(state.fail(StreamError::InvalidJson(error))),
         };
-        state.merge(chunk, lines)?;
+        state.merge(chunk, event_type == "error", lines)?;
         Ok(Step::Chunk(Chunk(chunk)))
     }
 
@@ -548,7 +660,8 @@ impl ChatStream {
 
     /// The completion text for token estimation (C111): for each choice in index order, joined
     /// with `\n`, its content followed by `\n` + name + `\n` + arguments for each tool call
-    /// (in index order) and then the function call. Arguments are as in [`finish`](Self::finish).
+    /// (in index order) and then the function call. Arguments are as in [`finish`](Self::finish);
+    /// a `custom` tool call counts its name and its input (C101a, chosen).
     pub fn completion_text(&self) -> String {
         let mut text = String::new();
         for (i, choice) in self.state.choices.values().enumerate() {
@@ -558,11 +671,20 @@ impl ChatStream {
             if let Some(content) = &choice.content {
                 text.push_str(&content.to_unescaped());
             }
-            for call in choice.tool_calls.values().chain(&choice.function_call) {
+            let function_call = choice
+                .function_call
+                .iter()
+                .map(|call| (call.name(), call.text_or("{}")));
+            for (name, arguments) in choice
+                .tool_calls
+                .values()
+                .map(CallState::estimation_parts)
+                .chain(function_call)
+            {
                 text.push('\n');
-                text.push_str(call.name());
+                text.push_str(name);
                 text.push('\n');
-                text.push_str(&call.arguments());
+                text.push_str(&arguments);
             }
         }
         text
@@ -627,8 +749,9 @@ impl ChatStream {
 }
 
 /// An event-stream decoder feeding a [`ChatStream`]: bytes in, delta lines out (C79–C105). The
-/// results are exactly those of pushing the data of every event that an [`sse::Decoder`]
-/// dispatches, without materialising the events' list for the caller.
+/// results are exactly those of pushing (with [`ChatStream::push_event`]: type and data) every
+/// event that an [`sse::Decoder`] dispatches, without materialising the events' list for the
+/// caller.
 ///
 /// ```
 /// use openai_connector::chat_stream::ChatDecoder;
@@ -659,7 +782,7 @@ impl ChatDecoder {
     /// Decodes `chunk`, pushes every event it completes and appends their delta lines to
     /// `out`, each followed by LF (C105).
     ///
-    /// A stream error (C95, C96) is not an error of this call: it ends the assembly and shows
+    /// A stream error (C95, C96, C96a) is not an error of this call: it ends the assembly and shows
     /// in [`chat`](Self::chat)'s [`error`](ChatStream::error). `Err` means decoding failed
     /// (C91); the lines of the events completed before the failure are in `out`, and every
     /// later call returns the same error.
@@ -667,7 +790,7 @@ impl ChatDecoder {
         let chat = &mut self.chat;
         // Each event is borrowed from the decoder's buffer and merged as it is dispatched.
         self.decoder.feed_with(chunk, &mut |event| {
-            let _ = chat.step(event.data, Some(out));
+            let _ = chat.step(event.event_type, event.data, Some(out));
         })
     }
 
@@ -857,11 +980,11 @@ mod tests {
     #[test]
     fn c101_tool_call_merging() {
         let lines = r#"{"choices":[{"delta":{"tool_calls":[{"index":5,"id":"b","function":{"name":"second"}},{"index":2,"id":"","type":"","function":{"name":"","arguments":"{\"x\""}}]}}]}
-{"choices":[{"delta":{"tool_calls":[{"index":2,"id":"a","type":"custom","function":{"name":"first","arguments":":1}"}},{"index":5,"id":"late","function":{"name":"late"}}]}}]}
+{"choices":[{"delta":{"tool_calls":[{"index":2,"id":"a","type":"other","function":{"name":"first","arguments":":1}"}},{"index":5,"id":"late","function":{"name":"late"}}]}}]}
 {"choices":[{"delta":{"tool_calls":[{"id":"p0"},{"id":"p1","function":{"name":"third","arguments":"[]"}}]}}]}"#;
         assert_eq!(
             assembled(lines),
-            r#"{"id":null,"model":null,"created":null,"system_fingerprint":null,"choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"p0","type":"function","function":{"name":"","arguments":"{}"}},{"id":"p1","type":"function","function":{"name":"third","arguments":"[]"}},{"id":"a","type":"custom","function":{"name":"first","arguments":"{\"x\":1}"}},{"id":"b","type":"function","function":{"name":"second","arguments":"{}"}}]},"finish_reason":null}],"usage":null,"done":false,"error":null}"#
+            r#"{"id":null,"model":null,"created":null,"system_fingerprint":null,"choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"p0","type":"function","function":{"name":"","arguments":"{}"}},{"id":"p1","type":"function","function":{"name":"third","arguments":"[]"}},{"id":"a","type":"other","function":{"name":"first","arguments":"{\"x\":1}"}},{"id":"b","type":"function","function":{"name":"second","arguments":"{}"}}]},"finish_reason":null}],"usage":null,"done":false,"error":null}"#
         );
     }
 
@@ -880,6 +1003,133 @@ mod tests {
             r#"{"id":null,"model":null,"created":null,"system_fingerprint":null,"choices":[{"index":0,"message":{"role":"assistant","content":null,"function_call":{"name":"lookup","arguments":"{\"q\":1}"}},"finish_reason":"function_call"}],"usage":null,"done":true,"error":null}"#
         );
         assert_eq!(stream.completion_text(), "\nlookup\n{\"q\":1}");
+    }
+
+    // C101a: a custom tool call keeps its name (first non-empty) and its input fragments in
+    // arrival order; the type arrives on the first fragment only; no `function` member. A
+    // function call beside it is unchanged (C101).
+    #[test]
+    fn c101a_custom_tool_call_keeps_its_payload() {
+        let lines = r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_c","type":"custom","custom":{"name":"run_sql","input":""}}]}}]}
+{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"custom":{"name":"ignored","input":"SELECT \"a\"\n"}}]}}]}
+{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"custom":{"input":"FROM t"}},{"index":1,"id":"call_f","type":"function","function":{"name":"f","arguments":""}}]}}]}
+{"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}
+[DONE]"#;
+        let mut stream = ChatStream::new();
+        push_all(&mut stream, lines);
+        assert_eq!(
+            stream.finish_json(),
+            r#"{"id":null,"model":null,"created":null,"system_fingerprint":null,"choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_c","type":"custom","custom":{"name":"run_sql","input":"SELECT \"a\"\nFROM t"}},{"id":"call_f","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}],"usage":null,"done":true,"error":null}"#
+        );
+        // C111 (chosen): a custom call counts its name and its input.
+        assert_eq!(
+            stream.completion_text(),
+            "\nrun_sql\nSELECT \"a\"\nFROM t\nf\n{}"
+        );
+    }
+
+    // C100, C101, C101a (chosen): the first non-empty `type` decides which payload is written,
+    // wherever it arrives; the other member's fragments are ignored. An empty custom input stays
+    // empty; a call without any type is a function call (C101).
+    #[test]
+    fn c101a_the_type_decides_when_function_and_custom_mix() {
+        let lines = r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"type":"custom","custom":{"name":"c0"}},{"index":1,"type":"function","function":{"name":"f1","arguments":"{\"a\":"}},{"index":2,"custom":{"name":"c2","input":"p"},"function":{"name":"lost"}},{"index":3,"custom":{"name":"c3","input":"x"}},{"index":4,"type":"custom"}]}}]}
+{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"name":"f0","arguments":"lost"},"custom":{"input":"a"}},{"index":1,"custom":{"name":"lost","input":"lost"},"function":{"arguments":"1}"}},{"index":2,"type":"custom","custom":{"input":"q"},"function":{"arguments":"lost"}}]}}]}"#;
+        assert_eq!(
+            assembled(lines),
+            r#"{"id":null,"model":null,"created":null,"system_fingerprint":null,"choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"","type":"custom","custom":{"name":"c0","input":"a"}},{"id":"","type":"function","function":{"name":"f1","arguments":"{\"a\":1}"}},{"id":"","type":"custom","custom":{"name":"c2","input":"pq"}},{"id":"","type":"function","function":{"name":"","arguments":"{}"}},{"id":"","type":"custom","custom":{"name":"","input":""}}]},"finish_reason":null}],"usage":null,"done":false,"error":null}"#
+        );
+    }
+
+    // C96a: an `error` event whose object has no `error` member but a string `message` ends
+    // the stream with that message; nothing of it or after it counts (C92).
+    #[test]
+    fn c96a_error_event_message_ends_the_stream() {
+        let mut stream = ChatStream::new();
+        stream
+            .push_event(
+                "message",
+                r#"{"model":"m","choices":[{"delta":{"content":"a"}}]}"#,
+            )
+            .unwrap();
+        let error = r#"{"message":"Overloaded","type":"server_error","choices":[{"delta":{"content":"x"}}],"usage":{"total_tokens":1}}"#;
+        assert_eq!(
+            stream.push_event("error", error),
+            Err(StreamError::Provider("Overloaded".into()))
+        );
+        assert_eq!(
+            stream.push_event("message", r#"{"choices":[{"delta":{"content":"b"}}]}"#),
+            Ok(Step::Skipped)
+        );
+        assert_eq!(stream.completion_text(), "a");
+        assert_eq!(stream.token_usage(), None);
+        assert_eq!(
+            stream.finish_json(),
+            r#"{"id":null,"model":"m","created":null,"system_fingerprint":null,"choices":[{"index":0,"message":{"role":"assistant","content":"a"},"finish_reason":null}],"usage":null,"done":false,"error":"Overloaded"}"#
+        );
+    }
+
+    // C96a yields to C96 and applies only as written: an `error` member (even null) means C96;
+    // a message that is not a string, another type (types are case-sensitive) or `push`
+    // without a type leave the chunk a chunk; `[DONE]` and invalid JSON are as ever.
+    #[test]
+    fn c96a_only_an_error_event_without_error_member() {
+        let step = |event_type: &str, data: &str| {
+            let mut stream = ChatStream::new();
+            match stream.push_event(event_type, data) {
+                Ok(Step::Chunk(_)) => Ok("chunk".to_owned()),
+                Ok(Step::Done) => Ok("done".to_owned()),
+                Ok(Step::Skipped) => Ok("skipped".to_owned()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let chunk = Ok("chunk".to_owned());
+        assert_eq!(
+            step(
+                "error",
+                r#"{"error":{"message":"inner"},"message":"outer"}"#
+            ),
+            Err("inner".into())
+        );
+        assert_eq!(step("error", r#"{"error":null,"message":"x"}"#), chunk);
+        assert_eq!(step("error", r#"{"message":5}"#), chunk);
+        assert_eq!(step("error", r#"{"message":null}"#), chunk);
+        assert_eq!(step("error", r#"{"code":"x"}"#), chunk);
+        assert_eq!(step("error", r#"{"message":""}"#), Err(String::new()));
+        assert_eq!(step("message", r#"{"message":"x"}"#), chunk);
+        assert_eq!(step("Error", r#"{"message":"x"}"#), chunk);
+        assert_eq!(step("error", " [DONE] "), Ok("done".into()));
+        assert_eq!(step("error", "\"boom\""), Ok("skipped".into()));
+        assert!(
+            step("error", "boom")
+                .unwrap_err()
+                .starts_with("Failed to parse")
+        );
+        let mut stream = ChatStream::new();
+        assert!(matches!(
+            stream.push(r#"{"message":"x"}"#),
+            Ok(Step::Chunk(_))
+        ));
+    }
+
+    // C96a through the decoder: the SSE `event` field reaches the decision, in any chunking.
+    #[test]
+    fn c96a_chat_decoder_sees_the_event_type() {
+        let input = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\nevent: error\ndata: {\"message\":\"boom\"}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n";
+        for size in [1, 7, input.len()] {
+            let mut decoder = ChatDecoder::new(MAX_SSE_EVENT_BYTES);
+            let mut lines = String::new();
+            for piece in input.as_bytes().chunks(size) {
+                decoder.feed(piece, &mut lines).unwrap();
+            }
+            decoder.finish().unwrap();
+            assert_eq!(lines, "{\"index\":0,\"delta\":{\"content\":\"a\"}}\n");
+            assert_eq!(
+                decoder.chat().error(),
+                Some(&StreamError::Provider("boom".into()))
+            );
+            assert_eq!(decoder.chat().completion_text(), "a");
+        }
     }
 
     // C98, C99, C102, C111: several choices, interleaved, reported in index order.
@@ -1119,6 +1369,12 @@ mod tests {
                 Just("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n".to_owned()),
                 Just(": keep-alive\n\n".to_owned()),
                 Just("data: {\"error\":{\"message\":\"boom\"}}\n\n".to_owned()),
+                Just("event: error\ndata: {\"message\":\"overloaded\"}\n\n".to_owned()),
+                Just("event: error\ndata: {\"choices\":[{\"delta\":{\"content\":\"e\"}}]}\n\n".to_owned()),
+                (0u8..2, "[a-z\"]{0,4}").prop_map(|(i, a)| format!(
+                    "data: {{\"choices\":[{{\"delta\":{{\"tool_calls\":[{{\"index\":{i},\"type\":\"custom\",\"custom\":{{\"input\":{}}}}}]}}}}]}}\n\n",
+                    crate::json::quote(&a)
+                )),
                 Just("data: {\"choices\":\n\n".to_owned()),
                 Just("data: [DONE]\n\n".to_owned()),
             ];
@@ -1127,7 +1383,7 @@ mod tests {
 
         proptest! {
             /// Bytes in and delta lines out, in chunks of any size, is exactly the decoder plus
-            /// one push per event.
+            /// one push (type and data, C96a) per event.
             #[test]
             fn equals_the_decoder_plus_one_push_per_event(
                 input in stream(),
@@ -1140,7 +1396,7 @@ mod tests {
                 let mut stream = ChatStream::new();
                 let mut want = String::new();
                 for event in &events {
-                    if let Ok(Step::Chunk(chunk)) = stream.push(&event.data) {
+                    if let Ok(Step::Chunk(chunk)) = stream.push_event(&event.event_type, &event.data) {
                         for delta in chunk.deltas() {
                             want.push_str(&delta.to_json());
                             want.push('\n');

@@ -255,7 +255,8 @@ impl<B: Body> StreamExecution<B> {
             if stop.is_some() {
                 return;
             }
-            match chat.push(event.data) {
+            // C96a: the event type reaches the chat layer.
+            match chat.push_event(event.event_type, event.data) {
                 Ok(Step::Chunk(chunk)) if mode == Mode::Chunks => {
                     pending.push_back(chunk.to_value());
                 }
@@ -471,6 +472,30 @@ mod tests {
             summary.outcome.unwrap_err().service_message,
             "SSE event exceeds the maximum size of 1048576 bytes"
         );
+    }
+
+    /// C96a: an upstream `error` event with a `message` ends `invokeAsyncIterator` with
+    /// `Stream error: <message>` (C96) after the chunks before it; in raw mode the bytes still
+    /// pass through (C114).
+    #[test]
+    fn c96a_error_event_fails_chunk_mode_with_its_message() {
+        let error =
+            "event: error\ndata: {\"message\":\"Overloaded\",\"type\":\"server_error\"}\n\n";
+        let mut stream = start(vec![Ok(HEL), Ok(error), Ok(LO)], "iterator");
+        let items: Vec<StreamItem> = stream.by_ref().collect();
+        assert_eq!(items.len(), 1, "{items:?}");
+        let summary = stream.finish();
+        assert_eq!(
+            summary.outcome.unwrap_err().service_message,
+            "Stream error: Overloaded"
+        );
+        assert_eq!(summary.estimate.unwrap().completion_text, "Hel");
+
+        let mut stream = start(vec![Ok(HEL), Ok(error), Ok(LO)], "stream");
+        assert_eq!(stream.by_ref().count(), 3);
+        let summary = stream.finish();
+        assert_eq!(summary.outcome, Ok(()));
+        assert_eq!(summary.estimate.unwrap().completion_text, "Hel");
     }
 
     #[test]

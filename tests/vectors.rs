@@ -549,9 +549,9 @@ fn run_chat(input: &[u8], expect: &Value) -> Result<(), String> {
     let mut stream = chat_stream::ChatStream::new();
     let mut deltas = Vec::new();
     let mut errors = Vec::new();
-    // As `sse.chat-stream.push` in src/component/mod.rs.
+    // As `sse.chat-stream.push` in src/component/sse_wire.rs, with the event's type (C96a).
     for event in &events {
-        match stream.push(&event.data) {
+        match stream.push_event(&event.event_type, &event.data) {
             Ok(chat_stream::Step::Chunk(chunk)) => {
                 deltas.extend(chunk.deltas().iter().map(chat_stream::Delta::to_json));
             }

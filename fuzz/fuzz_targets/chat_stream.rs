@@ -1,6 +1,6 @@
 //! C92–C105: decoding any bytes and pushing every event through the chat layer never panics,
 //! the assembled result always serialises, and `ChatDecoder` (bytes in, delta lines out) gives
-//! exactly what the decoder plus one push per event gives.
+//! exactly what the decoder plus one push (type and data) per event gives.
 
 #![no_main]
 
@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     let mut stream = ChatStream::new();
     let mut lines = String::new();
     for event in &events {
-        match stream.push(&event.data) {
+        match stream.push_event(&event.event_type, &event.data) {
             Ok(Step::Chunk(chunk)) => {
                 for delta in chunk.deltas() {
                     lines.push_str(&delta.to_json());

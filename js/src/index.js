@@ -411,7 +411,10 @@ export class SseDecoder {
 export class ChatStream {
   #stream = new sse.ChatStream();
 
-  /** Takes one event's data; returns its deltas `{index, delta}`. */
+  /**
+   * Takes one event's data, as a `message` event; returns its deltas `{index, delta}`. An
+   * `error` event's `message` (C96a) needs the event type: use `ChatDecoder`.
+   */
   push(data) {
     if (typeof data !== 'string') throw new TypeError('data: expected a string');
     try {
@@ -434,7 +437,7 @@ export class ChatStream {
 /**
  * An event-stream decoder feeding a chat stream inside the component: bytes in, deltas out, one
  * call per chunk instead of one per event (C79–C105). The same results as `SseDecoder` plus
- * `ChatStream.push` of every event's data.
+ * `ChatStream.push` of every event's data, except that an `error` event is seen as one (C96a).
  */
 export class ChatDecoder {
   #decoder;

@@ -281,17 +281,21 @@ describe('chat', () => {
       const expect = readJson(`chat/${file.replace(/\.sse$/, '.json')}`);
       const decoded = decode([input], expect.max_event_bytes ?? 1048576);
       assert.equal(decoded.error, null, 'the SSE input decodes');
-      const stream = new sse.ChatStream();
-      const deltas = [];
-      const errors = [];
-      for (const event of decoded.events) {
-        const got = witError(() => stream.push(event.data));
-        if (got.err !== undefined) errors.push(got.err);
-        else deltas.push(...got.ok);
+      // WIT 0.4.0: chat-stream.push takes only the data (a `message` event); an `error` event
+      // (C96a) needs its type, so such vectors are checked through chat-decoder only.
+      if (!decoded.events.some((event) => event.type === 'error')) {
+        const stream = new sse.ChatStream();
+        const deltas = [];
+        const errors = [];
+        for (const event of decoded.events) {
+          const got = witError(() => stream.push(event.data));
+          if (got.err !== undefined) errors.push(got.err);
+          else deltas.push(...got.ok);
+        }
+        assert.deepEqual(deltas, expect.deltas, 'deltas');
+        assert.deepEqual(errors, expect.push_errors, 'push errors');
+        assert.equal(stream.finish(), expect.final, 'final');
       }
-      assert.deepEqual(deltas, expect.deltas, 'deltas');
-      assert.deepEqual(errors, expect.push_errors, 'push errors');
-      assert.equal(stream.finish(), expect.final, 'final');
       // sse.chat-decoder: bytes in, delta lines out, whole and one byte at a time.
       for (const [how, size] of [['whole', input.length || 1], ['bytewise', 1]]) {
         const chat = new sse.ChatDecoder(expect.max_event_bytes ?? 1048576);
