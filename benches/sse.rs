@@ -394,7 +394,13 @@ async fn assemble_component(instance: &mut Instance, batches: &[&[u8]], blank: b
         let events = instance.sse_feed(decoder, batch).await.unwrap().unwrap();
         for event in &events {
             let data = if blank { " " } else { event.data.as_str() };
-            black_box(instance.chat_push(chat, data).await.unwrap().unwrap());
+            black_box(
+                instance
+                    .chat_push(chat, &event.event_type, data)
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
         }
     }
     instance.sse_finish(decoder).await.unwrap().unwrap();

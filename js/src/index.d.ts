@@ -202,7 +202,8 @@ export declare class SseDecoder implements Disposable {
 }
 
 export declare class ChatStream implements Disposable {
-  push(data: string): ChatDelta[];
+  /** One event's data and type (default `message`). */
+  push(data: string, eventType?: string): ChatDelta[];
   finish(): Record<string, unknown>;
   [Symbol.dispose](): void;
 }

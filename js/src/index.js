@@ -412,13 +412,14 @@ export class ChatStream {
   #stream = new sse.ChatStream();
 
   /**
-   * Takes one event's data, as a `message` event; returns its deltas `{index, delta}`. An
-   * `error` event's `message` (C96a) needs the event type: use `ChatDecoder`.
+   * Takes one event's data and type (default `message`); returns its deltas `{index, delta}`.
+   * An `error` event whose data has a string `message` and no `error` ends the stream (C96a).
    */
-  push(data) {
+  push(data, eventType = 'message') {
     if (typeof data !== 'string') throw new TypeError('data: expected a string');
+    if (typeof eventType !== 'string') throw new TypeError('eventType: expected a string');
     try {
-      return this.#stream.push(data).map((line) => JSON.parse(line));
+      return this.#stream.pushEvent(eventType, data).map((line) => JSON.parse(line));
     } catch (e) {
       throw new ChatStreamError(payloadOf(e));
     }

@@ -302,6 +302,19 @@ describe('ChatStream', () => {
     assert.equal(final.done, true);
   });
 
+  test('an error event with a flat message ends the stream (C96a)', () => {
+    const stream = new ChatStream();
+    stream.push('{"choices":[{"index":0,"delta":{"content":"Hi"}}]}');
+    // As a `message` event the same data is an ordinary chunk.
+    stream.push('{"message":"not an error"}');
+    assert.throws(
+      () => stream.push('{"message":"Overloaded"}', 'error'),
+      (e) => e instanceof ChatStreamError && e.message === 'Overloaded',
+    );
+    assert.throws(() => stream.push('{}', 5), { name: 'TypeError' });
+    assert.equal(stream.finish().error, 'Overloaded');
+  });
+
   test('a provider error chunk (C96)', () => {
     const stream = new ChatStream();
     assert.throws(

@@ -281,14 +281,13 @@ describe('chat', () => {
       const expect = readJson(`chat/${file.replace(/\.sse$/, '.json')}`);
       const decoded = decode([input], expect.max_event_bytes ?? 1048576);
       assert.equal(decoded.error, null, 'the SSE input decodes');
-      // WIT 0.4.0: chat-stream.push takes only the data (a `message` event); an `error` event
-      // (C96a) needs its type, so such vectors are checked through chat-decoder only.
-      if (!decoded.events.some((event) => event.type === 'error')) {
+      // sse.chat-stream: each event's type and data (C96a needs the type).
+      {
         const stream = new sse.ChatStream();
         const deltas = [];
         const errors = [];
         for (const event of decoded.events) {
-          const got = witError(() => stream.push(event.data));
+          const got = witError(() => stream.pushEvent(event.type, event.data));
           if (got.err !== undefined) errors.push(got.err);
           else deltas.push(...got.ok);
         }

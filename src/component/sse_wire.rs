@@ -138,10 +138,17 @@ impl wit_sse::GuestChatStream for ChatStreamResource {
         ChatStreamResource(RefCell::new(chat_stream::ChatStream::new()))
     }
 
-    /// WIT 0.4.0's `push` takes only the data: the event is taken as a `message` event, so an
-    /// `error` event (C96a) is not seen as one here; `chat-decoder` sees every event's type.
     fn push(&self, data: String) -> Result<Vec<String>, String> {
-        match self.0.borrow_mut().push(&data).map_err(|e| e.to_string())? {
+        self.push_event("message".to_owned(), data)
+    }
+
+    fn push_event(&self, event_type: String, data: String) -> Result<Vec<String>, String> {
+        match self
+            .0
+            .borrow_mut()
+            .push_event(&event_type, &data)
+            .map_err(|e| e.to_string())?
+        {
             chat_stream::Step::Chunk(chunk) => Ok(chunk.delta_lines()),
             chat_stream::Step::Skipped | chat_stream::Step::Done => Ok(Vec::new()),
         }

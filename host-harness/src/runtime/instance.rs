@@ -384,17 +384,18 @@ impl Instance {
         Ok(ChatStream(chat))
     }
 
-    /// `sse.chat-stream.push`.
+    /// `sse.chat-stream.push-event`: one event's type and data.
     pub async fn chat_push(
         &mut self,
         chat: ChatStream,
+        event_type: &str,
         data: &str,
     ) -> Result<Result<Vec<String>, String>> {
         Ok(self
             .bindings
             .connector_openai_sse()
             .chat_stream()
-            .call_push(&mut self.store, chat.0, data)
+            .call_push_event(&mut self.store, chat.0, event_type, data)
             .await?)
     }
 
