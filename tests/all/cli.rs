@@ -50,6 +50,67 @@ async fn validate_reports_each_problem_on_its_own_line() {
     assert_eq!(stdout(&out), "");
 }
 
+/// C1, C50: config, secrets and params nested deeper than 128 levels are reported where the
+/// limit was passed, naming the field, not as a wrong type or a JSON position.
+#[tokio::test]
+async fn c1_c50_nesting_too_deep_names_the_field() {
+    let nested = |n: usize| "{\"a\":".repeat(n) + "1" + &"}".repeat(n);
+    // config(1) > headers' value and 127 objects inside it: the last is at level 129.
+    let file = connector_file(&format!(
+        r#"{{"apiProvider":"Other","apiUrl":"https://example.com/v1","defaultModel":"m","headers":{}}}"#,
+        nested(128)
+    ));
+    let out = run_cli(validate_cmd(&file)).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error validating action type config: [headers{}]: nested more than 128 levels deep\n",
+            ".a".repeat(127)
+        )
+    );
+    // Secrets: the file adds a level, which does not count (serde_json's limit would).
+    let deep = "[".repeat(128) + &"]".repeat(128);
+    let file = write_file(
+        "deep-secrets.json",
+        &format!(
+            r#"{{"name":"n","config":{{"apiProvider":"Other","apiUrl":"https://example.com/v1","defaultModel":"m"}},"secrets":{{"apiKey":"{API_KEY}","caData":{deep}}}}}"#
+        ),
+    );
+    let out = run_cli(validate_cmd(&file)).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error validating action type secrets: [caData]: nested more than 128 levels deep\n"
+    );
+    // Params, relative to subActionParams (C35); nothing is sent.
+    let upstream = Upstream::always(Reply::json(200, COMPLETION)).await;
+    let file = write_file(
+        "conn.json",
+        &format!(
+            r#"{{"name":"n","config":{},"secrets":{{"apiKey":"{API_KEY}"}}}}"#,
+            other_config(&upstream.url("/v1"))
+        ),
+    );
+    let params = write_file(
+        "params.json",
+        &format!(
+            r#"{{"subAction":"run","subActionParams":{{"body":"{{}}","signal":{}}}}}"#,
+            nested(127)
+        ),
+    );
+    let out = run_cli(execute_cmd(&file, &params)).await;
+    assert!(
+        stdout(&out).contains(&format!(
+            r#""service_message":"Request validation failed ([signal{}]: nested more than 128 levels deep)""#,
+            ".a".repeat(126)
+        )),
+        "{}",
+        stdout(&out)
+    );
+    assert!(upstream.requests().is_empty());
+}
+
 #[tokio::test]
 async fn malformed_files_exit_2_naming_file_and_position() {
     let file = write_file(
