@@ -111,6 +111,52 @@ async fn c1_c50_nesting_too_deep_names_the_field() {
     assert!(upstream.requests().is_empty());
 }
 
+/// A connector too large for the sandbox's memory: `validate` prints the one line `execute`
+/// reports as its service message, not the guest's backtrace.
+#[tokio::test]
+async fn validate_reports_a_sandbox_failure_in_one_line_as_execute_does() {
+    let settings = write_file("settings.json", r#"{"guestMemoryLimit":"4mb"}"#);
+    let file = write_file(
+        "big-name.json",
+        &format!(
+            r#"{{"name":"{}","config":{},"secrets":{{"apiKey":"{API_KEY}"}}}}"#,
+            "n".repeat(8 << 20),
+            other_config("http://127.0.0.1:9/v1")
+        ),
+    );
+    let mut cmd = validate_cmd(&file);
+    cmd.arg("--settings").arg(&settings);
+    let out = run_cli(cmd).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stdout(&out), "");
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(
+            "openai-connector: the connector's sandbox failed: guest memory limit of 4 MiB exceeded: the guest asked for "
+        ) && err.ends_with(" MiB\n")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(
+        !err.contains("wasm backtrace") && !err.contains("0x"),
+        "{err}"
+    );
+
+    let params = write_file("params.json", &run_params("run", "{}"));
+    let mut cmd = execute_cmd(&file, &params);
+    cmd.arg("--settings").arg(&settings);
+    let out = run_cli(cmd).await;
+    assert_eq!(out.status.code(), Some(1));
+    let failure: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        format!(
+            "openai-connector: {}\n",
+            failure["service_message"].as_str().unwrap()
+        ),
+        err
+    );
+}
+
 #[tokio::test]
 async fn malformed_files_exit_2_naming_file_and_position() {
     let file = write_file(
