@@ -7,11 +7,12 @@
 
 use crate::config::{self, Connector, ValidationErrors};
 use crate::failure::Failure;
-use crate::json::Value;
+use crate::json::{ParseError, Value};
 use crate::plan::{Deployment, plan};
 use crate::redirect;
 use crate::response;
 use crate::retry;
+use crate::schema::Problem;
 use crate::streaming::{StreamExecution, StreamItem};
 use crate::transport::{Limits, Transport, read_to_end};
 use crate::usage::TokenUsage;
@@ -31,15 +32,36 @@ pub struct Definition<'a> {
 
 impl Definition<'_> {
     /// Parses and validates the definition (C16). Malformed JSON is reported as the wrong-type
-    /// problem of C5/C18, since neither object is then an object.
+    /// problem of C5/C18, since neither object is then an object. A text nested deeper than
+    /// C50's limit is reported at the path where the limit was passed instead, and alone: for
+    /// `secrets`, only the top-level field is named, since deeper keys are the secret's own
+    /// text (C32).
     pub fn validate(&self, deployment: &Deployment) -> Result<Connector, ValidationErrors> {
-        let parse =
-            |text: &str| Value::parse(text.as_bytes()).unwrap_or(Value::String(String::new()));
+        let config = Value::parse(self.config_json.as_bytes());
+        let secrets = Value::parse(self.secrets_json.as_bytes());
+        let too_deep = |parsed: &Result<Value, ParseError>, depth: usize| -> Vec<String> {
+            let Err(ParseError {
+                nesting_path: Some(path),
+                ..
+            }) = parsed
+            else {
+                return Vec::new();
+            };
+            vec![Problem::too_deep(&path[..path.len().min(depth)]).to_string()]
+        };
+        let nesting = ValidationErrors {
+            config: too_deep(&config, usize::MAX),
+            secrets: too_deep(&secrets, 1),
+        };
+        if !nesting.is_empty() {
+            return Err(nesting);
+        }
+        let not_object = || Value::String(String::new());
         config::validate_connector(
             self.id,
             self.name,
-            &parse(self.config_json),
-            &parse(self.secrets_json),
+            &config.unwrap_or_else(|_| not_object()),
+            &secrets.unwrap_or_else(|_| not_object()),
             &deployment.allowed_hosts,
         )
     }
@@ -417,5 +439,81 @@ mod tests {
         let e = run(2, STREAM, &mut script);
         assert!(e.outcome.is_ok(), "{:?}", e.outcome);
         assert_eq!(e.attempts, 2);
+    }
+}
+
+#[cfg(test)]
+mod validate_tests {
+    //! A connector nested deeper than C50's limit (`Definition::validate`).
+
+    use super::*;
+
+    const CONFIG: &str =
+        r#"{"apiProvider":"Other","apiUrl":"https://example.com/v1","defaultModel":"m"}"#;
+
+    fn validate(config: &str, secrets: &str) -> Result<Connector, ValidationErrors> {
+        Definition {
+            id: "c",
+            name: "n",
+            config_json: config,
+            secrets_json: secrets,
+        }
+        .validate(&Deployment::default())
+    }
+
+    /// `n` objects nested under key `key`, innermost holding `"x"`.
+    fn nested(key: &str, n: usize) -> String {
+        format!("{{\"{key}\":").repeat(n) + "\"x\"" + &"}".repeat(n)
+    }
+
+    #[test]
+    fn c1_c50_config_nested_too_deep_names_the_path() {
+        // config(1) > headers' value and 127 objects inside it: the last is at level 129.
+        let config = format!(
+            r#"{{"apiProvider":"Other","headers":{}}}"#,
+            nested("a", 128)
+        );
+        let errors = validate(&config, r#"{"apiKey":"k"}"#).unwrap_err();
+        let path = format!("headers{}", ".a".repeat(127));
+        assert_eq!(
+            errors.lines(),
+            vec![format!(
+                "error validating action type config: [{path}]: nested more than 128 levels deep"
+            )]
+        );
+        // One level less parses, and is then an ordinary wrong type (C2).
+        let config = format!(
+            r#"{{"apiProvider":"Other","apiUrl":"https://example.com/v1","defaultModel":"m","headers":{}}}"#,
+            nested("a", 127)
+        );
+        let errors = validate(&config, r#"{"apiKey":"k"}"#).unwrap_err();
+        assert_eq!(
+            errors.lines(),
+            vec![
+                "error validating action type config: [headers.a]: expected value of type [string] but got [Object]"
+            ]
+        );
+    }
+
+    #[test]
+    fn c32_c50_secrets_nested_too_deep_name_only_the_field() {
+        // Keys below a secrets field are its own text: only the field is named (C32).
+        let secrets = format!(r#"{{"apiKey":{}}}"#, nested("sk-secret-inner-key", 128));
+        let errors = validate(CONFIG, &secrets).unwrap_err();
+        assert_eq!(
+            errors.lines(),
+            vec![
+                "error validating action type secrets: [apiKey]: nested more than 128 levels deep"
+            ]
+        );
+        assert!(!errors.to_string().contains("sk-secret"));
+        // Malformed JSON is still the wrong type of C18.
+        let errors = validate(CONFIG, "{").unwrap_err();
+        assert_eq!(
+            errors.lines(),
+            vec![
+                "error validating action type secrets: expected value of type [object] but got [string]"
+            ]
+        );
     }
 }

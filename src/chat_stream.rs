@@ -702,6 +702,17 @@ impl ChatStream {
     /// [`finish`](Self::finish) as compact JSON text, written directly (the content is not
     /// copied into a [`Value`] first).
     pub fn finish_json(&self) -> String {
+        self.completion_json(
+            self.state
+                .error
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref(),
+        )
+    }
+
+    /// [`finish_json`](Self::finish_json) with `error` as the `error` member.
+    fn completion_json(&self, error: Option<&str>) -> String {
         let state = &self.state;
         let content: usize = state
             .choices
@@ -739,10 +750,7 @@ impl ChatStream {
         out.push_str(",\"done\":");
         out.push_str(if state.done { "true" } else { "false" });
         out.push_str(",\"error\":");
-        write_optional_string(
-            state.error.as_ref().map(ToString::to_string).as_deref(),
-            &mut out,
-        );
+        write_optional_string(error, &mut out);
         out.push('}');
         out
     }
@@ -768,6 +776,8 @@ impl ChatStream {
 pub struct ChatDecoder {
     decoder: sse::Decoder,
     chat: ChatStream,
+    /// Why decoding stopped (C91), once it has.
+    stopped: Option<SseError>,
 }
 
 impl ChatDecoder {
@@ -776,6 +786,7 @@ impl ChatDecoder {
         ChatDecoder {
             decoder: sse::Decoder::with_max_event_bytes(max_event_bytes),
             chat: ChatStream::new(),
+            stopped: None,
         }
     }
 
@@ -789,20 +800,40 @@ impl ChatDecoder {
     pub fn feed(&mut self, chunk: &[u8], out: &mut String) -> Result<(), SseError> {
         let chat = &mut self.chat;
         // Each event is borrowed from the decoder's buffer and merged as it is dispatched.
-        self.decoder.feed_with(chunk, &mut |event| {
+        let result = self.decoder.feed_with(chunk, &mut |event| {
             let _ = chat.step(event.event_type, event.data, Some(out));
-        })
+        });
+        self.note(result)
     }
 
     /// Ends the input: a partly built event is discarded and nothing is dispatched (C89).
     /// Returns the decoding error if decoding had stopped (C91).
     pub fn finish(&mut self) -> Result<(), SseError> {
-        self.decoder.finish(&mut Vec::new())
+        let result = self.decoder.finish(&mut Vec::new());
+        self.note(result)
+    }
+
+    /// Keeps the first decoding error for [`completion_json`](Self::completion_json).
+    fn note(&mut self, result: Result<(), SseError>) -> Result<(), SseError> {
+        if let Err(error) = &result {
+            self.stopped.get_or_insert_with(|| error.clone());
+        }
+        result
     }
 
     /// The accumulator: the completion so far, usage, errors.
     pub fn chat(&self) -> &ChatStream {
         &self.chat
+    }
+
+    /// The completion so far as JSON text (C105), whose `error` is the text of the error
+    /// that stopped decoding (C131): a stream error (C95, C96), or else a decoding error
+    /// (C91); `null` while neither happened.
+    pub fn completion_json(&self) -> String {
+        match (self.chat.error(), &self.stopped) {
+            (None, Some(stopped)) => self.chat.completion_json(Some(&stopped.to_string())),
+            _ => self.chat.finish_json(),
+        }
     }
 }
 
@@ -1347,7 +1378,34 @@ mod tests {
         assert!(error.to_string().contains("64"), "{error}");
         assert_eq!(lines, "{\"index\":0,\"delta\":{\"content\":\"ok\"}}\n");
         assert_eq!(decoder.chat().completion_text(), "ok");
-        assert_eq!(decoder.feed(b"data: [DONE]\n\n", &mut lines), Err(error));
+        assert_eq!(
+            decoder.feed(b"data: [DONE]\n\n", &mut lines),
+            Err(error.clone())
+        );
+        // C131: the completion names the error that stopped decoding; the stream itself did
+        // not fail.
+        assert!(decoder.chat().error().is_none());
+        assert_eq!(
+            decoder.completion_json(),
+            r#"{"id":null,"model":null,"created":null,"system_fingerprint":null,"choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":null}],"usage":null,"done":false,"error":"SSE event exceeds the maximum size of 64 bytes"}"#
+        );
+    }
+
+    // C131 with C92: a stream error (C95, C96) stops the assembly first; an oversize event
+    // after it does not replace its text.
+    #[test]
+    fn c131_chat_decoder_completion_keeps_the_first_error() {
+        let mut decoder = ChatDecoder::new(64);
+        let mut lines = String::new();
+        let input = format!(
+            "data: {{\"error\":\"overloaded\"}}\n\ndata: {}\n\n",
+            "x".repeat(100)
+        );
+        assert!(decoder.feed(input.as_bytes(), &mut lines).is_err());
+        assert_eq!(
+            decoder.completion_json(),
+            r#"{"id":null,"model":null,"created":null,"system_fingerprint":null,"choices":[],"usage":null,"done":false,"error":"overloaded"}"#
+        );
     }
 
     mod chat_decoder {

@@ -121,16 +121,29 @@ pub struct ParseError {
     pub message: &'static str,
     /// Byte offset in the input where it went wrong.
     pub offset: usize,
+    /// When the text nests deeper than [`MAX_DEPTH`] (C50): the object keys and array indices
+    /// (as decimal text) from the root to the value that opens the level one too many.
+    /// `None` for every other error.
+    pub nesting_path: Option<Vec<String>>,
+}
+
+impl ParseError {
+    /// An error other than nesting too deep.
+    fn new(message: &'static str, offset: usize) -> Self {
+        ParseError {
+            message,
+            offset,
+            nesting_path: None,
+        }
+    }
 }
 
 impl Value {
     /// Parses one JSON text (surrounding white space allowed). Invalid UTF-8, lone surrogate
     /// escapes and nesting deeper than [`MAX_DEPTH`] are errors (C50).
     pub fn parse(input: &[u8]) -> Result<Value, ParseError> {
-        let text = std::str::from_utf8(input).map_err(|e| ParseError {
-            message: "invalid UTF-8",
-            offset: e.valid_up_to(),
-        })?;
+        let text = std::str::from_utf8(input)
+            .map_err(|e| ParseError::new("invalid UTF-8", e.valid_up_to()))?;
         Ok(Tape::default().parse(text)?.to_value())
     }
 
@@ -529,10 +542,7 @@ impl Tape {
         self.nodes.clear();
         self.decoded.clear();
         if u32::try_from(text.len()).is_err() {
-            return Err(ParseError {
-                message: "JSON text of 4 GiB or more",
-                offset: 0,
-            });
+            return Err(ParseError::new("JSON text of 4 GiB or more", 0));
         }
         let mut parser = TapeParser {
             src: text.as_bytes(),
@@ -541,7 +551,12 @@ impl Tape {
             tape: self,
         };
         parser.skip_ws();
-        parser.value(0)?;
+        if let Err(mut error) = parser.value(0) {
+            if error.nesting_path.is_some() {
+                error.nesting_path = Some(self.open_path(text));
+            }
+            return Err(error);
+        }
         parser.skip_ws();
         if parser.pos != parser.src.len() {
             return Err(parser.error("unexpected data after the JSON value"));
@@ -551,6 +566,51 @@ impl Tape {
             src: text,
             index: 0,
         })
+    }
+
+    /// After a parse stopped at a container nested one level too deep: the keys and indices
+    /// from the root to it. The containers still open are the ones on that path (their `end`
+    /// is still 0), and the one that was refused would have been the next node: the value of
+    /// the last key on the tape, or the next element of the innermost open array.
+    fn open_path(&self, text: &str) -> Vec<String> {
+        let is_open = |item: &Item<'_>| {
+            matches!(item.node().kind, Kind::Array | Kind::Object) && item.node().end == 0
+        };
+        let mut path = Vec::new();
+        if self.nodes.is_empty() {
+            return path;
+        }
+        let mut current = Item {
+            tape: self,
+            src: text,
+            index: 0,
+        };
+        loop {
+            let mut index = current.index + 1;
+            let mut position = 0usize;
+            let next = loop {
+                let (segment, value_index) = match current.node().kind {
+                    Kind::Object => (
+                        current.at(index).as_str().unwrap_or_default().to_owned(),
+                        index + 1,
+                    ),
+                    Kind::Array => (position.to_string(), index),
+                    _ => return path,
+                };
+                if value_index >= self.nodes.len() {
+                    path.push(segment);
+                    return path;
+                }
+                let value = current.at(value_index);
+                if is_open(&value) {
+                    path.push(segment);
+                    break value;
+                }
+                index = value.next();
+                position += 1;
+            };
+            current = next;
+        }
     }
 }
 
@@ -784,9 +844,15 @@ struct TapeParser<'a> {
 
 impl TapeParser<'_> {
     fn error(&self, message: &'static str) -> ParseError {
+        ParseError::new(message, self.pos)
+    }
+
+    /// A container at `pos` would nest deeper than [`MAX_DEPTH`]; [`Tape::parse`] fills in
+    /// the path.
+    fn too_deep(&self) -> ParseError {
         ParseError {
-            message,
-            offset: self.pos,
+            nesting_path: Some(Vec::new()),
+            ..self.error("nesting too deep")
         }
     }
 
@@ -829,16 +895,14 @@ impl TapeParser<'_> {
             Some(b'"') => self.string(),
             Some(b'-' | b'0'..=b'9') => {
                 let start = self.pos;
-                self.pos = scan_number(self.src, start).map_err(|offset| ParseError {
-                    message: "invalid number",
-                    offset,
-                })?;
+                self.pos = scan_number(self.src, start)
+                    .map_err(|offset| ParseError::new("invalid number", offset))?;
                 self.push(Kind::Number, start, self.pos);
                 Ok(())
             }
             Some(b'[') => {
                 if depth >= MAX_DEPTH {
-                    return Err(self.error("nesting too deep"));
+                    return Err(self.too_deep());
                 }
                 self.pos += 1;
                 let array = self.push(Kind::Array, 0, 0);
@@ -866,7 +930,7 @@ impl TapeParser<'_> {
             }
             Some(b'{') => {
                 if depth >= MAX_DEPTH {
-                    return Err(self.error("nesting too deep"));
+                    return Err(self.too_deep());
                 }
                 self.pos += 1;
                 let object = self.push(Kind::Object, 0, 0);
@@ -931,10 +995,7 @@ impl TapeParser<'_> {
         debug_assert_eq!(self.src[self.pos], b'"');
         self.pos += 1;
         let start = self.pos;
-        let unterminated = ParseError {
-            message: "unterminated string",
-            offset: self.src.len(),
-        };
+        let unterminated = ParseError::new("unterminated string", self.src.len());
         // Find the run up to the next quote, backslash or control character in one go.
         let run_end = find_special(&self.src[start..])
             .map(|i| start + i)
@@ -1154,6 +1215,36 @@ mod tests {
             );
         }
         assert!(Value::parse(b"\"\xff\"").is_err());
+        for bad in ["[1,]", "\"\\ud800\"", "nul"] {
+            let error = Value::parse(bad.as_bytes()).unwrap_err();
+            assert_eq!(error.nesting_path, None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn c50_nesting_too_deep_names_the_path_to_the_level_too_many() {
+        let path = |text: &str| Value::parse(text.as_bytes()).unwrap_err().nesting_path;
+        // 129 arrays: the path is the first element 128 times.
+        let deep = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
+        assert_eq!(path(&deep), Some(vec!["0".to_owned(); MAX_DEPTH]));
+        // Keys with escapes are decoded; closed siblings before the deep member are skipped,
+        // and array positions count them.
+        let inner = "{\"x\":".repeat(MAX_DEPTH - 2) + "1" + &"}".repeat(MAX_DEPTH - 2);
+        let text =
+            format!(r#"{{"a":1,"b":{{"c":[2],"d\u002ee":[{{}},[1,[2]],{{"q":[]}},{inner}]}}}}"#);
+        let mut expected = vec!["b", "d.e", "3"];
+        expected.extend(std::iter::repeat_n("x", MAX_DEPTH - 3));
+        assert_eq!(
+            path(&text),
+            Some(expected.iter().map(|s| s.to_string()).collect())
+        );
+        // One level less parses.
+        let inner = "{\"x\":".repeat(MAX_DEPTH - 3) + "1" + &"}".repeat(MAX_DEPTH - 3);
+        let text = format!(r#"{{"b":{{"d":[{inner}]}}}}"#);
+        assert!(Value::parse(text.as_bytes()).is_ok());
+        // The error itself reads as before.
+        let error = Value::parse(deep.as_bytes()).unwrap_err();
+        assert_eq!(error.to_string(), "nesting too deep at position 128");
     }
 
     #[test]

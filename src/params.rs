@@ -147,7 +147,18 @@ impl ParamsError {
 /// the sub-action name (C34), then `subActionParams` against the sub-action's schema (C36) with
 /// paths relative to `subActionParams`.
 pub(crate) fn parse_params(params_json: &[u8]) -> Result<Params, ParamsError> {
-    let envelope = Value::parse(params_json).map_err(ParamsError::NotJson)?;
+    let envelope = Value::parse(params_json).map_err(|e| match &e.nesting_path {
+        // C50's limit, reported where it was passed; paths are relative to `subActionParams`
+        // (C35) unless the deep value is an envelope key.
+        Some(path) => {
+            let path = match path.split_first() {
+                Some((first, rest)) if first == "subActionParams" => rest,
+                _ => path,
+            };
+            ParamsError::Invalid(vec![Problem::too_deep(path)])
+        }
+        None => ParamsError::NotJson(e),
+    })?;
     let mut problems = Vec::new();
     let Some(envelope) = expect_object(&envelope, "", &mut problems) else {
         return Err(ParamsError::Invalid(problems));
@@ -635,6 +646,36 @@ mod tests {
 
     fn body(json: &str) -> String {
         String::from_utf8(parse(json).unwrap().body).unwrap()
+    }
+
+    #[test]
+    fn c35_c50_nesting_too_deep_names_the_path() {
+        // params(1) > subActionParams(2) > signal's value and 126 objects inside it: the
+        // last is at level 129, the first one too many.
+        let deep = "{\"a\":".repeat(127) + "1" + &"}".repeat(127);
+        let message = invalid(&format!(
+            r#"{{"subAction":"run","subActionParams":{{"body":"{{}}","signal":{deep}}}}}"#
+        ));
+        let path = format!("signal{}", ".a".repeat(126));
+        assert_eq!(
+            message,
+            format!("Request validation failed ([{path}]: nested more than 128 levels deep)")
+        );
+        // One level less is valid (C36: `signal` may be any value).
+        let deep = "{\"a\":".repeat(126) + "1" + &"}".repeat(126);
+        let result = parse(&format!(
+            r#"{{"subAction":"run","subActionParams":{{"body":"{{}}","signal":{deep}}}}}"#
+        ));
+        assert!(result.is_ok(), "{result:?}");
+        // Outside subActionParams the path starts at the envelope key.
+        let deep = "[".repeat(128) + &"]".repeat(128);
+        assert_eq!(
+            invalid(&format!(r#"{{"subAction":"run","extra":{deep}}}"#)),
+            format!(
+                "Request validation failed ([extra{}]: nested more than 128 levels deep)",
+                ".0".repeat(127)
+            )
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use pkcs8::ObjectIdentifier;
 use std::fmt;
 use x509_cert::Certificate;
+use x509_cert::certificate::Version;
 use x509_cert::der::Decode;
 use x509_cert::der::asn1::OctetStringRef;
 use x509_cert::der::referenced::OwnedToRef;
@@ -96,6 +97,12 @@ pub(crate) enum PkiError {
     /// C25, C27: a `CERTIFICATE` block that is not an X.509 certificate.
     #[error("Invalid {0}: the PEM block could not be parsed as an X.509 certificate")]
     InvalidCertificate(PkiField),
+    /// C25 (D5): a `certificateData` certificate that is not X.509 version 3 (the number shown
+    /// is the certificate's). TLS peers refuse such client certificates at every handshake.
+    #[error(
+        "Invalid {0}: the certificate is X.509 version {1}; client certificates must be X.509 version 3"
+    )]
+    NotVersion3(PkiField, u8),
     /// C28: an `ENCRYPTED PRIVATE KEY` block or a `Proc-Type: 4,ENCRYPTED` header.
     #[error("Private key data is encrypted; encrypted private keys are not supported")]
     EncryptedKey,
@@ -321,6 +328,9 @@ fn strip_headers(body: &[u8]) -> Zeroizing<Vec<u8>> {
 /// Reads every `CERTIFICATE` block of `pem` and checks that each is an X.509 certificate
 /// (C25, C27). Returns their DER bytes in input order (for `certificateData`, leaf first, C26).
 /// Other blocks and text are ignored (C30). Validity dates are not checked (C30).
+/// `certificateData` certificates must be X.509 version 3 (D5): the peer's TLS stack refuses
+/// older ones, so they would only fail later, at every handshake. Trust anchors (`caData`)
+/// may be version 1, as the TLS stack accepts them.
 pub(crate) fn parse_certificates(field: PkiField, pem: &[u8]) -> Result<Vec<Vec<u8>>, PkiError> {
     let mut found = false;
     let mut chain = Vec::new();
@@ -330,7 +340,12 @@ pub(crate) fn parse_certificates(field: PkiField, pem: &[u8]) -> Result<Vec<Vec<
         }
         found = true;
         let der = block.der.ok_or(PkiError::InvalidCertificate(field))?;
-        Certificate::from_der(&der).map_err(|_| PkiError::InvalidCertificate(field))?;
+        let certificate =
+            Certificate::from_der(&der).map_err(|_| PkiError::InvalidCertificate(field))?;
+        let version = certificate.tbs_certificate().version();
+        if field == PkiField::Certificate && version != Version::V3 {
+            return Err(PkiError::NotVersion3(field, version as u8 + 1));
+        }
         chain.push(der.to_vec());
     }
     if found {
@@ -752,6 +767,54 @@ pub(crate) mod test_support {
         pem("EC PRIVATE KEY", &ec.to_der().unwrap())
     }
 
+    /// Splits the DER element at the start of `der`: (tag, contents, rest).
+    fn der_element(der: &[u8]) -> (u8, &[u8], &[u8]) {
+        let (len, header) = match der[1] {
+            n if n < 0x80 => (usize::from(n), 2),
+            n => {
+                let count = usize::from(n & 0x7f);
+                let len = der[2..2 + count]
+                    .iter()
+                    .fold(0, |len, b| len << 8 | usize::from(*b));
+                (len, 2 + count)
+            }
+        };
+        (der[0], &der[header..header + len], &der[header + len..])
+    }
+
+    /// A DER element from its tag and contents.
+    fn der_encode(tag: u8, contents: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        match contents.len() {
+            n if n < 0x80 => out.push(n as u8),
+            n if n < 0x100 => out.extend([0x81, n as u8]),
+            n => out.extend([0x82, (n >> 8) as u8, n as u8]),
+        }
+        out.extend_from_slice(contents);
+        out
+    }
+
+    /// `certificate_pem` made X.509 version 1: its `version` and `extensions` fields removed
+    /// (the signature no longer verifies, which parsing does not check).
+    pub(crate) fn as_version_1(certificate_pem: &str) -> String {
+        let der = der_of(certificate_pem);
+        let (_, certificate, _) = der_element(&der);
+        let (_, tbs, signature) = der_element(certificate);
+        let mut fields = Vec::new();
+        let mut rest = tbs;
+        while !rest.is_empty() {
+            let (tag, _, after) = der_element(rest);
+            // [0] version, [3] extensions.
+            if tag != 0xa0 && tag != 0xa3 {
+                fields.extend_from_slice(&rest[..rest.len() - after.len()]);
+            }
+            rest = after;
+        }
+        let mut contents = der_encode(0x30, &fields);
+        contents.extend_from_slice(signature);
+        pem("CERTIFICATE", &der_encode(0x30, &contents))
+    }
+
     /// The PKCS#1 (`RSA PRIVATE KEY`) form of a PKCS#8 RSA key.
     pub(crate) fn pkcs8_to_pkcs1(pkcs8_pem: &str) -> String {
         use x509_cert::der::Decode;
@@ -1045,6 +1108,32 @@ mod tests {
         assert_eq!(
             certificates_from_base64(PkiField::Certificate, &b64(pem("CERTIFICATE", &der))),
             Err(PkiError::InvalidCertificate(PkiField::Certificate))
+        );
+    }
+
+    #[test]
+    fn c25_d5_client_certificate_must_be_x509_version_3() {
+        let (cert, _) = identity(&PKCS_ECDSA_P256_SHA256);
+        let v1 = as_version_1(&cert);
+        let parsed = Certificate::from_der(&der_of(&v1)).unwrap();
+        assert_eq!(parsed.tbs_certificate().version(), Version::V1);
+        let err = certificates_from_base64(PkiField::Certificate, &b64(&v1)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Invalid Certificate data: the certificate is X.509 version 1; client certificates must be X.509 version 3"
+        );
+        // Anywhere in the chain: every certificate is presented to the server (C26).
+        let root = ca("root");
+        let leaf = signed(&key(&PKCS_ECDSA_P256_SHA256), "client", &root, false);
+        let chain = format!("{leaf}{}", as_version_1(&root.pem));
+        assert_eq!(
+            certificates_from_base64(PkiField::Certificate, &b64(&chain)),
+            Err(PkiError::NotVersion3(PkiField::Certificate, 1))
+        );
+        // Trust anchors may be version 1: the TLS stack accepts them.
+        assert_eq!(
+            certificates_from_base64(PkiField::Ca, &b64(&v1)),
+            Ok(vec![der_of(&v1)])
         );
     }
 

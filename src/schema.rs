@@ -3,7 +3,7 @@
 //! Every validator in this crate (config, secrets, params, responses) reports [`Problem`]s built
 //! with the constructors here, so the texts are spelled in exactly one place.
 
-use crate::json::{Number, Value};
+use crate::json::{MAX_DEPTH, Number, Value};
 use std::fmt;
 
 /// One validation problem: an optional dotted path and a text (C1).
@@ -122,6 +122,15 @@ impl Problem {
         Self::new(
             path,
             "value has length [0] but it must have a minimum length of [1].",
+        )
+    }
+
+    /// `nested more than 128 levels deep` (C50's limit) at the path made of `segments` (C1):
+    /// where a text's nesting passed the limit (`ParseError::nesting_path`).
+    pub(crate) fn too_deep(segments: &[String]) -> Self {
+        Self::new(
+            segments.join("."),
+            format!("nested more than {MAX_DEPTH} levels deep"),
         )
     }
 

@@ -581,7 +581,7 @@ fn run_chat(input: &[u8], expect: &Value) -> Result<(), String> {
         expect_eq(&format!("deltas ({how})"), lines, want_deltas.clone())?;
         expect_eq(
             &format!("final ({how})"),
-            decoder.chat().finish_json(),
+            decoder.completion_json(),
             want_final.clone(),
         )?;
     }

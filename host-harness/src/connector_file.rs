@@ -3,7 +3,6 @@
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -48,7 +47,43 @@ struct RawFile {
     name: String,
     connector_type_id: Option<String>,
     config: Option<Box<RawValue>>,
-    secrets: Option<Value>,
+    secrets: Option<Box<RawValue>>,
+}
+
+/// The members of a JSON object in input order, repeats included, each value as its raw
+/// text. Raw values are read without serde_json's nesting limit, so that a value nested too
+/// deep reaches the component, which names its field (C50); `config` is read the same way.
+struct RawMembers(Vec<(String, Box<RawValue>)>);
+
+impl<'de> Deserialize<'de> for RawMembers {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawMembers;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawMembers, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry()? {
+                    members.push(member);
+                }
+                Ok(RawMembers(members))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// A secret read from elsewhere: exactly one of the two.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reference {
+    env: Option<String>,
+    file: Option<String>,
 }
 
 impl ConnectorFile {
@@ -98,53 +133,73 @@ impl ConnectorFile {
         let config_json = raw
             .config
             .map_or_else(|| "{}".to_owned(), |c| c.get().to_owned());
-        let secrets = match raw.secrets {
-            None => Value::Object(Map::new()),
-            Some(Value::Object(map)) => {
-                let mut resolved = Map::new();
-                for (key, value) in map {
-                    let value = resolve_secret(&key, value, base_dir, &env)?;
-                    resolved.insert(key, value);
+        let secrets_json = match raw.secrets {
+            None => "{}".to_owned(),
+            Some(secrets) if is_object(&secrets) => {
+                let RawMembers(members) = serde_json::from_str(secrets.get())
+                    .map_err(|e| format!("invalid connector JSON in secrets: {e}"))?;
+                let mut out = String::from("{");
+                for (i, (key, value)) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&json_string(key));
+                    out.push(':');
+                    out.push_str(&resolve_secret(key, value, base_dir, &env)?);
                 }
-                Value::Object(resolved)
+                out.push('}');
+                out
             }
             // Left to the component, which reports it in Kibana's words (C18).
-            Some(other) => other,
+            Some(other) => other.get().to_owned(),
         };
         Ok(ConnectorFile {
             id: raw.id.unwrap_or_else(|| default_id.to_owned()),
             name: raw.name,
             config_json,
-            secrets_json: secrets.to_string(),
+            secrets_json,
         })
     }
 }
 
+/// Whether a raw JSON value is an object (raw values start at their first character).
+fn is_object(value: &RawValue) -> bool {
+    value.get().starts_with('{')
+}
+
+/// The JSON string literal for `text`.
+fn json_string(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
+}
+
+/// The JSON text of secret `key`: an `{"env"}` or `{"file"}` reference resolved to a string,
+/// anything else as written.
 fn resolve_secret(
     key: &str,
-    value: Value,
+    value: &RawValue,
     base_dir: &Path,
     env: &impl Fn(&str) -> Option<String>,
-) -> Result<Value, String> {
-    let Value::Object(reference) = &value else {
-        return Ok(value);
-    };
+) -> Result<String, String> {
+    if !is_object(value) {
+        return Ok(value.get().to_owned());
+    }
     let field = format!("secrets.{key}");
-    match (reference.get("env"), reference.get("file"), reference.len()) {
-        (Some(Value::String(var)), None, 1) => env(var).map(Value::String).ok_or_else(|| {
+    let not_a_reference =
+        || format!("[{field}]: expected a string, {{\"env\": \"VAR\"}} or {{\"file\": \"path\"}}");
+    let reference: Reference = serde_json::from_str(value.get()).map_err(|_| not_a_reference())?;
+    match (reference.env, reference.file) {
+        (Some(var), None) => env(&var).map(|v| json_string(&v)).ok_or_else(|| {
             format!("[{field}]: environment variable {var} is not set or not UTF-8")
         }),
-        (None, Some(Value::String(file)), 1) => {
+        (None, Some(file)) => {
             let path: PathBuf = base_dir.join(file);
             let text = read_secret_file(&path).map_err(|e| format!("[{field}]: {e}"))?;
             // Editors end files with a newline; a key never does.
             let text = text.strip_suffix('\n').unwrap_or(&text);
             let text = text.strip_suffix('\r').unwrap_or(text);
-            Ok(Value::String(text.to_owned()))
+            Ok(json_string(text))
         }
-        _ => Err(format!(
-            "[{field}]: expected a string, {{\"env\": \"VAR\"}} or {{\"file\": \"path\"}}"
-        )),
+        _ => Err(not_a_reference()),
     }
 }
 
@@ -243,6 +298,38 @@ mod tests {
         assert!(e.contains("unknown field `extra`"), "{e}");
         let e = ConnectorFile::parse(r#"{"config":{}}"#, "x", Path::new(".")).unwrap_err();
         assert!(e.contains("missing field `name`"), "{e}");
+    }
+
+    #[test]
+    fn c50_secrets_nested_deeper_than_serde_json_allows_reach_the_component() {
+        // serde_json stops at 128 levels of the whole file; C50 counts from `secrets`, and
+        // the component names the field, so the host passes deep values on as written.
+        let deep = "[".repeat(300) + &"]".repeat(300);
+        let c = ConnectorFile::parse(
+            &format!(r#"{{"name":"n","secrets":{{"apiKey": "k\u0031","x":{deep}}}}}"#),
+            "x",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(
+            c.secrets_json,
+            format!(r#"{{"apiKey":"k\u0031","x":{deep}}}"#)
+        );
+        // A deep object is not a reference, and is refused as one, naming the field.
+        let deep = "{\"a\":".repeat(300) + "1" + &"}".repeat(300);
+        let e = ConnectorFile::parse(
+            &format!(r#"{{"name":"n","secrets":{{"apiKey":{deep}}}}}"#),
+            "x",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            r#"[secrets.apiKey]: expected a string, {"env": "VAR"} or {"file": "path"}"#
+        );
+        // Secrets that are not an object are the component's to report (C18).
+        let c = ConnectorFile::parse(r#"{"name":"n","secrets":[1]}"#, "x", Path::new(".")).unwrap();
+        assert_eq!(c.secrets_json, "[1]");
     }
 
     #[test]

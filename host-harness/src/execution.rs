@@ -9,13 +9,33 @@ use std::time::SystemTime;
 
 pub use openai_connector::failure::{Failure, FailureKind};
 
-/// An execution whose sandbox failed: the guest trapped (its memory or guest-time limit, a guest
-/// fault) or could not be instantiated. Retryable.
+/// The sandbox failed: the guest trapped (its memory or guest-time limit, a guest fault) or
+/// could not be instantiated. `Display` is one line, `the connector's sandbox failed: <cause>`,
+/// whatever the trap carried (wasmtime adds the guest's backtrace as context).
+#[derive(Debug, thiserror::Error)]
+#[error("the connector's sandbox failed: {cause}")]
+pub(crate) struct SandboxFailed {
+    cause: String,
+}
+
+impl SandboxFailed {
+    /// The failure `error` stands for: itself if it is one already, else one naming its root
+    /// cause.
+    pub(crate) fn of(error: &anyhow::Error) -> SandboxFailed {
+        match error.downcast_ref::<SandboxFailed>() {
+            Some(failed) => SandboxFailed {
+                cause: failed.cause.clone(),
+            },
+            None => SandboxFailed {
+                cause: error.root_cause().to_string(),
+            },
+        }
+    }
+}
+
+/// An execution whose sandbox failed (see [`SandboxFailed`]). Retryable.
 pub(crate) fn sandbox_failure(error: &anyhow::Error) -> Failure {
-    Failure::sandbox(format!(
-        "the connector's sandbox failed: {}",
-        error.root_cause()
-    ))
+    Failure::sandbox(SandboxFailed::of(error).to_string())
 }
 
 /// A connector validated once, in the form every execution of it takes (WIT

@@ -11,7 +11,7 @@
 
 use crate::connector_file::ConnectorFile;
 use crate::execution::{
-    Execution, Failure, Finished, StreamItem, Usage, UsageSource, ValidatedConnector,
+    Execution, Failure, Finished, SandboxFailed, StreamItem, Usage, UsageSource, ValidatedConnector,
 };
 use crate::outbound::{Cancel, OutboundPolicy};
 use crate::pool::ConnectionPool;
@@ -233,15 +233,21 @@ impl Executor {
             .await
     }
 
-    /// Validates a connector in a fresh instance; `Err` carries `validate`'s lines.
+    /// Validates a connector in a fresh instance; `Err` carries `validate`'s lines. A failed
+    /// sandbox (a trap, such as the memory limit) is the outer `Err`, a [`SandboxFailed`] whose
+    /// text is the one line `execute` reports; the trap itself is logged at debug level.
     pub async fn validate(
         &self,
         connector: &ConnectorFile,
     ) -> Result<Result<ValidatedConnector, Vec<String>>> {
-        self.instantiate()
-            .await?
-            .validate(connector, &self.settings)
-            .await
+        let validated = match self.instantiate().await {
+            Ok(mut instance) => instance.validate(connector, &self.settings).await,
+            Err(e) => Err(e),
+        };
+        validated.map_err(|e| {
+            tracing::debug!("validation failed in the sandbox: {e:?}");
+            SandboxFailed::of(&e).into()
+        })
     }
 
     /// Validates a connector once for every execution of it; `Err` carries `validate`'s lines.

@@ -562,7 +562,8 @@ async fn sse_decode_events(
 
 /// `sse decode --chat`: the delta lines as each chunk of input completes them, then the
 /// assembled completion, through `sse.chat-decoder` (one call per chunk of input). When
-/// decoding fails (C91) the completion so far is still written before the error.
+/// decoding fails (C91) the completion so far is still written before the error; its `error`
+/// names the error that stopped decoding, a stream error (C95, C96) or that one (C131).
 async fn sse_decode_chat(
     mut instance: Instance,
     mut input: Box<dyn tokio::io::AsyncRead + Unpin>,

@@ -1,8 +1,8 @@
 //! TLS profiles → rustls client configurations (contract section 9).
 //!
 //! The component validates and decodes certificates and keys; this module turns the decoded
-//! profile into a `rustls::ClientConfig` and maps handshake failures to the Node-style codes
-//! of C74.
+//! profile into a `rustls::ClientConfig`; `error` maps handshake failures to the Node-style
+//! codes of C74.
 
 use anyhow::{Context, Result};
 use rustls::client::WebPkiServerVerifier;
@@ -18,6 +18,9 @@ use rustls::{
 };
 use std::fmt;
 use std::sync::Arc;
+
+mod error;
+pub(crate) use error::describe_tls_error;
 
 /// Server verification mode (C125, C126).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -224,67 +227,5 @@ impl ServerCertVerifier for RelaxedVerifier {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
-    }
-}
-
-/// Maps a failed handshake to C74's code and message: `(code, message)`.
-pub(crate) fn describe_tls_error(error: &std::io::Error, host: &str) -> (&'static str, String) {
-    let Some(tls) = error.get_ref().and_then(|e| e.downcast_ref::<TlsError>()) else {
-        return ("ECONNRESET", "socket hang up".to_owned());
-    };
-    match tls {
-        TlsError::InvalidCertificate(cert) => match cert {
-            CertificateError::Expired
-            | CertificateError::ExpiredContext { .. }
-            | CertificateError::NotValidYet
-            | CertificateError::NotValidYetContext { .. } => {
-                ("CERT_HAS_EXPIRED", "certificate has expired".to_owned())
-            }
-            CertificateError::NotValidForName => (
-                "ERR_TLS_CERT_ALTNAME_INVALID",
-                format!(
-                    "Hostname/IP does not match certificate's altnames: Host: {host}. is not in the cert's altnames: "
-                ),
-            ),
-            CertificateError::NotValidForNameContext { presented, .. } => (
-                "ERR_TLS_CERT_ALTNAME_INVALID",
-                format!(
-                    "Hostname/IP does not match certificate's altnames: Host: {host}. is not in the cert's altnames: {}",
-                    presented
-                        .iter()
-                        .filter_map(|name| altname(name))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ),
-            CertificateError::UnknownIssuer
-            | CertificateError::BadSignature
-            | CertificateError::BadEncoding
-            | CertificateError::UnhandledCriticalExtension => (
-                "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
-                "unable to verify the first certificate".to_owned(),
-            ),
-            other => (
-                "ERR_TLS_HANDSHAKE",
-                format!("invalid peer certificate: {other:?}"),
-            ),
-        },
-        other => ("ERR_TLS_HANDSHAKE", other.to_string()),
-    }
-}
-
-/// webpki presents names as their `Debug` text (`DnsName("a")`, `IpAddress(1.2.3.4)`); C74
-/// wants OpenSSL's `DNS:a` / `IP Address:1.2.3.4`. Other name kinds are not listed.
-fn altname(presented: &str) -> Option<String> {
-    if let Some(rest) = presented
-        .strip_prefix("DnsName(\"")
-        .and_then(|r| r.strip_suffix("\")"))
-    {
-        Some(format!("DNS:{rest}"))
-    } else {
-        presented
-            .strip_prefix("IpAddress(")
-            .and_then(|r| r.strip_suffix(')'))
-            .map(|rest| format!("IP Address:{rest}"))
     }
 }

@@ -450,7 +450,7 @@ export class ChatDecoder {
   /**
    * Decodes `chunk` (bytes or text) and returns the deltas `{index, delta}` of the events it
    * completed. A stream error (C95, C96) shows in `completion().error`; a decoding error (C91)
-   * throws `SseError` once the deltas before it were returned.
+   * throws `SseError` once the deltas before it were returned, and shows there too (C131).
    */
   feed(chunk) {
     let lines;

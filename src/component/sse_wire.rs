@@ -178,6 +178,6 @@ impl wit_sse::GuestChatDecoder for ChatDecoderResource {
     }
 
     fn completion(&self) -> Vec<u8> {
-        self.0.borrow().chat().finish_json().into_bytes()
+        self.0.borrow().completion_json().into_bytes()
     }
 }

@@ -50,6 +50,113 @@ async fn validate_reports_each_problem_on_its_own_line() {
     assert_eq!(stdout(&out), "");
 }
 
+/// C1, C50: config, secrets and params nested deeper than 128 levels are reported where the
+/// limit was passed, naming the field, not as a wrong type or a JSON position.
+#[tokio::test]
+async fn c1_c50_nesting_too_deep_names_the_field() {
+    let nested = |n: usize| "{\"a\":".repeat(n) + "1" + &"}".repeat(n);
+    // config(1) > headers' value and 127 objects inside it: the last is at level 129.
+    let file = connector_file(&format!(
+        r#"{{"apiProvider":"Other","apiUrl":"https://example.com/v1","defaultModel":"m","headers":{}}}"#,
+        nested(128)
+    ));
+    let out = run_cli(validate_cmd(&file)).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error validating action type config: [headers{}]: nested more than 128 levels deep\n",
+            ".a".repeat(127)
+        )
+    );
+    // Secrets: the file adds a level, which does not count (serde_json's limit would).
+    let deep = "[".repeat(128) + &"]".repeat(128);
+    let file = write_file(
+        "deep-secrets.json",
+        &format!(
+            r#"{{"name":"n","config":{{"apiProvider":"Other","apiUrl":"https://example.com/v1","defaultModel":"m"}},"secrets":{{"apiKey":"{API_KEY}","caData":{deep}}}}}"#
+        ),
+    );
+    let out = run_cli(validate_cmd(&file)).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error validating action type secrets: [caData]: nested more than 128 levels deep\n"
+    );
+    // Params, relative to subActionParams (C35); nothing is sent.
+    let upstream = Upstream::always(Reply::json(200, COMPLETION)).await;
+    let file = write_file(
+        "conn.json",
+        &format!(
+            r#"{{"name":"n","config":{},"secrets":{{"apiKey":"{API_KEY}"}}}}"#,
+            other_config(&upstream.url("/v1"))
+        ),
+    );
+    let params = write_file(
+        "params.json",
+        &format!(
+            r#"{{"subAction":"run","subActionParams":{{"body":"{{}}","signal":{}}}}}"#,
+            nested(127)
+        ),
+    );
+    let out = run_cli(execute_cmd(&file, &params)).await;
+    assert!(
+        stdout(&out).contains(&format!(
+            r#""service_message":"Request validation failed ([signal{}]: nested more than 128 levels deep)""#,
+            ".a".repeat(126)
+        )),
+        "{}",
+        stdout(&out)
+    );
+    assert!(upstream.requests().is_empty());
+}
+
+/// A connector too large for the sandbox's memory: `validate` prints the one line `execute`
+/// reports as its service message, not the guest's backtrace.
+#[tokio::test]
+async fn validate_reports_a_sandbox_failure_in_one_line_as_execute_does() {
+    let settings = write_file("settings.json", r#"{"guestMemoryLimit":"4mb"}"#);
+    let file = write_file(
+        "big-name.json",
+        &format!(
+            r#"{{"name":"{}","config":{},"secrets":{{"apiKey":"{API_KEY}"}}}}"#,
+            "n".repeat(8 << 20),
+            other_config("http://127.0.0.1:9/v1")
+        ),
+    );
+    let mut cmd = validate_cmd(&file);
+    cmd.arg("--settings").arg(&settings);
+    let out = run_cli(cmd).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stdout(&out), "");
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(
+            "openai-connector: the connector's sandbox failed: guest memory limit of 4 MiB exceeded: the guest asked for "
+        ) && err.ends_with(" MiB\n")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(
+        !err.contains("wasm backtrace") && !err.contains("0x"),
+        "{err}"
+    );
+
+    let params = write_file("params.json", &run_params("run", "{}"));
+    let mut cmd = execute_cmd(&file, &params);
+    cmd.arg("--settings").arg(&settings);
+    let out = run_cli(cmd).await;
+    assert_eq!(out.status.code(), Some(1));
+    let failure: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        format!(
+            "openai-connector: {}\n",
+            failure["service_message"].as_str().unwrap()
+        ),
+        err
+    );
+}
+
 #[tokio::test]
 async fn malformed_files_exit_2_naming_file_and_position() {
     let file = write_file(

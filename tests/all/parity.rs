@@ -103,7 +103,7 @@ async fn chat_decoder_in_the_component_equals_the_native_one() {
         same_lines(&got, &want, &format!("chunks of {chunk}"));
         assert_eq!(
             String::from_utf8(instance.chat_decoder_completion(decoder).await.unwrap()),
-            Ok(native.chat().finish_json()),
+            Ok(native.completion_json()),
             "completion, chunks of {chunk}"
         );
     }

@@ -311,3 +311,37 @@ async fn c29_key_not_matching_the_certificate_is_refused_before_any_connection()
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(upstream.connections(), 0);
 }
+
+// C25 (D5): an X.509 version 1 client certificate is refused at validation, naming the field;
+// before, it validated and then failed every handshake with the server's alert.
+#[tokio::test]
+async fn c25_d5_version_1_client_certificate_is_refused_at_validation() {
+    let m = Matrix::new();
+    let upstream = m
+        .mtls_upstream(&m.servers[0].1, Reply::json(200, COMPLETION))
+        .await;
+    use base64::Engine;
+    let b64 = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem);
+    let secrets = format!(
+        r#"{{"certificateData":"{}","privateKeyData":"{}"}}"#,
+        b64(include_str!("fixtures/v1-client-cert.pem")),
+        b64(include_str!("fixtures/v1-client-key.pem"))
+    );
+    let file = write_file(
+        "v1-client.json",
+        &format!(
+            r#"{{"id":"pki","name":"PKI","config":{},"secrets":{secrets}}}"#,
+            other_config(&upstream.url("/v1/chat/completions"), "none"),
+        ),
+    );
+    let message = "error validating action type secrets: Invalid Certificate data: the certificate is X.509 version 1; client certificates must be X.509 version 3\n";
+    let out = run_cli(validate_cmd(&file)).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8(out.stderr).unwrap(), message);
+    let params = write_file("params.json", &run_params("run", "{}"));
+    let out = run_cli(execute_cmd(&file, &params)).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert_eq!(String::from_utf8(out.stderr).unwrap(), message);
+    assert_eq!(upstream.connections(), 0);
+}

@@ -560,10 +560,11 @@ async fn sse_decode_chat_assembles_tool_calls() {
     assert_eq!(last["final"]["done"], false);
 }
 
-/// C91, C105 through `sse.chat-decoder`: an oversize event stops decoding, but the delta lines
-/// before it and the completion assembled so far are still written, then the error (exit 1).
+/// C91, C105, C131 through `sse.chat-decoder`: an oversize event stops decoding, but the delta
+/// lines before it and the completion assembled so far are still written, its `error` naming
+/// why decoding stopped, then the error (exit 1).
 #[tokio::test]
-async fn sse_decode_chat_keeps_the_assembly_before_an_oversize_event() {
+async fn c91_c131_sse_decode_chat_keeps_the_assembly_before_an_oversize_event() {
     let input = format!(
         "{}{}data: {}\n\n{}",
         event(r#"{"model":"m","choices":[{"delta":{"role":"assistant","content":"Hel"}}]}"#),
@@ -580,7 +581,7 @@ async fn sse_decode_chat_keeps_the_assembly_before_an_oversize_event() {
         concat!(
             "{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hel\"}}\n",
             "{\"index\":0,\"delta\":{\"content\":\"lo\"}}\n",
-            "{\"final\":{\"id\":null,\"model\":\"m\",\"created\":null,\"system_fingerprint\":null,\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"Hello\"},\"finish_reason\":null}],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1},\"done\":false,\"error\":null}}\n",
+            "{\"final\":{\"id\":null,\"model\":\"m\",\"created\":null,\"system_fingerprint\":null,\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"Hello\"},\"finish_reason\":null}],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1},\"done\":false,\"error\":\"SSE event exceeds the maximum size of 256 bytes\"}}\n",
         )
     );
     let stderr = String::from_utf8(out.stderr).unwrap();
@@ -588,6 +589,34 @@ async fn sse_decode_chat_keeps_the_assembly_before_an_oversize_event() {
         stderr,
         "openai-connector: SSE event exceeds the maximum size of 256 bytes\n"
     );
+}
+
+/// C95, C96, C131: a stream error stops the assembly (C92); the final line's `error` holds its
+/// text. The input itself decoded, so the exit code is 0 and nothing goes to stderr.
+#[tokio::test]
+async fn c95_c96_c131_sse_decode_chat_final_line_names_the_stream_error() {
+    let first = event(r#"{"model":"m","choices":[{"delta":{"content":"Hi"}}]}"#);
+    let after = event(r#"{"choices":[{"delta":{"content":" never"}}]}"#);
+    for (bad, error) in [
+        (
+            "data: {\"choices\":\n\n".to_owned(),
+            "Failed to parse stream event data as JSON: unexpected end of JSON input at position 11",
+        ),
+        (
+            event(r#"{"error":{"message":"Rate limit","type":"x"}}"#),
+            "Rate limit",
+        ),
+    ] {
+        let out = sse_decode(format!("{first}{bad}{after}"), &["--chat"]).await;
+        assert_eq!(out.status.code(), Some(0));
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            format!(
+                "{{\"index\":0,\"delta\":{{\"content\":\"Hi\"}}}}\n{{\"final\":{{\"id\":null,\"model\":\"m\",\"created\":null,\"system_fingerprint\":null,\"choices\":[{{\"index\":0,\"message\":{{\"role\":\"assistant\",\"content\":\"Hi\"}},\"finish_reason\":null}}],\"usage\":null,\"done\":false,\"error\":\"{error}\"}}}}\n"
+            )
+        );
+        assert_eq!(String::from_utf8(out.stderr).unwrap(), "");
+    }
 }
 
 #[tokio::test]

@@ -82,6 +82,40 @@ async fn c74_c75_unknown_issuer() {
     assert!(upstream.requests().is_empty());
 }
 
+/// A self-signed server certificate for `localhost` and 127.0.0.1 marked `CA:TRUE`, as
+/// `openssl req -x509` makes by default: (certificate PEM, upstream presenting it).
+async fn self_signed_ca_upstream() -> (String, Upstream) {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress(LOOPBACK));
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let issued = Issued {
+        cert_der: cert.der().to_vec(),
+        key_der: key.serialize_der(),
+    };
+    (cert.pem(), tls_upstream(&issued).await)
+}
+
+#[tokio::test]
+async fn c74_c75_self_signed_ca_certificate_is_an_unverified_leaf() {
+    // webpki refuses a CA certificate as the server's (`CaUsedAsEndEntity`), trusted or not;
+    // rustls passes that on only as `CertificateError::Other`.
+    let (cert_pem, upstream) = self_signed_ca_upstream().await;
+    let expected = "Certificate error: Status code: undefined. Message: Unexpected API Error: UNABLE_TO_VERIFY_LEAF_SIGNATURE - unable to verify the first certificate. Please check if your PKI certificates are valid or adjust SSL verification mode.";
+    let e = run(&upstream, Settings::default(), &key_secrets()).await;
+    assert_eq!(failure(&e).service_message, expected);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&cert_pem);
+    let secrets = format!(r#"{{"apiKey":"{API_KEY}","caData":"{b64}"}}"#);
+    let e = run(&upstream, Settings::default(), &secrets).await;
+    assert_eq!(failure(&e).service_message, expected);
+    let e = run_custom_host(&upstream, Some("certificate"), Some(&cert_pem)).await;
+    assert_eq!(failure(&e).service_message, expected);
+    assert!(upstream.requests().is_empty());
+}
+
 #[tokio::test]
 async fn c74_c75_name_mismatch_and_certificate_mode() {
     let pki = TestPki::new("Test CA");
