@@ -381,7 +381,14 @@ async fn run_execution(
             Attempt::Answered(ended_response(&connector.id, route, &finished))
         }
         Ok(Started::Ended(finished)) => {
-            gw.record(connector, route, &finished, false, started_at, request_model);
+            gw.record(
+                connector,
+                route,
+                &finished,
+                false,
+                started_at,
+                request_model,
+            );
             drop(guard);
             let response = ended_response(&connector.id, route, &finished);
             match &finished.outcome {

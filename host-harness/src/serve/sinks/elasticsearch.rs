@@ -67,7 +67,10 @@ impl Shipper for Elasticsearch {
         };
         let status = response.status();
         if !status.is_success() {
-            return retry(format!("_bulk answered {status}{}", error_of(response.body())));
+            return retry(format!(
+                "_bulk answered {status}{}",
+                error_of(response.body())
+            ));
         }
         apply_answer(batch, response.body())
     }
@@ -117,7 +120,11 @@ fn retryable(status: u16) -> bool {
 fn apply_answer(batch: &mut Vec<Doc>, body: &[u8]) -> Outcome {
     let answer: BulkAnswer = match serde_json::from_slice(body) {
         Ok(answer) => answer,
-        Err(e) => return retry(format!("_bulk answered something that is not its JSON: {e}")),
+        Err(e) => {
+            return retry(format!(
+                "_bulk answered something that is not its JSON: {e}"
+            ));
+        }
     };
     if !answer.errors {
         let delivered = batch.len();

@@ -25,7 +25,10 @@ pub(super) struct SinkHttp {
     port: u16,
     /// `Host` header value.
     authority: HeaderValue,
-    tls: Option<(tokio_rustls::TlsConnector, rustls_pki_types::ServerName<'static>)>,
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    )>,
     connection: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
 }
 
@@ -42,7 +45,10 @@ impl std::fmt::Debug for SinkHttp {
 impl SinkHttp {
     /// A client for `https`/`http` on `host:port` (`host` as in a URL: IPv6 in brackets).
     pub(super) fn new(https: bool, host: &str, port: u16) -> Result<SinkHttp> {
-        let bare = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let bare = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         let tls = if https {
             let config = crate::tls::TlsProfile::default().client_config()?;
             let name = rustls_pki_types::ServerName::try_from(bare.clone())
@@ -73,12 +79,7 @@ impl SinkHttp {
         let mut connection = self.connection.lock().await;
         let result = tokio::time::timeout(REQUEST_TIMEOUT, self.exchange(&mut connection, request))
             .await
-            .unwrap_or_else(|_| {
-                Err(anyhow!(
-                    "no answer within {} s",
-                    REQUEST_TIMEOUT.as_secs()
-                ))
-            });
+            .unwrap_or_else(|_| Err(anyhow!("no answer within {} s", REQUEST_TIMEOUT.as_secs())));
         if result.is_err() {
             *connection = None;
         }
@@ -97,9 +98,7 @@ impl SinkHttp {
             .map_or("/", |p| p.as_str())
             .to_owned();
         parts.uri = path.parse().context("unusable request path")?;
-        parts
-            .headers
-            .insert(header::HOST, self.authority.clone());
+        parts.headers.insert(header::HOST, self.authority.clone());
         parts.headers.insert(
             header::USER_AGENT,
             HeaderValue::from_static(concat!("openai-connector/", env!("CARGO_PKG_VERSION"))),

@@ -58,9 +58,8 @@ enum Target {
 
 /// Parses one `--usage-sink` value; errors name it without any credentials.
 fn parse(text: &str) -> Result<Target> {
-    let url = url::Url::parse(text).map_err(|e| {
-        anyhow!("--usage-sink {}: not a URL: {e}", without_credentials(text))
-    })?;
+    let url = url::Url::parse(text)
+        .map_err(|e| anyhow!("--usage-sink {}: not a URL: {e}", without_credentials(text)))?;
     if !url.username().is_empty() || url.password().is_some() {
         bail!(
             "--usage-sink {}: credentials do not belong in the URL; set {AUTH_VAR}",
@@ -114,7 +113,11 @@ fn parse(text: &str) -> Result<Target> {
     let decoded = percent_encoding::percent_decode_str(index).decode_utf8_lossy();
     if decoded.starts_with(['-', '_', '+'])
         || decoded.chars().any(|c| {
-            c.is_uppercase() || matches!(c, '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ' ' | ',' | '#' | ':')
+            c.is_uppercase()
+                || matches!(
+                    c,
+                    '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ' ' | ',' | '#' | ':'
+                )
         })
     {
         return Err(bad(&format!(
@@ -256,7 +259,11 @@ impl Sinks {
             .iter()
             .map(|s| flush_one(s, by))
             .collect::<Vec<_>>();
-        let otlp = self.otlp.iter().map(|s| flush_one(s, by)).collect::<Vec<_>>();
+        let otlp = self
+            .otlp
+            .iter()
+            .map(|s| flush_one(s, by))
+            .collect::<Vec<_>>();
         for f in flushes {
             f.await;
         }

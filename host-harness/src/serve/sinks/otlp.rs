@@ -43,8 +43,8 @@ use std::time::{Duration, SystemTime};
 const OPERATION: &str = "chat";
 /// The conventions' bucket boundaries for `gen_ai.client.token.usage`.
 const TOKEN_BUCKETS: [f64; 14] = [
-    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0,
-    4194304.0, 16777216.0, 67108864.0,
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
 ];
 /// The conventions' bucket boundaries for `gen_ai.client.operation.duration` (seconds).
 const DURATION_BUCKETS: [f64; 14] = [
@@ -429,7 +429,10 @@ fn resource() -> opentelemetry_sdk::Resource {
 fn server(api_url: &str) -> Option<(String, u16)> {
     let url = url::Url::parse(api_url).ok()?;
     let host = url.host_str()?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     Some((host, url.port_or_known_default()?))
 }
 
@@ -460,7 +463,10 @@ mod tests {
             service_message: "a long message with details".into(),
             retry: true,
         };
-        assert_eq!(error_type(&failure(FailureKind::Http { status: 429 })), "429");
+        assert_eq!(
+            error_type(&failure(FailureKind::Http { status: 429 })),
+            "429"
+        );
         assert_eq!(
             error_type(&failure(FailureKind::Transport {
                 code: "ECONNREFUSED".into()
@@ -476,10 +482,7 @@ mod tests {
             server("https://api.openai.com/v1/chat/completions"),
             Some(("api.openai.com".into(), 443))
         );
-        assert_eq!(
-            server("http://[::1]:8080/v1"),
-            Some(("::1".into(), 8080))
-        );
+        assert_eq!(server("http://[::1]:8080/v1"), Some(("::1".into(), 8080)));
         assert_eq!(server("nope"), None);
     }
 }
