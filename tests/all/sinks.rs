@@ -421,6 +421,7 @@ async fn elasticsearch_sink_loses_nothing_across_two_replicas_and_an_outage() {
         final_logs,
         "everything indexed, exactly once, with the same totals"
     );
+    // C116: one line, and so one document, per execution.
     assert_eq!(n, final_logs.documents - 1, "one line per execution");
 
     // The surviving replica's counters: everything it logged was sent; nothing dropped.
@@ -764,7 +765,8 @@ async fn otlp_sink_reports_gen_ai_spans_and_metrics() {
     assert_eq!(span["status"]["code"], "STATUS_CODE_ERROR");
     assert!(!failed.contains_key("gen_ai.usage.input_tokens"));
 
-    // Usage unavailable: no token counts, on the span or in the token histogram.
+    // Usage unavailable: no token counts, on the span or in the token histogram (as C119 keeps
+    // them out of the event log).
     let (unavailable, _, _) = &spans[2];
     assert_eq!(unavailable["openai_connector.usage.source"], "unavailable");
     assert!(!unavailable.contains_key("gen_ai.usage.input_tokens"));
