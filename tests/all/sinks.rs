@@ -269,6 +269,27 @@ fn sink_metric(m: &BTreeMap<String, f64>, family: &str, sink: &str, extra: &str)
         .unwrap_or_else(|| panic!("no {key} in /metrics: {m:?}"))
 }
 
+/// Waits up to 20 s for `replicas` to count `documents` sent to `sink` together, none buffered.
+async fn wait_sent(replicas: &[&Gateway], sink: &str, documents: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (mut sent, mut buffered) = (0.0, 0.0);
+        for gw in replicas {
+            let m = metrics(gw).await;
+            sent += sink_metric(&m, "openai_connector_usage_sink_sent_total", sink, "");
+            buffered += sink_metric(&m, "openai_connector_usage_sink_buffered", sink, "");
+        }
+        if sent == documents as f64 && buffered == 0.0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sent {sent}, buffered {buffered}, expected {documents} sent"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn sigterm(gw: &Gateway) {
     let status = Command::new("kill")
         .args(["-TERM", &gw.pid().to_string()])
@@ -332,6 +353,9 @@ async fn elasticsearch_sink_loses_nothing_across_two_replicas_and_an_outage() {
         .wait_for(index, phase_a.documents, Duration::from_secs(20))
         .await;
     assert_eq!(indexed_a, phase_a, "phase A: indexed vs event logs");
+    // The replicas have read the answers too: stopping the server now loses no answer (which
+    // would make them send again, and an in-memory server has forgotten the first copies).
+    wait_sent(&[&one, &two], &sink, phase_a.documents).await;
 
     // Phase B: the sink is down (the process is gone; its memory with it).
     drop(osmem);

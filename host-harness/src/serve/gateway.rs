@@ -44,7 +44,14 @@ impl std::fmt::Debug for ServeOptions {
             .field("event_log", &self.event_log)
             .field("client_tokens", &self.client_tokens)
             .field("routes", &self.routes)
-            .field("usage_sinks", &self.usage_sinks)
+            .field(
+                "usage_sinks",
+                &self
+                    .usage_sinks
+                    .iter()
+                    .map(|u| sinks::without_credentials(u))
+                    .collect::<Vec<_>>(),
+            )
             .field(
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "[REDACTED]"),

@@ -134,7 +134,7 @@ fn parse(text: &str) -> Result<Target> {
 }
 
 /// `text` with anything between `://` and `@` hidden.
-fn without_credentials(text: &str) -> String {
+pub(crate) fn without_credentials(text: &str) -> String {
     match (text.find("://"), text.rfind('@')) {
         (Some(start), Some(at)) if at > start => {
             format!("{}://[REDACTED]@{}", &text[..start], &text[at + 1..])
