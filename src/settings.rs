@@ -44,6 +44,7 @@ pub const KEYS: &[(&str, Owner)] = &[
     ("queueTimeout", Owner::Harness),
     ("maxExecutionsPerConnector", Owner::Harness),
     ("maxExecutionsPerClient", Owner::Harness),
+    ("usageSinkBuffer", Owner::Harness),
 ];
 
 /// The owner of `key`, or `None` for an unknown key.

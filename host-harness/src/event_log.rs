@@ -211,7 +211,11 @@ impl EventLog {
         // `write_all` issues exactly one write for a line. Network file systems (NFS) do not
         // give this guarantee. The mutex keeps this process's lines whole even if a write
         // were ever split.
-        let line = event_line(record);
+        self.append_line(&event_line(record))
+    }
+
+    /// Appends `line`, one rendered by [`event_line`] (see [`append`](Self::append)).
+    pub fn append_line(&self, line: &str) -> io::Result<()> {
         let mut file = self
             .file
             .lock()

@@ -78,7 +78,8 @@ enum Command {
         /// Deployment settings (Kibana's `xpack.actions.*` keys, plus `guestMemoryLimit` and
         /// `guestTimeLimit` for each execution's sandbox, and serve's limits: `shutdownGrace`,
         /// `headerReadTimeout`, `idleTimeout`, `requestBodyTimeout`, `maxConnections`,
-        /// `maxExecutionsPerConnector`, `maxExecutionsPerClient`, `queueTimeout`; docs/serve.md).
+        /// `maxExecutionsPerConnector`, `maxExecutionsPerClient`, `queueTimeout`,
+        /// `usageSinkBuffer`; docs/serve.md).
         #[arg(long, value_name = "FILE")]
         settings: Option<PathBuf>,
         /// Append one JSON line per execution to this file; the dashboard also reads it at
@@ -94,6 +95,12 @@ enum Command {
         /// `{"routes": {"<name>": {"connectors": ["<id>", ...], "strategy": "fallback" | "balance"}}}`.
         #[arg(long, value_name = "FILE")]
         routes: Option<PathBuf>,
+        /// Also send usage here (repeatable): `elasticsearch+http(s)://HOST:PORT/INDEX` (the
+        /// event-log documents, `_bulk`; credentials from `OPENAI_CONNECTOR_SINK_AUTH` as
+        /// `user:password` or an API key) or `otlp+http(s)://HOST:PORT` (OTLP/HTTP GenAI spans
+        /// and metrics). Batched, retried, buffered (`usageSinkBuffer`); docs/serve.md.
+        #[arg(long = "usage-sink", value_name = "URL")]
+        usage_sinks: Vec<String>,
         /// Start without `OPENAI_CONNECTOR_ADMIN_TOKEN`: every route is then open (local
         /// experiments only).
         #[arg(long)]
@@ -318,6 +325,7 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
             event_log,
             client_tokens,
             routes,
+            usage_sinks,
             insecure_no_auth,
         } => {
             let admin_token = match std::env::var(ADMIN_TOKEN_VAR) {
@@ -356,6 +364,7 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
                 event_log: event_log.clone(),
                 client_tokens: client_tokens.clone(),
                 routes: routes.clone(),
+                usage_sinks: usage_sinks.clone(),
                 admin_token,
             };
             openai_connector_harness::serve::serve(executor, options, |addr| {

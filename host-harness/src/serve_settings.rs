@@ -34,6 +34,10 @@ pub(crate) struct ServeSettings {
     /// token) at once. `None`: three quarters of the slots when there is more than one caller
     /// to share them with, else all.
     pub(crate) max_executions_per_client: Option<usize>,
+    /// `usageSinkBuffer`: usage documents each `--usage-sink` holds while its sink is slow or
+    /// down (default 100,000); past it the oldest are dropped and counted (docs/serve.md
+    /// "Usage sinks").
+    pub(crate) usage_sink_buffer: usize,
 }
 
 impl Default for ServeSettings {
@@ -47,6 +51,7 @@ impl Default for ServeSettings {
             queue_timeout: Duration::from_secs(10),
             max_executions_per_connector: None,
             max_executions_per_client: None,
+            usage_sink_buffer: 100_000,
         }
     }
 }
@@ -86,6 +91,7 @@ impl ServeSettings {
             "maxExecutionsPerClient" => {
                 self.max_executions_per_client = Some(at_least_one(count()?)?);
             }
+            "usageSinkBuffer" => self.usage_sink_buffer = at_least_one(count()?)?,
             _ => return Ok(false),
         }
         Ok(true)

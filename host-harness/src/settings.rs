@@ -394,6 +394,9 @@ mod tests {
         assert_eq!(s.serve.max_connections, Some(100));
         assert_eq!(s.serve.max_executions_per_connector, Some(8));
         assert_eq!(s.serve.max_executions_per_client, Some(4));
+        assert_eq!(Settings::default().serve.usage_sink_buffer, 100_000);
+        let s = Settings::from_json(&json!({"usageSinkBuffer": 20})).unwrap();
+        assert_eq!(s.serve.usage_sink_buffer, 20);
         for (key, value, expected) in [
             (
                 "headerReadTimeout",
@@ -409,6 +412,11 @@ mod tests {
                 "maxConnections",
                 json!(0),
                 "[maxConnections]: expected a whole number of at least 1",
+            ),
+            (
+                "usageSinkBuffer",
+                json!(0),
+                "[usageSinkBuffer]: expected a whole number of at least 1",
             ),
             (
                 "maxExecutionsPerClient",

@@ -15,6 +15,7 @@ mod reuse;
 mod routes;
 mod serve;
 mod serve_limits;
+mod sinks;
 mod ssrf;
 mod streaming;
 mod support;

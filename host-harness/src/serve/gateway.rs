@@ -4,9 +4,9 @@
 use super::admission::{Admission, Shares, Ticket};
 use super::connection::{self, Deadlines, Registry};
 use super::route_table::RouteTable;
-use super::{auth, catalog, dashboard, metrics};
+use super::{auth, catalog, dashboard, metrics, sinks};
 use crate::connector_file::ConnectorFile;
-use crate::event_log::EventLog;
+use crate::event_log::{EventLog, event_line};
 use crate::execution::Finished;
 use crate::executor::Executor;
 use crate::outbound::Cancel;
@@ -30,6 +30,8 @@ pub struct ServeOptions {
     pub client_tokens: Option<PathBuf>,
     /// `--routes`.
     pub routes: Option<PathBuf>,
+    /// `--usage-sink`, in order.
+    pub usage_sinks: Vec<String>,
     /// `OPENAI_CONNECTOR_ADMIN_TOKEN`; `None` only with `--insecure-no-auth`.
     pub admin_token: Option<String>,
 }
@@ -42,6 +44,14 @@ impl std::fmt::Debug for ServeOptions {
             .field("event_log", &self.event_log)
             .field("client_tokens", &self.client_tokens)
             .field("routes", &self.routes)
+            .field(
+                "usage_sinks",
+                &self
+                    .usage_sinks
+                    .iter()
+                    .map(|u| sinks::without_credentials(u))
+                    .collect::<Vec<_>>(),
+            )
             .field(
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "[REDACTED]"),
@@ -119,6 +129,8 @@ pub(super) struct Gateway {
     pub(super) metrics: metrics::Metrics,
     pub(super) history: dashboard::UsageHistory,
     log: Option<EventLog>,
+    /// `--usage-sink`: where usage goes besides the event log.
+    pub(super) sinks: sinks::Sinks,
     pub(super) in_flight: Arc<InFlight>,
     /// Who may start an execution, and when (one slot per pooled instance: executions beyond
     /// the pool wait there instead of failing to instantiate).
@@ -132,6 +144,16 @@ pub(super) struct Gateway {
 }
 
 impl Gateway {
+    /// The model an execution's `params` ask for, when a usage sink reports it (`None`
+    /// otherwise, without looking).
+    pub(super) fn request_model(&self, params: &str) -> Option<String> {
+        if self.sinks.wants_calls() {
+            sinks::request_model(params)
+        } else {
+            None
+        }
+    }
+
     /// Loads and validates the connectors, the client tokens and the event log.
     pub(super) async fn new(executor: Executor, options: &ServeOptions) -> Result<Gateway> {
         let catalog = catalog::Catalog::load(&options.connectors, &executor).await?;
@@ -178,6 +200,11 @@ impl Gateway {
             };
         let metrics = metrics::Metrics::new(catalog.iter().map(|c| c.file.id.as_str()));
         let limits = &executor.settings().serve;
+        let sinks = sinks::Sinks::start(
+            &options.usage_sinks,
+            limits.usage_sink_buffer,
+            std::env::var(sinks::AUTH_VAR).ok().as_deref(),
+        )?;
         let callers = auth.callers();
         let shares = Shares::new(
             limits,
@@ -208,6 +235,7 @@ impl Gateway {
             metrics,
             history,
             log,
+            sinks,
             in_flight: Arc::default(),
             admission,
             connections: Registry::new(max_connections),
@@ -220,7 +248,8 @@ impl Gateway {
         })
     }
 
-    /// Accounts for a finished execution: event log line (C116), metrics, dashboard.
+    /// Accounts for a finished execution: event log line (C116), usage sinks, metrics,
+    /// dashboard. `request_model`: what [`Gateway::request_model`] found.
     pub(super) fn record(
         &self,
         connector: &ConnectorFile,
@@ -228,14 +257,30 @@ impl Gateway {
         finished: &Finished,
         trapped: bool,
         started: Instant,
+        request_model: Option<String>,
     ) {
-        if let Some(log) = &self.log
-            && let Err(e) = log.append(&finished.record(connector))
+        let line = (self.log.is_some() || self.sinks.wants_lines())
+            .then(|| event_line(&finished.record(connector)));
+        if let (Some(log), Some(line)) = (&self.log, &line)
+            && let Err(e) = log.append_line(line)
         {
             tracing::error!(
                 "{}: cannot append to the event log: {e}",
                 log.path().display()
             );
+        }
+        if let Some(line) = &line
+            && self.sinks.wants_lines()
+        {
+            self.sinks.push_line(line);
+        }
+        if self.sinks.wants_calls() {
+            let config = self
+                .catalog
+                .get(&connector.id)
+                .and_then(|served| served.public_json.get("config"));
+            self.sinks
+                .push_call(&connector.id, config, finished, request_model);
         }
         let usage = finished.usage.for_log();
         self.metrics.finished(&metrics::Observation {

@@ -18,8 +18,9 @@
 //! later request, are answered `503`: no upstream request starts after the signal), then the
 //! listener closes, idle connections close, and executions in flight (streams included) get the
 //! settings' `shutdownGrace` (default 30 s) to finish; what is still running after it is
-//! cancelled (C68), each with its event-log line and, for a stream, its error event, and the
-//! process exits.
+//! cancelled (C68), each with its event-log line and, for a stream, its error event; then the
+//! usage sinks (`sinks`) ship what they hold until the grace period ends (at least 2 s more),
+//! and the process exits.
 
 mod admission;
 mod auth;
@@ -30,6 +31,7 @@ mod gateway;
 mod metrics;
 mod route_table;
 mod routes;
+mod sinks;
 
 pub use gateway::ServeOptions;
 
@@ -153,6 +155,7 @@ async fn run(
     }
     // Nothing new is admitted from now on (see the module docs).
     gateway.admission.close();
+    let flush_by = tokio::time::Instant::now() + gateway.executor.settings().serve.shutdown_grace;
     drop(listener);
     let running = gateway.in_flight.count();
     let grace = gateway.executor.settings().serve.shutdown_grace;
@@ -183,8 +186,14 @@ async fn run(
         // gets the error event and the end of the stream before the connection closes.
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut all_done).await;
     }
+    // The usage sinks get what the grace period left (and a last try of at least 2 s).
+    let flush_by = flush_by.max(tokio::time::Instant::now() + SINK_LAST_TRY);
+    gateway.sinks.flush(flush_by).await;
     Ok(())
 }
+
+/// The least time the usage sinks get to flush at shutdown, even past the grace period.
+const SINK_LAST_TRY: Duration = Duration::from_secs(2);
 
 /// Failed accepts: how long to pause before the next one (doubling from 10 ms to 1 s while
 /// they keep failing), logged at most once a second with the count.

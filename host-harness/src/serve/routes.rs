@@ -114,10 +114,14 @@ pub(crate) async fn handle(
             respond(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                gw.metrics.render(super::metrics::Connections {
-                    open: gw.connections.len(),
-                    max: gw.connections.max(),
-                }),
+                {
+                    let mut text = gw.metrics.render(super::metrics::Connections {
+                        open: gw.connections.len(),
+                        max: gw.connections.max(),
+                    });
+                    gw.sinks.render(&mut text);
+                    text
+                },
             )
         }
         (&Method::GET, ["dashboard"]) | (&Method::GET, ["dashboard", "data"]) => {
@@ -365,6 +369,7 @@ async fn run_execution(
     let guard = gw.in_flight.enter(ticket, cancel.clone());
     let connector = &served.file;
     gw.metrics.started(&connector.id, route);
+    let request_model = gw.request_model(&params);
     let started = executor
         .start_cancellable(&served.prepared, &params, cancel.clone())
         .await;
@@ -372,11 +377,18 @@ async fn run_execution(
         Err(e) => {
             tracing::error!("connector {}: sandbox failure: {e:#}", connector.id);
             let finished = Finished::sandbox_failure(&e, started_wall);
-            gw.record(connector, route, &finished, true, started_at);
+            gw.record(connector, route, &finished, true, started_at, request_model);
             Attempt::Answered(ended_response(&connector.id, route, &finished))
         }
         Ok(Started::Ended(finished)) => {
-            gw.record(connector, route, &finished, false, started_at);
+            gw.record(
+                connector,
+                route,
+                &finished,
+                false,
+                started_at,
+                request_model,
+            );
             drop(guard);
             let response = ended_response(&connector.id, route, &finished);
             match &finished.outcome {
@@ -387,7 +399,14 @@ async fn run_execution(
             }
         }
         Ok(Started::Streaming(stream)) => Attempt::Answered(stream_response(
-            gw, served, route, stream, cancel, guard, started_at,
+            gw,
+            served,
+            route,
+            stream,
+            cancel,
+            guard,
+            started_at,
+            request_model,
         )),
     }
 }
@@ -456,6 +475,10 @@ impl http_body::Body for ChannelBody {
 
 /// Streams the guest's output to the client as it arrives. A client that goes away cancels
 /// the execution (C68); the execution always ends with its event-log line.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the execution's parts, each moved into the stream's task"
+)]
 fn stream_response(
     gw: Arc<Gateway>,
     served: Served,
@@ -464,6 +487,7 @@ fn stream_response(
     cancel: Cancel,
     guard: InFlightGuard,
     started_at: Instant,
+    request_model: Option<String>,
 ) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Bytes>(STREAM_BUFFER_ITEMS);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
@@ -515,7 +539,14 @@ fn stream_response(
         }
         drop(tx);
         drop(done_tx);
-        gw.record(connector, route, &finished, trap.is_some(), started_at);
+        gw.record(
+            connector,
+            route,
+            &finished,
+            trap.is_some(),
+            started_at,
+            request_model,
+        );
     });
     let (status, headers) = protocol::stream_head();
     let mut r = Response::new(BodyExt::boxed(ChannelBody(rx)));
