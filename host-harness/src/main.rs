@@ -86,7 +86,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         event_log: Option<PathBuf>,
         /// Client tokens for the OpenAI-compatible route:
-        /// `{"tokens": [{"token": ..., "connectors": ["<id>" | "*"]}]}`.
+        /// `{"tokens": [{"token": ..., "connectors": ["<id>" | "*"], "limits": {"requestsPerMinute": N, "tokensPerMinute": N, "concurrentRequests": N}}]}`
+        /// (`limits` optional).
         #[arg(long, value_name = "FILE")]
         client_tokens: Option<PathBuf>,
         /// Routes: names that stand for ordered lists of connectors, served at
@@ -94,6 +95,11 @@ enum Command {
         /// `{"routes": {"<name>": {"connectors": ["<id>", ...], "strategy": "fallback" | "balance"}}}`.
         #[arg(long, value_name = "FILE")]
         routes: Option<PathBuf>,
+        /// Where the client limits (`limits` in `--client-tokens`) are counted: in this process
+        /// by default, or `redis://[USER:PASSWORD@]HOST[:PORT][/DB]` to share them between
+        /// replicas (docs/serve.md "Shared state").
+        #[arg(long, value_name = "URL", env = "OPENAI_CONNECTOR_STATE", hide_env_values = true)]
+        state: Option<String>,
         /// Start without `OPENAI_CONNECTOR_ADMIN_TOKEN`: every route is then open (local
         /// experiments only).
         #[arg(long)]
@@ -315,6 +321,7 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
             event_log,
             client_tokens,
             routes,
+            state,
             insecure_no_auth,
         } => {
             let admin_token = match std::env::var(ADMIN_TOKEN_VAR) {
@@ -353,6 +360,7 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
                 event_log: event_log.clone(),
                 client_tokens: client_tokens.clone(),
                 routes: routes.clone(),
+                state: state.clone(),
                 admin_token,
             };
             openai_connector_harness::serve::serve(executor, options, |addr| {

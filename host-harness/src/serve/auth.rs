@@ -4,6 +4,7 @@
 //! hashed and compared with every known digest without an early exit, so neither the position
 //! of the first wrong byte nor the token's length shows in the timing.
 
+use super::limits;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
@@ -65,6 +66,8 @@ impl Grant {
 struct ClientToken {
     digest: TokenDigest,
     grant: Grant,
+    /// `limits` (`serve::limits`); `None` when the entry has none.
+    limits: Option<limits::Entry>,
 }
 
 /// Who may call what.
@@ -159,6 +162,11 @@ impl Auth {
         }
     }
 
+    /// The client limits of every client token, by index (`Caller::Client`).
+    pub(crate) fn client_limits(&self) -> Vec<Option<limits::Entry>> {
+        self.clients.iter().map(|c| c.limits.clone()).collect()
+    }
+
     /// Every caller there can be, each with its own admission share.
     pub(crate) fn callers(&self) -> Vec<Caller> {
         match &self.admin {
@@ -200,7 +208,10 @@ fn parse_tokens(
         let Value::Object(entry) = entry else {
             return Err(format!("[{at}]: expected an object"));
         };
-        if let Some(key) = entry.keys().find(|k| *k != "token" && *k != "connectors") {
+        if let Some(key) = entry
+            .keys()
+            .find(|k| !["token", "connectors", "limits"].contains(&k.as_str()))
+        {
             return Err(format!("[{at}]: unknown key \"{key}\""));
         }
         let token = match entry.get("token") {
@@ -253,9 +264,14 @@ fn parse_tokens(
                 None => return Err(format!("[{at}.connectors.{j}]: expected a string")),
             }
         }
+        let limits = match entry.get("limits") {
+            Some(value) => limits::ClientLimits::parse(value, &format!("{at}.limits"))?,
+            None => limits::ClientLimits::default(),
+        };
         out.push(ClientToken {
             digest: TokenDigest::of(token.trim()),
             grant: if all { Grant::All } else { Grant::Only(grant) },
+            limits: limits::Entry::new(token.trim(), limits),
         });
     }
     Ok(out)
@@ -311,6 +327,23 @@ mod tests {
     }
 
     #[test]
+    fn limits_belong_to_their_entry() {
+        let mut auth = Auth::new(Some("admin-secret"));
+        auth.clients = parse_tokens(
+            &serde_json::json!({"tokens": [
+                {"token": "client-a", "connectors": ["a"]},
+                {"token": "client-b", "connectors": ["*"], "limits": {"concurrentRequests": 2}},
+            ]}),
+            Path::new("."),
+            &known(),
+        )
+        .unwrap();
+        let limits = auth.client_limits();
+        assert_eq!(limits.len(), 2);
+        assert!(limits[0].is_none() && limits[1].is_some());
+    }
+
+    #[test]
     fn open_auth_allows_everything() {
         let auth = Auth::new(None);
         assert!(auth.admin.is_none());
@@ -345,6 +378,10 @@ mod tests {
             (
                 serde_json::json!({"tokens": [{"token": " ", "connectors": ["a"]}]}),
                 "[tokens.0.token]: must not be empty",
+            ),
+            (
+                serde_json::json!({"tokens": [{"token": "t", "connectors": ["a"], "limits": {"requestsPerMinute": -1}}]}),
+                "[tokens.0.limits.requestsPerMinute]: expected a whole number of at least 1",
             ),
         ];
         for (value, expected) in cases {

@@ -4,7 +4,7 @@
 use super::admission::{Admission, Shares, Ticket};
 use super::connection::{self, Deadlines, Registry};
 use super::route_table::RouteTable;
-use super::{auth, catalog, dashboard, metrics};
+use super::{auth, catalog, dashboard, limits, metrics};
 use crate::connector_file::ConnectorFile;
 use crate::event_log::EventLog;
 use crate::execution::Finished;
@@ -29,6 +29,8 @@ pub struct ServeOptions {
     pub client_tokens: Option<PathBuf>,
     /// `--routes`.
     pub routes: Option<PathBuf>,
+    /// `--state`: where client limits are counted (`redis://...`); `None`: in the process.
+    pub state: Option<String>,
     /// `OPENAI_CONNECTOR_ADMIN_TOKEN`; `None` only with `--insecure-no-auth`.
     pub admin_token: Option<String>,
 }
@@ -41,6 +43,7 @@ impl std::fmt::Debug for ServeOptions {
             .field("event_log", &self.event_log)
             .field("client_tokens", &self.client_tokens)
             .field("routes", &self.routes)
+            .field("state", &self.state.as_deref().map(limits::State::redacted))
             .field(
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "[REDACTED]"),
@@ -122,6 +125,8 @@ pub(super) struct Gateway {
     /// Who may start an execution, and when (one slot per pooled instance: executions beyond
     /// the pool wait there instead of failing to instantiate).
     pub(super) admission: Admission,
+    /// Client limits (`--client-tokens` `limits`, counted where `--state` says).
+    pub(super) limits: limits::Limiter,
     /// The open client connections, capped.
     pub(super) connections: Arc<Registry>,
     /// How long a connection may wait for a request head, or idle.
@@ -184,6 +189,8 @@ impl Gateway {
             callers,
             limits.queue_timeout,
         );
+        let state = limits::State::parse(options.state.as_deref()).map_err(anyhow::Error::msg)?;
+        let client_limits = limits::Limiter::new(state, auth.client_limits()).await?;
         let descriptors = connection::raise_descriptor_limit();
         let max_connections = limits
             .max_connections
@@ -203,6 +210,7 @@ impl Gateway {
             log,
             in_flight: Arc::default(),
             admission,
+            limits: client_limits,
             connections: Registry::new(max_connections),
             deadlines: Deadlines {
                 header_read: limits.header_read_timeout,
