@@ -4,10 +4,12 @@
 
 mod cli;
 mod errors;
+mod limits;
 mod parity;
 mod pki;
 mod providers;
 mod proxy;
+mod redis_server;
 mod retries;
 mod reuse;
 mod routes;
