@@ -247,7 +247,9 @@ pub fn rate_limited(route: Route, limit: RateLimit, retry_after_secs: u64) -> Re
         }
     };
     match route {
-        Route::ChatCompletions => openai_error(429, message, "rate_limit_exceeded", Some(limit.code())),
+        Route::ChatCompletions => {
+            openai_error(429, message, "rate_limit_exceeded", Some(limit.code()))
+        }
         Route::Execute => kibana_error(429, message),
     }
     .with_header("retry-after", &retry_after_secs.max(1).to_string())

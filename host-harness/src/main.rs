@@ -98,7 +98,12 @@ enum Command {
         /// Where the client limits (`limits` in `--client-tokens`) are counted: in this process
         /// by default, or `redis://[USER:PASSWORD@]HOST[:PORT][/DB]` to share them between
         /// replicas (docs/serve.md "Shared state").
-        #[arg(long, value_name = "URL", env = "OPENAI_CONNECTOR_STATE", hide_env_values = true)]
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "OPENAI_CONNECTOR_STATE",
+            hide_env_values = true
+        )]
         state: Option<String>,
         /// Start without `OPENAI_CONNECTOR_ADMIN_TOKEN`: every route is then open (local
         /// experiments only).

@@ -241,9 +241,9 @@ impl Limiter {
         let local = Arc::new(Local::new(&entries));
         let backend = match state {
             State::Local => Backend::Local(local),
-            State::Redis { url, target } => {
-                Backend::Redis(Arc::new(redis::Redis::start(&url, target, &entries, local).await?))
-            }
+            State::Redis { url, target } => Backend::Redis(Arc::new(
+                redis::Redis::start(&url, target, &entries, local).await?,
+            )),
         };
         Ok(Limiter {
             entries,
@@ -454,7 +454,8 @@ mod tests {
         drop(b);
         let metrics = limiter.render_metrics();
         assert!(
-            metrics.contains("openai_connector_rate_limited_total{limit=\"concurrent_requests\"} 1"),
+            metrics
+                .contains("openai_connector_rate_limited_total{limit=\"concurrent_requests\"} 1"),
             "{metrics}"
         );
         assert!(

@@ -188,10 +188,9 @@ impl Redis {
                     _ => shared.unreachable("an unexpected answer to the limits script"),
                 },
                 Ok(Err(e)) => shared.unreachable(&e.to_string()),
-                Err(_) => shared.unreachable(&format!(
-                    "no answer within {} ms",
-                    CALL_TIMEOUT.as_millis()
-                )),
+                Err(_) => {
+                    shared.unreachable(&format!("no answer within {} ms", CALL_TIMEOUT.as_millis()))
+                }
             }
         }
         shared.local.try_acquire(index, &entry.limits)?;
@@ -356,10 +355,9 @@ impl Shared {
         match result {
             Ok(Ok(())) => {}
             Ok(Err(e)) => self.unreachable(&e.to_string()),
-            Err(_) => self.unreachable(&format!(
-                "no answer within {} ms",
-                CALL_TIMEOUT.as_millis()
-            )),
+            Err(_) => {
+                self.unreachable(&format!("no answer within {} ms", CALL_TIMEOUT.as_millis()))
+            }
         }
     }
 }
