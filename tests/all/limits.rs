@@ -439,3 +439,84 @@ async fn two_replicas_share_limits_through_redis_and_keep_serving_while_it_is_do
         assert!(gw.stderr().contains("answers again"), "{}", gw.stderr());
     }
 }
+
+/// Latency of `rounds` requests with each of `tokens`, interleaved, on one keep-alive
+/// connection to connector `c`: the sorted latencies of each token.
+async fn latencies(gw: &Gateway, tokens: &[&str], rounds: usize) -> Vec<Vec<Duration>> {
+    let tcp = tokio::net::TcpStream::connect(&gw.addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<
+        _,
+        http_body_util::Full<bytes::Bytes>,
+    >(hyper_util::rt::TokioIo::new(tcp))
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut out = vec![Vec::with_capacity(rounds); tokens.len()];
+    for _ in 0..rounds {
+        for (i, token) in tokens.iter().enumerate() {
+            let request = hyper::Request::post("/connectors/c/v1/chat/completions")
+                .header("host", &gw.addr)
+                .header("content-type", "application/json")
+                .header("authorization", format!("Bearer {token}"))
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                    HI.as_bytes(),
+                )))
+                .unwrap();
+            sender.ready().await.unwrap();
+            let started = Instant::now();
+            let response = sender.send_request(request).await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.into_body().collect().await.unwrap();
+            out[i].push(started.elapsed());
+        }
+    }
+    for l in &mut out {
+        l.sort();
+    }
+    out
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// What the client limits add to a request on loopback: one gateway, a token with limits
+/// that are never reached and one without, interleaved on one connection, counted in the
+/// process and in Redis. A measurement (`--ignored --nocapture`); it fails only if a limited
+/// request costs a whole millisecond more at the median.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: cargo test -p openai-connector-harness --test all limits_latency -- --ignored --nocapture"]
+async fn limits_latency_on_loopback() {
+    let Some(redis) = RedisServer::start("limits_latency") else {
+        return;
+    };
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (_completion, _stream, dir) = upstreams(&release).await;
+    let tokens = tokens_file(&[
+        (
+            PER_MINUTE,
+            r#"{"requestsPerMinute":1000000000,"tokensPerMinute":1000000000000,"concurrentRequests":1000000}"#,
+        ),
+        (FREE, "{}"),
+    ]);
+    let url = redis.url();
+    for (state, gw) in [
+        ("local", serve(&dir, &tokens, None)),
+        ("redis", serve(&dir, &tokens, Some(&url))),
+    ] {
+        latencies(&gw, &[FREE, PER_MINUTE], 200).await;
+        let measured = latencies(&gw, &[FREE, PER_MINUTE], 2000).await;
+        let (free, limited) = (&measured[0], &measured[1]);
+        let (p50_free, p50_limited) = (percentile(free, 0.5), percentile(limited, 0.5));
+        eprintln!(
+            "{state}: p50 {:?} without limits, {:?} with (+{:?}); p99 {:?} / {:?}",
+            p50_free,
+            p50_limited,
+            p50_limited.saturating_sub(p50_free),
+            percentile(free, 0.99),
+            percentile(limited, 0.99),
+        );
+        assert!(p50_limited < p50_free + Duration::from_millis(1));
+    }
+}

@@ -6,7 +6,8 @@
 //! `429` of `protocol::rate_limited`, with `Retry-After`. The permit holds the request's
 //! concurrency until the execution ends (a stream's too: the permit goes with it), and adds the
 //! execution's total tokens (reported or estimated) to the token's tokens per minute once it is
-//! recorded. A request to a route counts once, whatever number of connectors it tries.
+//! recorded (when the permit is dropped, after the request's last execution). A request to a
+//! route counts once, whatever number of connectors it tries.
 //!
 //! **Windows.** A per-minute limit counts in one-second buckets, and a request checks the sum
 //! of the current second's bucket and the 60 before it (`window`). Counting 61 buckets rather
@@ -26,8 +27,9 @@
 //! lease expires. One Lua script (`acquire.lua`) checks every limit of the entry and, when all
 //! have room, counts the request and adds its lease, atomically. A replica renews its leases
 //! every 10 s for 30 s, so a replica that dies without releasing them stops holding
-//! concurrency within 30 s. Releases and token counts are written after the response, off the
-//! request path. Every Redis call on the request path is bounded by 100 ms.
+//! concurrency within 30 s. Releases and token counts are written after the execution (by a
+//! background task, in batches: `finish.lua`), off the request path. The one Redis call on the
+//! request path is bounded by 100 ms.
 //!
 //! **Redis unreachable.** A failed or late call sends that request, and every later one, to the
 //! local counters (which count this process's own requests all along, so nothing starts from
@@ -210,17 +212,16 @@ impl Backend {
         }
     }
 
-    fn release(&self, index: usize, lease: u64) {
+    /// The execution holding `lease` ended, having used `tokens`.
+    fn finish(&self, index: usize, lease: u64, tokens: u64) {
         match self {
-            Backend::Local(local) => local.release(index),
-            Backend::Redis(redis) => redis.release(index, lease),
-        }
-    }
-
-    fn add_tokens(&self, index: usize, tokens: u64) {
-        match self {
-            Backend::Local(local) => local.add_tokens(index, tokens),
-            Backend::Redis(redis) => redis.add_tokens(index, tokens),
+            Backend::Local(local) => {
+                local.release(index);
+                if tokens > 0 {
+                    local.add_tokens(index, tokens);
+                }
+            }
+            Backend::Redis(redis) => redis.finish(index, lease, tokens),
         }
     }
 }
@@ -266,6 +267,7 @@ impl Limiter {
                 index,
                 lease,
                 counts_tokens: entry.limits.tokens_per_minute.is_some(),
+                tokens: AtomicU64::new(0),
             }))),
             Err(refused) => {
                 let i = RateLimit::ALL
@@ -313,16 +315,19 @@ struct Held {
     index: usize,
     lease: u64,
     counts_tokens: bool,
+    /// The tokens of the request's executions so far.
+    tokens: AtomicU64,
 }
 
 impl Permit {
-    /// Adds a finished execution's total tokens to the token's tokens per minute.
+    /// Adds a finished execution's total tokens; they count against the token's tokens per
+    /// minute once the permit is dropped (after the last execution of the request has been
+    /// recorded), in one write with the release of its concurrency.
     pub(crate) fn add_tokens(&self, tokens: u64) {
         if let Some(held) = &self.0
             && held.counts_tokens
-            && tokens > 0
         {
-            held.backend.add_tokens(held.index, tokens);
+            held.tokens.fetch_add(tokens, Ordering::Relaxed);
         }
     }
 }
@@ -330,7 +335,8 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         if let Some(held) = &self.0 {
-            held.backend.release(held.index, held.lease);
+            let tokens = held.tokens.load(Ordering::Relaxed);
+            held.backend.finish(held.index, held.lease, tokens);
         }
     }
 }

@@ -1,9 +1,12 @@
 //! Client limits counted in Redis (`--state redis://...`), with the local counters as the
 //! fallback while Redis is unreachable (see `serve::limits`).
 //!
-//! One multiplexed connection carries every call. The request path makes one call
-//! (`acquire.lua`), bounded by [`CALL_TIMEOUT`]; releases and token counts go to a background
-//! task, which also renews this replica's leases and, while Redis is unreachable, reconnects.
+//! The request path makes one call (`acquire.lua`), bounded by [`CALL_TIMEOUT`], on a
+//! multiplexed connection of the serving thread's own (opened on that thread's first limited
+//! request, so that its answer is read by the thread that waits for it, without a hop through
+//! another thread). Executions that end are written by a background task on a connection of
+//! its own, in batches (`finish.lua`: the lease released, the tokens added); the task also
+//! renews this replica's leases (`renew.lua`) and, while Redis is unreachable, reconnects.
 
 use super::local::Local;
 use super::window::{BUCKETS, whole_seconds};
@@ -14,13 +17,14 @@ use openai_connector::protocol::RateLimit;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// The longest a Redis call may take on the request path; a later answer counts as Redis
-/// being unreachable.
+/// The longest a Redis call (or a serving thread's connection) may take on the request path;
+/// a later answer counts as Redis being unreachable.
 const CALL_TIMEOUT: Duration = Duration::from_millis(100);
-/// How long a (re)connection may take, handshake included.
+/// How long the background task's (re)connection may take, handshake included.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// How often the background task tries to reconnect while Redis is unreachable.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
@@ -30,26 +34,8 @@ const LEASE: Duration = Duration::from_secs(30);
 const RENEW_EVERY: Duration = Duration::from_secs(10);
 /// At most one "unreachable" warning per this much time.
 const WARN_EVERY: Duration = Duration::from_secs(60);
-
-/// Adds a finished execution's tokens to the bucket of Redis's current second.
-const ADD_TOKENS: &str = r"
-local now = redis.call('TIME')[1]
-redis.call('HINCRBY', KEYS[1], now, ARGV[1])
-redis.call('EXPIRE', KEYS[1], 2 * tonumber(ARGV[2]))
-return 1
-";
-
-/// Sets the expiry of every lease in ARGV[2..] to ARGV[1] ms from Redis's now (adding the
-/// leases that a restarted Redis, or one that was unreachable when they were taken, lacks).
-const RENEW: &str = r"
-local time = redis.call('TIME')
-local expires = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + tonumber(ARGV[1])
-for i = 2, #ARGV do
-  redis.call('ZADD', KEYS[1], expires, ARGV[i])
-end
-redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[1]))
-return 1
-";
+/// Most finished executions written in one call.
+const BATCH: usize = 64;
 
 /// The Redis keys of one token entry; the hash tag keeps them in one slot.
 struct Keys {
@@ -69,26 +55,31 @@ impl Keys {
     }
 }
 
-/// What the background task writes.
-enum Write {
-    Tokens { index: usize, tokens: u64 },
-    Release { index: usize, lease: u64 },
+/// An execution that ended, for the background task to write.
+struct Finished {
+    index: usize,
+    /// Its lease, when it holds one in Redis.
+    lease: Option<u64>,
+    tokens: u64,
 }
 
 /// The Redis backend.
 pub(super) struct Redis {
     shared: Arc<Shared>,
     /// To the background task, which ends when this is dropped.
-    writes: mpsc::UnboundedSender<Write>,
+    finished: mpsc::UnboundedSender<Finished>,
 }
 
 struct Shared {
     client: Client,
     /// `HOST:PORT/DB`.
     target: String,
-    /// `None` while Redis is unreachable: requests then go to `local` without trying it.
-    connection: Mutex<Option<MultiplexedConnection>>,
+    /// Whether Redis answers: while it does not, requests go to `local` without trying it.
     up: AtomicBool,
+    /// The request path's connections, one per serving thread.
+    connections: Mutex<HashMap<ThreadId, MultiplexedConnection>>,
+    /// The background task's connection.
+    background: Mutex<Option<MultiplexedConnection>>,
     local: Arc<Local>,
     /// By client index, as the limiter's entries.
     keys: Vec<Option<Keys>>,
@@ -100,7 +91,7 @@ struct Shared {
     held: Mutex<HashMap<u64, usize>>,
     last_warning: Mutex<Option<Instant>>,
     acquire: Script,
-    add_tokens: Script,
+    finish: Script,
     renew: Script,
 }
 
@@ -123,8 +114,9 @@ impl Redis {
         let shared = Arc::new(Shared {
             client,
             target,
-            connection: Mutex::new(None),
             up: AtomicBool::new(false),
+            connections: Mutex::default(),
+            background: Mutex::new(None),
             local,
             keys: entries.iter().map(|e| e.as_ref().map(Keys::of)).collect(),
             replica: format!("{:016x}", fastrand::u64(..)),
@@ -132,8 +124,8 @@ impl Redis {
             held: Mutex::default(),
             last_warning: Mutex::new(None),
             acquire: Script::new(include_str!("acquire.lua")),
-            add_tokens: Script::new(ADD_TOKENS),
-            renew: Script::new(RENEW),
+            finish: Script::new(include_str!("finish.lua")),
+            renew: Script::new(include_str!("renew.lua")),
         });
         if shared.reconnect().await {
             tracing::info!(
@@ -141,9 +133,9 @@ impl Redis {
                 shared.target
             );
         }
-        let (writes, queue) = mpsc::unbounded_channel();
+        let (finished, queue) = mpsc::unbounded_channel();
         tokio::spawn(background(shared.clone(), queue));
-        Ok(Redis { shared, writes })
+        Ok(Redis { shared, finished })
     }
 
     /// Whether limits are counted in Redis now.
@@ -157,40 +149,19 @@ impl Redis {
         let shared = &self.shared;
         let lease = shared.next_lease.fetch_add(1, Ordering::Relaxed);
         let concurrent = entry.limits.concurrent_requests;
-        if let (Some(mut connection), Some(keys)) = (shared.connection(), shared.keys(index)) {
-            let mut call = shared.acquire.prepare_invoke();
-            call.key(&keys.requests)
-                .key(&keys.tokens)
-                .key(&keys.in_flight)
-                .arg(entry.limits.requests_per_minute.unwrap_or(0))
-                .arg(entry.limits.tokens_per_minute.unwrap_or(0))
-                .arg(concurrent.unwrap_or(0))
-                .arg(shared.lease_name(lease))
-                .arg(millis(LEASE));
-            let answer =
-                tokio::time::timeout(CALL_TIMEOUT, call.invoke_async::<Vec<u64>>(&mut connection))
-                    .await;
-            match answer {
-                Ok(Ok(answer)) => match answer.as_slice() {
-                    [1] => {
-                        shared.local.count_admitted(index);
-                        if concurrent.is_some() {
-                            lock(&shared.held).insert(lease, index);
-                        }
-                        return Ok(lease);
+        if let Some(keys) = shared.keys(index)
+            && shared.up.load(Ordering::Relaxed)
+        {
+            match shared.call_acquire(keys, entry, lease).await {
+                Ok(Ok(())) => {
+                    shared.local.count_admitted(index);
+                    if concurrent.is_some() {
+                        lock(&shared.held).insert(lease, index);
                     }
-                    [0, limit @ 1..=3, wait_ms] => {
-                        return Err(Refused {
-                            limit: RateLimit::ALL[(*limit - 1) as usize],
-                            retry_after_secs: whole_seconds(*wait_ms),
-                        });
-                    }
-                    _ => shared.unreachable("an unexpected answer to the limits script"),
-                },
-                Ok(Err(e)) => shared.unreachable(&e.to_string()),
-                Err(_) => {
-                    shared.unreachable(&format!("no answer within {} ms", CALL_TIMEOUT.as_millis()))
+                    return Ok(lease);
                 }
+                Ok(Err(refused)) => return Err(refused),
+                Err(why) => shared.unreachable(&why),
             }
         }
         shared.local.try_acquire(index, &entry.limits)?;
@@ -200,34 +171,45 @@ impl Redis {
         Ok(lease)
     }
 
-    /// The execution holding `lease` ended.
-    pub(super) fn release(&self, index: usize, lease: u64) {
-        self.shared.local.release(index);
-        if lock(&self.shared.held).remove(&lease).is_some() {
-            let _ = self.writes.send(Write::Release { index, lease });
+    /// The execution holding `lease` ended, having used `tokens`.
+    pub(super) fn finish(&self, index: usize, lease: u64, tokens: u64) {
+        let shared = &self.shared;
+        shared.local.release(index);
+        if tokens > 0 {
+            shared.local.add_tokens(index, tokens);
         }
-    }
-
-    /// Adds a finished execution's tokens.
-    pub(super) fn add_tokens(&self, index: usize, tokens: u64) {
-        self.shared.local.add_tokens(index, tokens);
-        let _ = self.writes.send(Write::Tokens { index, tokens });
+        let lease = lock(&shared.held).remove(&lease).map(|_| lease);
+        if lease.is_some() || tokens > 0 {
+            let _ = self.finished.send(Finished {
+                index,
+                lease,
+                tokens,
+            });
+        }
     }
 }
 
-/// Applies the writes in order, renews the leases, and reconnects while Redis is unreachable.
-async fn background(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<Write>) {
+/// Writes the executions that ended, renews the leases, and reconnects while Redis is
+/// unreachable.
+async fn background(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<Finished>) {
     let mut tick = tokio::time::interval(RECONNECT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut renewed = Instant::now();
     loop {
         tokio::select! {
-            write = queue.recv() => {
-                let Some(write) = write else { break };
-                shared.write(write).await;
+            first = queue.recv() => {
+                let Some(first) = first else { break };
+                let mut batch = vec![first];
+                while batch.len() < BATCH {
+                    match queue.try_recv() {
+                        Ok(more) => batch.push(more),
+                        Err(_) => break,
+                    }
+                }
+                shared.write_finished(batch).await;
             }
             _ = tick.tick() => {
-                if shared.connection().is_none() {
+                if !shared.up.load(Ordering::Relaxed) {
                     if shared.reconnect().await {
                         tracing::warn!(
                             "--state: Redis at {} answers again: client limits are shared again",
@@ -246,11 +228,13 @@ async fn background(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<Writ
     }
 }
 
-impl Shared {
-    fn connection(&self) -> Option<MultiplexedConnection> {
-        lock(&self.connection).clone()
-    }
+fn connection_config(timeout: Duration) -> AsyncConnectionConfig {
+    AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+}
 
+impl Shared {
     fn keys(&self, index: usize) -> Option<&Keys> {
         self.keys.get(index)?.as_ref()
     }
@@ -259,15 +243,62 @@ impl Shared {
         format!("{}:{lease}", self.replica)
     }
 
-    /// Connects and checks Redis answers; `true` when it does (the connection is then used).
+    /// The acquire script's answer, or why Redis did not give one in time.
+    async fn call_acquire(
+        &self,
+        keys: &Keys,
+        entry: &Entry,
+        lease: u64,
+    ) -> Result<Result<(), Refused>, String> {
+        let limits = &entry.limits;
+        let mut call = self.acquire.prepare_invoke();
+        call.key(&keys.requests)
+            .key(&keys.tokens)
+            .key(&keys.in_flight)
+            .arg(limits.requests_per_minute.unwrap_or(0))
+            .arg(limits.tokens_per_minute.unwrap_or(0))
+            .arg(limits.concurrent_requests.unwrap_or(0))
+            .arg(self.lease_name(lease))
+            .arg(millis(LEASE));
+        let answer = tokio::time::timeout(CALL_TIMEOUT, async {
+            let mut connection = self.thread_connection().await?;
+            call.invoke_async::<Vec<u64>>(&mut connection).await
+        })
+        .await
+        .map_err(|_| format!("no answer within {} ms", CALL_TIMEOUT.as_millis()))?
+        .map_err(|e| e.to_string())?;
+        match answer.as_slice() {
+            [1] => Ok(Ok(())),
+            [0, limit @ 1..=3, wait_ms] => Ok(Err(Refused {
+                limit: RateLimit::ALL[(*limit - 1) as usize],
+                retry_after_secs: whole_seconds(*wait_ms),
+            })),
+            _ => Err("an unexpected answer to the limits script".to_owned()),
+        }
+    }
+
+    /// This serving thread's connection, opened on its first use (its reader then runs on
+    /// this thread's runtime).
+    async fn thread_connection(&self) -> ::redis::RedisResult<MultiplexedConnection> {
+        let thread = std::thread::current().id();
+        if let Some(connection) = lock(&self.connections).get(&thread) {
+            return Ok(connection.clone());
+        }
+        let connection = self
+            .client
+            .get_multiplexed_async_connection_with_config(&connection_config(CALL_TIMEOUT))
+            .await?;
+        lock(&self.connections).insert(thread, connection.clone());
+        Ok(connection)
+    }
+
+    /// Connects the background task and checks Redis answers; `true` when it does (requests
+    /// then count in Redis again).
     async fn reconnect(&self) -> bool {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(CONNECT_TIMEOUT));
         let connected = tokio::time::timeout(CONNECT_TIMEOUT * 2, async {
             let mut connection = self
                 .client
-                .get_multiplexed_async_connection_with_config(&config)
+                .get_multiplexed_async_connection_with_config(&connection_config(CONNECT_TIMEOUT))
                 .await?;
             ::redis::cmd("PING")
                 .query_async::<String>(&mut connection)
@@ -277,7 +308,7 @@ impl Shared {
         .await;
         match connected {
             Ok(Ok(connection)) => {
-                *lock(&self.connection) = Some(connection);
+                *lock(&self.background) = Some(connection);
                 self.up.store(true, Ordering::Relaxed);
                 true
             }
@@ -295,8 +326,9 @@ impl Shared {
     /// Redis failed a call: every request counts locally until the background task has
     /// reconnected. Warns at most once a minute.
     fn unreachable(&self, why: &str) {
-        *lock(&self.connection) = None;
         self.up.store(false, Ordering::Relaxed);
+        lock(&self.connections).clear();
+        *lock(&self.background) = None;
         let mut last = lock(&self.last_warning);
         if last.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
             *last = Some(Instant::now());
@@ -307,26 +339,27 @@ impl Shared {
         }
     }
 
-    /// One write, if Redis is reachable; a write that fails is lost to Redis (the local
-    /// counters have it, and an unreleased lease expires).
-    async fn write(&self, write: Write) {
-        let Some(mut connection) = self.connection() else {
+    /// Writes a batch of executions that ended, if Redis is reachable; a batch that fails is
+    /// lost to Redis (the local counters have it, and an unreleased lease expires).
+    async fn write_finished(&self, batch: Vec<Finished>) {
+        let Some(mut connection) = lock(&self.background).clone() else {
             return;
         };
-        let result = match write {
-            Write::Tokens { index, tokens } => {
-                let Some(keys) = self.keys(index) else { return };
-                let mut call = self.add_tokens.prepare_invoke();
-                call.key(&keys.tokens).arg(tokens).arg(BUCKETS);
-                tokio::time::timeout(CALL_TIMEOUT, call.invoke_async::<()>(&mut connection)).await
-            }
-            Write::Release { index, lease } => {
-                let Some(keys) = self.keys(index) else { return };
-                let mut zrem = ::redis::cmd("ZREM");
-                zrem.arg(&keys.in_flight).arg(self.lease_name(lease));
-                tokio::time::timeout(CALL_TIMEOUT, zrem.query_async::<()>(&mut connection)).await
-            }
-        };
+        let mut call = self.finish.prepare_invoke();
+        call.arg(BUCKETS);
+        for finished in &batch {
+            let Some(keys) = self.keys(finished.index) else {
+                continue;
+            };
+            call.key(&keys.in_flight).key(&keys.tokens);
+            match finished.lease {
+                Some(lease) => call.arg(self.lease_name(lease)),
+                None => call.arg(""),
+            };
+            call.arg(finished.tokens);
+        }
+        let result =
+            tokio::time::timeout(CALL_TIMEOUT, call.invoke_async::<()>(&mut connection)).await;
         self.check(result);
     }
 
@@ -337,7 +370,9 @@ impl Shared {
             by_entry.entry(*index).or_default().push(*lease);
         }
         for (index, leases) in by_entry {
-            let (Some(keys), Some(mut connection)) = (self.keys(index), self.connection()) else {
+            let (Some(keys), Some(mut connection)) =
+                (self.keys(index), lock(&self.background).clone())
+            else {
                 return;
             };
             let mut call = self.renew.prepare_invoke();
