@@ -221,6 +221,57 @@ async fn client_limits_answer_429_with_retry_after_and_send_nothing_upstream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_to_a_route_counts_once_whatever_it_tries() {
+    // Each request to `chat` tries `down` (503) and then `up`: two executions, one request.
+    let down = Upstream::always(Reply::json(503, r#"{"error":{"message":"overloaded"}}"#)).await;
+    let up = Upstream::always(Reply::json(200, COMPLETION)).await;
+    let dir = connector_dir(&[
+        ("down", &down.url("/v1/chat/completions")),
+        ("up", &up.url("/v1/chat/completions")),
+    ]);
+    let routes = write_file(
+        "routes.json",
+        r#"{"routes":{"chat":{"connectors":["down","up"],"strategy":"fallback"}}}"#,
+    );
+    let tokens = tokens_file(&[
+        (PER_MINUTE, r#"{"requestsPerMinute":2}"#),
+        (TOKENS, r#"{"tokensPerMinute":22}"#),
+    ]);
+    let (gw, _) = gateway_with_log(
+        &dir,
+        "",
+        &[
+            "--client-tokens",
+            path_str(&tokens),
+            "--routes",
+            path_str(&routes),
+        ],
+        &[],
+    );
+    let route = "/routes/chat/v1/chat/completions";
+    for _ in 0..2 {
+        let (status, _, body) = gw.call("POST", route, Some(PER_MINUTE), HI).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!((down.requests().len(), up.requests().len()), (2, 2));
+    assert_rate_limited(
+        &gw.call("POST", route, Some(PER_MINUTE), HI).await,
+        "requests_per_minute",
+        55..=61,
+    );
+    assert_eq!((down.requests().len(), up.requests().len()), (2, 2));
+    // A route's request counts its tokens once recorded: 11 each here (the 503 has none).
+    for _ in 0..2 {
+        assert_eq!(gw.call("POST", route, Some(TOKENS), HI).await.0, 200);
+    }
+    assert_rate_limited(
+        &gw.call("POST", route, Some(TOKENS), HI).await,
+        "tokens_per_minute",
+        55..=61,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_limits_and_state_urls_stop_the_start_naming_the_field() {
     let dir = connector_dir(&[("c", "http://127.0.0.1:9/v1/chat/completions")]);
     let tokens = tokens_file(&[(PER_MINUTE, r#"{"requestsPerMinute":0}"#)]);
