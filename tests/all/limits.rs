@@ -309,6 +309,41 @@ async fn bad_limits_and_state_urls_stop_the_start_naming_the_field() {
     assert!(!err.contains("pw-SECRET-STATE"), "{err}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_redis_at_start_does_not_stop_serving_and_its_password_stays_hidden() {
+    let up = Upstream::always(Reply::json(200, COMPLETION)).await;
+    let dir = connector_dir(&[("c", &up.url("/v1/chat/completions"))]);
+    let tokens = tokens_file(&[(PER_MINUTE, r#"{"requestsPerMinute":2}"#)]);
+    // Nothing listens on port 1: every connection is refused.
+    let gw = serve(
+        &dir,
+        &tokens,
+        Some("redis://user:pw-SECRET-STATE@127.0.0.1:1/2"),
+    );
+    for _ in 0..2 {
+        assert_eq!(gw.chat("c", Some(PER_MINUTE), HI).await.0, 200);
+    }
+    // Counted in the process meanwhile.
+    assert_rate_limited(
+        &gw.chat("c", Some(PER_MINUTE), HI).await,
+        "requests_per_minute",
+        55..=61,
+    );
+    assert_eq!(
+        metric(&gw, "openai_connector_shared_state_up")
+            .await
+            .as_deref(),
+        Some("0")
+    );
+    let err = gw.stderr();
+    assert!(
+        err.contains("--state: Redis at 127.0.0.1:1/2 is unreachable"),
+        "{err}"
+    );
+    assert!(!err.contains("pw-SECRET-STATE"), "{err}");
+    assert_no_token_in_stderr(&gw);
+}
+
 /// Requests with `token` to connector `c`, alternating between the gateways, `rounds` times
 /// each; the number each admitted. Every answer is 200 or the 429 of `limit`.
 async fn alternate(gateways: &[&Gateway], token: &str, rounds: usize, limit: &str) -> Vec<usize> {
