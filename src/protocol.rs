@@ -192,6 +192,69 @@ pub fn not_admitted(route: Route, refusal: Refusal, retry_after_secs: u64) -> Re
         .with_header("retry-after", &retry_after_secs.max(1).to_string())
 }
 
+/// A client limit of a token entry (cli.md "Client limits").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RateLimit {
+    /// `requestsPerMinute`.
+    RequestsPerMinute,
+    /// `tokensPerMinute`.
+    TokensPerMinute,
+    /// `concurrentRequests`.
+    ConcurrentRequests,
+}
+
+impl RateLimit {
+    /// Every limit, in the order the docs list them.
+    pub const ALL: [RateLimit; 3] = [
+        RateLimit::RequestsPerMinute,
+        RateLimit::TokensPerMinute,
+        RateLimit::ConcurrentRequests,
+    ];
+
+    /// The key in a client tokens entry's `limits`.
+    pub fn key(self) -> &'static str {
+        match self {
+            RateLimit::RequestsPerMinute => "requestsPerMinute",
+            RateLimit::TokensPerMinute => "tokensPerMinute",
+            RateLimit::ConcurrentRequests => "concurrentRequests",
+        }
+    }
+
+    /// The error `code` (and metric label): the key in snake case.
+    pub fn code(self) -> &'static str {
+        match self {
+            RateLimit::RequestsPerMinute => "requests_per_minute",
+            RateLimit::TokensPerMinute => "tokens_per_minute",
+            RateLimit::ConcurrentRequests => "concurrent_requests",
+        }
+    }
+}
+
+/// The answer to a request over one of its token's client limits: `429` with `Retry-After`
+/// (whole seconds, at least 1); OpenAI-shaped with `type: "rate_limit_exceeded"` and the
+/// limit as `code`, or Kibana-shaped on `_execute`. Nothing reached the component or the
+/// upstream.
+pub fn rate_limited(route: Route, limit: RateLimit, retry_after_secs: u64) -> Reply {
+    let message = match limit {
+        RateLimit::RequestsPerMinute => {
+            "rate limit reached: this token's requests per minute (requestsPerMinute) are used up; retry after the time in Retry-After"
+        }
+        RateLimit::TokensPerMinute => {
+            "rate limit reached: this token's tokens per minute (tokensPerMinute) are used up; retry after the time in Retry-After"
+        }
+        RateLimit::ConcurrentRequests => {
+            "rate limit reached: this token has as many requests in flight as it may (concurrentRequests); retry when one has finished"
+        }
+    };
+    match route {
+        Route::ChatCompletions => {
+            openai_error(429, message, "rate_limit_exceeded", Some(limit.code()))
+        }
+        Route::Execute => kibana_error(429, message),
+    }
+    .with_header("retry-after", &retry_after_secs.max(1).to_string())
+}
+
 /// The answer when the request body did not arrive within the body timeout.
 pub fn body_timeout(route: Route) -> Reply {
     route_error(
@@ -440,6 +503,22 @@ mod tests {
         assert!(body.contains("shutting down"), "{body}");
         let r = body_timeout(Route::ChatCompletions);
         assert_eq!(r.status, 408);
+    }
+
+    #[test]
+    fn rate_limited_is_429_with_retry_after_in_the_route_shape() {
+        let r = rate_limited(Route::ChatCompletions, RateLimit::TokensPerMinute, 0);
+        assert_eq!(r.status, 429);
+        assert!(r.headers.contains(&("retry-after".into(), "1".into())));
+        let body = String::from_utf8(r.body).unwrap();
+        assert!(body.contains(r#""type":"rate_limit_exceeded""#), "{body}");
+        assert!(body.contains(r#""code":"tokens_per_minute""#), "{body}");
+        assert!(body.contains("tokensPerMinute"), "{body}");
+        let r = rate_limited(Route::Execute, RateLimit::RequestsPerMinute, 42);
+        assert!(r.headers.contains(&("retry-after".into(), "42".into())));
+        let body = String::from_utf8(r.body).unwrap();
+        assert!(body.contains(r#""statusCode":429"#), "{body}");
+        assert!(body.contains("requestsPerMinute"), "{body}");
     }
 
     #[test]

@@ -87,7 +87,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         event_log: Option<PathBuf>,
         /// Client tokens for the OpenAI-compatible route:
-        /// `{"tokens": [{"token": ..., "connectors": ["<id>" | "*"]}]}`.
+        /// `{"tokens": [{"token": ..., "connectors": ["<id>" | "*"], "limits": {"requestsPerMinute": N, "tokensPerMinute": N, "concurrentRequests": N}}]}`
+        /// (`limits` optional).
         #[arg(long, value_name = "FILE")]
         client_tokens: Option<PathBuf>,
         /// Routes: names that stand for ordered lists of connectors, served at
@@ -101,6 +102,16 @@ enum Command {
         /// and metrics). Batched, retried, buffered (`usageSinkBuffer`); docs/serve.md.
         #[arg(long = "usage-sink", value_name = "URL")]
         usage_sinks: Vec<String>,
+        /// Where the client limits (`limits` in `--client-tokens`) are counted: in this process
+        /// by default, or `redis://[USER:PASSWORD@]HOST[:PORT][/DB]` to share them between
+        /// replicas (docs/serve.md "Shared state").
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "OPENAI_CONNECTOR_STATE",
+            hide_env_values = true
+        )]
+        state: Option<String>,
         /// Start without `OPENAI_CONNECTOR_ADMIN_TOKEN`: every route is then open (local
         /// experiments only).
         #[arg(long)]
@@ -326,6 +337,7 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
             client_tokens,
             routes,
             usage_sinks,
+            state,
             insecure_no_auth,
         } => {
             let admin_token = match std::env::var(ADMIN_TOKEN_VAR) {
@@ -365,6 +377,7 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
                 client_tokens: client_tokens.clone(),
                 routes: routes.clone(),
                 usage_sinks: usage_sinks.clone(),
+                state: state.clone(),
                 admin_token,
             };
             openai_connector_harness::serve::serve(executor, options, |addr| {

@@ -4,12 +4,14 @@
 
 mod cli;
 mod errors;
+mod limits;
 mod parity;
 mod pki;
 mod providers;
 mod proxy;
 mod redaction;
 mod redirects;
+mod redis_server;
 mod retries;
 mod reuse;
 mod routes;

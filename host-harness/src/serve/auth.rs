@@ -4,6 +4,7 @@
 //! hashed and compared with every known digest without an early exit, so neither the position
 //! of the first wrong byte nor the token's length shows in the timing.
 
+use super::limits;
 use openai_connector::redaction::Secrets;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -66,6 +67,8 @@ impl Grant {
 struct ClientToken {
     digest: TokenDigest,
     grant: Grant,
+    /// `limits` (`serve::limits`); `None` when the entry has none.
+    limits: Option<limits::Entry>,
 }
 
 /// Who may call what.
@@ -162,6 +165,11 @@ impl Auth {
         }
     }
 
+    /// The client limits of every client token, by index (`Caller::Client`).
+    pub(crate) fn client_limits(&self) -> Vec<Option<limits::Entry>> {
+        self.clients.iter().map(|c| c.limits.clone()).collect()
+    }
+
     /// Every caller there can be, each with its own admission share.
     pub(crate) fn callers(&self) -> Vec<Caller> {
         match &self.admin {
@@ -205,7 +213,10 @@ fn parse_tokens(
         let Value::Object(entry) = entry else {
             return Err(format!("[{at}]: expected an object"));
         };
-        if let Some(key) = entry.keys().find(|k| *k != "token" && *k != "connectors") {
+        if let Some(key) = entry
+            .keys()
+            .find(|k| !["token", "connectors", "limits"].contains(&k.as_str()))
+        {
             return Err(format!("[{at}]: unknown key \"{key}\""));
         }
         let token = match entry.get("token") {
@@ -259,9 +270,14 @@ fn parse_tokens(
             }
         }
         secrets.add(token.trim());
+        let limits = match entry.get("limits") {
+            Some(value) => limits::ClientLimits::parse(value, &format!("{at}.limits"))?,
+            None => limits::ClientLimits::default(),
+        };
         out.push(ClientToken {
             digest: TokenDigest::of(token.trim()),
             grant: if all { Grant::All } else { Grant::Only(grant) },
+            limits: limits::Entry::new(token.trim(), limits),
         });
     }
     Ok(out)
@@ -318,6 +334,24 @@ mod tests {
     }
 
     #[test]
+    fn limits_belong_to_their_entry() {
+        let mut auth = Auth::new(Some("admin-secret"));
+        auth.clients = parse_tokens(
+            &serde_json::json!({"tokens": [
+                {"token": "client-a", "connectors": ["a"]},
+                {"token": "client-b", "connectors": ["*"], "limits": {"concurrentRequests": 2}},
+            ]}),
+            Path::new("."),
+            &known(),
+            &mut Secrets::new(),
+        )
+        .unwrap();
+        let limits = auth.client_limits();
+        assert_eq!(limits.len(), 2);
+        assert!(limits[0].is_none() && limits[1].is_some());
+    }
+
+    #[test]
     fn open_auth_allows_everything() {
         let auth = Auth::new(None);
         assert!(auth.admin.is_none());
@@ -352,6 +386,10 @@ mod tests {
             (
                 serde_json::json!({"tokens": [{"token": " ", "connectors": ["a"]}]}),
                 "[tokens.0.token]: must not be empty",
+            ),
+            (
+                serde_json::json!({"tokens": [{"token": "t", "connectors": ["a"], "limits": {"requestsPerMinute": -1}}]}),
+                "[tokens.0.limits.requestsPerMinute]: expected a whole number of at least 1",
             ),
         ];
         for (value, expected) in cases {

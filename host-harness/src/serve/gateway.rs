@@ -4,7 +4,7 @@
 use super::admission::{Admission, Shares, Ticket};
 use super::connection::{self, Deadlines, Registry};
 use super::route_table::RouteTable;
-use super::{auth, catalog, dashboard, metrics, sinks};
+use super::{auth, catalog, dashboard, limits, metrics, sinks};
 use crate::connector_file::ConnectorFile;
 use crate::event_log::{EventLog, event_line};
 use crate::execution::Finished;
@@ -32,6 +32,8 @@ pub struct ServeOptions {
     pub routes: Option<PathBuf>,
     /// `--usage-sink`, in order.
     pub usage_sinks: Vec<String>,
+    /// `--state`: where client limits are counted (`redis://...`); `None`: in the process.
+    pub state: Option<String>,
     /// `OPENAI_CONNECTOR_ADMIN_TOKEN`; `None` only with `--insecure-no-auth`.
     pub admin_token: Option<String>,
 }
@@ -44,6 +46,7 @@ impl std::fmt::Debug for ServeOptions {
             .field("event_log", &self.event_log)
             .field("client_tokens", &self.client_tokens)
             .field("routes", &self.routes)
+            .field("state", &self.state.as_deref().map(limits::State::redacted))
             .field(
                 "usage_sinks",
                 &self
@@ -135,6 +138,8 @@ pub(super) struct Gateway {
     /// Who may start an execution, and when (one slot per pooled instance: executions beyond
     /// the pool wait there instead of failing to instantiate).
     pub(super) admission: Admission,
+    /// Client limits (`--client-tokens` `limits`, counted where `--state` says).
+    pub(super) limits: limits::Limiter,
     /// The open client connections, capped.
     pub(super) connections: Arc<Registry>,
     /// How long a connection may wait for a request head, or idle.
@@ -218,6 +223,8 @@ impl Gateway {
             callers,
             limits.queue_timeout,
         );
+        let state = limits::State::parse(options.state.as_deref()).map_err(anyhow::Error::msg)?;
+        let client_limits = limits::Limiter::new(state, auth.client_limits()).await?;
         let descriptors = connection::raise_descriptor_limit();
         let max_connections = limits
             .max_connections
@@ -238,6 +245,7 @@ impl Gateway {
             sinks,
             in_flight: Arc::default(),
             admission,
+            limits: client_limits,
             connections: Registry::new(max_connections),
             deadlines: Deadlines {
                 header_read: limits.header_read_timeout,

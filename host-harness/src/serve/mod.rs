@@ -12,7 +12,8 @@
 //!
 //! Limits (`connection`, `admission`): every connection has a deadline unless it is serving a
 //! request, open connections are capped, and executions are admitted by fair shares within a
-//! queue timeout.
+//! queue timeout. Client limits (`limits`), per client token and counted in this process or in
+//! Redis (`--state`), are checked before admission.
 //!
 //! Shutdown: on SIGTERM or SIGINT admission closes first (requests waiting for a slot, and any
 //! later request, are answered `503`: no upstream request starts after the signal), then the
@@ -28,6 +29,7 @@ mod catalog;
 mod connection;
 mod dashboard;
 mod gateway;
+mod limits;
 mod metrics;
 mod route_table;
 mod routes;

@@ -3,6 +3,7 @@
 use super::auth::Caller;
 use super::catalog::Served;
 use super::gateway::{Gateway, InFlightGuard};
+use super::limits::Permit;
 use super::metrics::Route;
 use crate::execution::{Finished, StreamItem};
 use crate::executor::{Executor, Started, Stream};
@@ -120,7 +121,7 @@ pub(crate) async fn handle(
                         max: gw.connections.max(),
                     });
                     gw.sinks.render(&mut text);
-                    text
+                    text + &gw.limits.render_metrics()
                 },
             )
         }
@@ -244,6 +245,10 @@ async fn run_route(
         return reply(protocol::connector_not_found(route, id, None));
     };
     let served = served.clone();
+    let permit = match limit(&gw, route, caller).await {
+        Ok(permit) => permit,
+        Err(r) => return r,
+    };
     let body = match read_body(req, route, gw.body_timeout).await {
         Ok(b) => b,
         Err(r) => return reply(r),
@@ -252,9 +257,23 @@ async fn run_route(
         Ok(params) => params,
         Err(r) => return reply(r),
     };
-    run_execution(gw, &executor, served, params, route, caller, false)
+    let client = Client { caller, permit };
+    run_execution(gw, &executor, served, params, route, &client, false)
         .await
         .response()
+}
+
+/// The caller's client limits (cli.md "Client limits"), checked before the body is read and
+/// before admission: the permit to hold until the execution ends, or the `429`.
+async fn limit(gw: &Gateway, route: Route, caller: Caller) -> Result<Arc<Permit>, Response<Body>> {
+    match gw.limits.acquire(caller).await {
+        Ok(permit) => Ok(Arc::new(permit)),
+        Err(refused) => Err(reply(protocol::rate_limited(
+            route,
+            refused.limit,
+            refused.retry_after_secs,
+        ))),
+    }
 }
 
 /// `POST /routes/{name}/v1/chat/completions` (cli.md "Routes"): the route's connectors in its
@@ -282,6 +301,11 @@ async fn run_named_route(
         .into_iter()
         .map(str::to_owned)
         .collect();
+    // One request of the client, however many connectors it tries.
+    let permit = match limit(&gw, route, caller).await {
+        Ok(permit) => permit,
+        Err(r) => return r,
+    };
     let body = match read_body(req, route, gw.body_timeout).await {
         Ok(b) => b,
         Err(r) => return reply(r),
@@ -290,6 +314,7 @@ async fn run_named_route(
         Ok(params) => params,
         Err(r) => return reply(r),
     };
+    let client = Client { caller, permit };
     let mut declined = None;
     for (i, id) in order.iter().enumerate() {
         // Every connector of a route was checked at load.
@@ -303,7 +328,7 @@ async fn run_named_route(
             served,
             params.clone(),
             route,
-            caller,
+            &client,
             !last,
         )
         .await;
@@ -342,16 +367,23 @@ impl Attempt {
     }
 }
 
+/// Who asked for an execution, and what they hold of their client limits until it ends.
+struct Client {
+    caller: Caller,
+    permit: Arc<Permit>,
+}
+
 async fn run_execution(
     gw: Arc<Gateway>,
     executor: &Executor,
     served: Served,
     params: String,
     route: Route,
-    caller: Caller,
+    client: &Client,
     may_decline: bool,
 ) -> Attempt {
-    let ticket = match gw.admission.admit(&served.file.id, caller).await {
+    let permit = &client.permit;
+    let ticket = match gw.admission.admit(&served.file.id, client.caller).await {
         Ok(ticket) => ticket,
         Err(refusal) => {
             gw.metrics.not_admitted(refusal);
@@ -378,6 +410,7 @@ async fn run_execution(
             tracing::error!("connector {}: sandbox failure: {e:#}", connector.id);
             let finished = Finished::sandbox_failure(&e, started_wall);
             gw.record(connector, route, &finished, true, started_at, request_model);
+            permit.add_tokens(finished.usage.for_log().total_tokens);
             Attempt::Answered(ended_response(&connector.id, route, &finished))
         }
         Ok(Started::Ended(finished)) => {
@@ -389,6 +422,7 @@ async fn run_execution(
                 started_at,
                 request_model,
             );
+            permit.add_tokens(finished.usage.for_log().total_tokens);
             drop(guard);
             let response = ended_response(&connector.id, route, &finished);
             match &finished.outcome {
@@ -404,7 +438,10 @@ async fn run_execution(
             route,
             stream,
             cancel,
-            guard,
+            StreamHolds {
+                guard,
+                permit: permit.clone(),
+            },
             started_at,
             request_model,
         )),
@@ -473,6 +510,12 @@ impl http_body::Body for ChannelBody {
     }
 }
 
+/// What a stream holds until it has been recorded: its admission and its client limits.
+struct StreamHolds {
+    guard: InFlightGuard,
+    permit: Arc<Permit>,
+}
+
 /// Streams the guest's output to the client as it arrives. A client that goes away cancels
 /// the execution (C68); the execution always ends with its event-log line.
 #[expect(
@@ -485,7 +528,7 @@ fn stream_response(
     route: Route,
     mut stream: Box<Stream>,
     cancel: Cancel,
-    guard: InFlightGuard,
+    holding: StreamHolds,
     started_at: Instant,
     request_model: Option<String>,
 ) -> Response<Body> {
@@ -501,7 +544,11 @@ fn stream_response(
         }
     });
     tokio::spawn(async move {
-        let _guard = guard;
+        // The execution's slot and client limits are held until it has been recorded.
+        let StreamHolds {
+            guard: _guard,
+            permit,
+        } = holding;
         let mut client_gone = false;
         let mut trap = None;
         loop {
@@ -547,6 +594,7 @@ fn stream_response(
             started_at,
             request_model,
         );
+        permit.add_tokens(finished.usage.for_log().total_tokens);
     });
     let (status, headers) = protocol::stream_head();
     let mut r = Response::new(BodyExt::boxed(ChannelBody(rx)));
