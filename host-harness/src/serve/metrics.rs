@@ -365,7 +365,7 @@ impl Metrics {
 }
 
 /// A label value as the exposition format wants it: `\`, `"` and newline escaped.
-fn escape(value: &str) -> String {
+pub(super) fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")

@@ -245,19 +245,10 @@ async fn run_route(
         return reply(protocol::connector_not_found(route, id, None));
     };
     let served = served.clone();
-    let permit = match limit(&gw, route, caller).await {
-        Ok(permit) => permit,
+    let (client, params) = match client_and_params(&gw, route, caller, req).await {
+        Ok(admitted) => admitted,
         Err(r) => return r,
     };
-    let body = match read_body(req, route, gw.body_timeout).await {
-        Ok(b) => b,
-        Err(r) => return reply(r),
-    };
-    let params = match protocol::params(route, &body) {
-        Ok(params) => params,
-        Err(r) => return reply(r),
-    };
-    let client = Client { caller, permit };
     run_execution(gw, &executor, served, params, route, &client, false)
         .await
         .response()
@@ -265,6 +256,22 @@ async fn run_route(
 
 /// The caller's client limits (cli.md "Client limits"), checked before the body is read and
 /// before admission: the permit to hold until the execution ends, or the `429`.
+/// The caller's client limits, then the request's params: the body is read only once the
+/// limits let the request in.
+async fn client_and_params(
+    gw: &Gateway,
+    route: Route,
+    caller: Caller,
+    req: Request<hyper::body::Incoming>,
+) -> Result<(Client, String), Response<Body>> {
+    let permit = limit(gw, route, caller).await?;
+    let body = read_body(req, route, gw.body_timeout)
+        .await
+        .map_err(reply)?;
+    let params = protocol::params(route, &body).map_err(reply)?;
+    Ok((Client { caller, permit }, params))
+}
+
 async fn limit(gw: &Gateway, route: Route, caller: Caller) -> Result<Arc<Permit>, Response<Body>> {
     match gw.limits.acquire(caller).await {
         Ok(permit) => Ok(Arc::new(permit)),
@@ -302,19 +309,10 @@ async fn run_named_route(
         .map(str::to_owned)
         .collect();
     // One request of the client, however many connectors it tries.
-    let permit = match limit(&gw, route, caller).await {
-        Ok(permit) => permit,
+    let (client, params) = match client_and_params(&gw, route, caller, req).await {
+        Ok(admitted) => admitted,
         Err(r) => return r,
     };
-    let body = match read_body(req, route, gw.body_timeout).await {
-        Ok(b) => b,
-        Err(r) => return reply(r),
-    };
-    let params = match protocol::params(route, &body) {
-        Ok(params) => params,
-        Err(r) => return reply(r),
-    };
-    let client = Client { caller, permit };
     let mut declined = None;
     for (i, id) in order.iter().enumerate() {
         // Every connector of a route was checked at load.

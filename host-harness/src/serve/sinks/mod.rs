@@ -15,6 +15,7 @@ mod queue;
 
 pub(crate) use otlp::request_model;
 
+use super::metrics::escape;
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
 use queue::{DROP_REASONS, Queue, Shipper};
@@ -367,14 +368,6 @@ fn spawn<S: Shipper>(name: &str, buffer: usize, shipper: S) -> Sink<S::Item> {
         name: name.to_owned(),
         queue,
     }
-}
-
-/// A label value: `\`, `"` and newline escaped.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
