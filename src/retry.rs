@@ -44,7 +44,7 @@ pub(crate) fn retryable_status(status: u16) -> bool {
 /// execution's deadline (a timeout with time left was a connect timeout).
 pub(crate) fn retryable_failure(failure: &Failure, time_left_ms: u64) -> bool {
     match &failure.kind {
-        FailureKind::Transport { code } => code == "ECONNREFUSED" || code == "ECONNRESET",
+        FailureKind::Transport { code } => before_a_response(code),
         FailureKind::Timeout => time_left_ms > 0,
         _ => false,
     }
@@ -56,9 +56,15 @@ pub(crate) fn retryable_failure(failure: &Failure, time_left_ms: u64) -> bool {
 pub fn worth_another_connector(failure: &Failure) -> bool {
     match &failure.kind {
         FailureKind::Http { status } => retryable_status(*status),
-        FailureKind::Transport { code } => code == "ECONNREFUSED" || code == "ECONNRESET",
+        FailureKind::Transport { code } => before_a_response(code),
         _ => false,
     }
+}
+
+/// Whether a transport failure's code says the connection was refused or reset before any
+/// response.
+fn before_a_response(code: &str) -> bool {
+    code == "ECONNREFUSED" || code == "ECONNRESET"
 }
 
 /// What the upstream said about when to come back.

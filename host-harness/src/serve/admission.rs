@@ -17,6 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
+/// The `Retry-After` of a refusal, in seconds: a slot frees when an execution ends, and a
+/// shutting-down instance sends its clients to another one; a second fits both.
+pub(super) const RETRY_AFTER_SECS: u64 = 1;
+
 /// The permits of one admitted execution; dropping it gives them back.
 pub(super) struct Ticket {
     // Field order is drop order: the slot goes back before the shares.
@@ -142,16 +146,6 @@ impl Admission {
     /// Whether shutdown has begun.
     pub(super) fn is_closing(&self) -> bool {
         *self.closing.borrow()
-    }
-
-    /// The `Retry-After` of a refusal, in seconds.
-    pub(super) fn retry_after_secs(&self, refusal: Refusal) -> u64 {
-        match refusal {
-            // A slot frees when an execution ends; a second is a fair first guess.
-            Refusal::QueueTimeout => 1,
-            // Another instance (or this one, restarted) will answer.
-            Refusal::ShuttingDown => 1,
-        }
     }
 }
 

@@ -371,5 +371,4 @@ async fn serve_connection(
         _ = conn.as_mut() => {}
         closed = expired => metrics_gateway.metrics.connection_closed(closed),
     }
-    drop(registered);
 }

@@ -1,5 +1,6 @@
 //! Request routing and the handlers.
 
+use super::admission::RETRY_AFTER_SECS;
 use super::auth::Caller;
 use super::catalog::Served;
 use super::gateway::{Gateway, InFlightGuard};
@@ -332,10 +333,12 @@ async fn run_named_route(
         .await;
         let answered = matches!(attempt, Attempt::Answered(_));
         let mut response = attempt.response();
-        response.headers_mut().insert(
-            HeaderName::from_static(CONNECTOR_ID_HEADER),
-            HeaderValue::try_from(id.as_str()).unwrap_or(HeaderValue::from_static("")),
-        );
+        // Connector ids are file names or map keys: one that is no header value goes unnamed.
+        if let Ok(value) = HeaderValue::try_from(id.as_str()) {
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static(CONNECTOR_ID_HEADER), value);
+        }
         if answered {
             return response;
         }
@@ -385,8 +388,7 @@ async fn run_execution(
         Ok(ticket) => ticket,
         Err(refusal) => {
             gw.metrics.not_admitted(refusal);
-            let retry_after = gw.admission.retry_after_secs(refusal);
-            let response = reply(protocol::not_admitted(route, refusal, retry_after));
+            let response = reply(protocol::not_admitted(route, refusal, RETRY_AFTER_SECS));
             return match refusal {
                 Refusal::QueueTimeout if may_decline => Attempt::Declined(response),
                 _ => Attempt::Answered(response),
