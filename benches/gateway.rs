@@ -79,6 +79,8 @@ struct Options {
     connections: usize,
     litellm: Option<String>,
     shared: bool,
+    /// `--shared-parts redis,es,otlp` (default all): which of them the second `serve` uses.
+    shared_parts: Vec<String>,
 }
 
 fn options() -> Options {
@@ -89,6 +91,7 @@ fn options() -> Options {
         connections: 32,
         litellm: std::env::var("LITELLM_BIN").ok(),
         shared: false,
+        shared_parts: vec!["redis".into(), "es".into(), "otlp".into()],
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -107,6 +110,13 @@ fn options() -> Options {
             }
             "--litellm" => o.litellm = Some(value("--litellm")),
             "--shared" => o.shared = true,
+            "--shared-parts" => {
+                o.shared = true;
+                o.shared_parts = value("--shared-parts")
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect();
+            }
             // `cargo bench` passes `--bench`; criterion-style filters are not used here.
             _ => {}
         }
@@ -486,11 +496,18 @@ fn main() {
     let upstream = start_upstream();
     let (gateway, gateway_url) = start_gateway(&dir.join("plain"), upstream, "", &[]);
     let shared = o.shared.then(|| shared::Shared::start(&dir));
+    let shared_name = format!("serve + {}", o.shared_parts.join(" + "));
     // Limits that never refuse at the bench's rates: every request is counted in Redis.
     let shared_gateway = shared.as_ref().map(|s| {
-        let mut args = vec!["--state".to_owned(), s.redis_url.clone()];
-        for sink in &s.sinks {
-            args.extend(["--usage-sink".to_owned(), sink.clone()]);
+        let part = |name: &str| o.shared_parts.iter().any(|p| p == name);
+        let mut args = Vec::new();
+        if part("redis") {
+            args.extend(["--state".to_owned(), s.redis_url.clone()]);
+        }
+        for (name, sink) in ["es", "otlp"].into_iter().zip(&s.sinks) {
+            if part(name) {
+                args.extend(["--usage-sink".to_owned(), sink.clone()]);
+            }
         }
         start_gateway(
             &dir.join("shared"),
@@ -513,11 +530,7 @@ fn main() {
         ),
     ];
     if let Some((_, url)) = &shared_gateway {
-        targets.push((
-            "serve + Redis limits + ES and OTLP sinks",
-            url.clone(),
-            CLIENT_TOKEN.to_owned(),
-        ));
+        targets.push((shared_name.as_str(), url.clone(), CLIENT_TOKEN.to_owned()));
     }
     if let Some((_, url)) = &litellm {
         targets.push(("litellm proxy", url.clone(), format!("sk-{CLIENT_TOKEN}")));
@@ -606,7 +619,7 @@ fn main() {
             let with = (rows[2].p50, rows[2].p99);
             let us = |a: Duration, b: Duration| (a.as_secs_f64() - b.as_secs_f64()) * 1e6;
             println!(
-                "\nRedis limits and both sinks add {:+.0} µs at p50, {:+.0} µs at p99 over plain `serve`; \
+                "\nThese add {:+.0} µs at p50, {:+.0} µs at p99 over plain `serve`; \
                  the floor, one call of the limits' script to Redis alone at {rate}/s: {:.0} µs p50, {:.0} µs p99.",
                 us(with.0, plain.0),
                 us(with.1, plain.1),
