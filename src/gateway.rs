@@ -243,14 +243,25 @@ pub fn dispatch(setup: &Setup, method: &str, path: &str, authorization: &[Vec<u8
             }
             return Dispatch::Reply(healthz(setup));
         }
-        ["v1", "chat", "completions"] => (Route::ChatCompletions, None),
-        ["connectors", id, "v1", "chat", "completions"] => (Route::ChatCompletions, Some(*id)),
         ["_execute"] => (Route::Execute, None),
         ["api", "actions", "connector", id, "_execute"] => (Route::Execute, Some(*id)),
+        ["v1", rest @ ..] => match openai_route(rest) {
+            Some(route) => (route, None),
+            None => return Dispatch::Reply(protocol::kibana_error(404, "Not Found")),
+        },
+        ["connectors", id, "v1", rest @ ..] => match openai_route(rest) {
+            Some(route) => (route, Some(*id)),
+            None => return Dispatch::Reply(protocol::kibana_error(404, "Not Found")),
+        },
         _ => return Dispatch::Reply(protocol::kibana_error(404, "Not Found")),
     };
-    if method != "POST" {
-        return Dispatch::Reply(protocol::method_not_allowed("POST", route));
+    let allow = if route == Route::Models {
+        "GET"
+    } else {
+        "POST"
+    };
+    if method != allow {
+        return Dispatch::Reply(protocol::method_not_allowed(allow, route));
     }
     match &setup.auth {
         Err(problem) => {
@@ -282,7 +293,29 @@ pub fn dispatch(setup: &Setup, method: &str, path: &str, authorization: &[Vec<u8
     {
         return Dispatch::Reply(protocol::connector_not_found(route, id, Some(&served.id)));
     }
+    if route == Route::Models {
+        return Dispatch::Reply(models(served));
+    }
     Dispatch::Run(route)
+}
+
+/// The OpenAI route of the path after `/v1/`.
+fn openai_route(rest: &[&str]) -> Option<Route> {
+    match rest {
+        ["chat", "completions"] => Some(Route::ChatCompletions),
+        ["responses"] => Some(Route::Responses),
+        ["embeddings"] => Some(Route::Embeddings),
+        ["models"] => Some(Route::Models),
+        _ => None,
+    }
+}
+
+/// `GET /v1/models`: the connector's `defaultModel` (none for an Azure connector without one:
+/// its deployment is in its URL), owned by the connector's id; the upstream is not called.
+fn models(served: &Served) -> Reply {
+    let model = served.connector.config.default_model.as_deref();
+    let list: Vec<(&str, &str)> = model.map(|m| (m, served.id.as_str())).into_iter().collect();
+    protocol::models(&list)
 }
 
 /// `GET /healthz` (no token): `{"status":"ok"}`, or `503` naming the variables to fix. The
@@ -383,8 +416,10 @@ pub fn pump<B: Body>(
         }
     }
     let summary = stream.finish();
-    if let (Err(failure), false) = (&summary.outcome, client_gone) {
-        sink.write(&protocol::stream_error_event(connector_id, route, failure));
+    if let (Err(failure), false) = (&summary.outcome, client_gone)
+        && let Some(event) = protocol::stream_error_event(connector_id, route, failure)
+    {
+        sink.write(&event);
     }
     Pumped {
         summary,
@@ -499,6 +534,72 @@ mod tests {
         );
     }
 
+    /// cli.md "serve: the rest of the OpenAI API": Responses and embeddings run their
+    /// sub-actions; models is answered from `defaultModel` without an execution; each route
+    /// takes one method.
+    #[test]
+    fn responses_embeddings_and_models_routes() {
+        let s = setup();
+        let ok = bearer(TOKEN);
+        for (path, route) in [
+            ("/v1/responses", Route::Responses),
+            ("/connectors/gw/v1/responses", Route::Responses),
+            ("/v1/embeddings", Route::Embeddings),
+            ("/connectors/gw/v1/embeddings", Route::Embeddings),
+        ] {
+            assert_eq!(
+                dispatch(&s, "POST", path, &ok),
+                Dispatch::Run(route),
+                "{path}"
+            );
+            let r = reply(dispatch(&s, "GET", path, &ok));
+            assert_eq!(r.status, 405, "{path}");
+            assert!(r.headers.contains(&("allow".into(), "POST".into())));
+            assert!(body_json(&r).get("error").is_some(), "OpenAI's shape");
+        }
+        for path in ["/v1/models", "/connectors/gw/v1/models"] {
+            let r = reply(dispatch(&s, "GET", path, &ok));
+            assert_eq!(r.status, 200, "{path}");
+            assert_eq!(
+                String::from_utf8(r.body).unwrap(),
+                r#"{"object":"list","data":[{"id":"gpt-4o","object":"model","created":0,"owned_by":"gw"}]}"#
+            );
+            let r = reply(dispatch(&s, "POST", path, &ok));
+            assert_eq!(r.status, 405);
+            assert!(r.headers.contains(&("allow".into(), "GET".into())));
+        }
+        let r = reply(dispatch(&s, "GET", "/connectors/other/v1/models", &ok));
+        assert_eq!(r.status, 404);
+        assert_eq!(
+            body_json(&r)
+                .get("error")
+                .unwrap()
+                .get("code")
+                .unwrap()
+                .as_str(),
+            Some("connector_not_found")
+        );
+        assert_eq!(
+            reply(dispatch(&s, "POST", "/v1/completions", &ok)).status,
+            404
+        );
+        // An Azure connector without a defaultModel has no model to list: its deployment is in
+        // its URL.
+        let azure = Setup::from_env(env(&[
+            (
+                ENV_CONFIG,
+                r#"{"apiProvider":"Azure OpenAI","apiUrl":"https://r.openai.azure.com/openai/deployments/d1/chat/completions?api-version=2024-10-21"}"#,
+            ),
+            (ENV_SECRETS, &secrets_json()),
+            (ENV_CLIENT_TOKEN, TOKEN),
+        ]));
+        let r = reply(dispatch(&azure, "GET", "/v1/models", &ok));
+        assert_eq!(
+            (r.status, String::from_utf8(r.body).unwrap().as_str()),
+            (200, r#"{"object":"list","data":[]}"#)
+        );
+    }
+
     #[test]
     fn wrong_missing_or_duplicated_tokens_get_401_before_anything_runs() {
         let s = setup();
@@ -511,25 +612,27 @@ mod tests {
             vec![TOKEN.as_bytes().to_vec()],
             [bearer(TOKEN), bearer(TOKEN)].concat(),
         ] {
-            for (path, route) in [
-                ("/v1/chat/completions", Route::ChatCompletions),
-                ("/_execute", Route::Execute),
+            for (method, path, route) in [
+                ("POST", "/v1/chat/completions", Route::ChatCompletions),
+                ("POST", "/_execute", Route::Execute),
+                ("POST", "/v1/responses", Route::Responses),
+                ("POST", "/connectors/gw/v1/embeddings", Route::Embeddings),
+                ("GET", "/v1/models", Route::Models),
             ] {
-                let r = reply(dispatch(&s, "POST", path, &auth));
+                let r = reply(dispatch(&s, method, path, &auth));
                 assert_eq!(r.status, 401, "{auth:?}");
                 assert!(
                     r.headers
                         .contains(&("www-authenticate".into(), "Bearer".into()))
                 );
                 let body = body_json(&r);
-                match route {
-                    Route::ChatCompletions => assert_eq!(
+                if route == Route::Execute {
+                    assert_eq!(body.get("statusCode").unwrap().to_json(), "401")
+                } else {
+                    assert_eq!(
                         body.get("error").unwrap().get("code").unwrap().as_str(),
                         Some("invalid_api_key")
-                    ),
-                    Route::Execute => {
-                        assert_eq!(body.get("statusCode").unwrap().to_json(), "401")
-                    }
+                    )
                 }
                 no_secret(&String::from_utf8_lossy(&r.body));
             }
@@ -907,9 +1010,10 @@ mod tests {
                 .unwrap()
                 .0
                 .push_back(Err(TransportError::ConnectionReset));
-            let body: &[u8] = match route {
-                Route::ChatCompletions => br#"{"messages":[],"stream":true}"#,
-                Route::Execute => br#"{"params":{"subAction":"invokeStream","subActionParams":{"messages":[{"role":"user","content":"Hi"}]}}}"#,
+            let body: &[u8] = if route == Route::Execute {
+                br#"{"params":{"subAction":"invokeStream","subActionParams":{"messages":[{"role":"user","content":"Hi"}]}}}"#
+            } else {
+                br#"{"messages":[],"stream":true}"#
             };
             let Outcome::Stream(stream) = run(&served(), route, body, &mut t) else {
                 panic!("expected a stream");

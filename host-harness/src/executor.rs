@@ -168,6 +168,11 @@ impl Prepared {
     pub fn connector_json(&self) -> &str {
         &self.validated.connector_json
     }
+
+    /// The connector's `defaultModel` (OpenAI's default filled in; Azure may have none).
+    pub(crate) fn default_model(&self) -> Option<&str> {
+        self.validated.prepared.default_model.as_deref()
+    }
 }
 
 impl Executor {
