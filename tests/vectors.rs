@@ -224,6 +224,7 @@ fn check_failure(input: Option<&Input>, got: &Failure, want: &Value) -> Result<(
         FailureKind::Canceled => ("canceled", None),
         FailureKind::TlsRefused => ("tls-refused", None),
         FailureKind::Sandbox => ("sandbox", None),
+        FailureKind::NotMapped => ("not-mapped", None),
     };
     expect_eq("kind", kind, string(want, "kind")?.as_str())?;
     let upstream_status = opt_u64(want, "upstream_status")?;
@@ -258,6 +259,8 @@ fn wit_sub_action(s: SubAction) -> &'static str {
         SubAction::InvokeAi => "invoke-ai",
         SubAction::InvokeStream => "invoke-stream",
         SubAction::InvokeAsyncIterator => "invoke-async-iterator",
+        SubAction::Responses => "responses",
+        SubAction::Embeddings => "embeddings",
     }
 }
 

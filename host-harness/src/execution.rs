@@ -5,6 +5,7 @@
 use crate::connector_file::ConnectorFile;
 use crate::event_log;
 use crate::tls::TlsProfile;
+use crate::tokenizer;
 use std::time::SystemTime;
 
 pub use openai_connector::failure::{Failure, FailureKind};
@@ -116,6 +117,25 @@ impl Usage {
         source: UsageSource::Unavailable,
         tokenizer: None,
     };
+
+    /// This usage, or, when the component asked for an estimate (no usage was reported), the
+    /// tokenizer's count of `estimate`'s texts (C110–C113); unchanged without a tokenizer for
+    /// its encoding.
+    pub(crate) fn estimated(self, estimate: Option<&EstimationInput>) -> Usage {
+        let Some(input) = estimate else {
+            return self;
+        };
+        match tokenizer::estimate(&input.encoding, &input.prompt_text, &input.completion_text) {
+            Some((prompt, completion, total)) => Usage {
+                prompt_tokens: prompt,
+                completion_tokens: completion,
+                total_tokens: total,
+                source: UsageSource::Estimated,
+                tokenizer: tokenizer::known_encoding(&input.encoding),
+            },
+            None => self,
+        }
+    }
 
     /// The event log's view (C117, C119).
     pub(crate) fn for_log(&self) -> event_log::Usage<'static> {

@@ -11,13 +11,12 @@
 
 use crate::connector_file::ConnectorFile;
 use crate::execution::{
-    Execution, Failure, Finished, SandboxFailed, StreamItem, Usage, UsageSource, ValidatedConnector,
+    Execution, Failure, Finished, SandboxFailed, StreamItem, Usage, ValidatedConnector,
 };
 use crate::outbound::{Cancel, OutboundPolicy};
 use crate::pool::ConnectionPool;
 use crate::runtime::{Harness, Instance, Launched, StreamExecution};
 use crate::settings::Settings;
-use crate::tokenizer;
 use anyhow::Result;
 use openai_connector::redaction::Secrets;
 use std::sync::Arc;
@@ -117,19 +116,7 @@ impl Stream {
     /// when none was reported (C110–C113).
     pub async fn finish(mut self: Box<Self>) -> Result<Finished> {
         let summary = self.instance.stream_finish(self.handle).await?;
-        let mut usage = summary.usage;
-        if let Some(input) = &summary.estimate
-            && let Some((prompt, completion, total)) =
-                tokenizer::estimate(&input.encoding, &input.prompt_text, &input.completion_text)
-        {
-            usage = Usage {
-                prompt_tokens: prompt,
-                completion_tokens: completion,
-                total_tokens: total,
-                source: UsageSource::Estimated,
-                tokenizer: tokenizer::known_encoding(&input.encoding),
-            };
-        }
+        let usage = summary.usage.estimated(summary.estimate.as_ref());
         Ok(Finished {
             outcome: self.redaction.outcome(summary.outcome.map(|()| None)),
             usage,

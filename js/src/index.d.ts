@@ -67,7 +67,10 @@ export type SubActionName =
   | 'stream'
   | 'invokeAI'
   | 'invokeStream'
-  | 'invokeAsyncIterator';
+  | 'invokeAsyncIterator'
+  /** This project's sub-actions (not Kibana's): OpenAI's Responses and embeddings APIs. */
+  | 'responses'
+  | 'embeddings';
 
 export interface ParsedConnector {
   id: string;
@@ -92,6 +95,13 @@ export interface BuiltRequest {
   idleTimeoutMs?: number;
 }
 
+/** What a tokenizer counts to estimate usage (C110–C112; WIT `estimation-input`). */
+export interface EstimationInput {
+  encoding: string;
+  promptText: string;
+  completionText: string;
+}
+
 export interface Usage {
   promptTokens: number;
   completionTokens: number;
@@ -110,7 +120,9 @@ export type FailureKind =
   | 'stream'
   | 'canceled'
   | 'tls-refused'
-  | 'sandbox';
+  | 'sandbox'
+  /** The connector's URL cannot be mapped to the Responses or embeddings API. */
+  | 'not-mapped';
 
 export interface FailureDetails {
   serviceMessage: string;
@@ -179,6 +191,11 @@ export interface ExecutionResult {
   code?: string | null;
   upstreamStatus?: number | null;
   usage: Usage;
+  /**
+   * When no usage was reported but it can be estimated (a `responses` answer without `usage`):
+   * the texts a tokenizer would count (this package has none).
+   */
+  estimate?: EstimationInput;
   requestBodyBytes?: number;
   /** Upstream attempts: 0 when nothing was sent, 1 without retries. */
   attempts: number;

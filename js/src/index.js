@@ -62,7 +62,8 @@ export class ConnectorFailure extends Error {
 /**
  * What kind of failure it was (WIT `failure-kind`, never parsed from the message): `kind` is
  * one of `params`, `denied`, `http`, `transport`, `timeout`, `response-invalid`, `stream`,
- * `canceled`, `tls-refused`, `sandbox`; `code` is the Node-style code of a `transport` failure;
+ * `canceled`, `tls-refused`, `sandbox`, `not-mapped` (the connector's URL cannot be mapped to
+ * the Responses or embeddings API); `code` is the Node-style code of a `transport` failure;
  * `upstreamStatus` the upstream's status when a response head arrived.
  */
 function failureDetails(failure) {
@@ -183,6 +184,9 @@ const SUB_ACTIONS = {
   invokeAI: 'invoke-ai',
   invokeStream: 'invoke-stream',
   invokeAsyncIterator: 'invoke-async-iterator',
+  // This project's sub-actions, not Kibana's: OpenAI's Responses and embeddings APIs.
+  responses: 'responses',
+  embeddings: 'embeddings',
 };
 const KIBANA_SUB_ACTIONS = Object.fromEntries(Object.entries(SUB_ACTIONS).map(([k, v]) => [v, k]));
 
@@ -289,6 +293,7 @@ export function execute(connector, params, settings) {
       ? { status: 'ok', data: JSON.parse(outcome.val), dataJson: outcome.val }
       : failureResult(outcome.val);
   result.usage = toUsage(execution.usage);
+  if (execution.estimate !== undefined) result.estimate = execution.estimate;
   if (execution.requestBodyBytes !== undefined) {
     result.requestBodyBytes = Number(execution.requestBodyBytes);
   }

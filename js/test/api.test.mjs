@@ -155,6 +155,62 @@ describe('buildRequest', () => {
   });
 });
 
+describe('responses and embeddings (sub-actions of this project)', () => {
+  const azure = {
+    id: 'az',
+    name: 'Azure',
+    config: {
+      apiProvider: 'Azure OpenAI',
+      apiUrl: 'https://r.openai.azure.com/openai/deployments/gpt-5-mini/chat/completions?api-version=2025-04-01-preview',
+    },
+    secrets: { apiKey: API_KEY },
+  };
+
+  test('the URL derived from apiUrl; Azure names the deployment as model', () => {
+    const req = buildRequest(azure, { subAction: 'responses', subActionParams: { body: '{"input":"Hi","stream":true}' } });
+    assert.equal(req.subAction, 'responses');
+    assert.equal(req.streaming, true);
+    assert.equal(req.url, 'https://r.openai.azure.com/openai/responses?api-version=2025-04-01-preview');
+    assert.equal(new TextDecoder().decode(req.body), '{"input":"Hi","stream":true,"model":"gpt-5-mini"}');
+    assert.deepEqual(req.headers[0], ['api-key', API_KEY]);
+    const emb = buildRequest(openai(), { subAction: 'embeddings', subActionParams: { body: '{"input":"x"}' } });
+    assert.equal(emb.url, 'https://api.openai.com/v1/embeddings');
+    assert.equal(emb.streaming, false);
+  });
+
+  test('a URL that cannot be mapped: ConnectorFailure of kind not-mapped', () => {
+    const gateway = { ...openai(), config: { apiProvider: 'Other', apiUrl: 'https://gw.example.com/llm', defaultModel: 'm' } };
+    assert.throws(
+      () => buildRequest(gateway, { subAction: 'responses', subActionParams: { body: '{}' } }),
+      (e) => {
+        assert.ok(e instanceof ConnectorFailure);
+        assert.equal(e.kind, 'not-mapped');
+        assert.equal(e.retry, false);
+        assert.equal(
+          e.serviceMessage,
+          "The connector's URL cannot be mapped to the Responses API: apiUrl does not end in /chat/completions",
+        );
+        return true;
+      },
+    );
+  });
+
+  test('usage: input and output tokens of a response, prompt tokens of embeddings', () => {
+    const response = mapResponse({
+      subAction: 'responses',
+      status: 200,
+      body: '{"object":"response","output":[],"usage":{"input_tokens":5,"output_tokens":2,"total_tokens":7}}',
+    });
+    assert.deepEqual(response.usage, { promptTokens: 5, completionTokens: 2, totalTokens: 7, source: 'reported' });
+    const embeddings = mapResponse({
+      subAction: 'embeddings',
+      status: 200,
+      body: '{"object":"list","data":[],"usage":{"prompt_tokens":3,"total_tokens":3}}',
+    });
+    assert.deepEqual(embeddings.usage, { promptTokens: 3, completionTokens: 0, totalTokens: 3, source: 'reported' });
+  });
+});
+
 describe('mapResponse', () => {
   test('2xx: data and reported usage (C39, C107)', () => {
     const body = JSON.stringify({

@@ -4,6 +4,7 @@ use super::bindings::exports::connector::openai::sse as wit_sse;
 use super::bindings::exports::connector::openai::types as wit;
 use crate::actions::{Definition, Execution};
 use crate::config::{self, Config, Connector, KeyFormat, Provider, Secrets, VerificationMode};
+use crate::estimate::EstimationInput;
 use crate::failure::{Failure, FailureKind};
 use crate::json::Object;
 use crate::params::SubAction;
@@ -151,6 +152,7 @@ pub(super) fn failure(f: Failure) -> wit::Failure {
             FailureKind::Canceled => wit::FailureKind::Canceled,
             FailureKind::TlsRefused => wit::FailureKind::TlsRefused,
             FailureKind::Sandbox => wit::FailureKind::Sandbox,
+            FailureKind::NotMapped => wit::FailureKind::NotMapped,
         },
         upstream_status: f.upstream_status,
     }
@@ -160,8 +162,17 @@ pub(super) fn execution(e: Execution) -> wit::Execution {
     wit::Execution {
         outcome: e.outcome.map(|data| data.to_json()).map_err(failure),
         usage: usage(e.usage),
+        estimate: e.estimate.map(estimation_input),
         request_body_bytes: e.request_body_bytes,
         attempts: e.attempts,
+    }
+}
+
+pub(super) fn estimation_input(e: EstimationInput) -> wit::EstimationInput {
+    wit::EstimationInput {
+        encoding: e.encoding.as_str().to_owned(),
+        prompt_text: e.prompt_text,
+        completion_text: e.completion_text,
     }
 }
 
@@ -173,6 +184,8 @@ pub(super) fn sub_action(s: SubAction) -> wit::SubAction {
         SubAction::InvokeAi => wit::SubAction::InvokeAi,
         SubAction::InvokeStream => wit::SubAction::InvokeStream,
         SubAction::InvokeAsyncIterator => wit::SubAction::InvokeAsyncIterator,
+        SubAction::Responses => wit::SubAction::Responses,
+        SubAction::Embeddings => wit::SubAction::Embeddings,
     }
 }
 
@@ -184,6 +197,8 @@ pub(super) fn from_wit_sub_action(s: wit::SubAction) -> SubAction {
         wit::SubAction::InvokeAi => SubAction::InvokeAi,
         wit::SubAction::InvokeStream => SubAction::InvokeStream,
         wit::SubAction::InvokeAsyncIterator => SubAction::InvokeAsyncIterator,
+        wit::SubAction::Responses => SubAction::Responses,
+        wit::SubAction::Embeddings => SubAction::Embeddings,
     }
 }
 

@@ -60,6 +60,7 @@ pub(super) fn failure(f: wit::Failure) -> Failure {
             wit::FailureKind::Canceled => FailureKind::Canceled,
             wit::FailureKind::TlsRefused => FailureKind::TlsRefused,
             wit::FailureKind::Sandbox => FailureKind::Sandbox,
+            wit::FailureKind::NotMapped => FailureKind::NotMapped,
         },
         upstream_status,
         service_message,
@@ -159,10 +160,12 @@ fn usage(u: wit::TokenUsage) -> Usage {
     }
 }
 
+/// An execution, its usage estimated by the host when the component asked for it.
 pub(super) fn execution(e: wit::Execution) -> Execution {
+    let estimate = e.estimate.map(estimation_input);
     Execution {
         outcome: e.outcome.map_err(failure),
-        usage: usage(e.usage),
+        usage: usage(e.usage).estimated(estimate.as_ref()),
         request_body_bytes: e.request_body_bytes,
         attempts: e.attempts,
     }
@@ -208,13 +211,17 @@ pub(super) fn stream_summary(s: actions::StreamSummary) -> StreamSummary {
     StreamSummary {
         outcome: s.outcome.map_err(failure),
         usage: usage(s.usage),
-        estimate: s.estimate.map(|e| EstimationInput {
-            encoding: e.encoding,
-            prompt_text: e.prompt_text,
-            completion_text: e.completion_text,
-        }),
+        estimate: s.estimate.map(estimation_input),
         request_body_bytes: s.request_body_bytes,
         attempts: s.attempts,
+    }
+}
+
+fn estimation_input(e: wit::EstimationInput) -> EstimationInput {
+    EstimationInput {
+        encoding: e.encoding,
+        prompt_text: e.prompt_text,
+        completion_text: e.completion_text,
     }
 }
 
