@@ -420,7 +420,7 @@ pub fn openai_status(failure: &Failure) -> u16 {
     match failure.kind {
         FailureKind::Http { status } if (400..600).contains(&status) => status,
         FailureKind::Params => 400,
-        // PENDING-MERGE FailureKind::NotMapped => 404,
+        FailureKind::NotMapped => 404,
         FailureKind::Timeout => 504,
         FailureKind::Sandbox => 500,
         _ => 502,
@@ -605,6 +605,8 @@ mod tests {
             502
         );
         assert_eq!(openai_status(&failure(FailureKind::Params)), 400);
+        // The connector's URL has no counterpart for the route's API.
+        assert_eq!(openai_status(&failure(FailureKind::NotMapped)), 404);
         // A status that is not an error status is not passed on.
         assert_eq!(
             openai_status(&failure(FailureKind::Http { status: 302 })),
