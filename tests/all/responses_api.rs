@@ -678,3 +678,95 @@ async fn client_limits_apply_to_responses_and_embeddings() {
     assert_eq!(v["error"]["code"], "requests_per_minute");
     assert_eq!(upstream.requests().len(), 2);
 }
+
+/// A connector file for `execute` with `config`, id `cli-conn`.
+fn connector_file(config: &str) -> PathBuf {
+    write_file(
+        "cli-conn.json",
+        &format!(
+            r#"{{"id":"cli-conn","name":"CLI","config":{config},"secrets":{{"apiKey":"{API_KEY}"}}}}"#
+        ),
+    )
+}
+
+/// `{"subAction": sub_action, "subActionParams": {"body": body}}`.
+fn body_params(sub_action: &str, body: &str) -> PathBuf {
+    write_file(
+        "params.json",
+        &json!({"subAction": sub_action, "subActionParams": {"body": body}}).to_string(),
+    )
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// `execute` with this project's sub-actions `responses` and `embeddings`: Kibana's `_execute`
+/// shapes with the upstream's answer as `data`, an event-log line with the usage; a connector
+/// whose URL cannot be mapped fails (exit 1) with the reason, sending nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execute_responses_and_embeddings() {
+    let upstream = Upstream::http(upstream_script()).await;
+    let file = connector_file(&openai_config(
+        &upstream.url("/v1/chat/completions"),
+        "gpt-4.1",
+    ));
+    let events = write_file("events.log", "");
+    let run = |params: PathBuf| {
+        let mut cmd = execute_cmd(&file, &params);
+        cmd.arg("--event-log").arg(&events);
+        run_cli(cmd)
+    };
+    let out = run(body_params(
+        "responses",
+        r#"{"input":"plain","instructions":"Be brief."}"#,
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "{{\"connector_id\":\"cli-conn\",\"status\":\"ok\",\"data\":{}}}\n",
+            response_object("Hello there", REPORTED_USAGE)
+        )
+    );
+    let out = run(body_params("embeddings", r#"{"input":["alpha","beta"]}"#)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        v["data"],
+        serde_json::from_str::<Value>(&embeddings_reply(false)).unwrap()
+    );
+    let sent = upstream.requests();
+    assert_eq!(
+        sent.iter().map(|r| r.target.as_str()).collect::<Vec<_>>(),
+        ["/v1/responses", "/v1/embeddings"]
+    );
+    // The body is sent as given.
+    assert_eq!(
+        sent[0].body_str(),
+        r#"{"input":"plain","instructions":"Be brief."}"#
+    );
+    let lines = log_lines(&events, 2);
+    assert_eq!(
+        usage(&lines[0]),
+        &json!({"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15, "source": "reported"})
+    );
+    assert_eq!(usage(&lines[1])["prompt_tokens"], 4);
+
+    let unmapped = connector_file(&openai_config(&upstream.url("/v1/generate"), "gpt-4.1"));
+    let out = run_cli(execute_cmd(
+        &unmapped,
+        body_params("responses", r#"{"input":"plain"}"#),
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["status"], "error");
+    assert_eq!(v["retry"], false);
+    assert_eq!(
+        v["service_message"],
+        "The connector's URL cannot be mapped to the Responses API: apiUrl does not end in /chat/completions"
+    );
+    assert_eq!(upstream.requests().len(), 2, "nothing sent");
+}

@@ -7,8 +7,8 @@
 //! request with a 500 JSON error; the gateway keeps serving.
 //!
 //! State shared by every request: `gateway`. Routes (`routes`): Kibana-compatible connector
-//! routes and `_execute`, the OpenAI-compatible `POST /connectors/{id}/v1/chat/completions`,
-//! `/metrics` (`metrics`), `/dashboard` (`dashboard`) and `/healthz`. Tokens: `auth`.
+//! routes and `_execute`, the OpenAI-compatible `/connectors/{id}/v1/...` and
+//! `/routes/{name}/v1/...` (chat completions, Responses, embeddings, models), `/metrics` (`metrics`), `/dashboard` (`dashboard`) and `/healthz`. Tokens: `auth`.
 //!
 //! Limits (`connection`, `admission`): every connection has a deadline unless it is serving a
 //! request, open connections are capped, and executions are admitted by fair shares within a
