@@ -7,8 +7,8 @@
 //! event-log lines with their usage source.
 
 use crate::serve::{
-    ADMIN, CLIENT, Gateway, assert_no_secrets_in_stderr, event_log, gateway_with_log, next_chunk,
-    path_str, python_has,
+    ADMIN, CLIENT, assert_no_secrets_in_stderr, event_log, gateway_with_log, next_chunk, path_str,
+    python_has,
 };
 use crate::support::*;
 use crate::upstream::{Recorded, Reply, Step, Upstream};
@@ -769,4 +769,310 @@ async fn execute_responses_and_embeddings() {
         "The connector's URL cannot be mapped to the Responses API: apiUrl does not end in /chat/completions"
     );
     assert_eq!(upstream.requests().len(), 2, "nothing sent");
+}
+
+/// The SDK's `responses.create(stream=True)`, iterating the typed events: text, a function
+/// call, `response.failed`, an `error` event mid-stream (both passed through as the upstream
+/// sent them, the stream then ending cleanly), and a stream cut before `response.completed`
+/// (the SDK raises the gateway's error event). Each execution logs its line: usage reported by
+/// `response.completed`, or estimated from what arrived; failures counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_streams_with_the_openai_sdk() {
+    let upstream = Upstream::http(upstream_script()).await;
+    let dir = connectors(&[(
+        "oai",
+        openai_config(&upstream.url("/v1/chat/completions"), "gpt-4.1"),
+    )]);
+    let (gw, events) = gateway_with_log(&dir, "", &["--client-tokens", path_str(&tokens())], &[]);
+    let calls = [
+        "stream_text",
+        "stream_tool",
+        "stream_failed",
+        "stream_error",
+        "stream_cut",
+    ];
+    let Some(v) = sdk(&gw.url("/connectors/oai/v1"), &calls).await else {
+        return;
+    };
+    let opening = json!([
+        ["ResponseCreatedEvent", "response.created"],
+        ["ResponseInProgressEvent", "response.in_progress"]
+    ]);
+    let text = &v["stream_text"];
+    assert_eq!(text["raised"], Value::Null, "{text}");
+    assert_eq!(text["deltas"], json!(["Hel", "lo!"]));
+    let types: Vec<&str> = text["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[1].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed"
+        ]
+    );
+    assert_eq!(
+        text["events"][4][0], "ResponseTextDeltaEvent",
+        "typed events"
+    );
+    assert_eq!(text["events"][9][0], "ResponseCompletedEvent");
+    assert_eq!(text["final"]["status"], "completed");
+    assert_eq!(text["final"]["usage"], json!([12, 3, 15]));
+    assert_eq!(text["final"]["output"][0]["content"][0]["text"], "Hello!");
+
+    let tool = &v["stream_tool"];
+    assert_eq!(tool["raised"], Value::Null, "{tool}");
+    assert_eq!(tool["arguments"], json!(["{\"city\":", "\"Paris\"}"]));
+    assert_eq!(
+        tool["events"][3],
+        json!([
+            "ResponseFunctionCallArgumentsDeltaEvent",
+            "response.function_call_arguments.delta"
+        ])
+    );
+    let call = &tool["final"]["output"][0];
+    assert_eq!(
+        (
+            &call["type"],
+            &call["name"],
+            &call["arguments"],
+            &call["call_id"]
+        ),
+        (
+            &json!("function_call"),
+            &json!("get_weather"),
+            &json!("{\"city\":\"Paris\"}"),
+            &json!("call_1")
+        )
+    );
+    assert_eq!(tool["final"]["usage"], json!([20, 7, 27]));
+
+    let failed = &v["stream_failed"];
+    assert_eq!(failed["raised"], Value::Null, "ends cleanly: {failed}");
+    assert_eq!(failed["deltas"], json!(["Par"]));
+    assert_eq!(failed["final"]["status"], "failed");
+    assert_eq!(
+        failed["final"]["error"],
+        json!({"code": "server_error", "message": "The model failed to generate a response."})
+    );
+    let last = failed["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        last,
+        json!(["ResponseFailedEvent", "response.failed"]),
+        "nothing after it"
+    );
+
+    let error = &v["stream_error"];
+    assert_eq!(error["raised"], Value::Null, "ends cleanly: {error}");
+    assert_eq!(
+        error["error_event"],
+        json!({"code": "rate_limit_exceeded", "message": "Rate limit reached for gpt-4.1"})
+    );
+    assert_eq!(
+        error["events"].as_array().unwrap().last().unwrap(),
+        &json!(["ResponseErrorEvent", "error"])
+    );
+
+    let cut = &v["stream_cut"];
+    assert_eq!(cut["deltas"], json!(["Hel"]));
+    assert_eq!(cut["raised"]["error"], "APIError", "{cut}");
+    assert!(
+        cut["raised"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ECONNRESET"),
+        "{cut}"
+    );
+    assert_eq!(
+        cut["events"].as_array().unwrap()[..2],
+        opening.as_array().unwrap()[..]
+    );
+
+    let sent = upstream.requests();
+    assert_eq!(sent.len(), 5);
+    for (r, call) in sent.iter().zip(calls) {
+        assert_eq!(r.target, "/v1/responses");
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            body,
+            json!({"input": call, "model": "gpt-4.1", "stream": true})
+        );
+    }
+
+    wait_for_lines(&events, 5).await;
+    let lines = log_lines(&events, 5);
+    let outcomes: Vec<&str> = lines.iter().map(outcome).collect();
+    assert_eq!(
+        outcomes,
+        ["success", "success", "failure", "failure", "failure"]
+    );
+    assert_eq!(
+        usage(&lines[0]),
+        &json!({"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15, "source": "reported"})
+    );
+    assert_eq!(
+        usage(&lines[1]),
+        &json!({"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27, "source": "reported"})
+    );
+    // No usage reported: the estimate of the input and of the text that arrived.
+    for line in &lines[2..] {
+        let u = usage(line);
+        assert_eq!(u["source"], "estimated", "{u}");
+        assert!(u["prompt_tokens"].as_u64().unwrap() > 0, "{u}");
+        assert!(u["completion_tokens"].as_u64().unwrap() > 0, "{u}");
+    }
+    let message = |line: &Value| line["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message(&lines[2]).contains("The model failed to generate a response."),
+        "{}",
+        message(&lines[2])
+    );
+    assert!(
+        message(&lines[3]).contains("Rate limit reached for gpt-4.1"),
+        "{}",
+        message(&lines[3])
+    );
+    assert!(message(&lines[4]).contains("ECONNRESET"));
+    let (_, _, metrics) = gw.call("GET", "/metrics", Some(ADMIN), "").await;
+    for line in [
+        "openai_connector_requests_total{connector=\"oai\",route=\"responses\"} 5",
+        "openai_connector_request_failures_total{connector=\"oai\",route=\"responses\"} 3",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}\n{metrics}");
+    }
+    assert_no_secrets_in_stderr(&gw);
+}
+
+/// A streamed Responses answer is `text/event-stream` with the upstream's bytes, each event
+/// reaching the client while the upstream still holds the next (C41), through a connector
+/// route and a named route whose first connector cannot map its URL; after `response.failed`
+/// the body ends with exactly the upstream's bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_response_passes_the_events_through_as_they_arrive() {
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let held = gate.clone();
+    let upstream = Upstream::http(Arc::new(move |r: &Recorded| {
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        if body["input"] == "stream_failed" {
+            return Reply::sse(failed_stream().into_iter().map(Step::Send).collect());
+        }
+        let mut steps: Vec<Step> = text_stream().into_iter().map(Step::Send).collect();
+        steps.insert(1, Step::Wait(held.clone()));
+        Reply::sse(steps)
+    }))
+    .await;
+    let dir = connectors(&[
+        ("a", openai_config(&upstream.url("/v1/generate"), "gpt-4.1")),
+        (
+            "b",
+            openai_config(&upstream.url("/v1/chat/completions"), "gpt-4.1"),
+        ),
+    ]);
+    let routes = write_file(
+        "routes.json",
+        r#"{"routes":{"r":{"connectors":["a","b"]}}}"#,
+    );
+    let (gw, events) = gateway_with_log(&dir, "", &["--routes", path_str(&routes)], &[]);
+    let all: Vec<u8> = text_stream().concat();
+    for path in ["/connectors/b/v1/responses", "/routes/r/v1/responses"] {
+        let mut response = gw
+            .open(
+                path,
+                r#"{"model":"gpt-4.1","input":"stream_text","stream":true}"#,
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/event-stream",
+            "{path}"
+        );
+        let first = next_chunk(&mut response).await.unwrap();
+        assert_eq!(first.as_bytes(), &text_stream()[0][..], "{path}");
+        gate.notify_one();
+        let mut rest = first;
+        while let Some(chunk) = next_chunk(&mut response).await {
+            rest.push_str(&chunk);
+        }
+        assert_eq!(rest.as_bytes(), &all[..], "{path}: the upstream's bytes");
+    }
+    let (status, headers, text) = gw
+        .call(
+            "POST",
+            "/routes/r/v1/responses",
+            Some(ADMIN),
+            r#"{"model":"gpt-4.1","input":"stream_failed","stream":true}"#,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-openai-connector-id"), Some("b"));
+    assert_eq!(
+        text.as_bytes(),
+        &failed_stream().concat()[..],
+        "nothing added after response.failed"
+    );
+    wait_for_lines(&events, 5).await;
+    let lines = log_lines(&events, 5);
+    let summary: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| (connector_of(l), outcome(l)))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("b", "success"),
+            ("a", "failure"),
+            ("b", "success"),
+            ("a", "failure"),
+            ("b", "failure")
+        ]
+    );
+}
+
+/// `execute` with a streamed `responses`: the upstream's SSE bytes on stdout, exactly; after
+/// `response.failed` the bytes stand, the message goes to stderr and the exit is 1; each run
+/// logs its line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execute_streams_responses_to_stdout() {
+    let upstream = Upstream::http(upstream_script()).await;
+    let file = connector_file(&openai_config(
+        &upstream.url("/v1/chat/completions"),
+        "gpt-4.1",
+    ));
+    let events = write_file("events.log", "");
+    let run = |input: &str| {
+        let params = body_params(
+            "responses",
+            &json!({"model": "gpt-4.1", "input": input, "stream": true}).to_string(),
+        );
+        let mut cmd = execute_cmd(&file, &params);
+        cmd.arg("--event-log").arg(&events);
+        run_cli(cmd)
+    };
+    let out = run("stream_text").await;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(out.stdout, text_stream().concat());
+    let out = run("stream_failed").await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.stdout, failed_stream().concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("The model failed to generate a response."),
+        "{stderr}"
+    );
+    let lines = log_lines(&events, 2);
+    assert_eq!(usage(&lines[0])["source"], "reported");
+    assert_eq!(usage(&lines[0])["prompt_tokens"], 12);
+    assert_eq!(outcome(&lines[1]), "failure");
 }
