@@ -1149,6 +1149,117 @@ mod tests {
         assert!(text.starts_with(r#"{"connector_id":"gw","status":"error","message":"an error occurred while running the action","service_message":"Status code: 401."#), "{text}");
     }
 
+    /// cli.md "serve: the rest of the OpenAI API": `/v1/responses` and `/v1/embeddings` run
+    /// their sub-actions: the URL derived from the connector's, its credentials, the body as
+    /// given, the upstream's JSON as the answer; a URL that cannot be mapped is `404` with the
+    /// reason and sends nothing.
+    #[test]
+    fn responses_and_embeddings_run_their_sub_actions() {
+        let object = r#"{"id":"resp_1","object":"response","status":"completed","output":[],"usage":{"input_tokens":5,"output_tokens":2,"total_tokens":7}}"#;
+        let body = br#"{"model":"gpt-4.1","input":"Hi"}"#;
+        for (route, path, answer) in [
+            (Route::Responses, "/v1/responses", object),
+            (
+                Route::Embeddings,
+                "/v1/embeddings",
+                r#"{"object":"list","data":[],"usage":{"prompt_tokens":1,"total_tokens":1}}"#,
+            ),
+        ] {
+            let mut t = OneResponse::new(200, "application/json", &[answer]);
+            let Outcome::Reply(r) = run(&served(), route, body, &mut t) else {
+                panic!("expected a reply");
+            };
+            assert_eq!(
+                (r.status, String::from_utf8(r.body).unwrap()),
+                (200, answer.to_owned())
+            );
+            let sent = &t.sent[0];
+            assert_eq!(sent.url, format!("http://127.0.0.1:9{path}"));
+            assert_eq!(sent.body, body);
+            assert!(sent.headers.iter().any(|(n, v)| {
+                n.eq_ignore_ascii_case("authorization") && v == &format!("Bearer {KEY}")
+            }));
+        }
+        let unmapped = Setup::from_env(env(&[
+            (
+                ENV_CONFIG,
+                r#"{"apiProvider":"Other","apiUrl":"http://127.0.0.1:9/v1","defaultModel":"m"}"#,
+            ),
+            (ENV_SECRETS, &secrets_json()),
+            (ENV_CLIENT_TOKEN, TOKEN),
+        ]));
+        let mut t = OneResponse::new(200, "application/json", &[object]);
+        let Outcome::Reply(r) = run(
+            &unmapped.served.ok().unwrap(),
+            Route::Responses,
+            body,
+            &mut t,
+        ) else {
+            panic!("expected a reply");
+        };
+        assert_eq!(r.status, 404);
+        let error = body_json(&r).get("error").cloned().unwrap();
+        assert_eq!(
+            error.get("message").and_then(Value::as_str),
+            Some(
+                "The connector's URL cannot be mapped to the Responses API: apiUrl does not end in /chat/completions"
+            )
+        );
+        assert!(t.sent.is_empty());
+    }
+
+    /// A streamed Responses answer is passed through as read, its usage from
+    /// `response.completed`; after the upstream's `response.failed` nothing is added (the
+    /// execution fails); a connection reset adds a Responses `error` event the SDKs raise.
+    #[test]
+    fn responses_streams_pass_through_and_end_after_the_upstreams_failure() {
+        const CREATED: &str = "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"r\",\"status\":\"in_progress\",\"output\":[]}}\n\n";
+        const DELTA: &str = "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"item_id\":\"m\",\"output_index\":0,\"content_index\":0,\"delta\":\"Hi\"}\n\n";
+        const COMPLETED: &str = "event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":2,\"response\":{\"id\":\"r\",\"status\":\"completed\",\"output\":[],\"usage\":{\"input_tokens\":4,\"output_tokens\":1,\"total_tokens\":5}}}\n\n";
+        const FAILED: &str = "event: response.failed\ndata: {\"type\":\"response.failed\",\"sequence_number\":2,\"response\":{\"id\":\"r\",\"status\":\"failed\",\"output\":[],\"error\":{\"code\":\"server_error\",\"message\":\"boom\"}}}\n\n";
+        let body = br#"{"input":"Hi","stream":true}"#;
+        let pumped = |t: &mut OneResponse| {
+            let Outcome::Stream(stream) = run(&served(), Route::Responses, body, t) else {
+                panic!("expected a stream");
+            };
+            let mut sink = Collect::default();
+            let pumped = pump("gw", Route::Responses, stream, &mut sink);
+            (String::from_utf8(sink.bytes).unwrap(), pumped.summary)
+        };
+
+        let mut t = OneResponse::new(200, "text/event-stream", &[CREATED, DELTA, COMPLETED]);
+        let (bytes, summary) = pumped(&mut t);
+        assert_eq!(bytes, [CREATED, DELTA, COMPLETED].concat());
+        assert_eq!(summary.outcome, Ok(()));
+        assert_eq!(summary.usage, crate::usage::TokenUsage::reported(4, 1, 5));
+        assert_eq!(t.sent[0].url, "http://127.0.0.1:9/v1/responses");
+
+        let mut t = OneResponse::new(200, "text/event-stream", &[CREATED, DELTA, FAILED]);
+        let (bytes, summary) = pumped(&mut t);
+        assert_eq!(bytes, [CREATED, DELTA, FAILED].concat(), "nothing added");
+        let failure = summary.outcome.unwrap_err();
+        assert_eq!(failure.kind, crate::failure::FailureKind::Stream);
+        assert!(failure.service_message.contains("boom"), "{failure:?}");
+
+        let mut t = OneResponse::new(200, "text/event-stream", &[CREATED, DELTA]);
+        t.body
+            .as_mut()
+            .unwrap()
+            .0
+            .push_back(Err(TransportError::ConnectionReset));
+        let (bytes, summary) = pumped(&mut t);
+        let rest = bytes
+            .strip_prefix(&[CREATED, DELTA].concat())
+            .expect("the delivered bytes stand")
+            .to_owned();
+        assert!(
+            rest.starts_with("event: error\ndata: {\"type\":\"error\",\"code\":\"upstream_error\",\"message\":\"Status code: undefined. Message: Unexpected API Error: ECONNRESET"),
+            "{rest}"
+        );
+        assert!(rest.ends_with("}}\n\n"), "{rest}");
+        assert!(summary.outcome.is_err());
+    }
+
     #[test]
     fn bad_bodies_get_400_and_send_nothing() {
         for (route, body, needle) in [
