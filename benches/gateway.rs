@@ -3,8 +3,12 @@
 //!
 //! ```sh
 //! cargo bench -p openai-connector-harness --bench gateway -- [--rate 1000,50] [--seconds 10]
-//!     [--stream-rate 500,50] [--connections 32] [--litellm PATH/TO/litellm]
+//!     [--stream-rate 500,50] [--connections 32] [--litellm PATH/TO/litellm] [--shared]
 //! ```
+//!
+//! `--shared` adds a second `serve` with client limits counted in Redis (`--state`) and both
+//! usage sinks (Elasticsearch `_bulk` and OTLP), against real components (`gateway/shared.rs`),
+//! and below each table the floor of the limits' cost: the Redis round trip of their script.
 //!
 //! `benches/gateway/litellm-venv.sh` installs the pinned `litellm[proxy]` into
 //! `target/litellm-venv` (`$CARGO_TARGET_DIR/litellm-venv` when that is set) and prints the path
@@ -32,6 +36,8 @@
 
 #[path = "common.rs"]
 mod common;
+#[path = "gateway/shared.rs"]
+mod shared;
 use bytes::Bytes;
 use common::{Sender, connect};
 use http_body_util::{BodyExt, Full};
@@ -72,6 +78,7 @@ struct Options {
     seconds: u64,
     connections: usize,
     litellm: Option<String>,
+    shared: bool,
 }
 
 fn options() -> Options {
@@ -81,6 +88,7 @@ fn options() -> Options {
         seconds: 10,
         connections: 32,
         litellm: std::env::var("LITELLM_BIN").ok(),
+        shared: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -98,6 +106,7 @@ fn options() -> Options {
                     .expect("--connections: a number")
             }
             "--litellm" => o.litellm = Some(value("--litellm")),
+            "--shared" => o.shared = true,
             // `cargo bench` passes `--bench`; criterion-style filters are not used here.
             _ => {}
         }
@@ -202,7 +211,15 @@ impl Drop for Server {
     }
 }
 
-fn start_gateway(dir: &std::path::Path, upstream: u16) -> (Server, String) {
+/// `serve` in `dir` for the upstream, with `args` added; its client token carries `limits`
+/// (JSON after `"connectors":[...]`, or empty).
+fn start_gateway(
+    dir: &std::path::Path,
+    upstream: u16,
+    limits: &str,
+    args: &[String],
+) -> (Server, String) {
+    std::fs::create_dir_all(dir).unwrap();
     let connectors = dir.join("connectors");
     std::fs::create_dir_all(&connectors).unwrap();
     std::fs::write(
@@ -215,7 +232,7 @@ fn start_gateway(dir: &std::path::Path, upstream: u16) -> (Server, String) {
     let tokens = dir.join("tokens.json");
     std::fs::write(
         &tokens,
-        format!(r#"{{"tokens":[{{"token":"{CLIENT_TOKEN}","connectors":["bench"]}}]}}"#),
+        format!(r#"{{"tokens":[{{"token":"{CLIENT_TOKEN}","connectors":["bench"]{limits}}}]}}"#),
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_openai-connector"))
@@ -224,6 +241,7 @@ fn start_gateway(dir: &std::path::Path, upstream: u16) -> (Server, String) {
         .arg(&connectors)
         .arg("--client-tokens")
         .arg(&tokens)
+        .args(args)
         .env("OPENAI_CONNECTOR_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
@@ -466,7 +484,21 @@ fn main() {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let upstream = start_upstream();
-    let (gateway, gateway_url) = start_gateway(&dir, upstream);
+    let (gateway, gateway_url) = start_gateway(&dir.join("plain"), upstream, "", &[]);
+    let shared = o.shared.then(|| shared::Shared::start(&dir));
+    // Limits that never refuse at the bench's rates: every request is counted in Redis.
+    let shared_gateway = shared.as_ref().map(|s| {
+        let mut args = vec!["--state".to_owned(), s.redis_url.clone()];
+        for sink in &s.sinks {
+            args.extend(["--usage-sink".to_owned(), sink.clone()]);
+        }
+        start_gateway(
+            &dir.join("shared"),
+            upstream,
+            r#","limits":{"requestsPerMinute":100000000,"tokensPerMinute":100000000000,"concurrentRequests":100000}"#,
+            &args,
+        )
+    });
     let litellm = o
         .litellm
         .as_deref()
@@ -480,6 +512,13 @@ fn main() {
             CLIENT_TOKEN.to_owned(),
         ),
     ];
+    if let Some((_, url)) = &shared_gateway {
+        targets.push((
+            "serve + Redis limits + ES and OTLP sinks",
+            url.clone(),
+            CLIENT_TOKEN.to_owned(),
+        ));
+    }
     if let Some((_, url)) = &litellm {
         targets.push(("litellm proxy", url.clone(), format!("sk-{CLIENT_TOKEN}")));
     }
@@ -521,9 +560,16 @@ fn main() {
                 rate: run.achieved_rate,
             });
         }
-        tables.push((kind, rate, rows));
+        let floor = shared.as_ref().map(|s| {
+            eprintln!("{kind}: Redis acquire script: {rate}/s for {} s", o.seconds);
+            let latencies = rt.block_on(s.acquire_floor(rate, duration));
+            (percentile(&latencies, 50.0), percentile(&latencies, 99.0))
+        });
+        tables.push((kind, rate, rows, floor));
     }
     drop(litellm);
+    drop(shared_gateway);
+    drop(shared);
     drop(gateway);
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -531,7 +577,7 @@ fn main() {
         "\n{} s per target at a fixed rate, {} keep-alive connections, open loop; latency in ms.\n",
         o.seconds, o.connections
     );
-    for (kind, rate, rows) in tables {
+    for (kind, rate, rows, floor) in tables {
         println!("### {kind}, {rate} requests/s\n");
         println!(
             "| target | p50 | p99 | max | p50 over direct | p99 over direct | ok | errors | achieved/s |"
@@ -555,7 +601,20 @@ fn main() {
                 r.rate
             );
         }
-        if rows.len() == 3 {
+        if let Some((p50, p99)) = floor {
+            let plain = (rows[1].p50, rows[1].p99);
+            let with = (rows[2].p50, rows[2].p99);
+            let us = |a: Duration, b: Duration| (a.as_secs_f64() - b.as_secs_f64()) * 1e6;
+            println!(
+                "\nRedis limits and both sinks add {:+.0} µs at p50, {:+.0} µs at p99 over plain `serve`; \
+                 the floor, one call of the limits' script to Redis alone at {rate}/s: {:.0} µs p50, {:.0} µs p99.",
+                us(with.0, plain.0),
+                us(with.1, plain.1),
+                p50.as_secs_f64() * 1e6,
+                p99.as_secs_f64() * 1e6
+            );
+        }
+        if rows.len() == 3 && floor.is_none() {
             let gw = rows[1].p99.saturating_sub(direct.1).as_secs_f64();
             let ll = rows[2].p99.saturating_sub(direct.1).as_secs_f64();
             if gw > 0.0 {

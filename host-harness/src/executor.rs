@@ -19,7 +19,7 @@ use crate::runtime::{Harness, Instance, Launched, StreamExecution};
 use crate::settings::Settings;
 use anyhow::Result;
 use openai_connector::redaction::Secrets;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 /// The outcome of `execute` for a valid connector.
@@ -135,8 +135,9 @@ pub struct Executor {
     harness: Harness,
     settings: Settings,
     pool: Option<Arc<ConnectionPool>>,
-    /// The deployment's secrets (C121a), built once.
-    secrets: Arc<Secrets>,
+    /// The deployment's secrets (C121a), built once, and those `serve` adds: shared by the
+    /// clones, so that every serving thread redacts the tokens a reload brings.
+    secrets: Arc<RwLock<Arc<Secrets>>>,
 }
 
 /// A connector validated once, ready for any number of executions.
@@ -167,26 +168,31 @@ impl Executor {
     /// the default [`PoolLimits`](crate::pool::PoolLimits).
     pub fn new(harness: Harness, settings: Settings) -> Self {
         Executor {
-            secrets: Arc::new(settings.secrets()),
+            secrets: Arc::new(RwLock::new(Arc::new(settings.secrets()))),
             harness,
             settings,
             pool: Some(Arc::new(ConnectionPool::default())),
         }
     }
 
-    /// The same executor redacting `secrets` too from the failures it reports (C121a; `serve`
-    /// adds its client and admin tokens).
-    pub(crate) fn redacting(mut self, secrets: &Secrets) -> Self {
-        let mut all = (*self.secrets).clone();
+    /// Redacts `secrets` too from the failures this executor and its clones report (C121a;
+    /// `serve` adds its client and admin tokens, and on every reload the new ones). Secrets
+    /// are only ever added: a token a reload removed stays a secret.
+    pub(crate) fn redact_also(&self, secrets: &Secrets) {
+        let mut current = self.secrets.write().unwrap_or_else(|e| e.into_inner());
+        let mut all = (**current).clone();
         all.extend(secrets);
-        self.secrets = Arc::new(all);
-        self
+        *current = Arc::new(all);
     }
 
     /// How an execution of `prepared` is redacted.
     fn redaction(&self, prepared: &Prepared) -> Redaction {
         Redaction {
-            deployment: self.secrets.clone(),
+            deployment: self
+                .secrets
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
             connector: prepared.secrets.clone(),
         }
     }

@@ -12,6 +12,7 @@ mod proxy;
 mod redaction;
 mod redirects;
 mod redis_server;
+mod reload;
 mod responses_api;
 mod retries;
 mod reuse;

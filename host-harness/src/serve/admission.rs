@@ -8,12 +8,19 @@
 //! The whole wait is bounded by `queueTimeout`, after which the request is answered `503` with
 //! `Retry-After`. Once shutdown begins ([`Admission::close`]) nothing more is admitted: waiting
 //! requests are answered `503` at once, so no upstream request starts after SIGTERM.
+//!
+//! A reload (`SIGHUP`, [`Admission::reconfigure`]) keeps the queues of the connectors and
+//! callers it keeps (by connector id and [`Caller`], which does not depend on a token's place in
+//! the file), with their executions in flight; shares that change are resized in place (a
+//! smaller share takes effect as executions end).
 
 use super::auth::Caller;
 use crate::serve_settings::ServeSettings;
 use openai_connector::protocol::Refusal;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
@@ -32,11 +39,76 @@ pub(super) struct Ticket {
 /// The admission queues of a gateway.
 pub(super) struct Admission {
     slots: Arc<Semaphore>,
-    connectors: HashMap<String, Arc<Semaphore>>,
-    clients: HashMap<Caller, Arc<Semaphore>>,
-    per_connector: usize,
+    queues: Mutex<Queues>,
     queue_timeout: Duration,
     closing: watch::Sender<bool>,
+}
+
+/// The per-connector and per-caller queues, and the shares they were sized for.
+struct Queues {
+    shares: Shares,
+    connectors: HashMap<String, Queue>,
+    clients: HashMap<Caller, Queue>,
+}
+
+/// One share: its permits and how many there are meant to be.
+struct Queue {
+    permits: Arc<Semaphore>,
+    size: usize,
+    /// Permits a smaller share still has to take back as executions end.
+    owed: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    fn new(size: usize) -> Queue {
+        Queue {
+            permits: Arc::new(Semaphore::new(size)),
+            size,
+            owed: Arc::default(),
+        }
+    }
+
+    /// Executions holding a permit now.
+    fn in_flight(&self) -> usize {
+        (self.size + self.owed.load(Ordering::Relaxed))
+            .saturating_sub(self.permits.available_permits())
+    }
+
+    /// Grows or shrinks the share to `size`. Permits held now cannot be taken back: a
+    /// smaller share takes the rest as the executions holding them end.
+    fn resize(&mut self, size: usize) {
+        if size > self.size {
+            self.permits.add_permits(size - self.size);
+        } else if size < self.size {
+            let excess = self.size - size;
+            let left = excess - self.permits.forget_permits(excess);
+            if left > 0 {
+                let permits = self.permits.clone();
+                let owed = self.owed.clone();
+                owed.fetch_add(left, Ordering::Relaxed);
+                // Queued with the waiting requests, in their order.
+                tokio::spawn(async move {
+                    let n = u32::try_from(left).unwrap_or(u32::MAX);
+                    if let Ok(taken) = permits.acquire_many_owned(n).await {
+                        taken.forget();
+                        owed.fetch_sub(left, Ordering::Relaxed);
+                    }
+                });
+            }
+        }
+        self.size = size;
+    }
+}
+
+/// Adds a queue of `size` for every key of `keys` that has none.
+fn add_missing<K: Eq + Hash>(
+    queues: &mut HashMap<K, Queue>,
+    keys: impl IntoIterator<Item = K>,
+    size: usize,
+) {
+    for key in keys {
+        queues.entry(key).or_insert_with(|| Queue::new(size));
+    }
 }
 
 /// The shares in force, for the start-up line and the docs.
@@ -85,30 +157,72 @@ impl Admission {
         callers: impl IntoIterator<Item = Caller>,
         queue_timeout: Duration,
     ) -> Admission {
+        let mut queues = Queues {
+            shares,
+            connectors: HashMap::new(),
+            clients: HashMap::new(),
+        };
+        add_missing(&mut queues.connectors, connector_ids, shares.per_connector);
+        add_missing(&mut queues.clients, callers, shares.per_client);
         Admission {
             slots: Arc::new(Semaphore::new(shares.slots)),
-            connectors: connector_ids
-                .into_iter()
-                .map(|id| (id, Arc::new(Semaphore::new(shares.per_connector))))
-                .collect(),
-            clients: callers
-                .into_iter()
-                .map(|c| (c, Arc::new(Semaphore::new(shares.per_client))))
-                .collect(),
-            per_connector: shares.per_connector,
+            queues: Mutex::new(queues),
             queue_timeout,
             closing: watch::Sender::new(false),
         }
     }
 
+    fn queues(&self) -> MutexGuard<'_, Queues> {
+        // The queues hold no invariant a panic elsewhere could break.
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A reload: the shares for the new set of connectors and callers, queues for the new ones.
+    /// The instance slots stay as they are (`shares.slots` is the pool's size).
+    pub(super) fn reconfigure(
+        &self,
+        shares: Shares,
+        connector_ids: impl IntoIterator<Item = String>,
+        callers: impl IntoIterator<Item = Caller>,
+    ) {
+        let mut queues = self.queues();
+        if queues.shares != shares {
+            for queue in queues.connectors.values_mut() {
+                queue.resize(shares.per_connector);
+            }
+            for queue in queues.clients.values_mut() {
+                queue.resize(shares.per_client);
+            }
+            queues.shares = shares;
+        }
+        add_missing(&mut queues.connectors, connector_ids, shares.per_connector);
+        add_missing(&mut queues.clients, callers, shares.per_client);
+    }
+
     /// Waits for the permits of an execution of `connector` for `caller`.
     pub(super) async fn admit(&self, connector: &str, caller: Caller) -> Result<Ticket, Refusal> {
-        let (Some(client), Some(connector)) =
-            (self.clients.get(&caller), self.connectors.get(connector))
-        else {
-            // Every served connector and every known caller has its queue; a request for
-            // anything else was refused before it got here.
-            unreachable!("admission asked for an unknown connector or caller")
+        let (client, connector) = {
+            let mut queues = self.queues();
+            let Shares {
+                per_connector,
+                per_client,
+                ..
+            } = queues.shares;
+            // Every served connector and every known caller has its queue; one of a request
+            // that began before a reload (which added it) gets one now.
+            let client = queues
+                .clients
+                .entry(caller)
+                .or_insert_with(|| Queue::new(per_client))
+                .permits
+                .clone();
+            let connector = queues
+                .connectors
+                .entry(connector.to_owned())
+                .or_insert_with(|| Queue::new(per_connector))
+                .permits
+                .clone();
+            (client, connector)
         };
         let mut closing = self.closing.subscribe();
         if *closing.borrow_and_update() {
@@ -116,8 +230,8 @@ impl Admission {
         }
         let wait = async {
             Ticket {
-                _client: acquire(client).await,
-                _connector: acquire(connector).await,
+                _client: acquire(&client).await,
+                _connector: acquire(&connector).await,
                 _slot: acquire(&self.slots).await,
             }
         };
@@ -133,9 +247,10 @@ impl Admission {
 
     /// Executions of `connector` admitted now (for `balance` routes).
     pub(super) fn in_flight(&self, connector: &str) -> usize {
-        self.connectors
+        self.queues()
+            .connectors
             .get(connector)
-            .map_or(0, |s| self.per_connector - s.available_permits())
+            .map_or(0, Queue::in_flight)
     }
 
     /// Shutdown begins: requests waiting for permits and every later one are refused.
@@ -160,6 +275,11 @@ async fn acquire(semaphore: &Arc<Semaphore>) -> OwnedSemaphorePermit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::serve::auth::ClientId;
+
+    fn client(n: u64) -> Caller {
+        Caller::Client(ClientId::for_test(n))
+    }
 
     fn admission(per_connector: usize, per_client: usize, slots: usize) -> Admission {
         Admission::new(
@@ -169,7 +289,7 @@ mod tests {
                 per_client,
             },
             ["a".to_owned(), "b".to_owned()],
-            [Caller::Client(0), Caller::Client(1), Caller::Admin],
+            [client(0), client(1), Caller::Admin],
             Duration::from_secs(1),
         )
     }
@@ -200,29 +320,29 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_connector_at_its_share_does_not_delay_another() {
         let adm = admission(2, 8, 3);
-        let _a1 = adm.admit("a", Caller::Client(0)).await.unwrap();
-        let _a2 = adm.admit("a", Caller::Client(0)).await.unwrap();
+        let _a1 = adm.admit("a", client(0)).await.unwrap();
+        let _a2 = adm.admit("a", client(0)).await.unwrap();
         assert_eq!((adm.in_flight("a"), adm.in_flight("b")), (2, 0));
         // A third of `a` waits in `a`'s queue...
-        let waiting = adm.admit("a", Caller::Client(0));
+        let waiting = adm.admit("a", client(0));
         tokio::pin!(waiting);
         assert!(futures_poll_once(waiting.as_mut()).await.is_none());
         // ...and `b` gets the last slot at once.
-        let _b = adm.admit("b", Caller::Client(1)).await.unwrap();
+        let _b = adm.admit("b", client(1)).await.unwrap();
         assert_eq!(waiting.await.err(), Some(Refusal::QueueTimeout));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_client_at_its_share_waits_and_times_out() {
         let adm = admission(8, 1, 8);
-        let _held = adm.admit("a", Caller::Client(0)).await.unwrap();
+        let _held = adm.admit("a", client(0)).await.unwrap();
         let started = tokio::time::Instant::now();
         assert_eq!(
-            adm.admit("b", Caller::Client(0)).await.err(),
+            adm.admit("b", client(0)).await.err(),
             Some(Refusal::QueueTimeout)
         );
         assert_eq!(started.elapsed(), Duration::from_secs(1));
-        assert!(adm.admit("b", Caller::Client(1)).await.is_ok());
+        assert!(adm.admit("b", client(1)).await.is_ok());
     }
 
     #[tokio::test(start_paused = true)]
@@ -241,6 +361,44 @@ mod tests {
             Some(Refusal::ShuttingDown)
         );
         assert!(adm.is_closing());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_resizes_shares_and_keeps_what_is_in_flight() {
+        let adm = admission(2, 8, 8);
+        let held = adm.admit("a", client(0)).await.unwrap();
+        let _held2 = adm.admit("a", client(0)).await.unwrap();
+        // A reload: a third connector, and a share of 1 per connector.
+        let shares = Shares {
+            slots: 8,
+            per_connector: 1,
+            per_client: 8,
+        };
+        adm.reconfigure(shares, ["a", "b", "c"].map(str::to_owned), [client(0)]);
+        // `a` still has its two in flight, and no room until both have ended.
+        assert_eq!(adm.in_flight("a"), 2);
+        drop(held);
+        tokio::task::yield_now().await;
+        assert_eq!(
+            adm.admit("a", client(0)).await.err(),
+            Some(Refusal::QueueTimeout)
+        );
+        // The new connector has its queue, of the new size.
+        let _c = adm.admit("c", client(0)).await.unwrap();
+        assert_eq!(
+            adm.admit("c", client(0)).await.err(),
+            Some(Refusal::QueueTimeout)
+        );
+        // A larger share grows at once.
+        adm.reconfigure(
+            Shares {
+                per_connector: 3,
+                ..shares
+            },
+            ["c".to_owned()],
+            [],
+        );
+        assert!(adm.admit("c", client(0)).await.is_ok());
     }
 
     /// Polls `f` once: `Some` if it completed.

@@ -34,13 +34,49 @@ impl fmt::Debug for TokenDigest {
     }
 }
 
-/// Who is calling, for the admission shares (`serve::admission`).
+/// A client token's name for admission and client limits: 64 bits of a SHA-256 of the token,
+/// domain-separated from the digest tokens are checked with, so that it is the same for the
+/// same token on every replica and across reloads (`SIGHUP`), whatever its place in the file.
+/// `Debug` never shows it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ClientId(u64);
+
+impl ClientId {
+    fn of(token: &str) -> Self {
+        let digest = Sha256::new()
+            .chain_update(b"openai-connector client limits\0")
+            .chain_update(token.as_bytes())
+            .finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        ClientId(u64::from_be_bytes(first))
+    }
+
+    /// 16 hex digits, for the names of shared counters (`serve::limits`).
+    pub(crate) fn hex(self) -> String {
+        format!("{:016x}", self.0)
+    }
+
+    /// An id for tests of the modules that take callers.
+    #[cfg(test)]
+    pub(crate) fn for_test(n: u64) -> Self {
+        ClientId(n)
+    }
+}
+
+impl fmt::Debug for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientId([REDACTED])")
+    }
+}
+
+/// Who is calling, for the admission shares (`serve::admission`) and client limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Caller {
     /// The admin token.
     Admin,
-    /// The client token at this index of the `--client-tokens` file.
-    Client(usize),
+    /// A client token of the `--client-tokens` file.
+    Client(ClientId),
     /// Nobody in particular: auth is off (`--insecure-no-auth`).
     Open,
 }
@@ -66,6 +102,7 @@ impl Grant {
 #[derive(Clone, Debug)]
 struct ClientToken {
     digest: TokenDigest,
+    id: ClientId,
     grant: Grant,
     /// `limits` (`serve::limits`); `None` when the entry has none.
     limits: Option<limits::Entry>,
@@ -149,9 +186,9 @@ impl Auth {
         let presented = TokenDigest::of(token);
         // Every digest is compared, whatever matched first.
         let mut caller = admin.matches(&presented).then_some(Caller::Admin);
-        for (i, client) in self.clients.iter().enumerate() {
+        for client in &self.clients {
             if client.digest.matches(&presented) && client.grant.allows(connector_id) {
-                caller = caller.or(Some(Caller::Client(i)));
+                caller = caller.or(Some(Caller::Client(client.id)));
             }
         }
         caller
@@ -165,9 +202,28 @@ impl Auth {
         }
     }
 
-    /// The client limits of every client token, by index (`Caller::Client`).
-    pub(crate) fn client_limits(&self) -> Vec<Option<limits::Entry>> {
-        self.clients.iter().map(|c| c.limits.clone()).collect()
+    /// The client limits of `caller`, if it has any.
+    pub(crate) fn limits_of(&self, caller: Caller) -> Option<&limits::Entry> {
+        let Caller::Client(id) = caller else {
+            return None;
+        };
+        self.clients
+            .iter()
+            .find(|c| c.id == id)
+            .and_then(|c| c.limits.as_ref())
+    }
+
+    /// Gives every limited token the counters `limiter` already keeps for it, so that a reload
+    /// that keeps a token keeps its counts.
+    pub(crate) fn adopt_counters(&mut self, limiter: &limits::Limiter) {
+        for entry in self.clients.iter_mut().filter_map(|c| c.limits.as_mut()) {
+            limiter.adopt(entry);
+        }
+    }
+
+    /// How many client tokens there are.
+    pub(crate) fn client_count(&self) -> usize {
+        self.clients.len()
     }
 
     /// Every caller there can be, each with its own admission share.
@@ -175,7 +231,7 @@ impl Auth {
         match &self.admin {
             None => vec![Caller::Open],
             Some(_) => std::iter::once(Caller::Admin)
-                .chain((0..self.clients.len()).map(Caller::Client))
+                .chain(self.clients.iter().map(|c| Caller::Client(c.id)))
                 .collect(),
         }
     }
@@ -274,10 +330,12 @@ fn parse_tokens(
             Some(value) => limits::ClientLimits::parse(value, &format!("{at}.limits"))?,
             None => limits::ClientLimits::default(),
         };
+        let id = ClientId::of(token.trim());
         out.push(ClientToken {
             digest: TokenDigest::of(token.trim()),
+            id,
             grant: if all { Grant::All } else { Grant::Only(grant) },
-            limits: limits::Entry::new(token.trim(), limits),
+            limits: limits::Entry::new(id, limits),
         });
     }
     Ok(out)
@@ -318,15 +376,15 @@ mod tests {
         assert!(!auth.is_admin(&http::HeaderMap::new()));
         let caller = |h: &str, id: &str| auth.caller(&headers(h), id);
         assert_eq!(caller("Bearer admin-secret", "b"), Some(Caller::Admin));
-        assert_eq!(caller("Bearer client-a", "a"), Some(Caller::Client(0)));
+        let a = Caller::Client(ClientId::of("client-a"));
+        let all = Caller::Client(ClientId::of("client-all"));
+        assert_ne!(a, all);
+        assert_eq!(caller("Bearer client-a", "a"), Some(a));
         assert_eq!(caller("Bearer client-a", "b"), None);
-        assert_eq!(caller("Bearer client-all", "b"), Some(Caller::Client(1)));
+        assert_eq!(caller("Bearer client-all", "b"), Some(all));
         assert_eq!(caller("Bearer nobody", "a"), None);
         assert_eq!(caller("Bearer ", "a"), None);
-        assert_eq!(
-            auth.callers(),
-            [Caller::Admin, Caller::Client(0), Caller::Client(1)]
-        );
+        assert_eq!(auth.callers(), [Caller::Admin, a, all]);
         // Debug shows neither tokens nor digests.
         let debug = format!("{auth:?}");
         assert!(!debug.contains("admin-secret") && !debug.contains("client-a\""));
@@ -346,9 +404,15 @@ mod tests {
             &mut Secrets::new(),
         )
         .unwrap();
-        let limits = auth.client_limits();
-        assert_eq!(limits.len(), 2);
-        assert!(limits[0].is_none() && limits[1].is_some());
+        let of = |token: &str| auth.limits_of(Caller::Client(ClientId::of(token)));
+        assert!(of("client-a").is_none() && of("client-b").is_some());
+        assert!(auth.limits_of(Caller::Admin).is_none());
+        // The id is the same for the same token, never the token, and Debug hides it.
+        assert_eq!(ClientId::of("client-b"), ClientId::of("client-b"));
+        assert_eq!(ClientId::of("client-b").hex().len(), 16);
+        assert!(
+            !format!("{:?}", ClientId::of("client-b")).contains(&ClientId::of("client-b").hex())
+        );
     }
 
     #[test]

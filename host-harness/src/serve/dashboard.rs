@@ -87,6 +87,18 @@ impl UsageHistory {
         }
     }
 
+    /// Lists the connectors a reload serves (a new one shows before any use; a renamed one
+    /// shows its new name). Connectors no longer served keep their history.
+    pub(crate) fn list_connectors<'a>(
+        &self,
+        connectors: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) {
+        let mut map = self.lock();
+        for (id, name) in connectors {
+            map.entry(id.to_owned()).or_default().name = name.to_owned();
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ConnectorUsage>> {
         self.connectors.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -1,11 +1,12 @@
-//! The state every request of a gateway shares: the connectors, tokens, metrics, usage
-//! history and event log, and the executions in flight.
+//! The state every request of a gateway shares: the configuration in force (connectors,
+//! routes, tokens: `config`, replaced by a reload), metrics, usage history and event log, client
+//! limits, admission, and the executions in flight.
 
 use super::admission::{Admission, Shares, Ticket};
+use super::catalog::Served;
+use super::config::Config;
 use super::connection::{self, Deadlines, Registry};
-use super::route_table::RouteTable;
-use super::{auth, catalog, dashboard, limits, metrics, sinks};
-use crate::connector_file::ConnectorFile;
+use super::{dashboard, limits, metrics, sinks};
 use crate::event_log::{EventLog, event_line};
 use crate::execution::Finished;
 use crate::executor::Executor;
@@ -15,7 +16,7 @@ use openai_connector::redaction::Secrets;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// What `serve` was asked to do.
@@ -125,10 +126,8 @@ impl Drop for InFlightGuard {
 /// The state shared by every request.
 pub(super) struct Gateway {
     pub(super) executor: Executor,
-    pub(super) catalog: catalog::Catalog,
-    /// `--routes`.
-    pub(super) routes: RouteTable,
-    pub(super) auth: auth::Auth,
+    /// The connectors, routes and tokens in force (replaced whole by a reload).
+    config: RwLock<Arc<Config>>,
     pub(super) metrics: metrics::Metrics,
     pub(super) history: dashboard::UsageHistory,
     log: Option<EventLog>,
@@ -159,28 +158,23 @@ impl Gateway {
         }
     }
 
+    /// The configuration in force: a request keeps the one it started with.
+    pub(super) fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Loads and validates the connectors, the client tokens and the event log.
     pub(super) async fn new(executor: Executor, options: &ServeOptions) -> Result<Gateway> {
-        let catalog = catalog::Catalog::load(&options.connectors, &executor).await?;
-        let mut auth = auth::Auth::new(options.admin_token.as_deref());
-        let routes = match &options.routes {
-            Some(path) => RouteTable::load(path, &catalog.ids()).map_err(anyhow::Error::msg)?,
-            None => RouteTable::default(),
-        };
         // C121a: no failure shows a token, whatever an upstream echoes.
         let mut tokens = Secrets::new();
-        if let Some(admin) = &options.admin_token {
-            tokens.add(admin);
-        }
-        if let Some(path) = &options.client_tokens {
-            // A grant names connectors or routes.
-            let mut grantable = catalog.ids();
-            grantable.extend(routes.names().map(str::to_owned));
-            auth = auth.with_client_tokens_file(path, &grantable, &mut tokens)?;
-        }
-        let executor = executor.redacting(&tokens);
+        let mut config = Config::load(options, &executor, &mut tokens).await?;
+        executor.redact_also(&tokens);
         let history = dashboard::UsageHistory::new(
-            catalog
+            config
+                .catalog
                 .iter()
                 .map(|c| (c.file.id.as_str(), c.file.name.as_str())),
         );
@@ -203,28 +197,23 @@ impl Gateway {
                 }
                 None => None,
             };
-        let metrics = metrics::Metrics::new(catalog.iter().map(|c| c.file.id.as_str()));
+        let metrics = metrics::Metrics::new(config.catalog.iter().map(|c| c.file.id.as_str()));
         let limits = &executor.settings().serve;
         let sinks = sinks::Sinks::start(
             &options.usage_sinks,
             limits.usage_sink_buffer,
             std::env::var(sinks::AUTH_VAR).ok().as_deref(),
         )?;
-        let callers = auth.callers();
-        let shares = Shares::new(
-            limits,
-            executor.harness().max_instances(),
-            catalog.iter().count(),
-            callers.len(),
-        );
+        let shares = Self::shares(&executor, &config);
         let admission = Admission::new(
             shares,
-            catalog.iter().map(|c| c.file.id.clone()),
-            callers,
+            config.catalog.iter().map(|c| c.file.id.clone()),
+            config.auth.callers(),
             limits.queue_timeout,
         );
         let state = limits::State::parse(options.state.as_deref()).map_err(anyhow::Error::msg)?;
-        let client_limits = limits::Limiter::new(state, auth.client_limits()).await?;
+        let client_limits = limits::Limiter::new(state).await?;
+        config.auth.adopt_counters(&client_limits);
         let descriptors = connection::raise_descriptor_limit();
         let max_connections = limits
             .max_connections
@@ -236,9 +225,7 @@ impl Gateway {
             shares.per_client
         );
         Ok(Gateway {
-            catalog,
-            routes,
-            auth,
+            config: RwLock::new(Arc::new(config)),
             metrics,
             history,
             log,
@@ -256,17 +243,56 @@ impl Gateway {
         })
     }
 
+    /// The admission shares of `config`'s connectors and callers.
+    fn shares(executor: &Executor, config: &Config) -> Shares {
+        Shares::new(
+            &executor.settings().serve,
+            executor.harness().max_instances(),
+            config.catalog.iter().count(),
+            config.auth.callers().len(),
+        )
+    }
+
+    /// Reads the connectors, routes and client tokens again (`SIGHUP`, cli.md "Reload"). A set
+    /// that does not validate is refused whole and the configuration in force stays; requests
+    /// in flight finish on the one they started with. A token kept keeps its client-limit
+    /// counts and admission queue. Returns what is served now.
+    pub(super) async fn reload(&self, options: &ServeOptions) -> Result<String> {
+        let mut tokens = Secrets::new();
+        let mut config = Config::load(options, &self.executor, &mut tokens).await?;
+        config.auth.adopt_counters(&self.limits);
+        // Everything the new configuration needs is in place before a request can see it.
+        self.executor.redact_also(&tokens);
+        self.metrics
+            .list_connectors(config.catalog.iter().map(|c| c.file.id.as_str()));
+        self.history.list_connectors(
+            config
+                .catalog
+                .iter()
+                .map(|c| (c.file.id.as_str(), c.file.name.as_str())),
+        );
+        self.admission.reconfigure(
+            Self::shares(&self.executor, &config),
+            config.catalog.iter().map(|c| c.file.id.clone()),
+            config.auth.callers(),
+        );
+        let summary = config.summary();
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+        Ok(summary)
+    }
+
     /// Accounts for a finished execution: event log line (C116), usage sinks, metrics,
     /// dashboard. `request_model`: what [`Gateway::request_model`] found.
     pub(super) fn record(
         &self,
-        connector: &ConnectorFile,
+        served: &Served,
         route: metrics::Route,
         finished: &Finished,
         trapped: bool,
         started: Instant,
         request_model: Option<String>,
     ) {
+        let connector = &served.file;
         let line = (self.log.is_some() || self.sinks.wants_lines())
             .then(|| event_line(&finished.record(connector)));
         if let (Some(log), Some(line)) = (&self.log, &line)
@@ -283,10 +309,7 @@ impl Gateway {
             self.sinks.push_line(line);
         }
         if self.sinks.wants_calls() {
-            let config = self
-                .catalog
-                .get(&connector.id)
-                .and_then(|served| served.public_json.get("config"));
+            let config = served.public_json.get("config");
             self.sinks
                 .push_call(&connector.id, config, finished, request_model);
         }

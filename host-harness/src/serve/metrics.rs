@@ -101,16 +101,22 @@ pub(crate) struct Observation<'a> {
 impl Metrics {
     /// Counters for `connectors`, all starting at 0 so that every series exists from the start.
     pub(crate) fn new<'a>(connectors: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut inner = Inner::default();
+        let metrics = Metrics::default();
+        metrics.list_connectors(connectors);
+        metrics
+    }
+
+    /// Makes every series of `connectors` exist (at 0 for a connector not seen before): at
+    /// start, and for the connectors a reload adds. A connector a reload removes keeps its
+    /// series (counters only grow).
+    pub(crate) fn list_connectors<'a>(&self, connectors: impl IntoIterator<Item = &'a str>) {
+        let mut inner = self.lock();
         for id in connectors {
             let c = inner.connectors.entry(id.to_owned()).or_default();
             for route in Route::EXECUTIONS {
-                c.requests.insert(route, 0);
-                c.failures.insert(route, 0);
+                c.requests.entry(route).or_insert(0);
+                c.failures.entry(route).or_insert(0);
             }
-        }
-        Metrics {
-            inner: Mutex::new(inner),
         }
     }
 

@@ -6,9 +6,12 @@
 //! the settings (`guestMemoryLimit`, `guestTimeLimit`). A trap in one execution answers that
 //! request with a 500 JSON error; the gateway keeps serving.
 //!
-//! State shared by every request: `gateway`. Routes (`routes`): Kibana-compatible connector
-//! routes and `_execute`, the OpenAI-compatible `/connectors/{id}/v1/...` and
-//! `/routes/{name}/v1/...` (chat completions, Responses, embeddings, models), `/metrics` (`metrics`), `/dashboard` (`dashboard`) and `/healthz`. Tokens: `auth`.
+//! State shared by every request: `gateway`; the connectors, routes and tokens in force:
+//! `config`, read again on SIGHUP (a set that does not validate is refused whole, requests in
+//! flight finish on the configuration they started with). Routes (`routes`): Kibana-compatible
+//! connector routes and `_execute`, the OpenAI-compatible `/connectors/{id}/v1/...` and
+//! `/routes/{name}/v1/...` (chat completions, Responses, embeddings, models), `/metrics`
+//! (`metrics`), `/dashboard` (`dashboard`) and `/healthz`. Tokens: `auth`.
 //!
 //! Limits (`connection`, `admission`): every connection has a deadline unless it is serving a
 //! request, open connections are capped, and executions are admitted by fair shares within a
@@ -26,6 +29,7 @@
 mod admission;
 mod auth;
 mod catalog;
+mod config;
 mod connection;
 mod dashboard;
 mod gateway;
@@ -60,8 +64,42 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
     let addr = listener.local_addr()?;
+    // Listening before the ready line: from then on a SIGHUP reloads, it never kills.
+    let reloads = reload_on_hangup(gateway.clone(), options)?;
     on_ready(addr);
-    run(gateway, listener, shutdown_signal()).await
+    let result = run(gateway, listener, shutdown_signal()).await;
+    reloads.abort();
+    result
+}
+
+/// Reloads the configuration on every SIGHUP (cli.md "Reload"), one reload at a time; says on
+/// stderr what is served now, or why the new set was refused (the old one then stays).
+#[cfg(unix)]
+fn reload_on_hangup(
+    gateway: Arc<Gateway>,
+    options: ServeOptions,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot listen for SIGHUP")?;
+    Ok(tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match gateway.reload(&options).await {
+                Ok(served) => eprintln!("reloaded: {served}"),
+                Err(e) => {
+                    eprintln!("reload refused, the configuration in force stays: {e:#}")
+                }
+            }
+        }
+    }))
+}
+
+/// Without SIGHUP there is nothing to reload on.
+#[cfg(not(unix))]
+fn reload_on_hangup(
+    _gateway: Arc<Gateway>,
+    _options: ServeOptions,
+) -> Result<tokio::task::JoinHandle<()>> {
+    Ok(tokio::spawn(async {}))
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -3,6 +3,7 @@
 use super::admission::RETRY_AFTER_SECS;
 use super::auth::Caller;
 use super::catalog::Served;
+use super::config::Config;
 use super::gateway::{Gateway, InFlightGuard};
 use super::limits::Permit;
 use super::metrics::Route;
@@ -95,6 +96,8 @@ pub(crate) async fn handle(
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method().clone();
+    // The configuration this request runs on, whatever a reload does meanwhile.
+    let config = gw.config();
     match (&method, segments.as_slice()) {
         (&Method::GET, ["healthz"]) => {
             // A load balancer stops sending traffic as soon as shutdown begins.
@@ -110,7 +113,7 @@ pub(crate) async fn handle(
             json_response(StatusCode::OK, &json!({"status": "ok"}))
         }
         (&Method::GET, ["metrics"]) => {
-            if !gw.auth.is_admin(req.headers()) {
+            if !config.auth.is_admin(req.headers()) {
                 return unauthorized(&gw, Route::Execute);
             }
             respond(
@@ -127,8 +130,10 @@ pub(crate) async fn handle(
             )
         }
         (&Method::GET, ["dashboard"]) | (&Method::GET, ["dashboard", "data"]) => {
-            let admin = gw.auth.is_admin(req.headers())
-                || gw.auth.admin_token_matches(query_token(&req).as_deref());
+            let admin = config.auth.is_admin(req.headers())
+                || config
+                    .auth
+                    .admin_token_matches(query_token(&req).as_deref());
             if !admin {
                 return unauthorized(&gw, Route::Execute);
             }
@@ -161,10 +166,10 @@ pub(crate) async fn handle(
             r
         }
         (&Method::GET, ["api", "actions", "connectors"]) => {
-            if !gw.auth.is_admin(req.headers()) {
+            if !config.auth.is_admin(req.headers()) {
                 return unauthorized(&gw, Route::Execute);
             }
-            let list: Vec<Value> = gw
+            let list: Vec<Value> = config
                 .catalog
                 .iter()
                 .map(|c| {
@@ -176,20 +181,20 @@ pub(crate) async fn handle(
             json_response(StatusCode::OK, &Value::Array(list))
         }
         (&Method::GET, ["api", "actions", "connector", id]) => {
-            if !gw.auth.is_admin(req.headers()) {
+            if !config.auth.is_admin(req.headers()) {
                 return unauthorized(&gw, Route::Execute);
             }
-            match gw.catalog.get(id) {
+            match config.catalog.get(id) {
                 Some(c) => json_response(StatusCode::OK, &c.public_json),
                 None => reply(protocol::connector_not_found(Route::Execute, id, None)),
             }
         }
         (&Method::POST, ["api", "actions", "connector", id, "_execute"]) => {
-            let Some(caller) = gw.auth.admin_caller(req.headers()) else {
+            let Some(caller) = config.auth.admin_caller(req.headers()) else {
                 return unauthorized(&gw, Route::Execute);
             };
             let id = (*id).to_owned();
-            run_route(gw, executor, &id, Route::Execute, caller, req).await
+            run_route(gw, &config, executor, &id, Route::Execute, caller, req).await
         }
         (_, ["connectors", id, "v1", rest @ ..]) => {
             let Some(route) = openai_route(rest) else {
@@ -198,14 +203,14 @@ pub(crate) async fn handle(
             if let Some(refused) = wrong_method(&method, route) {
                 return refused;
             }
-            let Some(caller) = gw.auth.caller(req.headers(), id) else {
+            let Some(caller) = config.auth.caller(req.headers(), id) else {
                 return unauthorized(&gw, route);
             };
             let id = (*id).to_owned();
             if route == Route::Models {
-                return connector_models(&gw, &id);
+                return connector_models(&config, &id);
             }
-            run_route(gw, executor, &id, route, caller, req).await
+            run_route(gw, &config, executor, &id, route, caller, req).await
         }
         (_, ["routes", name, "v1", rest @ ..]) => {
             let Some(route) = openai_route(rest) else {
@@ -214,14 +219,14 @@ pub(crate) async fn handle(
             if let Some(refused) = wrong_method(&method, route) {
                 return refused;
             }
-            let Some(caller) = gw.auth.caller(req.headers(), name) else {
+            let Some(caller) = config.auth.caller(req.headers(), name) else {
                 return unauthorized(&gw, route);
             };
             let name = (*name).to_owned();
             if route == Route::Models {
-                return route_models(&gw, &name);
+                return route_models(&config, &name);
             }
-            run_named_route(gw, executor, &name, route, caller, req).await
+            run_named_route(gw, &config, executor, &name, route, caller, req).await
         }
         _ => kibana_error(StatusCode::NOT_FOUND, "Not Found"),
     }
@@ -252,8 +257,8 @@ fn wrong_method(method: &Method, route: Route) -> Option<Response<Body>> {
 
 /// `GET /connectors/{id}/v1/models`: the connector's `defaultModel`, without calling the
 /// upstream.
-fn connector_models(gw: &Gateway, id: &str) -> Response<Body> {
-    match gw.catalog.get(id) {
+fn connector_models(config: &Config, id: &str) -> Response<Body> {
+    match config.catalog.get(id) {
         Some(served) => reply(protocol::models(
             &model_of(served).into_iter().collect::<Vec<_>>(),
         )),
@@ -263,14 +268,14 @@ fn connector_models(gw: &Gateway, id: &str) -> Response<Body> {
 
 /// `GET /routes/{name}/v1/models`: the `defaultModel` of the route's connectors in the order
 /// written, each model once.
-fn route_models(gw: &Gateway, name: &str) -> Response<Body> {
-    let Some(named) = gw.routes.get(name) else {
+fn route_models(config: &Config, name: &str) -> Response<Body> {
+    let Some(named) = config.routes.get(name) else {
         return route_not_found(name, Route::Models);
     };
     let models: Vec<(&str, &str)> = named
         .connectors
         .iter()
-        .filter_map(|id| gw.catalog.get(id))
+        .filter_map(|id| config.catalog.get(id))
         .filter_map(model_of)
         .collect();
     reply(protocol::models(&models))
@@ -320,17 +325,18 @@ async fn read_body(
 /// params by the gateway protocol.
 async fn run_route(
     gw: Arc<Gateway>,
+    config: &Config,
     executor: Arc<Executor>,
     id: &str,
     route: Route,
     caller: Caller,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
-    let Some(served) = gw.catalog.get(id) else {
+    let Some(served) = config.catalog.get(id) else {
         return reply(protocol::connector_not_found(route, id, None));
     };
     let served = served.clone();
-    let (client, params) = match client_and_params(&gw, route, caller, req).await {
+    let (client, params) = match client_and_params(&gw, config, route, caller, req).await {
         Ok(admitted) => admitted,
         Err(r) => return r,
     };
@@ -345,11 +351,12 @@ async fn run_route(
 /// limits let the request in.
 async fn client_and_params(
     gw: &Gateway,
+    config: &Config,
     route: Route,
     caller: Caller,
     req: Request<hyper::body::Incoming>,
 ) -> Result<(Client, String), Response<Body>> {
-    let permit = limit(gw, route, caller).await?;
+    let permit = limit(gw, config, route, caller).await?;
     let body = read_body(req, route, gw.body_timeout)
         .await
         .map_err(reply)?;
@@ -357,8 +364,13 @@ async fn client_and_params(
     Ok((Client { caller, permit }, params))
 }
 
-async fn limit(gw: &Gateway, route: Route, caller: Caller) -> Result<Arc<Permit>, Response<Body>> {
-    match gw.limits.acquire(caller).await {
+async fn limit(
+    gw: &Gateway,
+    config: &Config,
+    route: Route,
+    caller: Caller,
+) -> Result<Arc<Permit>, Response<Body>> {
+    match gw.limits.acquire(config.auth.limits_of(caller)).await {
         Ok(permit) => Ok(Arc::new(permit)),
         Err(refused) => Err(reply(protocol::rate_limited(
             route,
@@ -374,13 +386,14 @@ async fn limit(gw: &Gateway, route: Route, caller: Caller) -> Result<Arc<Permit>
 /// execution tried logs its own line; the answer names the connector that gave it.
 async fn run_named_route(
     gw: Arc<Gateway>,
+    config: &Config,
     executor: Arc<Executor>,
     name: &str,
     route: Route,
     caller: Caller,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
-    let Some(named) = gw.routes.get(name) else {
+    let Some(named) = config.routes.get(name) else {
         return route_not_found(name, route);
     };
     let order: Vec<String> = named
@@ -389,14 +402,14 @@ async fn run_named_route(
         .map(str::to_owned)
         .collect();
     // One request of the client, however many connectors it tries.
-    let (client, params) = match client_and_params(&gw, route, caller, req).await {
+    let (client, params) = match client_and_params(&gw, config, route, caller, req).await {
         Ok(admitted) => admitted,
         Err(r) => return r,
     };
     let mut declined = None;
     for (i, id) in order.iter().enumerate() {
         // Every connector of a route was checked at load.
-        let Some(served) = gw.catalog.get(id).cloned() else {
+        let Some(served) = config.catalog.get(id).cloned() else {
             continue;
         };
         let last = i + 1 == order.len();
@@ -488,19 +501,12 @@ async fn run_execution(
         Err(e) => {
             tracing::error!("connector {}: sandbox failure: {e:#}", connector.id);
             let finished = Finished::sandbox_failure(&e, started_wall);
-            gw.record(connector, route, &finished, true, started_at, request_model);
+            gw.record(&served, route, &finished, true, started_at, request_model);
             permit.add_tokens(finished.usage.for_log().total_tokens);
             Attempt::Answered(ended_response(&connector.id, route, &finished))
         }
         Ok(Started::Ended(finished)) => {
-            gw.record(
-                connector,
-                route,
-                &finished,
-                false,
-                started_at,
-                request_model,
-            );
+            gw.record(&served, route, &finished, false, started_at, request_model);
             permit.add_tokens(finished.usage.for_log().total_tokens);
             drop(guard);
             let response = ended_response(&connector.id, route, &finished);
@@ -666,7 +672,7 @@ fn stream_response(
         drop(tx);
         drop(done_tx);
         gw.record(
-            connector,
+            &served,
             route,
             &finished,
             trap.is_some(),

@@ -2,32 +2,28 @@
 //! fallback (which counts here all along, see `serve::limits`).
 
 use super::window::{Window, whole_seconds};
-use super::{ClientLimits, Entry, Refused};
+use super::{ClientLimits, Counted, Refused};
 use openai_connector::protocol::RateLimit;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::MutexGuard;
 use std::time::Instant;
 
-/// The counters of every limited token entry, by client index.
+/// The clock of the counters kept in this process (each token's are in its [`Counted`]).
 pub(super) struct Local {
     epoch: Instant,
-    entries: Vec<Option<Mutex<Counters>>>,
 }
 
+/// One token's counts in this process.
 #[derive(Default)]
-struct Counters {
+pub(super) struct Counters {
     requests: Window,
     tokens: Window,
     in_flight: u64,
 }
 
 impl Local {
-    pub(super) fn new(entries: &[Option<Entry>]) -> Local {
+    pub(super) fn new() -> Local {
         Local {
             epoch: Instant::now(),
-            entries: entries
-                .iter()
-                .map(|e| e.as_ref().map(|_| Mutex::default()))
-                .collect(),
         }
     }
 
@@ -35,18 +31,19 @@ impl Local {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn counters(&self, index: usize) -> Option<MutexGuard<'_, Counters>> {
-        let counters = self.entries.get(index)?.as_ref()?;
+    fn counters(counted: &Counted) -> MutexGuard<'_, Counters> {
         // Counters hold no invariant worth poisoning.
-        Some(counters.lock().unwrap_or_else(|e| e.into_inner()))
+        counted.local.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Checks every limit of the entry at `index` and, when all have room, counts the request.
-    pub(super) fn try_acquire(&self, index: usize, limits: &ClientLimits) -> Result<(), Refused> {
+    /// Checks every limit of a token and, when all have room, counts the request.
+    pub(super) fn try_acquire(
+        &self,
+        counted: &Counted,
+        limits: &ClientLimits,
+    ) -> Result<(), Refused> {
         let now_ms = self.now_ms();
-        let Some(mut c) = self.counters(index) else {
-            return Ok(());
-        };
+        let mut c = Self::counters(counted);
         let waits = [
             (
                 RateLimit::RequestsPerMinute,
@@ -79,27 +76,23 @@ impl Local {
 
     /// Counts a request admitted by the shared state, so that this process's own count is at
     /// hand should the shared state go away.
-    pub(super) fn count_admitted(&self, index: usize) {
+    pub(super) fn count_admitted(&self, counted: &Counted) {
         let now = self.now_ms() / 1000;
-        if let Some(mut c) = self.counters(index) {
-            c.requests.add(now, 1);
-            c.in_flight += 1;
-        }
+        let mut c = Self::counters(counted);
+        c.requests.add(now, 1);
+        c.in_flight += 1;
     }
 
-    /// An execution of the entry at `index` ended.
-    pub(super) fn release(&self, index: usize) {
-        if let Some(mut c) = self.counters(index) {
-            c.in_flight = c.in_flight.saturating_sub(1);
-        }
+    /// An execution of a token ended.
+    pub(super) fn release(&self, counted: &Counted) {
+        let mut c = Self::counters(counted);
+        c.in_flight = c.in_flight.saturating_sub(1);
     }
 
     /// Adds the tokens of a finished execution.
-    pub(super) fn add_tokens(&self, index: usize, tokens: u64) {
+    pub(super) fn add_tokens(&self, counted: &Counted, tokens: u64) {
         let now = self.now_ms() / 1000;
-        if let Some(mut c) = self.counters(index) {
-            c.tokens.add(now, tokens);
-        }
+        Self::counters(counted).tokens.add(now, tokens);
     }
 }
 
@@ -119,6 +112,7 @@ fn longest_wait(waits: [(RateLimit, Option<u64>); 3]) -> Option<Refused> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::serve::auth::ClientId;
 
     #[test]
     fn requests_per_minute_and_the_longest_wait() {
@@ -126,16 +120,16 @@ mod tests {
             requests_per_minute: Some(2),
             ..ClientLimits::default()
         };
-        let local = Local::new(&[Entry::new("t", limits)]);
-        assert!(local.try_acquire(0, &limits).is_ok());
-        local.release(0);
-        assert!(local.try_acquire(0, &limits).is_ok());
-        local.release(0);
-        let refused = local.try_acquire(0, &limits).unwrap_err();
+        let entry = super::super::Entry::new(ClientId::for_test(1), limits).unwrap();
+        let counted = &entry.counted;
+        let local = Local::new();
+        assert!(local.try_acquire(counted, &limits).is_ok());
+        local.release(counted);
+        assert!(local.try_acquire(counted, &limits).is_ok());
+        local.release(counted);
+        let refused = local.try_acquire(counted, &limits).unwrap_err();
         assert_eq!(refused.limit, RateLimit::RequestsPerMinute);
         assert!((60..=61).contains(&refused.retry_after_secs));
-        // An index without limits is never refused.
-        assert!(local.try_acquire(7, &limits).is_ok());
         assert_eq!(
             longest_wait([
                 (RateLimit::RequestsPerMinute, Some(2_500)),

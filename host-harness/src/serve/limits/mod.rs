@@ -43,14 +43,14 @@ mod local;
 mod redis;
 mod window;
 
-use super::auth::Caller;
+use super::auth::ClientId;
 use local::Local;
 use openai_connector::protocol::RateLimit;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 /// The limits of one token entry (`limits` in `--client-tokens`); `None` is no limit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -97,30 +97,37 @@ impl ClientLimits {
     }
 }
 
-/// A limited token entry: its limits and the key its counters go by.
+/// A limited token entry: its limits and its counters.
 #[derive(Clone)]
 pub(crate) struct Entry {
-    /// 16 hex digits of a SHA-256 of the token (domain-separated from the auth digest): the
-    /// same for the same token on every replica, whatever its place in the file.
-    key: String,
     limits: ClientLimits,
+    counted: Arc<Counted>,
+}
+
+/// What is counted for one token: here, and under which names in Redis. A reload that keeps
+/// the token keeps these ([`Limiter::adopt`]).
+struct Counted {
+    /// The token's [`ClientId`] in hex: the same for the same token on every replica.
+    key: String,
+    redis_keys: redis::Keys,
+    local: Mutex<local::Counters>,
 }
 
 impl Entry {
-    /// The entry of `token` with `limits`; `None` when `limits` limit nothing.
-    pub(crate) fn new(token: &str, limits: ClientLimits) -> Option<Entry> {
+    /// The entry of the token `id` with `limits`; `None` when `limits` limit nothing.
+    pub(crate) fn new(id: ClientId, limits: ClientLimits) -> Option<Entry> {
         if limits.is_empty() {
             return None;
         }
-        let digest = Sha256::new()
-            .chain_update(b"openai-connector client limits\0")
-            .chain_update(token.as_bytes())
-            .finalize();
-        let key = digest[..8].iter().fold(String::new(), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        });
-        Some(Entry { key, limits })
+        let key = id.hex();
+        Some(Entry {
+            limits,
+            counted: Arc::new(Counted {
+                redis_keys: redis::Keys::of(&key),
+                key,
+                local: Mutex::default(),
+            }),
+        })
     }
 }
 
@@ -205,66 +212,77 @@ enum Backend {
 }
 
 impl Backend {
-    async fn acquire(&self, index: usize, entry: &Entry) -> Result<u64, Refused> {
+    async fn acquire(&self, entry: &Entry) -> Result<u64, Refused> {
         match self {
-            Backend::Local(local) => local.try_acquire(index, &entry.limits).map(|()| 0),
-            Backend::Redis(redis) => redis.acquire(index, entry).await,
+            Backend::Local(local) => local.try_acquire(&entry.counted, &entry.limits).map(|()| 0),
+            Backend::Redis(redis) => redis.acquire(entry).await,
         }
     }
 
     /// The execution holding `lease` ended, having used `tokens`.
-    fn finish(&self, index: usize, lease: u64, tokens: u64) {
+    fn finish(&self, counted: &Arc<Counted>, lease: u64, tokens: u64) {
         match self {
             Backend::Local(local) => {
-                local.release(index);
+                local.release(counted);
                 if tokens > 0 {
-                    local.add_tokens(index, tokens);
+                    local.add_tokens(counted, tokens);
                 }
             }
-            Backend::Redis(redis) => redis.finish(index, lease, tokens),
+            Backend::Redis(redis) => redis.finish(counted, lease, tokens),
         }
     }
 }
 
 /// The client limits of a gateway.
 pub(crate) struct Limiter {
-    /// By client index (`Caller::Client`); `None` for an entry without limits.
-    entries: Vec<Option<Entry>>,
     backend: Backend,
     /// Requests refused, by limit (in [`RateLimit::ALL`]'s order).
     refused: [AtomicU64; 3],
+    /// The counters of the tokens of the configurations in use, by key.
+    known: Mutex<HashMap<String, Weak<Counted>>>,
 }
 
 impl Limiter {
-    /// Counters for `entries` (by client index) in `state`. Redis being unreachable does not
-    /// stop the start: the limits are counted here until it answers.
-    pub(crate) async fn new(state: State, entries: Vec<Option<Entry>>) -> anyhow::Result<Limiter> {
-        let local = Arc::new(Local::new(&entries));
+    /// Counters in `state`. Redis being unreachable does not stop the start: the limits are
+    /// counted here until it answers.
+    pub(crate) async fn new(state: State) -> anyhow::Result<Limiter> {
+        let local = Arc::new(Local::new());
         let backend = match state {
             State::Local => Backend::Local(local),
-            State::Redis { url, target } => Backend::Redis(Arc::new(
-                redis::Redis::start(&url, target, &entries, local).await?,
-            )),
+            State::Redis { url, target } => {
+                Backend::Redis(Arc::new(redis::Redis::start(&url, target, local).await?))
+            }
         };
         Ok(Limiter {
-            entries,
             backend,
             refused: Default::default(),
+            known: Mutex::default(),
         })
     }
 
-    /// Checks and counts a request of `caller` against its token's limits.
-    pub(crate) async fn acquire(&self, caller: Caller) -> Result<Permit, Refused> {
-        let Caller::Client(index) = caller else {
+    /// Gives `entry` the counters of the same token if a configuration in use has them (a
+    /// reload keeps a kept token's counts, and the limits of its requests in flight), else
+    /// makes its own the ones known for the token.
+    pub(crate) fn adopt(&self, entry: &mut Entry) {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        known.retain(|_, counted| counted.strong_count() > 0);
+        match known.get(&entry.counted.key).and_then(Weak::upgrade) {
+            Some(counted) => entry.counted = counted,
+            None => {
+                known.insert(entry.counted.key.clone(), Arc::downgrade(&entry.counted));
+            }
+        }
+    }
+
+    /// Checks and counts a request against its token's limits (`None`: it has none).
+    pub(crate) async fn acquire(&self, entry: Option<&Entry>) -> Result<Permit, Refused> {
+        let Some(entry) = entry else {
             return Ok(Permit(None));
         };
-        let Some(entry) = self.entries.get(index).and_then(Option::as_ref) else {
-            return Ok(Permit(None));
-        };
-        match self.backend.acquire(index, entry).await {
+        match self.backend.acquire(entry).await {
             Ok(lease) => Ok(Permit(Some(Held {
                 backend: self.backend.clone(),
-                index,
+                counted: entry.counted.clone(),
                 lease,
                 counts_tokens: entry.limits.tokens_per_minute.is_some(),
                 tokens: AtomicU64::new(0),
@@ -312,7 +330,7 @@ pub(crate) struct Permit(Option<Held>);
 
 struct Held {
     backend: Backend,
-    index: usize,
+    counted: Arc<Counted>,
     lease: u64,
     counts_tokens: bool,
     /// The tokens of the request's executions so far.
@@ -336,7 +354,7 @@ impl Drop for Permit {
     fn drop(&mut self) {
         if let Some(held) = &self.0 {
             let tokens = held.tokens.load(Ordering::Relaxed);
-            held.backend.finish(held.index, held.lease, tokens);
+            held.backend.finish(&held.counted, held.lease, tokens);
         }
     }
 }
@@ -392,15 +410,11 @@ mod tests {
             requests_per_minute: Some(1),
             ..ClientLimits::default()
         };
-        let a = Entry::new("client-secret-token", limits).unwrap();
-        let b = Entry::new("client-secret-token", limits).unwrap();
-        let c = Entry::new("another-token", limits).unwrap();
-        assert_eq!(a.key, b.key);
-        assert_ne!(a.key, c.key);
-        assert_eq!(a.key.len(), 16);
-        assert!(!a.key.contains("secret"));
-        assert!(!format!("{a:?}").contains(&a.key));
-        assert!(Entry::new("t", ClientLimits::default()).is_none());
+        let a = Entry::new(ClientId::for_test(0xfeed), limits).unwrap();
+        assert_eq!(a.counted.key, "000000000000feed");
+        assert!(a.counted.redis_keys.requests.contains("{000000000000feed}"));
+        assert!(!format!("{a:?}").contains("feed"));
+        assert!(Entry::new(ClientId::for_test(1), ClientLimits::default()).is_none());
     }
 
     #[test]
@@ -432,29 +446,27 @@ mod tests {
 
     #[tokio::test]
     async fn local_limits_refuse_and_release() {
-        let entry = Entry::new(
-            "t",
-            ClientLimits {
-                requests_per_minute: Some(3),
-                concurrent_requests: Some(2),
-                tokens_per_minute: Some(10),
-            },
-        );
-        let limiter = Limiter::new(State::Local, vec![None, entry]).await.unwrap();
+        let limits = ClientLimits {
+            requests_per_minute: Some(3),
+            concurrent_requests: Some(2),
+            tokens_per_minute: Some(10),
+        };
+        let mut entry = Entry::new(ClientId::for_test(7), limits).unwrap();
+        let limiter = Limiter::new(State::Local).await.unwrap();
+        limiter.adopt(&mut entry);
+        let entry = Some(&entry);
         // Unlimited callers take nothing.
-        for caller in [Caller::Admin, Caller::Open, Caller::Client(0)] {
-            assert!(limiter.acquire(caller).await.unwrap().0.is_none());
-        }
-        let a = limiter.acquire(Caller::Client(1)).await.unwrap();
-        let b = limiter.acquire(Caller::Client(1)).await.unwrap();
-        let refused = limiter.acquire(Caller::Client(1)).await.err().unwrap();
+        assert!(limiter.acquire(None).await.unwrap().0.is_none());
+        let a = limiter.acquire(entry).await.unwrap();
+        let b = limiter.acquire(entry).await.unwrap();
+        let refused = limiter.acquire(entry).await.err().unwrap();
         assert_eq!(refused.limit, RateLimit::ConcurrentRequests);
         assert_eq!(refused.retry_after_secs, 1);
         a.add_tokens(12);
         drop(a);
         // Room for one more request in flight and one more request this minute, but the
         // tokens are used up.
-        let refused = limiter.acquire(Caller::Client(1)).await.err().unwrap();
+        let refused = limiter.acquire(entry).await.err().unwrap();
         assert_eq!(refused.limit, RateLimit::TokensPerMinute);
         assert!((60..=61).contains(&refused.retry_after_secs), "{refused:?}");
         drop(b);
@@ -469,5 +481,37 @@ mod tests {
             "{metrics}"
         );
         assert!(!metrics.contains("shared_state_up"), "{metrics}");
+    }
+
+    #[tokio::test]
+    async fn a_reload_that_keeps_a_token_keeps_its_counts() {
+        let limits = ClientLimits {
+            requests_per_minute: Some(2),
+            concurrent_requests: Some(1),
+            ..ClientLimits::default()
+        };
+        let limiter = Limiter::new(State::Local).await.unwrap();
+        let mut before = Entry::new(ClientId::for_test(7), limits).unwrap();
+        limiter.adopt(&mut before);
+        let in_flight = limiter.acquire(Some(&before)).await.unwrap();
+        // The same token read again (a reload), with a higher concurrency limit.
+        let mut after = Entry::new(
+            ClientId::for_test(7),
+            ClientLimits {
+                concurrent_requests: Some(2),
+                ..limits
+            },
+        )
+        .unwrap();
+        limiter.adopt(&mut after);
+        let second = limiter.acquire(Some(&after)).await.unwrap();
+        // Two requests this minute, from either configuration: the window is full.
+        let refused = limiter.acquire(Some(&after)).await.err().unwrap();
+        assert_eq!(refused.limit, RateLimit::RequestsPerMinute);
+        drop((in_flight, second));
+        // Another token starts from zero.
+        let mut other = Entry::new(ClientId::for_test(8), limits).unwrap();
+        limiter.adopt(&mut other);
+        assert!(limiter.acquire(Some(&other)).await.is_ok());
     }
 }

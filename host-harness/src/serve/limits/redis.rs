@@ -10,7 +10,7 @@
 
 use super::local::Local;
 use super::window::{BUCKETS, whole_seconds};
-use super::{Entry, Refused};
+use super::{Counted, Entry, Refused};
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Client, Script};
 use openai_connector::protocol::RateLimit;
@@ -38,15 +38,16 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 const BATCH: usize = 64;
 
 /// The Redis keys of one token entry; the hash tag keeps them in one slot.
-struct Keys {
-    requests: String,
+pub(super) struct Keys {
+    pub(super) requests: String,
     tokens: String,
     in_flight: String,
 }
 
 impl Keys {
-    fn of(entry: &Entry) -> Keys {
-        let prefix = format!("openai-connector:limits:{{{}}}", entry.key);
+    /// The keys of the token whose key (a digest, never the token) is `key`.
+    pub(super) fn of(key: &str) -> Keys {
+        let prefix = format!("openai-connector:limits:{{{key}}}");
         Keys {
             requests: format!("{prefix}:requests"),
             tokens: format!("{prefix}:tokens"),
@@ -57,7 +58,7 @@ impl Keys {
 
 /// An execution that ended, for the background task to write.
 struct Finished {
-    index: usize,
+    counted: Arc<Counted>,
     /// Its lease, when it holds one in Redis.
     lease: Option<u64>,
     tokens: u64,
@@ -81,14 +82,12 @@ struct Shared {
     /// The background task's connection.
     background: Mutex<Option<MultiplexedConnection>>,
     local: Arc<Local>,
-    /// By client index, as the limiter's entries.
-    keys: Vec<Option<Keys>>,
     /// Leases are `{replica}:{sequence}`.
     replica: String,
     next_lease: AtomicU64,
     /// The leases of executions in flight that count against a concurrency limit, with their
-    /// entry's index: renewed while they run.
-    held: Mutex<HashMap<u64, usize>>,
+    /// token's counters: renewed while they run.
+    held: Mutex<HashMap<u64, Arc<Counted>>>,
     last_warning: Mutex<Option<Instant>>,
     acquire: Script,
     finish: Script,
@@ -105,7 +104,6 @@ impl Redis {
     pub(super) async fn start(
         url: &str,
         target: String,
-        entries: &[Option<Entry>],
         local: Arc<Local>,
     ) -> anyhow::Result<Redis> {
         // The message never shows the URL: it may carry a password.
@@ -118,7 +116,6 @@ impl Redis {
             connections: Mutex::default(),
             background: Mutex::new(None),
             local,
-            keys: entries.iter().map(|e| e.as_ref().map(Keys::of)).collect(),
             replica: format!("{:016x}", fastrand::u64(..)),
             next_lease: AtomicU64::new(0),
             held: Mutex::default(),
@@ -143,20 +140,19 @@ impl Redis {
         self.shared.up.load(Ordering::Relaxed)
     }
 
-    /// Checks and counts a request of the entry at `index`: in Redis, or locally while Redis
-    /// is unreachable. Returns the request's lease.
-    pub(super) async fn acquire(&self, index: usize, entry: &Entry) -> Result<u64, Refused> {
+    /// Checks and counts a request of a token: in Redis, or locally while Redis is
+    /// unreachable. Returns the request's lease.
+    pub(super) async fn acquire(&self, entry: &Entry) -> Result<u64, Refused> {
         let shared = &self.shared;
+        let counted = &entry.counted;
         let lease = shared.next_lease.fetch_add(1, Ordering::Relaxed);
         let concurrent = entry.limits.concurrent_requests;
-        if let Some(keys) = shared.keys(index)
-            && shared.up.load(Ordering::Relaxed)
-        {
-            match shared.call_acquire(keys, entry, lease).await {
+        if shared.up.load(Ordering::Relaxed) {
+            match shared.call_acquire(&counted.redis_keys, entry, lease).await {
                 Ok(Ok(())) => {
-                    shared.local.count_admitted(index);
+                    shared.local.count_admitted(counted);
                     if concurrent.is_some() {
-                        lock(&shared.held).insert(lease, index);
+                        lock(&shared.held).insert(lease, counted.clone());
                     }
                     return Ok(lease);
                 }
@@ -164,24 +160,24 @@ impl Redis {
                 Err(why) => shared.unreachable(&why),
             }
         }
-        shared.local.try_acquire(index, &entry.limits)?;
+        shared.local.try_acquire(counted, &entry.limits)?;
         if concurrent.is_some() {
-            lock(&shared.held).insert(lease, index);
+            lock(&shared.held).insert(lease, counted.clone());
         }
         Ok(lease)
     }
 
     /// The execution holding `lease` ended, having used `tokens`.
-    pub(super) fn finish(&self, index: usize, lease: u64, tokens: u64) {
+    pub(super) fn finish(&self, counted: &Arc<Counted>, lease: u64, tokens: u64) {
         let shared = &self.shared;
-        shared.local.release(index);
+        shared.local.release(counted);
         if tokens > 0 {
-            shared.local.add_tokens(index, tokens);
+            shared.local.add_tokens(counted, tokens);
         }
         let lease = lock(&shared.held).remove(&lease).map(|_| lease);
         if lease.is_some() || tokens > 0 {
             let _ = self.finished.send(Finished {
-                index,
+                counted: counted.clone(),
                 lease,
                 tokens,
             });
@@ -235,10 +231,6 @@ fn connection_config(timeout: Duration) -> AsyncConnectionConfig {
 }
 
 impl Shared {
-    fn keys(&self, index: usize) -> Option<&Keys> {
-        self.keys.get(index)?.as_ref()
-    }
-
     fn lease_name(&self, lease: u64) -> String {
         format!("{}:{lease}", self.replica)
     }
@@ -348,9 +340,7 @@ impl Shared {
         let mut call = self.finish.prepare_invoke();
         call.arg(BUCKETS);
         for finished in &batch {
-            let Some(keys) = self.keys(finished.index) else {
-                continue;
-            };
+            let keys = &finished.counted.redis_keys;
             call.key(&keys.in_flight).key(&keys.tokens);
             match finished.lease {
                 Some(lease) => call.arg(self.lease_name(lease)),
@@ -365,14 +355,17 @@ impl Shared {
 
     /// Renews (or writes back) the leases of executions in flight.
     async fn renew(&self) {
-        let mut by_entry: HashMap<usize, Vec<u64>> = HashMap::new();
-        for (lease, index) in lock(&self.held).iter() {
-            by_entry.entry(*index).or_default().push(*lease);
+        let mut by_entry: HashMap<String, (Arc<Counted>, Vec<u64>)> = HashMap::new();
+        for (lease, counted) in lock(&self.held).iter() {
+            by_entry
+                .entry(counted.key.clone())
+                .or_insert_with(|| (counted.clone(), Vec::new()))
+                .1
+                .push(*lease);
         }
-        for (index, leases) in by_entry {
-            let (Some(keys), Some(mut connection)) =
-                (self.keys(index), lock(&self.background).clone())
-            else {
+        for (counted, leases) in by_entry.into_values() {
+            let keys = &counted.redis_keys;
+            let Some(mut connection) = lock(&self.background).clone() else {
                 return;
             };
             let mut call = self.renew.prepare_invoke();
