@@ -202,6 +202,12 @@ fn connectors(entries: &[(&str, String)]) -> PathBuf {
         .unwrap()
         .join("connectors");
     std::fs::create_dir_all(&dir).unwrap();
+    connectors_in(&dir, entries);
+    dir
+}
+
+/// Writes the connector files of [`connectors`] into `dir`.
+fn connectors_in(dir: &Path, entries: &[(&str, String)]) {
     for (id, config) in entries {
         std::fs::write(
             dir.join(format!("{id}.json")),
@@ -211,7 +217,6 @@ fn connectors(entries: &[(&str, String)]) -> PathBuf {
         )
         .unwrap();
     }
-    dir
 }
 
 fn openai_config(url: &str, model: &str) -> String {
@@ -1075,4 +1080,35 @@ async fn execute_streams_responses_to_stdout() {
     assert_eq!(usage(&lines[0])["source"], "reported");
     assert_eq!(usage(&lines[0])["prompt_tokens"], 12);
     assert_eq!(outcome(&lines[1]), "failure");
+}
+
+/// `/v1/models` answers from the configuration in force: after SIGHUP, the connectors'
+/// new `defaultModel` (cli.md "Reload").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_follow_a_reload() {
+    let dir = connectors(&[(
+        "oai",
+        openai_config("http://127.0.0.1:9/v1/chat/completions", "gpt-4.1"),
+    )]);
+    let (gw, _) = gateway_with_log(&dir, "", &[], &[]);
+    assert_eq!(first_model(&gw).await, "gpt-4.1");
+    connectors_in(
+        &dir,
+        &[(
+            "oai",
+            openai_config("http://127.0.0.1:9/v1/chat/completions", "gpt-4o"),
+        )],
+    );
+    let line = crate::reload::hang_up(&gw, 1).await;
+    assert!(line.starts_with("reloaded: "), "{line}");
+    assert_eq!(first_model(&gw).await, "gpt-4o");
+}
+
+/// The first model `GET /connectors/oai/v1/models` lists.
+async fn first_model(gw: &crate::serve::Gateway) -> Value {
+    let (status, _, text) = gw
+        .call("GET", "/connectors/oai/v1/models", Some(ADMIN), "")
+        .await;
+    assert_eq!(status, 200, "{text}");
+    serde_json::from_str::<Value>(&text).unwrap()["data"][0]["id"].clone()
 }
