@@ -178,9 +178,11 @@ pub fn start<T: Transport>(
             let estimate = (usage == TokenUsage::UNAVAILABLE
                 && plan.params.sub_action == SubAction::Responses)
                 .then(|| {
+                    let output = responses_api::output_of(&data);
                     EstimationInput::from_responses(
                         &plan.request.body,
-                        &responses_api::output_of(&data),
+                        &output.text,
+                        &output.calls,
                         data.get("model").and_then(Value::as_str),
                         connector.config.default_model.as_deref(),
                     )

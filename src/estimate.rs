@@ -19,7 +19,7 @@
 
 use crate::chat_stream::ChatStream;
 use crate::json::Value;
-use crate::responses_api::Output;
+use crate::responses_api::FunctionCall;
 
 /// A tiktoken encoding that estimates use (C110).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -127,21 +127,22 @@ impl EstimationInput {
 
 impl EstimationInput {
     /// The estimate input for a `responses` call that reported no usage (a whole response, or
-    /// what arrived of a stream): `sent_body` is the request body as sent, `output` what the
-    /// response produced, `response_model` the model it names. The model is chosen as C110
+    /// what arrived of a stream): `sent_body` is the request body as sent, `output_text` and
+    /// `calls` what the response produced, `response_model` the model it names. The model is chosen as C110
     /// says; the prompt text is [`responses_prompt_text`]'s; the completion text is the output
     /// text, then `\n` + name + `\n` + arguments for each function call (as C111 counts tool
     /// calls).
     pub(crate) fn from_responses(
         sent_body: &[u8],
-        output: &Output,
+        output_text: &str,
+        calls: &[FunctionCall],
         response_model: Option<&str>,
         default_model: Option<&str>,
     ) -> Self {
         let body = Value::parse(sent_body).ok();
         let model = model_choice(body.as_ref(), response_model, default_model);
-        let mut completion_text = output.text.clone();
-        for call in &output.calls {
+        let mut completion_text = output_text.to_owned();
+        for call in calls {
             completion_text.push('\n');
             completion_text.push_str(&call.name);
             completion_text.push('\n');
@@ -539,18 +540,15 @@ mod tests {
 
     #[test]
     fn responses_estimate_counts_output_text_then_calls_and_picks_the_model() {
-        use crate::responses_api::FunctionCall;
-        let output = Output {
-            text: "Hello".to_owned(),
-            calls: vec![FunctionCall {
-                call_id: "c".to_owned(),
-                name: "f".to_owned(),
-                arguments: "{}".to_owned(),
-            }],
-        };
+        let calls = [FunctionCall {
+            call_id: "c".to_owned(),
+            name: "f".to_owned(),
+            arguments: "{}".to_owned(),
+        }];
         let input = EstimationInput::from_responses(
             br#"{"input":"Hi"}"#,
-            &output,
+            "Hello",
+            &calls,
             Some("gpt-4o-2024-08-06"),
             Some("gpt-4"),
         );
@@ -564,7 +562,8 @@ mod tests {
         );
         let input = EstimationInput::from_responses(
             br#"{"model":"gpt-4","input":"Hi"}"#,
-            &Output::default(),
+            "",
+            &[],
             Some("gpt-4o"),
             None,
         );

@@ -27,6 +27,7 @@ mod redirect;
 pub mod request;
 pub mod response;
 pub mod responses_api;
+pub mod responses_stream;
 pub mod retry;
 mod schema;
 pub mod settings;

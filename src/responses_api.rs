@@ -51,10 +51,16 @@ pub(crate) fn map(body: &[u8]) -> Result<(Value, TokenUsage), String> {
 
 /// The usage a Responses API `usage` object reports, if it reports one.
 pub(crate) fn reported_usage(usage: &Value) -> Option<TokenUsage> {
-    let count = |key: &str| match usage.get(key) {
+    usage_from(|key| match usage.get(key) {
         Some(Value::Number(n)) => Some(number_to_count(n)),
         _ => None,
-    };
+    })
+}
+
+/// The usage of a `usage` object whose numeric members `count` reads (`None`: missing or not
+/// a number): `input_tokens` and `output_tokens` are required, `total_tokens` defaults to
+/// their sum. Whole responses and streams ([`crate::responses_stream`]) read usage with it.
+pub(crate) fn usage_from(count: impl Fn(&str) -> Option<u64>) -> Option<TokenUsage> {
     let (input, output) = (count("input_tokens")?, count("output_tokens")?);
     let total = count("total_tokens").unwrap_or(input.saturating_add(output));
     Some(TokenUsage::reported(input, output, total))

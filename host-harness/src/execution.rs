@@ -234,6 +234,19 @@ pub(crate) struct EstimationInput {
     pub(crate) completion_text: String,
 }
 
+/// What an `sse.responses-decoder` assembled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponsesAssembled {
+    /// The output text.
+    pub output_text: String,
+    /// The function calls, in the order they first appeared.
+    pub function_calls: Vec<openai_connector::responses_api::FunctionCall>,
+    /// The usage of the ending event, when it reported one.
+    pub usage: Option<openai_connector::usage::TokenUsage>,
+    /// How the stream ended, if it did.
+    pub end: Option<openai_connector::responses_stream::End>,
+}
+
 /// How an execution ended, with what the event log needs.
 #[derive(Clone, Debug)]
 pub struct Finished {

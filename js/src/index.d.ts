@@ -232,3 +232,51 @@ export declare class ChatDecoder implements Disposable {
   completion(): Record<string, unknown>;
   [Symbol.dispose](): void;
 }
+
+/** An output item of `response.output_item.added` / `.done` (empty strings where it has none). */
+export interface ResponsesItem {
+  outputIndex: number;
+  itemType: string;
+  id: string;
+  callId: string;
+  name: string;
+  arguments: string;
+}
+
+/** One typed event of a Responses API stream; `type` is the WIT `responses-event` case. */
+export type ResponsesEvent =
+  | { type: 'created'; id: string; model: string }
+  | { type: 'output-text-delta'; outputIndex: number; contentIndex: number; delta: string }
+  | ({ type: 'output-item-added' } & ResponsesItem)
+  | ({ type: 'output-item-done' } & ResponsesItem)
+  | { type: 'function-call-arguments-delta'; outputIndex: number; delta: string }
+  | { type: 'function-call-arguments-done'; outputIndex: number; arguments: string }
+  | { type: 'completed'; usage: Usage | null }
+  | { type: 'incomplete'; reason: string; usage: Usage | null }
+  | { type: 'failed'; message: string }
+  | { type: 'error'; message: string }
+  | { type: 'other'; eventType: string };
+
+/** How a Responses stream ended. */
+export type ResponsesEnd =
+  | { type: 'completed' }
+  | { type: 'incomplete'; reason: string }
+  | { type: 'failed'; message: string }
+  | { type: 'error'; message: string };
+
+export interface FunctionCall {
+  callId: string;
+  name: string;
+  arguments: string;
+}
+
+export declare class ResponsesDecoder implements Disposable {
+  constructor(options?: { maxEventBytes?: number });
+  feed(chunk: Uint8Array | string): ResponsesEvent[];
+  finish(): void;
+  outputText(): string;
+  functionCalls(): FunctionCall[];
+  usage(): Usage | null;
+  end(): ResponsesEnd | null;
+  [Symbol.dispose](): void;
+}

@@ -10,6 +10,7 @@ import {
   ChatStreamError,
   ConnectorFailure,
   ConnectorValidationError,
+  ResponsesDecoder,
   SseDecoder,
   SseError,
   buildRequest,
@@ -208,6 +209,22 @@ describe('responses and embeddings (sub-actions of this project)', () => {
       body: '{"object":"list","data":[],"usage":{"prompt_tokens":3,"total_tokens":3}}',
     });
     assert.deepEqual(embeddings.usage, { promptTokens: 3, completionTokens: 0, totalTokens: 3, source: 'reported' });
+  });
+});
+
+describe('ResponsesDecoder', () => {
+  test('typed events in, assembly out; a decoding error throws SseError after the events before it', () => {
+    const decoder = new ResponsesDecoder({ maxEventBytes: 200 });
+    const events = decoder.feed(
+      'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","output_index":0,"content_index":0,"delta":"Hi"}\n\n' +
+        `data: ${'x'.repeat(300)}\n\n`,
+    );
+    assert.deepEqual(events, [{ type: 'output-text-delta', outputIndex: 0, contentIndex: 0, delta: 'Hi' }]);
+    assert.throws(() => decoder.feed('data: {}\n\n'), (e) => e instanceof SseError && /maximum size of 200 bytes/.test(e.message));
+    assert.equal(decoder.outputText(), 'Hi');
+    assert.equal(decoder.end(), null);
+    assert.equal(decoder.usage(), null);
+    decoder[Symbol.dispose]();
   });
 });
 
