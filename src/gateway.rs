@@ -1241,23 +1241,39 @@ mod tests {
         assert_eq!(failure.kind, crate::failure::FailureKind::Stream);
         assert!(failure.service_message.contains("boom"), "{failure:?}");
 
-        let mut t = OneResponse::new(200, "text/event-stream", &[CREATED, DELTA]);
-        t.body
-            .as_mut()
-            .unwrap()
-            .0
-            .push_back(Err(TransportError::ConnectionReset));
-        let (bytes, summary) = pumped(&mut t);
-        let rest = bytes
-            .strip_prefix(&[CREATED, DELTA].concat())
-            .expect("the delivered bytes stand")
-            .to_owned();
-        assert!(
-            rest.starts_with("event: error\ndata: {\"type\":\"error\",\"code\":\"upstream_error\",\"message\":\"Status code: undefined. Message: Unexpected API Error: ECONNRESET"),
-            "{rest}"
-        );
-        assert!(rest.ends_with("}}\n\n"), "{rest}");
-        assert!(summary.outcome.is_err());
+        // A reset, and a body that ends before any ending event: the client is told.
+        for (reset, message) in [
+            (
+                true,
+                "Status code: undefined. Message: Unexpected API Error: ECONNRESET",
+            ),
+            (
+                false,
+                "Stream error: the stream ended before response.completed",
+            ),
+        ] {
+            let mut t = OneResponse::new(200, "text/event-stream", &[CREATED, DELTA]);
+            if reset {
+                t.body
+                    .as_mut()
+                    .unwrap()
+                    .0
+                    .push_back(Err(TransportError::ConnectionReset));
+            }
+            let (bytes, summary) = pumped(&mut t);
+            let rest = bytes
+                .strip_prefix(&[CREATED, DELTA].concat())
+                .expect("the delivered bytes stand")
+                .to_owned();
+            assert!(
+                rest.starts_with(&format!(
+                    "event: error\ndata: {{\"type\":\"error\",\"code\":\"upstream_error\",\"message\":\"{message}"
+                )),
+                "{rest}"
+            );
+            assert!(rest.ends_with("}}\n\n"), "{rest}");
+            assert!(summary.outcome.is_err());
+        }
     }
 
     #[test]

@@ -459,7 +459,8 @@ pub fn chunk_event(chunk_json: &str) -> Vec<u8> {
 ///
 /// On the Responses route a `stream` failure is the upstream's own `response.failed` or `error`
 /// event, which the client has already received as it was: nothing is added after it. Any
-/// other failure (the connection reset, a timeout) ends the stream with a Responses `error`
+/// other failure (the connection reset, a timeout, a body that ended before
+/// `response.completed`, which is `response-invalid`) ends the stream with a Responses `error`
 /// event (`type`, `code`, `message`, `param`) that also holds the `error` object, so that the
 /// SDKs raise it and a client reading the typed events sees it as one.
 pub fn stream_error_event(connector_id: &str, route: Route, failure: &Failure) -> Option<Vec<u8>> {

@@ -9,8 +9,10 @@
 //! `response.completed` (or `response.incomplete`), else an estimate of the assembled input and
 //! output. Its outcome follows the stream's end: a `response.failed` or `error` event fails the
 //! execution (`stream`, `Stream error: <message>`) and ends the pass-through after the chunk
-//! that carried it; a body that ends before any ending event fails it too (`Stream error: the
-//! stream ended before response.completed`). The accounting decoder holds events up to
+//! that carried it; a body that ends before any ending event fails it too, as
+//! `response-invalid` (`Stream error: the stream ended before response.completed`): the
+//! upstream told the client nothing, so a gateway tells it (`stream` on this route means the
+//! client has read the upstream's own failure event, [`crate::protocol::stream_error_event`]). The accounting decoder holds events up to
 //! `maxResponseContentLength` (at least C91's default), since `response.completed` repeats the
 //! whole response; an accounting failure (C91) still never stops the pass-through nor fails the
 //! execution (C114).
@@ -217,10 +219,13 @@ impl<B: Body> Iterator for StreamExecution<B> {
                         if let Layer::Responses(responses) = &self.layer
                             && responses.end().is_none()
                         {
-                            self.fail_stream(
+                            let failure = Failure::response_invalid(
                                 "Stream error: the stream ended before response.completed"
                                     .to_owned(),
+                                Some(self.status),
+                                self.api_key.as_deref(),
                             );
+                            self.fail(failure);
                         }
                     }
                     self.end();
@@ -591,10 +596,13 @@ mod tests {
         ]);
         assert_eq!(stream.by_ref().count(), 2);
         let summary = stream.finish();
+        let failure = summary.outcome.unwrap_err();
         assert_eq!(
-            summary.outcome.unwrap_err().service_message,
+            failure.service_message,
             "Stream error: the stream ended before response.completed"
         );
+        // Not `stream`: the client read no failure event from the upstream.
+        assert_eq!(failure.kind, crate::failure::FailureKind::ResponseInvalid);
         assert_eq!(summary.usage.source, UsageSource::Unavailable);
         assert_eq!(summary.estimate.unwrap().completion_text, "Hel");
         // A transport failure stays what it was.

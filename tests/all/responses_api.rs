@@ -179,6 +179,12 @@ fn upstream_script() -> crate::upstream::Script {
             "stream_tool" => sse(tool_stream()),
             "stream_failed" => sse(failed_stream()),
             "stream_error" => sse(error_stream()),
+            "stream_ended" => {
+                // The body ends (cleanly) before any ending event.
+                let mut steps: Vec<Step> = opening().into_iter().map(Step::Send).collect();
+                steps.push(Step::Send(text_delta(2, "Hel")));
+                Reply::sse(steps)
+            }
             "stream_cut" => {
                 let mut steps: Vec<Step> = opening().into_iter().map(Step::Send).collect();
                 steps.push(Step::Send(text_delta(2, "Hel")));
@@ -778,8 +784,8 @@ async fn execute_responses_and_embeddings() {
 
 /// The SDK's `responses.create(stream=True)`, iterating the typed events: text, a function
 /// call, `response.failed`, an `error` event mid-stream (both passed through as the upstream
-/// sent them, the stream then ending cleanly), and a stream cut before `response.completed`
-/// (the SDK raises the gateway's error event). Each execution logs its line: usage reported by
+/// sent them, the stream then ending cleanly), and a stream cut before `response.completed`,
+/// by a reset or by a body that ends (the SDK raises the gateway's error event). Each execution logs its line: usage reported by
 /// `response.completed`, or estimated from what arrived; failures counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_streams_with_the_openai_sdk() {
@@ -795,6 +801,7 @@ async fn responses_streams_with_the_openai_sdk() {
         "stream_failed",
         "stream_error",
         "stream_cut",
+        "stream_ended",
     ];
     let Some(v) = sdk(&gw.url("/connectors/oai/v1"), &calls).await else {
         return;
@@ -903,9 +910,17 @@ async fn responses_streams_with_the_openai_sdk() {
         cut["events"].as_array().unwrap()[..2],
         opening.as_array().unwrap()[..]
     );
+    // A body that ends before any ending event: the gateway tells the client.
+    let ended = &v["stream_ended"];
+    assert_eq!(ended["deltas"], json!(["Hel"]));
+    assert_eq!(
+        ended["raised"],
+        json!({"error": "APIError", "message": "Stream error: the stream ended before response.completed"}),
+        "{ended}"
+    );
 
     let sent = upstream.requests();
-    assert_eq!(sent.len(), 5);
+    assert_eq!(sent.len(), 6);
     for (r, call) in sent.iter().zip(calls) {
         assert_eq!(r.target, "/v1/responses");
         let body: Value = serde_json::from_slice(&r.body).unwrap();
@@ -915,12 +930,14 @@ async fn responses_streams_with_the_openai_sdk() {
         );
     }
 
-    wait_for_lines(&events, 5).await;
-    let lines = log_lines(&events, 5);
+    wait_for_lines(&events, 6).await;
+    let lines = log_lines(&events, 6);
     let outcomes: Vec<&str> = lines.iter().map(outcome).collect();
     assert_eq!(
         outcomes,
-        ["success", "success", "failure", "failure", "failure"]
+        [
+            "success", "success", "failure", "failure", "failure", "failure"
+        ]
     );
     assert_eq!(
         usage(&lines[0]),
@@ -949,10 +966,11 @@ async fn responses_streams_with_the_openai_sdk() {
         message(&lines[3])
     );
     assert!(message(&lines[4]).contains("ECONNRESET"));
+    assert!(message(&lines[5]).contains("ended before response.completed"));
     let (_, _, metrics) = gw.call("GET", "/metrics", Some(ADMIN), "").await;
     for line in [
-        "openai_connector_requests_total{connector=\"oai\",route=\"responses\"} 5",
-        "openai_connector_request_failures_total{connector=\"oai\",route=\"responses\"} 3",
+        "openai_connector_requests_total{connector=\"oai\",route=\"responses\"} 6",
+        "openai_connector_request_failures_total{connector=\"oai\",route=\"responses\"} 4",
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line}\n{metrics}");
     }
