@@ -381,9 +381,10 @@ async fn limit(
 }
 
 /// `POST /routes/{name}/v1/chat/completions`, `.../v1/responses` and `.../v1/embeddings`
-/// (cli.md "Routes"): the route's connectors in its order, the next one tried while the current one declines (a failure worth another
-/// connector, or no slot within the queue timeout) and nothing reached the client. Every
-/// execution tried logs its own line; the answer names the connector that gave it.
+/// (cli.md "Routes"): the route's connectors in its order, the next one tried while the
+/// current one declines (a failure worth another connector, or no slot within the queue
+/// timeout) and nothing reached the client. Every execution tried logs its own line; the
+/// answer names the connector that gave it.
 async fn run_named_route(
     gw: Arc<Gateway>,
     config: &Config,
