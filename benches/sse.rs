@@ -51,6 +51,22 @@
 //!   inside the guest and crosses the boundary once per body read, passing the bytes through
 //!   (C41) and reporting the usage of the corpus's usage chunk (C109). Neither builds the
 //!   completion JSON, which a `stream` execution does not produce.
+//!
+//! A third group, `sse/responses`, compares the Responses stream layer with the chat layer on
+//! comparable bytes, in the same run (`cargo bench -p openai-connector-harness --bench sse --
+//! responses` runs it alone). Its corpus, `responses`, is an OpenAI Responses stream
+//! (`response.created`, ..., ~230-byte `response.output_text.delta` events with the `chat`
+//! corpus's content pieces, then `response.output_text.done`, `content_part.done`,
+//! `output_item.done` and `response.completed`, which each repeat the whole text, about 15% of
+//! the bytes), about 4 MiB, in 16 KiB batches:
+//!
+//! - `chat_assembly_native_batched`, `chat_assembly_component_batched`: the `chat` corpus through
+//!   `ChatDecoder` and the `sse.chat-decoder` resource (the rows of the `sse/chat` group).
+//! - `responses_assembly_native_batched`: `ResponsesDecoder` fed the batches, typed events out
+//!   (kept until the next batch), then the assembled text.
+//! - `responses_assembly_component_batched`: the `sse.responses-decoder` resource on a fresh
+//!   instance: one `feed` per batch (bytes in, typed events lifted into host values), then the
+//!   assembled text, calls, usage and end.
 
 use criterion::{
     BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
@@ -59,6 +75,7 @@ use criterion::{
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use openai_connector::chat_stream::{ChatDecoder, ChatStream, Step};
+use openai_connector::responses_stream::{End, ResponsesDecoder};
 use openai_connector::sse::{Decoder, MAX_SSE_EVENT_BYTES};
 use openai_connector_harness::runtime::{Instance, uncut};
 use openai_connector_harness::{
@@ -172,6 +189,118 @@ data: [DONE]
             let n = 1 + rng.below(3);
             (0..n).map(|_| PIECES[rng.below(PIECES.len())]).collect()
         })
+    }
+
+    /// The `responses` corpus: an OpenAI Responses stream whose `response.output_text.delta`
+    /// events carry the `chat` corpus's pieces (one to three each), closed by the events that
+    /// repeat the whole text and by `response.completed` with usage.
+    pub fn responses(target: usize) -> Vec<u8> {
+        const ID: &str = "resp_68a1f0c2b7d48190a3e5c1f2d9b04e7c0a1b2c3d4e5f6a7b";
+        const ITEM: &str = "msg_68a1f0c3a2e88190b1c2d3e4f5a6b7c80a1b2c3d4e5f6a7b";
+        let response = |status: &str, output: &str, usage: &str| {
+            format!(
+                r#"{{"id":"{ID}","object":"response","created_at":1767225600,"status":"{status}","background":false,"error":null,"incomplete_details":null,"instructions":null,"max_output_tokens":null,"model":"gpt-4.1-2025-04-14","output":[{output}],"parallel_tool_calls":true,"previous_response_id":null,"reasoning":{{"effort":null,"summary":null}},"store":true,"temperature":1.0,"text":{{"format":{{"type":"text"}},"verbosity":"medium"}},"tool_choice":"auto","tools":[],"top_p":1.0,"truncation":"disabled","usage":{usage},"user":null,"metadata":{{}}}}"#
+            )
+        };
+        let event = |out: &mut Vec<u8>, kind: &str, sequence: usize, rest: &str| {
+            out.extend_from_slice(
+                format!(
+                    "event: {kind}\ndata: {{\"type\":\"{kind}\",\"sequence_number\":{sequence}{rest}}}\n\n"
+                )
+                .as_bytes(),
+            );
+        };
+        let message = |status: &str, text: &str| {
+            format!(
+                r#"{{"id":"{ITEM}","type":"message","status":"{status}","content":[{{"type":"output_text","annotations":[],"logprobs":[],"text":"{text}"}}],"role":"assistant"}}"#
+            )
+        };
+        let mut rng = Rng(0x5EED_0F55_E000_0001);
+        let mut out = Vec::with_capacity(target + (1 << 20));
+        let mut sequence = 0;
+        let mut next = || {
+            sequence += 1;
+            sequence - 1
+        };
+        let created = response("in_progress", "", "null");
+        event(
+            &mut out,
+            "response.created",
+            next(),
+            &format!(r#","response":{created}"#),
+        );
+        event(
+            &mut out,
+            "response.in_progress",
+            next(),
+            &format!(r#","response":{created}"#),
+        );
+        event(
+            &mut out,
+            "response.output_item.added",
+            next(),
+            &format!(
+                r#","output_index":0,"item":{{"id":"{ITEM}","type":"message","status":"in_progress","content":[],"role":"assistant"}}"#
+            ),
+        );
+        event(
+            &mut out,
+            "response.content_part.added",
+            next(),
+            &format!(
+                r#","item_id":"{ITEM}","output_index":0,"content_index":0,"part":{{"type":"output_text","annotations":[],"logprobs":[],"text":""}}"#
+            ),
+        );
+        // The text as it appears inside a JSON string (the pieces are escaped already).
+        let mut text = String::new();
+        while out.len() < target {
+            let n = 1 + rng.below(3);
+            let delta: String = (0..n).map(|_| PIECES[rng.below(PIECES.len())]).collect();
+            text.push_str(&delta);
+            event(
+                &mut out,
+                "response.output_text.delta",
+                next(),
+                &format!(
+                    r#","item_id":"{ITEM}","output_index":0,"content_index":0,"delta":"{delta}","logprobs":[],"obfuscation":"q9XzT""#
+                ),
+            );
+        }
+        event(
+            &mut out,
+            "response.output_text.done",
+            next(),
+            &format!(
+                r#","item_id":"{ITEM}","output_index":0,"content_index":0,"text":"{text}","logprobs":[]"#
+            ),
+        );
+        event(
+            &mut out,
+            "response.content_part.done",
+            next(),
+            &format!(
+                r#","item_id":"{ITEM}","output_index":0,"content_index":0,"part":{{"type":"output_text","annotations":[],"logprobs":[],"text":"{text}"}}"#
+            ),
+        );
+        let done = message("completed", &text);
+        event(
+            &mut out,
+            "response.output_item.done",
+            next(),
+            &format!(r#","output_index":0,"item":{done}"#),
+        );
+        let completed = response(
+            "completed",
+            &done,
+            r#"{"input_tokens":1017,"input_tokens_details":{"cached_tokens":0},"output_tokens":52311,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":53328}"#,
+        );
+        event(
+            &mut out,
+            "response.completed",
+            next(),
+            &format!(r#","response":{completed}"#),
+        );
+        out
     }
 
     /// The `large` corpus: content events of exactly `event_bytes` bytes each.
@@ -334,6 +463,54 @@ fn assemble_native_batched(batches: &[&[u8]]) -> String {
     decoder.chat().finish_json()
 }
 
+/// `ResponsesDecoder` fed `batches`; the typed events of each batch are kept until the next
+/// one. Returns the assembled text and the reported output tokens.
+fn assemble_responses_native(batches: &[&[u8]]) -> (String, u64) {
+    let mut decoder = ResponsesDecoder::new(MAX_SSE_EVENT_BYTES);
+    let mut events = Vec::new();
+    for batch in batches {
+        events.clear();
+        decoder.feed(batch, Some(&mut events)).unwrap();
+        black_box(&events);
+    }
+    decoder.finish().unwrap();
+    let stream = decoder.stream();
+    assert_eq!(stream.end(), Some(&End::Completed));
+    (
+        stream.output_text().to_owned(),
+        stream.usage().map_or(0, |u| u.completion_tokens),
+    )
+}
+
+/// The `sse.responses-decoder` resource: one `feed` per batch (bytes in, typed events out),
+/// then what it assembled.
+async fn assemble_responses_component(instance: &mut Instance, batches: &[&[u8]]) -> (String, u64) {
+    let decoder = instance
+        .responses_decoder(MAX_SSE_EVENT_BYTES as u32)
+        .await
+        .unwrap();
+    for batch in batches {
+        black_box(
+            instance
+                .responses_decoder_feed(decoder, batch)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    instance
+        .responses_decoder_finish(decoder)
+        .await
+        .unwrap()
+        .unwrap();
+    let assembled = instance.responses_decoder_assembled(decoder).await.unwrap();
+    assert_eq!(assembled.end, Some(End::Completed));
+    (
+        assembled.output_text,
+        assembled.usage.map_or(0, |u| u.completion_tokens),
+    )
+}
+
 /// What a component bench does on its fresh instance.
 #[derive(Clone, Copy)]
 enum Work {
@@ -343,6 +520,82 @@ enum Work {
     Assemble { blank: bool },
     /// `assemble_component_batched`.
     AssembleBatched,
+}
+
+/// The `sse/responses` group: the Responses layer beside the chat layer (see the module
+/// documentation), natively and in the component, 16 KiB batches.
+fn bench_responses(c: &mut Criterion, rt: &tokio::runtime::Runtime, harness: &Harness) {
+    let chat = Corpus {
+        name: "chat",
+        bytes: corpus::chat(CORPUS_BYTES).into(),
+        chunk: CHAT_CHUNK,
+    };
+    let responses = Corpus {
+        name: "responses",
+        bytes: corpus::responses(CORPUS_BYTES).into(),
+        chunk: COMPONENT_BATCH,
+    };
+    let path = corpora_dir().join("responses.sse");
+    std::fs::write(&path, &responses.bytes).unwrap();
+    eprintln!(
+        "corpus responses: {} bytes, written to {}",
+        responses.bytes.len(),
+        path.display()
+    );
+    let deny = Arc::new(OutboundPolicy::deny_all());
+    let (chat_batches, batches) = (chat.batches(), responses.batches());
+    let completion = assemble_native_batched(&chat_batches);
+    let (text, tokens) = assemble_responses_native(&batches);
+    assert_eq!(tokens, 52311);
+    rt.block_on(async {
+        let mut instance = harness.instantiate(deny.clone()).await.unwrap();
+        assert_eq!(
+            assemble_responses_component(&mut instance, &batches).await,
+            (text.clone(), tokens)
+        );
+        let mut instance = harness.instantiate(deny.clone()).await.unwrap();
+        assert_eq!(
+            assemble_component_batched(&mut instance, &chat_batches).await,
+            completion.as_bytes()
+        );
+    });
+    // On fresh instances, instantiated outside the timed part.
+    let timed = |b: &mut criterion::Bencher, responses: bool| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let mut instance = harness.instantiate(deny.clone()).await.unwrap();
+                    let start = Instant::now();
+                    if responses {
+                        black_box(assemble_responses_component(&mut instance, &batches).await);
+                    } else {
+                        black_box(assemble_component_batched(&mut instance, &chat_batches).await);
+                    }
+                    timed += start.elapsed();
+                }
+                timed
+            })
+        })
+    };
+    let mut group = c.benchmark_group("sse/responses");
+    // Throughput per row is set from its own corpus.
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::BytesDecimal(chat.bytes.len() as u64));
+    group.bench_function("chat_assembly_native_batched", |b| {
+        b.iter(|| black_box(assemble_native_batched(&chat_batches)))
+    });
+    group.bench_function("chat_assembly_component_batched", |b| timed(b, false));
+    group.throughput(Throughput::BytesDecimal(responses.bytes.len() as u64));
+    group.bench_function("responses_assembly_native_batched", |b| {
+        b.iter(|| black_box(assemble_responses_native(&batches)))
+    });
+    group.bench_function("responses_assembly_component_batched", |b| timed(b, true));
+    group.finish();
 }
 
 /// Which `sse.decoder` method a bench feeds.
@@ -712,6 +965,7 @@ fn bench(c: &mut Criterion) {
         });
         group.finish();
     }
+    bench_responses(c, &rt, &harness);
 }
 
 criterion_group!(benches, bench);

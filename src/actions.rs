@@ -6,11 +6,14 @@
 //! it in memory. No I/O happens here.
 
 use crate::config::{self, Connector, ValidationErrors};
+use crate::estimate::EstimationInput;
 use crate::failure::Failure;
 use crate::json::{ParseError, Value};
+use crate::params::SubAction;
 use crate::plan::{Deployment, plan};
 use crate::redirect;
 use crate::response;
+use crate::responses_api;
 use crate::retry;
 use crate::schema::Problem;
 use crate::streaming::{StreamExecution, StreamItem};
@@ -93,6 +96,9 @@ pub struct Execution {
     pub outcome: Result<Value, Failure>,
     /// Usage and its source (section 7).
     pub usage: TokenUsage,
+    /// When no usage was reported but it can be estimated (a `responses` answer without
+    /// `usage`, a collected stream without a usage event): what a tokenizer counts (C110–C112).
+    pub estimate: Option<EstimationInput>,
     /// Sent body length, when a request was sent (C118).
     pub request_body_bytes: Option<u64>,
     /// Attempts made: 0 when nothing was sent, 1 without retries (cli.md "Retries").
@@ -104,6 +110,7 @@ impl Execution {
         Execution {
             outcome: Err(failure),
             usage: TokenUsage::UNAVAILABLE,
+            estimate: None,
             request_body_bytes,
             attempts,
         }
@@ -166,12 +173,28 @@ pub fn start<T: Transport>(
         return fail(Failure::http(head.status, &body, api_key));
     }
     match response::map_success(plan.params.sub_action, &body) {
-        Ok((data, usage)) => Started::Ended(Execution {
-            outcome: Ok(data),
-            usage,
-            request_body_bytes: body_bytes,
-            attempts,
-        }),
+        Ok((data, usage)) => {
+            // A Responses answer without usage is estimated from its input and output.
+            let estimate = (usage == TokenUsage::UNAVAILABLE
+                && plan.params.sub_action == SubAction::Responses)
+                .then(|| {
+                    let output = responses_api::output_of(&data);
+                    EstimationInput::from_responses(
+                        &plan.request.body,
+                        &output.text,
+                        &output.calls,
+                        data.get("model").and_then(Value::as_str),
+                        connector.config.default_model.as_deref(),
+                    )
+                });
+            Started::Ended(Execution {
+                outcome: Ok(data),
+                usage,
+                estimate,
+                request_body_bytes: body_bytes,
+                attempts,
+            })
+        }
         Err(message) => fail(Failure::response_invalid(
             message,
             Some(head.status),
@@ -244,6 +267,7 @@ pub fn execute<T: Transport>(
                     .outcome
                     .map(|()| Value::String(String::from_utf8_lossy(&out).into_owned())),
                 usage: summary.usage,
+                estimate: summary.estimate,
                 request_body_bytes: summary.request_body_bytes,
                 attempts: summary.attempts,
             }
@@ -261,7 +285,7 @@ mod tests {
     use crate::transport::{Body, Head, TransportError};
     use std::collections::VecDeque;
 
-    struct Whole(Option<Vec<u8>>);
+    pub(super) struct Whole(Option<Vec<u8>>);
 
     impl Body for Whole {
         fn next_chunk(&mut self, _idle: Option<u64>) -> Result<Option<Vec<u8>>, TransportError> {
@@ -272,18 +296,21 @@ mod tests {
     type Answer = Result<(u16, Vec<(&'static str, &'static str)>, &'static str), TransportError>;
 
     /// Answers each request with the next scripted answer; records pauses.
-    struct Script {
+    pub(super) struct Script {
         answers: VecDeque<Answer>,
-        sent: usize,
+        pub(super) sent: usize,
+        /// URL and body of every request sent.
+        pub(super) requests: Vec<(String, String)>,
         pauses: Vec<u64>,
         time_left_ms: u64,
     }
 
     impl Script {
-        fn new(answers: Vec<Answer>) -> Script {
+        pub(super) fn new(answers: Vec<Answer>) -> Script {
             Script {
                 answers: answers.into(),
                 sent: 0,
+                requests: Vec::new(),
                 pauses: Vec::new(),
                 time_left_ms: 60_000,
             }
@@ -295,10 +322,14 @@ mod tests {
 
         fn open(
             &mut self,
-            _request: &HttpRequest,
+            request: &HttpRequest,
             _limits: &Limits,
         ) -> Result<Head<Whole>, TransportError> {
             self.sent += 1;
+            self.requests.push((
+                request.url.clone(),
+                String::from_utf8_lossy(&request.body).into_owned(),
+            ));
             let (status, headers, body) = self.answers.pop_front().expect("a scripted answer")?;
             Ok(Head {
                 status,
@@ -335,8 +366,13 @@ mod tests {
         r#"{"subAction":"stream","subActionParams":{"body":"{\"messages\":[]}","stream":true}}"#;
 
     fn connector() -> Connector {
+        connector_at("Other", "http://127.0.0.1:9/v1")
+    }
+
+    pub(super) fn connector_at(provider: &str, url: &str) -> Connector {
         let config = Value::parse(
-            br#"{"apiProvider":"Other","apiUrl":"http://127.0.0.1:9/v1","defaultModel":"m"}"#,
+            format!(r#"{{"apiProvider":"{provider}","apiUrl":"{url}","defaultModel":"gpt-4o"}}"#)
+                .as_bytes(),
         )
         .unwrap();
         let secrets = Value::parse(br#"{"apiKey":"sk-unit-test-key-123"}"#).unwrap();
@@ -439,6 +475,157 @@ mod tests {
         let e = run(2, STREAM, &mut script);
         assert!(e.outcome.is_ok(), "{:?}", e.outcome);
         assert_eq!(e.attempts, 2);
+    }
+}
+
+#[cfg(test)]
+mod api_tests {
+    //! `responses` and `embeddings` executed whole: URL, usage, estimates, failures.
+
+    use super::tests::{Script, connector_at};
+    use super::*;
+    use crate::failure::FailureKind;
+    use crate::usage::UsageSource;
+
+    const CHAT_URL: &str = "http://127.0.0.1:9/v1/chat/completions";
+
+    fn responses(body: &str) -> String {
+        format!(
+            r#"{{"subAction":"responses","subActionParams":{{"body":{}}}}}"#,
+            crate::json::quote(body)
+        )
+    }
+
+    fn embeddings(body: &str) -> String {
+        format!(
+            r#"{{"subAction":"embeddings","subActionParams":{{"body":{}}}}}"#,
+            crate::json::quote(body)
+        )
+    }
+
+    const RESPONSE: &str = r#"{"id":"resp_1","object":"response","status":"completed","model":"gpt-4.1-2025-04-14","output":[{"type":"message","id":"msg_1","role":"assistant","content":[{"type":"output_text","text":"Hello!","annotations":[]}]}],"usage":{"input_tokens":9,"output_tokens":3,"total_tokens":12}}"#;
+
+    #[test]
+    fn responses_report_input_and_output_tokens_as_prompt_and_completion() {
+        let mut script = Script::new(vec![Ok((200, vec![], RESPONSE))]);
+        let e = execute(
+            &connector_at("OpenAI", "https://api.openai.com/v1/chat/completions"),
+            &Deployment::default(),
+            &responses(r#"{"model":"gpt-4.1","input":"Hi"}"#),
+            &mut script,
+        );
+        assert_eq!(e.outcome.unwrap().to_json(), RESPONSE);
+        assert_eq!(e.usage, TokenUsage::reported(9, 3, 12));
+        assert_eq!(e.estimate, None);
+        assert_eq!(
+            script.requests,
+            [(
+                "https://api.openai.com/v1/responses".to_owned(),
+                r#"{"model":"gpt-4.1","input":"Hi"}"#.to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn responses_without_usage_ask_for_an_estimate_of_input_and_output() {
+        let without_usage = r#"{"id":"resp_1","object":"response","model":"gpt-4o-mini","output":[{"type":"message","content":[{"type":"output_text","text":"Hello!"}]},{"type":"function_call","call_id":"c1","name":"f","arguments":"{}"}]}"#;
+        let mut script = Script::new(vec![Ok((200, vec![], without_usage))]);
+        let e = execute(
+            &connector_at("Other", CHAT_URL),
+            &Deployment::default(),
+            &responses(r#"{"input":"Hi","instructions":"Be brief."}"#),
+            &mut script,
+        );
+        assert!(e.outcome.is_ok(), "{:?}", e.outcome);
+        assert_eq!(e.usage.source, UsageSource::Unavailable);
+        let estimate = e.estimate.expect("an estimate");
+        assert_eq!(
+            estimate.prompt_text,
+            "<|start|>system\nBe brief.<|end|>\n<|start|>user\nHi<|end|>"
+        );
+        assert_eq!(estimate.completion_text, "Hello!\nf\n{}");
+        assert_eq!(estimate.encoding.as_str(), "o200k_base");
+        assert_eq!(script.requests[0].0, "http://127.0.0.1:9/v1/responses");
+    }
+
+    #[test]
+    fn embeddings_report_prompt_tokens_and_pass_the_data_through() {
+        let answer = r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.5,-1e-3]}],"model":"text-embedding-3-small","usage":{"prompt_tokens":4,"total_tokens":4}}"#;
+        let mut script = Script::new(vec![Ok((200, vec![], answer))]);
+        let e = execute(
+            &connector_at(
+                "Azure OpenAI",
+                "https://r.openai.azure.com/openai/deployments/emb/chat/completions?api-version=2024-10-21",
+            ),
+            &Deployment::default(),
+            &embeddings(r#"{"input":"Hi"}"#),
+            &mut script,
+        );
+        assert_eq!(e.outcome.unwrap().to_json(), answer);
+        assert_eq!(e.usage, TokenUsage::reported(4, 0, 4));
+        assert_eq!(e.estimate, None);
+        assert_eq!(
+            script.requests[0].0,
+            "https://r.openai.azure.com/openai/deployments/emb/embeddings?api-version=2024-10-21"
+        );
+    }
+
+    #[test]
+    fn an_unmappable_url_fails_as_not_mapped_and_sends_nothing() {
+        let mut script = Script::new(vec![]);
+        let e = execute(
+            &connector_at("Azure OpenAI", "https://apim.example.com/llm/chat"),
+            &Deployment::default(),
+            &responses(r#"{"input":"Hi"}"#),
+            &mut script,
+        );
+        let failure = e.outcome.unwrap_err();
+        assert_eq!(failure.kind, FailureKind::NotMapped);
+        assert_eq!(
+            failure.service_message,
+            "The connector's URL cannot be mapped to the Responses API: Azure URL is not a deployment URL (.../openai/deployments/{name}/chat/completions?api-version=...)"
+        );
+        assert!(!failure.retry);
+        assert_eq!(
+            (e.attempts, e.request_body_bytes, script.sent),
+            (0, None, 0)
+        );
+    }
+
+    #[test]
+    fn api_http_errors_map_as_for_chat() {
+        let mut script = Script::new(vec![Ok((
+            400,
+            vec![],
+            r#"{"error":{"message":"Unsupported parameter: 'temperature'","type":"invalid_request_error"}}"#,
+        ))]);
+        let e = execute(
+            &connector_at("OpenAI", "https://api.openai.com/v1/chat/completions"),
+            &Deployment::default(),
+            &responses(r#"{"model":"o3","input":"Hi","temperature":0}"#),
+            &mut script,
+        );
+        let failure = e.outcome.unwrap_err();
+        assert_eq!(failure.kind, FailureKind::Http { status: 400 });
+        assert_eq!(
+            failure.service_message,
+            "Status code: 400. Message: API Error: Bad Request - Unsupported parameter: 'temperature'"
+        );
+        assert_eq!(e.estimate, None);
+    }
+
+    #[test]
+    fn a_response_that_is_not_an_object_is_invalid() {
+        let mut script = Script::new(vec![Ok((200, vec![], "<html>"))]);
+        let e = execute(
+            &connector_at("Other", CHAT_URL),
+            &Deployment::default(),
+            &embeddings(r#"{"input":"Hi"}"#),
+            &mut script,
+        );
+        let failure = e.outcome.unwrap_err();
+        assert_eq!(failure.kind, FailureKind::ResponseInvalid);
+        assert_eq!(failure.upstream_status, Some(200));
     }
 }
 

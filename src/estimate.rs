@@ -19,6 +19,7 @@
 
 use crate::chat_stream::ChatStream;
 use crate::json::Value;
+use crate::responses_api::FunctionCall;
 
 /// A tiktoken encoding that estimates use (C110).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -122,6 +123,120 @@ impl EstimationInput {
             completion_text: stream.completion_text(),
         }
     }
+}
+
+impl EstimationInput {
+    /// The estimate input for a `responses` call that reported no usage (a whole response, or
+    /// what arrived of a stream): `sent_body` is the request body as sent, `output_text` and
+    /// `calls` what the response produced, `response_model` the model it names. The model is chosen as C110
+    /// says; the prompt text is [`responses_prompt_text`]'s; the completion text is the output
+    /// text, then `\n` + name + `\n` + arguments for each function call (as C111 counts tool
+    /// calls).
+    pub(crate) fn from_responses(
+        sent_body: &[u8],
+        output_text: &str,
+        calls: &[FunctionCall],
+        response_model: Option<&str>,
+        default_model: Option<&str>,
+    ) -> Self {
+        let body = Value::parse(sent_body).ok();
+        let model = model_choice(body.as_ref(), response_model, default_model);
+        let mut completion_text = output_text.to_owned();
+        for call in calls {
+            completion_text.push('\n');
+            completion_text.push_str(&call.name);
+            completion_text.push('\n');
+            completion_text.push_str(&call.arguments);
+        }
+        EstimationInput {
+            encoding: encoding_for_model(model),
+            prompt_text: body
+                .as_ref()
+                .map(responses_prompt_text_of)
+                .unwrap_or_default(),
+            completion_text,
+        }
+    }
+}
+
+/// The prompt text of a Responses API request body, in C111's form (chosen, since C111 speaks
+/// of chat messages): `instructions` as a `system` message, then `input`, a string as a `user`
+/// message or each item of an array: a message (an item with a `role`) as its role and text
+/// (a string `content`, or the `text` members of its parts joined with `\n`), a
+/// `function_call` as an `assistant` message of its name and arguments on two lines, a
+/// `function_call_output` as a `tool` message of its `output` string; other items count
+/// nothing. Messages are joined with `\n`; then each `function` tool as C111 counts tools
+/// (`\n<|start|>` + name + `\n` + description + `\n` + compact JSON of `parameters` +
+/// `<|end|>`). A body that is not JSON gives the empty text.
+///
+/// ```
+/// use openai_connector::estimate::responses_prompt_text;
+///
+/// let body = br#"{"model":"gpt-4.1","instructions":"Be brief.","input":"Hi"}"#;
+/// assert_eq!(
+///     responses_prompt_text(body),
+///     "<|start|>system\nBe brief.<|end|>\n<|start|>user\nHi<|end|>"
+/// );
+/// ```
+pub fn responses_prompt_text(sent_body: &[u8]) -> String {
+    match Value::parse(sent_body) {
+        Ok(body) => responses_prompt_text_of(&body),
+        Err(_) => String::new(),
+    }
+}
+
+fn responses_prompt_text_of(body: &Value) -> String {
+    let mut text = String::new();
+    let mut message = |role: &str, content: &mut dyn FnMut(&mut String)| {
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str("<|start|>");
+        text.push_str(role);
+        text.push('\n');
+        content(&mut text);
+        text.push_str("<|end|>");
+    };
+    if let Some(instructions) = body.get("instructions").and_then(Value::as_str) {
+        message("system", &mut |out| out.push_str(instructions));
+    }
+    match body.get("input") {
+        Some(Value::String(input)) => message("user", &mut |out| out.push_str(input)),
+        Some(Value::Array(items)) => {
+            for item in items {
+                let kind = item.get("type").and_then(Value::as_str);
+                if let Some(role) = item.get("role").and_then(Value::as_str) {
+                    message(role, &mut |out| push_message_text(item.get("content"), out));
+                } else if kind == Some("function_call") {
+                    message("assistant", &mut |out| {
+                        out.push_str(str_member(item, "name"));
+                        out.push('\n');
+                        out.push_str(str_member(item, "arguments"));
+                    });
+                } else if kind == Some("function_call_output") {
+                    message("tool", &mut |out| out.push_str(str_member(item, "output")));
+                }
+            }
+        }
+        _ => {}
+    }
+    let tools = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten();
+    for tool in tools.filter(|t| t.get("type").and_then(Value::as_str) == Some("function")) {
+        text.push_str("\n<|start|>");
+        text.push_str(str_member(tool, "name"));
+        text.push('\n');
+        text.push_str(str_member(tool, "description"));
+        text.push('\n');
+        if let Some(parameters) = tool.get("parameters") {
+            parameters.write_json(&mut text);
+        }
+        text.push_str("<|end|>");
+    }
+    text
 }
 
 /// C110's order of choice, over an already parsed body.
@@ -399,6 +514,60 @@ mod tests {
             prompt_text(body),
             "<|start|>user\n<|endoftext|><|end|><|end|>"
         );
+    }
+
+    #[test]
+    fn responses_prompt_text_counts_instructions_input_items_and_function_tools() {
+        let body = br#"{"model":"gpt-4.1","instructions":"Be brief.","input":[
+            {"role":"user","content":"Weather in Paris?"},
+            {"type":"message","role":"user","content":[{"type":"input_text","text":"one"},{"type":"input_image","image_url":"x"},{"type":"input_text","text":"two"}]},
+            {"type":"function_call","call_id":"c1","name":"get_weather","arguments":"{\"city\":\"Paris\"}"},
+            {"type":"function_call_output","call_id":"c1","output":"18C"},
+            {"type":"reasoning","summary":[]},
+            "odd"],
+          "tools":[{"type":"function","name":"get_weather","description":"Weather","parameters":{"type":"object"}},{"type":"web_search"}]}"#;
+        assert_eq!(
+            responses_prompt_text(body),
+            "<|start|>system\nBe brief.<|end|>\n<|start|>user\nWeather in Paris?<|end|>\n<|start|>user\none\ntwo<|end|>\n<|start|>assistant\nget_weather\n{\"city\":\"Paris\"}<|end|>\n<|start|>tool\n18C<|end|>\n<|start|>get_weather\nWeather\n{\"type\":\"object\"}<|end|>"
+        );
+        assert_eq!(
+            responses_prompt_text(br#"{"input":"Hi"}"#),
+            "<|start|>user\nHi<|end|>"
+        );
+        assert_eq!(responses_prompt_text(b"not json"), "");
+        assert_eq!(responses_prompt_text(b"{}"), "");
+    }
+
+    #[test]
+    fn responses_estimate_counts_output_text_then_calls_and_picks_the_model() {
+        let calls = [FunctionCall {
+            call_id: "c".to_owned(),
+            name: "f".to_owned(),
+            arguments: "{}".to_owned(),
+        }];
+        let input = EstimationInput::from_responses(
+            br#"{"input":"Hi"}"#,
+            "Hello",
+            &calls,
+            Some("gpt-4o-2024-08-06"),
+            Some("gpt-4"),
+        );
+        assert_eq!(
+            input,
+            EstimationInput {
+                encoding: Encoding::O200kBase,
+                prompt_text: "<|start|>user\nHi<|end|>".to_owned(),
+                completion_text: "Hello\nf\n{}".to_owned(),
+            }
+        );
+        let input = EstimationInput::from_responses(
+            br#"{"model":"gpt-4","input":"Hi"}"#,
+            "",
+            &[],
+            Some("gpt-4o"),
+            None,
+        );
+        assert_eq!(input.encoding, Encoding::Cl100kBase);
     }
 
     // C110, C111, C113: the combined input from a (possibly partial) stream.

@@ -8,6 +8,7 @@
 //! the text of C70–C74 and the API key redacted (C32, C121a: verbatim, base64 and
 //! percent-encoded).
 
+use crate::api_url::NotMapped;
 use crate::config;
 use crate::params::ParamsError;
 use crate::redaction::Secrets;
@@ -46,6 +47,9 @@ pub enum FailureKind {
     TlsRefused,
     /// The sandbox stopped the guest (a trap, a resource limit); reported by hosts only.
     Sandbox,
+    /// The connector's URL cannot be mapped to the API of the sub-action (`responses`,
+    /// `embeddings`); the message says why. Nothing was sent.
+    NotMapped,
 }
 
 /// A failed execution (C77), typed.
@@ -82,6 +86,17 @@ impl Failure {
             ),
             api_key,
         )
+    }
+
+    /// The connector's `apiUrl` cannot be mapped to the API the sub-action calls: nothing was
+    /// sent, and trying again cannot help (`retry: false`). The message never quotes the URL.
+    pub(crate) fn not_mapped(error: &NotMapped, api_key: Option<&str>) -> Self {
+        Failure {
+            kind: FailureKind::NotMapped,
+            upstream_status: None,
+            service_message: redact(&error.to_string(), api_key),
+            retry: false,
+        }
     }
 
     /// C70–C73: a response that is not a success, its body read whole.

@@ -243,14 +243,25 @@ pub fn dispatch(setup: &Setup, method: &str, path: &str, authorization: &[Vec<u8
             }
             return Dispatch::Reply(healthz(setup));
         }
-        ["v1", "chat", "completions"] => (Route::ChatCompletions, None),
-        ["connectors", id, "v1", "chat", "completions"] => (Route::ChatCompletions, Some(*id)),
         ["_execute"] => (Route::Execute, None),
         ["api", "actions", "connector", id, "_execute"] => (Route::Execute, Some(*id)),
+        ["v1", rest @ ..] => match openai_route(rest) {
+            Some(route) => (route, None),
+            None => return Dispatch::Reply(protocol::kibana_error(404, "Not Found")),
+        },
+        ["connectors", id, "v1", rest @ ..] => match openai_route(rest) {
+            Some(route) => (route, Some(*id)),
+            None => return Dispatch::Reply(protocol::kibana_error(404, "Not Found")),
+        },
         _ => return Dispatch::Reply(protocol::kibana_error(404, "Not Found")),
     };
-    if method != "POST" {
-        return Dispatch::Reply(protocol::method_not_allowed("POST", route));
+    let allow = if route == Route::Models {
+        "GET"
+    } else {
+        "POST"
+    };
+    if method != allow {
+        return Dispatch::Reply(protocol::method_not_allowed(allow, route));
     }
     match &setup.auth {
         Err(problem) => {
@@ -282,7 +293,29 @@ pub fn dispatch(setup: &Setup, method: &str, path: &str, authorization: &[Vec<u8
     {
         return Dispatch::Reply(protocol::connector_not_found(route, id, Some(&served.id)));
     }
+    if route == Route::Models {
+        return Dispatch::Reply(models(served));
+    }
     Dispatch::Run(route)
+}
+
+/// The OpenAI route of the path after `/v1/`.
+fn openai_route(rest: &[&str]) -> Option<Route> {
+    match rest {
+        ["chat", "completions"] => Some(Route::ChatCompletions),
+        ["responses"] => Some(Route::Responses),
+        ["embeddings"] => Some(Route::Embeddings),
+        ["models"] => Some(Route::Models),
+        _ => None,
+    }
+}
+
+/// `GET /v1/models`: the connector's `defaultModel` (none for an Azure connector without one:
+/// its deployment is in its URL), owned by the connector's id; the upstream is not called.
+fn models(served: &Served) -> Reply {
+    let model = served.connector.config.default_model.as_deref();
+    let list: Vec<(&str, &str)> = model.map(|m| (m, served.id.as_str())).into_iter().collect();
+    protocol::models(&list)
 }
 
 /// `GET /healthz` (no token): `{"status":"ok"}`, or `503` naming the variables to fix. The
@@ -383,8 +416,10 @@ pub fn pump<B: Body>(
         }
     }
     let summary = stream.finish();
-    if let (Err(failure), false) = (&summary.outcome, client_gone) {
-        sink.write(&protocol::stream_error_event(connector_id, route, failure));
+    if let (Err(failure), false) = (&summary.outcome, client_gone)
+        && let Some(event) = protocol::stream_error_event(connector_id, route, failure)
+    {
+        sink.write(&event);
     }
     Pumped {
         summary,
@@ -499,6 +534,72 @@ mod tests {
         );
     }
 
+    /// cli.md "serve: the rest of the OpenAI API": Responses and embeddings run their
+    /// sub-actions; models is answered from `defaultModel` without an execution; each route
+    /// takes one method.
+    #[test]
+    fn responses_embeddings_and_models_routes() {
+        let s = setup();
+        let ok = bearer(TOKEN);
+        for (path, route) in [
+            ("/v1/responses", Route::Responses),
+            ("/connectors/gw/v1/responses", Route::Responses),
+            ("/v1/embeddings", Route::Embeddings),
+            ("/connectors/gw/v1/embeddings", Route::Embeddings),
+        ] {
+            assert_eq!(
+                dispatch(&s, "POST", path, &ok),
+                Dispatch::Run(route),
+                "{path}"
+            );
+            let r = reply(dispatch(&s, "GET", path, &ok));
+            assert_eq!(r.status, 405, "{path}");
+            assert!(r.headers.contains(&("allow".into(), "POST".into())));
+            assert!(body_json(&r).get("error").is_some(), "OpenAI's shape");
+        }
+        for path in ["/v1/models", "/connectors/gw/v1/models"] {
+            let r = reply(dispatch(&s, "GET", path, &ok));
+            assert_eq!(r.status, 200, "{path}");
+            assert_eq!(
+                String::from_utf8(r.body).unwrap(),
+                r#"{"object":"list","data":[{"id":"gpt-4o","object":"model","created":0,"owned_by":"gw"}]}"#
+            );
+            let r = reply(dispatch(&s, "POST", path, &ok));
+            assert_eq!(r.status, 405);
+            assert!(r.headers.contains(&("allow".into(), "GET".into())));
+        }
+        let r = reply(dispatch(&s, "GET", "/connectors/other/v1/models", &ok));
+        assert_eq!(r.status, 404);
+        assert_eq!(
+            body_json(&r)
+                .get("error")
+                .unwrap()
+                .get("code")
+                .unwrap()
+                .as_str(),
+            Some("connector_not_found")
+        );
+        assert_eq!(
+            reply(dispatch(&s, "POST", "/v1/completions", &ok)).status,
+            404
+        );
+        // An Azure connector without a defaultModel has no model to list: its deployment is in
+        // its URL.
+        let azure = Setup::from_env(env(&[
+            (
+                ENV_CONFIG,
+                r#"{"apiProvider":"Azure OpenAI","apiUrl":"https://r.openai.azure.com/openai/deployments/d1/chat/completions?api-version=2024-10-21"}"#,
+            ),
+            (ENV_SECRETS, &secrets_json()),
+            (ENV_CLIENT_TOKEN, TOKEN),
+        ]));
+        let r = reply(dispatch(&azure, "GET", "/v1/models", &ok));
+        assert_eq!(
+            (r.status, String::from_utf8(r.body).unwrap().as_str()),
+            (200, r#"{"object":"list","data":[]}"#)
+        );
+    }
+
     #[test]
     fn wrong_missing_or_duplicated_tokens_get_401_before_anything_runs() {
         let s = setup();
@@ -511,25 +612,27 @@ mod tests {
             vec![TOKEN.as_bytes().to_vec()],
             [bearer(TOKEN), bearer(TOKEN)].concat(),
         ] {
-            for (path, route) in [
-                ("/v1/chat/completions", Route::ChatCompletions),
-                ("/_execute", Route::Execute),
+            for (method, path, route) in [
+                ("POST", "/v1/chat/completions", Route::ChatCompletions),
+                ("POST", "/_execute", Route::Execute),
+                ("POST", "/v1/responses", Route::Responses),
+                ("POST", "/connectors/gw/v1/embeddings", Route::Embeddings),
+                ("GET", "/v1/models", Route::Models),
             ] {
-                let r = reply(dispatch(&s, "POST", path, &auth));
+                let r = reply(dispatch(&s, method, path, &auth));
                 assert_eq!(r.status, 401, "{auth:?}");
                 assert!(
                     r.headers
                         .contains(&("www-authenticate".into(), "Bearer".into()))
                 );
                 let body = body_json(&r);
-                match route {
-                    Route::ChatCompletions => assert_eq!(
+                if route == Route::Execute {
+                    assert_eq!(body.get("statusCode").unwrap().to_json(), "401")
+                } else {
+                    assert_eq!(
                         body.get("error").unwrap().get("code").unwrap().as_str(),
                         Some("invalid_api_key")
-                    ),
-                    Route::Execute => {
-                        assert_eq!(body.get("statusCode").unwrap().to_json(), "401")
-                    }
+                    )
                 }
                 no_secret(&String::from_utf8_lossy(&r.body));
             }
@@ -907,9 +1010,10 @@ mod tests {
                 .unwrap()
                 .0
                 .push_back(Err(TransportError::ConnectionReset));
-            let body: &[u8] = match route {
-                Route::ChatCompletions => br#"{"messages":[],"stream":true}"#,
-                Route::Execute => br#"{"params":{"subAction":"invokeStream","subActionParams":{"messages":[{"role":"user","content":"Hi"}]}}}"#,
+            let body: &[u8] = if route == Route::Execute {
+                br#"{"params":{"subAction":"invokeStream","subActionParams":{"messages":[{"role":"user","content":"Hi"}]}}}"#
+            } else {
+                br#"{"messages":[],"stream":true}"#
             };
             let Outcome::Stream(stream) = run(&served(), route, body, &mut t) else {
                 panic!("expected a stream");
@@ -1043,6 +1147,133 @@ mod tests {
         assert_eq!(r.status, 200, "Kibana answers status: error with 200");
         let text = String::from_utf8(r.body).unwrap();
         assert!(text.starts_with(r#"{"connector_id":"gw","status":"error","message":"an error occurred while running the action","service_message":"Status code: 401."#), "{text}");
+    }
+
+    /// cli.md "serve: the rest of the OpenAI API": `/v1/responses` and `/v1/embeddings` run
+    /// their sub-actions: the URL derived from the connector's, its credentials, the body as
+    /// given, the upstream's JSON as the answer; a URL that cannot be mapped is `404` with the
+    /// reason and sends nothing.
+    #[test]
+    fn responses_and_embeddings_run_their_sub_actions() {
+        let object = r#"{"id":"resp_1","object":"response","status":"completed","output":[],"usage":{"input_tokens":5,"output_tokens":2,"total_tokens":7}}"#;
+        let body = br#"{"model":"gpt-4.1","input":"Hi"}"#;
+        for (route, path, answer) in [
+            (Route::Responses, "/v1/responses", object),
+            (
+                Route::Embeddings,
+                "/v1/embeddings",
+                r#"{"object":"list","data":[],"usage":{"prompt_tokens":1,"total_tokens":1}}"#,
+            ),
+        ] {
+            let mut t = OneResponse::new(200, "application/json", &[answer]);
+            let Outcome::Reply(r) = run(&served(), route, body, &mut t) else {
+                panic!("expected a reply");
+            };
+            assert_eq!(
+                (r.status, String::from_utf8(r.body).unwrap()),
+                (200, answer.to_owned())
+            );
+            let sent = &t.sent[0];
+            assert_eq!(sent.url, format!("http://127.0.0.1:9{path}"));
+            assert_eq!(sent.body, body);
+            assert!(sent.headers.iter().any(|(n, v)| {
+                n.eq_ignore_ascii_case("authorization") && v == &format!("Bearer {KEY}")
+            }));
+        }
+        let unmapped = Setup::from_env(env(&[
+            (
+                ENV_CONFIG,
+                r#"{"apiProvider":"Other","apiUrl":"http://127.0.0.1:9/v1","defaultModel":"m"}"#,
+            ),
+            (ENV_SECRETS, &secrets_json()),
+            (ENV_CLIENT_TOKEN, TOKEN),
+        ]));
+        let mut t = OneResponse::new(200, "application/json", &[object]);
+        let Outcome::Reply(r) = run(
+            &unmapped.served.ok().unwrap(),
+            Route::Responses,
+            body,
+            &mut t,
+        ) else {
+            panic!("expected a reply");
+        };
+        assert_eq!(r.status, 404);
+        let error = body_json(&r).get("error").cloned().unwrap();
+        assert_eq!(
+            error.get("message").and_then(Value::as_str),
+            Some(
+                "The connector's URL cannot be mapped to the Responses API: apiUrl does not end in /chat/completions"
+            )
+        );
+        assert!(t.sent.is_empty());
+    }
+
+    /// A streamed Responses answer is passed through as read, its usage from
+    /// `response.completed`; after the upstream's `response.failed` nothing is added (the
+    /// execution fails); a connection reset adds a Responses `error` event the SDKs raise.
+    #[test]
+    fn responses_streams_pass_through_and_end_after_the_upstreams_failure() {
+        const CREATED: &str = "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"r\",\"status\":\"in_progress\",\"output\":[]}}\n\n";
+        const DELTA: &str = "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"item_id\":\"m\",\"output_index\":0,\"content_index\":0,\"delta\":\"Hi\"}\n\n";
+        const COMPLETED: &str = "event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":2,\"response\":{\"id\":\"r\",\"status\":\"completed\",\"output\":[],\"usage\":{\"input_tokens\":4,\"output_tokens\":1,\"total_tokens\":5}}}\n\n";
+        const FAILED: &str = "event: response.failed\ndata: {\"type\":\"response.failed\",\"sequence_number\":2,\"response\":{\"id\":\"r\",\"status\":\"failed\",\"output\":[],\"error\":{\"code\":\"server_error\",\"message\":\"boom\"}}}\n\n";
+        let body = br#"{"input":"Hi","stream":true}"#;
+        let pumped = |t: &mut OneResponse| {
+            let Outcome::Stream(stream) = run(&served(), Route::Responses, body, t) else {
+                panic!("expected a stream");
+            };
+            let mut sink = Collect::default();
+            let pumped = pump("gw", Route::Responses, stream, &mut sink);
+            (String::from_utf8(sink.bytes).unwrap(), pumped.summary)
+        };
+
+        let mut t = OneResponse::new(200, "text/event-stream", &[CREATED, DELTA, COMPLETED]);
+        let (bytes, summary) = pumped(&mut t);
+        assert_eq!(bytes, [CREATED, DELTA, COMPLETED].concat());
+        assert_eq!(summary.outcome, Ok(()));
+        assert_eq!(summary.usage, crate::usage::TokenUsage::reported(4, 1, 5));
+        assert_eq!(t.sent[0].url, "http://127.0.0.1:9/v1/responses");
+
+        let mut t = OneResponse::new(200, "text/event-stream", &[CREATED, DELTA, FAILED]);
+        let (bytes, summary) = pumped(&mut t);
+        assert_eq!(bytes, [CREATED, DELTA, FAILED].concat(), "nothing added");
+        let failure = summary.outcome.unwrap_err();
+        assert_eq!(failure.kind, crate::failure::FailureKind::Stream);
+        assert!(failure.service_message.contains("boom"), "{failure:?}");
+
+        // A reset, and a body that ends before any ending event: the client is told.
+        for (reset, message) in [
+            (
+                true,
+                "Status code: undefined. Message: Unexpected API Error: ECONNRESET",
+            ),
+            (
+                false,
+                "Stream error: the stream ended before response.completed",
+            ),
+        ] {
+            let mut t = OneResponse::new(200, "text/event-stream", &[CREATED, DELTA]);
+            if reset {
+                t.body
+                    .as_mut()
+                    .unwrap()
+                    .0
+                    .push_back(Err(TransportError::ConnectionReset));
+            }
+            let (bytes, summary) = pumped(&mut t);
+            let rest = bytes
+                .strip_prefix(&[CREATED, DELTA].concat())
+                .expect("the delivered bytes stand")
+                .to_owned();
+            assert!(
+                rest.starts_with(&format!(
+                    "event: error\ndata: {{\"type\":\"error\",\"code\":\"upstream_error\",\"message\":\"{message}"
+                )),
+                "{rest}"
+            );
+            assert!(rest.ends_with("}}\n\n"), "{rest}");
+            assert!(summary.outcome.is_err());
+        }
     }
 
     #[test]

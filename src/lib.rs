@@ -10,8 +10,10 @@
 #![warn(unreachable_pub)]
 
 pub mod actions;
+mod api_url;
 pub mod chat_stream;
 pub mod config;
+mod embeddings;
 pub mod estimate;
 pub mod failure;
 pub mod gateway;
@@ -24,6 +26,8 @@ pub mod redaction;
 mod redirect;
 pub mod request;
 pub mod response;
+pub mod responses_api;
+pub mod responses_stream;
 pub mod retry;
 mod schema;
 pub mod settings;

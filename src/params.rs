@@ -8,7 +8,7 @@
 
 use crate::config::{CONNECTOR_TYPE_ID, CONNECTOR_TYPE_NAME};
 use crate::json::{Number, Object, ParseError, Value};
-use crate::schema::{Expected, Problem, join_path, join_problems, numeric};
+use crate::schema::{Expected, Problem, actual_type, join_path, join_problems, numeric};
 use std::fmt;
 
 /// A sub-action of the connector (C33).
@@ -26,17 +26,25 @@ pub enum SubAction {
     InvokeStream,
     /// `invokeAsyncIterator`: structured params, stream path, parsed chunks (C42, D10).
     InvokeAsyncIterator,
+    /// `responses` (this project's, not Kibana's): the body as given to OpenAI's Responses API;
+    /// streaming iff the body has `"stream": true`.
+    Responses,
+    /// `embeddings` (this project's, not Kibana's): the body as given to the embeddings API;
+    /// never streaming.
+    Embeddings,
 }
 
 impl SubAction {
-    /// Every sub-action, in the order of C33.
-    pub const ALL: [SubAction; 6] = [
+    /// Every sub-action: Kibana's in the order of C33, then this project's.
+    pub const ALL: [SubAction; 8] = [
         SubAction::Run,
         SubAction::Test,
         SubAction::Stream,
         SubAction::InvokeAi,
         SubAction::InvokeStream,
         SubAction::InvokeAsyncIterator,
+        SubAction::Responses,
+        SubAction::Embeddings,
     ];
 
     /// Kibana's name for the sub-action.
@@ -48,12 +56,23 @@ impl SubAction {
             SubAction::InvokeAi => "invokeAI",
             SubAction::InvokeStream => "invokeStream",
             SubAction::InvokeAsyncIterator => "invokeAsyncIterator",
+            SubAction::Responses => "responses",
+            SubAction::Embeddings => "embeddings",
         }
     }
 
     /// Parses Kibana's name (exact, case-sensitive). `getDashboard` is not a sub-action (D13).
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// The upstream API the sub-action calls.
+    pub fn api(self) -> Api {
+        match self {
+            SubAction::Responses => Api::Responses,
+            SubAction::Embeddings => Api::Embeddings,
+            _ => Api::ChatCompletions,
+        }
     }
 
     /// `true` for the sub-actions on the stream path (C49): `stream`, `invokeStream`,
@@ -72,6 +91,28 @@ impl SubAction {
             self,
             SubAction::InvokeStream | SubAction::InvokeAsyncIterator
         )
+    }
+}
+
+/// The upstream API a sub-action calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Api {
+    /// Chat completions at the connector's `apiUrl` (Kibana's sub-actions, C33).
+    ChatCompletions,
+    /// OpenAI's Responses API, at a URL derived from `apiUrl`.
+    Responses,
+    /// The embeddings API, at a URL derived from `apiUrl`.
+    Embeddings,
+}
+
+impl Api {
+    /// The API's name in messages: `Responses` or `embeddings`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::ChatCompletions => "chat completions",
+            Api::Responses => "Responses",
+            Api::Embeddings => "embeddings",
+        }
     }
 }
 
@@ -200,6 +241,9 @@ pub(crate) fn parse_params(params_json: &[u8]) -> Result<Params, ParamsError> {
         SubAction::InvokeAi | SubAction::InvokeStream | SubAction::InvokeAsyncIterator => {
             check_invoke(sub_action, sub_params, &mut problems)
         }
+        SubAction::Responses | SubAction::Embeddings => {
+            check_api(sub_action, sub_params, &mut problems)
+        }
     };
     if problems.is_empty() {
         Ok(params)
@@ -233,6 +277,44 @@ fn check_run(
     Params {
         sub_action,
         body: body.as_bytes().to_vec(),
+        stream,
+        timeout_ms: timeout.as_ref().map(number_to_ms),
+    }
+}
+
+/// `responses` and `embeddings` params (this project's): `body`, the JSON text of an object,
+/// and `signal`, `timeout`, `telemetryMetadata` as for `run`. `responses` streams when the
+/// body's `stream` is `true`.
+fn check_api(sub_action: SubAction, obj: &Object, out: &mut Vec<Problem>) -> Params {
+    let body =
+        required(obj, "body", "", Expected::String, out).and_then(|v| check_string(v, "body", out));
+    let mut stream = false;
+    if let Some(body) = body {
+        match Value::parse(body.as_bytes()) {
+            Ok(Value::Object(parsed)) => {
+                stream = sub_action == SubAction::Responses
+                    && matches!(parsed.get("stream"), Some(Value::Bool(true)));
+            }
+            Ok(other) => out.push(Problem::new(
+                "body",
+                format!(
+                    "expected the JSON text of an [Object] but got [{}]",
+                    actual_type(&other)
+                ),
+            )),
+            Err(e) => out.push(Problem::new("body", format!("not valid JSON: {e}"))),
+        }
+    }
+    let timeout = check_common(obj, out);
+    unknown_keys(
+        obj,
+        &["body", "signal", "timeout", "telemetryMetadata"],
+        "",
+        out,
+    );
+    Params {
+        sub_action,
+        body: body.unwrap_or_default().as_bytes().to_vec(),
         stream,
         timeout_ms: timeout.as_ref().map(number_to_ms),
     }
@@ -685,6 +767,9 @@ mod tests {
         }
         assert_eq!(SubAction::parse("invokeai"), None);
         assert_eq!(SubAction::parse("getDashboard"), None);
+        assert_eq!(SubAction::parse("responses"), Some(SubAction::Responses));
+        assert_eq!(SubAction::parse("embeddings"), Some(SubAction::Embeddings));
+        assert_eq!(SubAction::parse("Responses"), None);
     }
 
     #[test]
@@ -964,6 +1049,61 @@ mod tests {
                 .unwrap()
                 .timeout_ms,
             None
+        );
+    }
+
+    #[test]
+    fn responses_and_embeddings_take_a_json_object_body() {
+        let p = parse(
+            r#"{"subAction":"responses","subActionParams":{"body":"{\"model\":\"gpt-4.1\",\"input\":\"Hi\"}","timeout":5000}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.sub_action, SubAction::Responses);
+        assert_eq!(p.body, br#"{"model":"gpt-4.1","input":"Hi"}"#);
+        assert!(!p.stream);
+        assert_eq!(p.timeout_ms, Some(5000));
+        assert_eq!(p.sub_action.api(), Api::Responses);
+        let p =
+            parse(r#"{"subAction":"embeddings","subActionParams":{"body":"{\"input\":\"x\"}"}}"#)
+                .unwrap();
+        assert_eq!(p.sub_action.api(), Api::Embeddings);
+        assert!(!p.sub_action.is_stream_path());
+    }
+
+    #[test]
+    fn responses_stream_when_the_body_says_stream_true() {
+        let stream = |sub: &str, body: &str| {
+            parse(&format!(
+                r#"{{"subAction":"{sub}","subActionParams":{{"body":{}}}}}"#,
+                crate::json::quote(body)
+            ))
+            .unwrap()
+            .stream
+        };
+        assert!(stream("responses", r#"{"input":"Hi","stream":true}"#));
+        assert!(!stream("responses", r#"{"input":"Hi","stream":false}"#));
+        assert!(!stream("responses", r#"{"input":"Hi","stream":"true"}"#));
+        // Embeddings never stream.
+        assert!(!stream("embeddings", r#"{"input":"Hi","stream":true}"#));
+    }
+
+    #[test]
+    fn responses_and_embeddings_refuse_a_body_that_is_not_a_json_object() {
+        assert_eq!(
+            invalid(r#"{"subAction":"responses","subActionParams":{"body":"[1]"}}"#),
+            "Request validation failed ([body]: expected the JSON text of an [Object] but got [Array])"
+        );
+        assert_eq!(
+            invalid(r#"{"subAction":"embeddings","subActionParams":{"body":"{"}}"#),
+            "Request validation failed ([body]: not valid JSON: unexpected end of JSON input at position 1)"
+        );
+        assert_eq!(
+            invalid(r#"{"subAction":"responses","subActionParams":{"body":{},"stream":true}}"#),
+            "Request validation failed ([body]: expected value of type [string] but got [Object]; Unrecognized keys: \"stream\")"
+        );
+        assert_eq!(
+            invalid(r#"{"subAction":"embeddings","subActionParams":{}}"#),
+            "Request validation failed ([body]: expected value of type [string] but got [undefined])"
         );
     }
 

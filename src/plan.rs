@@ -48,7 +48,8 @@ pub struct Plan {
 }
 
 /// Validates params and builds the request (C33–C38, C43–C62). The error is the failure the
-/// execution reports (C34, C35, C44).
+/// execution reports (C34, C35, C44, or `not-mapped` for a `responses` or `embeddings` call
+/// whose URL cannot be derived).
 pub fn plan(
     connector: &Connector,
     deployment: &Deployment,
@@ -61,7 +62,8 @@ pub fn plan(
     if !config::host_is_allowed(&connector.config.api_url, &deployment.allowed_hosts) {
         return Err(Failure::denied(&connector.config.api_url, None));
     }
-    let request = request::build_request(connector, &params, USER_AGENT);
+    let request = request::build_request(connector, &params, USER_AGENT)
+        .map_err(|e| Failure::not_mapped(&e, api_key))?;
     let total_timeout_ms =
         request::total_timeout_ms(deployment.response_timeout_ms, params.timeout_ms);
     let idle_timeout_ms = params.stream.then_some(deployment.response_timeout_ms);

@@ -1,8 +1,8 @@
 //! The gateway protocol, once: what the `gateway` world (`crate::gateway`) and the harness's
 //! `serve` and CLI answer. Pure: statuses, headers and body bytes, no I/O.
 //!
-//! Two routes shape their errors differently: OpenAI's chat completions
-//! (`{"error": {"message", "type", "param", "code"}}`, which the SDKs turn into typed
+//! Routes shape their errors one of two ways: OpenAI's (chat completions, Responses, embeddings,
+//! models: `{"error": {"message", "type", "param", "code"}}`, which the SDKs turn into typed
 //! exceptions) and Kibana's `_execute` (`{"statusCode", "error", "message"}` for refusals, the
 //! C77 shape for executions). A failed execution's status comes from its
 //! [`FailureKind`], never from its message.
@@ -18,13 +18,45 @@ pub const FAILURE_MESSAGE: &str = "an error occurred while running the action";
 /// The message of a request without the right token.
 const UNAUTHORIZED_MESSAGE: &str = "missing or wrong token: send Authorization: Bearer <token>";
 
-/// The routes that run executions; each shapes its errors its own way.
+/// The routes a gateway answers for a connector; each shapes its errors its own way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Route {
     /// `/_execute`: Kibana's shapes.
     Execute,
     /// `/v1/chat/completions`: OpenAI's `{"error": {...}}`.
     ChatCompletions,
+    /// `POST /v1/responses`: OpenAI's Responses API (the `responses` sub-action), OpenAI's
+    /// error shape.
+    Responses,
+    /// `POST /v1/embeddings`: the `embeddings` sub-action, OpenAI's error shape.
+    Embeddings,
+    /// `GET /v1/models`: answered from the connectors' `defaultModel`, without an execution.
+    Models,
+}
+
+impl Route {
+    /// The routes that run executions (each counted in the metrics), in label order.
+    pub const EXECUTIONS: [Route; 4] = [
+        Route::Execute,
+        Route::ChatCompletions,
+        Route::Responses,
+        Route::Embeddings,
+    ];
+
+    /// Whether errors take OpenAI's shape (every route but Kibana's `_execute`).
+    pub fn is_openai(self) -> bool {
+        self != Route::Execute
+    }
+
+    /// The sub-action an OpenAI route's request body is the `body` of (cli.md "serve").
+    fn sub_action(self) -> Option<&'static str> {
+        match self {
+            Route::ChatCompletions => Some("stream"),
+            Route::Responses => Some("responses"),
+            Route::Embeddings => Some("embeddings"),
+            Route::Execute | Route::Models => None,
+        }
+    }
 }
 
 /// A complete response.
@@ -102,16 +134,15 @@ pub fn kibana_error(status: u16, message: &str) -> Reply {
 
 /// A refusal in the route's shape (`type` is `server_error` from 500 on).
 pub fn route_error(route: Route, status: u16, message: &str, code: Option<&str>) -> Reply {
-    match route {
-        Route::ChatCompletions => {
-            let kind = if status >= 500 {
-                "server_error"
-            } else {
-                "invalid_request_error"
-            };
-            openai_error(status, message, kind, code)
-        }
-        Route::Execute => kibana_error(status, message),
+    if route.is_openai() {
+        let kind = if status >= 500 {
+            "server_error"
+        } else {
+            "invalid_request_error"
+        };
+        openai_error(status, message, kind, code)
+    } else {
+        kibana_error(status, message)
     }
 }
 
@@ -122,14 +153,15 @@ pub fn method_not_allowed(allow: &str, route: Route) -> Reply {
 
 /// `401` with `WWW-Authenticate: Bearer`.
 pub fn unauthorized(route: Route) -> Reply {
-    match route {
-        Route::ChatCompletions => openai_error(
+    if route.is_openai() {
+        openai_error(
             401,
             UNAUTHORIZED_MESSAGE,
             "invalid_request_error",
             Some("invalid_api_key"),
-        ),
-        Route::Execute => kibana_error(401, UNAUTHORIZED_MESSAGE),
+        )
+    } else {
+        kibana_error(401, UNAUTHORIZED_MESSAGE)
     }
     .with_header("www-authenticate", "Bearer")
 }
@@ -137,23 +169,19 @@ pub fn unauthorized(route: Route) -> Reply {
 /// `404` for a connector id that is not served; `serving` names the one connector a
 /// single-connector gateway serves.
 pub fn connector_not_found(route: Route, id: &str, serving: Option<&str>) -> Reply {
-    match route {
-        Route::ChatCompletions => {
-            let message = match serving {
-                Some(served) => {
-                    format!("no connector with id \"{id}\" (this gateway serves \"{served}\")")
-                }
-                None => format!("no connector with id \"{id}\""),
-            };
-            openai_error(
-                404,
-                &message,
-                "invalid_request_error",
-                Some("connector_not_found"),
-            )
-        }
-        Route::Execute => kibana_error(404, &format!("Saved object [action/{id}] not found")),
+    if !route.is_openai() {
+        return kibana_error(404, &format!("Saved object [action/{id}] not found"));
     }
+    let message = match serving {
+        Some(served) => format!("no connector with id \"{id}\" (this gateway serves \"{served}\")"),
+        None => format!("no connector with id \"{id}\""),
+    };
+    openai_error(
+        404,
+        &message,
+        "invalid_request_error",
+        Some("connector_not_found"),
+    )
 }
 
 /// The answer when the request body is larger than [`MAX_REQUEST_BYTES`].
@@ -246,11 +274,10 @@ pub fn rate_limited(route: Route, limit: RateLimit, retry_after_secs: u64) -> Re
             "rate limit reached: this token has as many requests in flight as it may (concurrentRequests); retry when one has finished"
         }
     };
-    match route {
-        Route::ChatCompletions => {
-            openai_error(429, message, "rate_limit_exceeded", Some(limit.code()))
-        }
-        Route::Execute => kibana_error(429, message),
+    if route.is_openai() {
+        openai_error(429, message, "rate_limit_exceeded", Some(limit.code()))
+    } else {
+        kibana_error(429, message)
     }
     .with_header("retry-after", &retry_after_secs.max(1).to_string())
 }
@@ -276,17 +303,20 @@ pub fn body_unreadable(route: Route, detail: &str) -> Reply {
     )
 }
 
-/// The execution params for a route's request body: the `stream` sub-action's params for an
-/// OpenAI chat-completions body (with `stream` taken from the body), or the `params` of a
-/// Kibana `_execute` body (`{"params": {...}}`).
+/// The execution params for a route's request body: for an OpenAI route, its sub-action's
+/// params with the body as `body` (chat completions: the `stream` sub-action, with `stream`
+/// taken from the body; Responses and embeddings: the `responses` and `embeddings`
+/// sub-actions, which read `stream` from the body themselves); for Kibana's `_execute`, the
+/// `params` of the body (`{"params": {...}}`). `/v1/models` runs nothing: `405`.
 pub fn params(route: Route, body: &[u8]) -> Result<String, Reply> {
-    match route {
-        Route::ChatCompletions => chat_params(body),
-        Route::Execute => execute_params(body),
+    match route.sub_action() {
+        Some(sub_action) => openai_params(route, sub_action, body),
+        None if route == Route::Execute => execute_params(body),
+        None => Err(method_not_allowed("GET", route)),
     }
 }
 
-fn chat_params(body: &[u8]) -> Result<String, Reply> {
+fn openai_params(route: Route, sub_action: &str, body: &[u8]) -> Result<String, Reply> {
     let bad = |message: &str| openai_error(400, message, "invalid_request_error", None);
     let text = std::str::from_utf8(body).map_err(|_| bad("the request body is not UTF-8"))?;
     let stream = match Value::parse(body) {
@@ -294,15 +324,13 @@ fn chat_params(body: &[u8]) -> Result<String, Reply> {
         Ok(_) => return Err(bad("the request body must be a JSON object")),
         Err(e) => return Err(bad(&format!("the request body is not valid JSON: {e}"))),
     };
+    let mut sub_action_params = vec![("body", Value::from(text))];
+    if route == Route::ChatCompletions {
+        sub_action_params.push(("stream", Value::Bool(stream)));
+    }
     Ok(object(vec![
-        ("subAction", Value::from("stream")),
-        (
-            "subActionParams",
-            object(vec![
-                ("body", Value::from(text)),
-                ("stream", Value::Bool(stream)),
-            ]),
-        ),
+        ("subAction", Value::from(sub_action)),
+        ("subActionParams", object(sub_action_params)),
     ])
     .to_json())
 }
@@ -365,16 +393,14 @@ pub fn ended(connector_id: &str, route: Route, outcome: Result<&str, &Failure>) 
         (Route::Execute, Err(failure)) => {
             Reply::json_text(200, failure_json(connector_id, failure))
         }
-        (Route::ChatCompletions, Ok(data)) => Reply::json_text(200, data.to_owned()),
-        (Route::ChatCompletions, Err(failure)) if failure.kind == FailureKind::Sandbox => {
-            openai_error(
-                500,
-                &failure.service_message,
-                "server_error",
-                Some("sandbox_failure"),
-            )
-        }
-        (Route::ChatCompletions, Err(failure)) => {
+        (_, Ok(data)) => Reply::json_text(200, data.to_owned()),
+        (_, Err(failure)) if failure.kind == FailureKind::Sandbox => openai_error(
+            500,
+            &failure.service_message,
+            "server_error",
+            Some("sandbox_failure"),
+        ),
+        (_, Err(failure)) => {
             let status = openai_status(failure);
             openai_error(
                 status,
@@ -387,12 +413,14 @@ pub fn ended(connector_id: &str, route: Route, outcome: Result<&str, &Failure>) 
 }
 
 /// The status an OpenAI client should see for a failed execution: the upstream's error status
-/// (C70), 400 for invalid params, 504 for timeouts, 500 when the sandbox stopped the guest,
-/// 502 otherwise.
+/// (C70), 400 for invalid params, 404 when the connector's URL has no counterpart for the
+/// route (`not-mapped`), 504 for timeouts, 500 when the sandbox stopped the guest, 502
+/// otherwise.
 pub fn openai_status(failure: &Failure) -> u16 {
     match failure.kind {
         FailureKind::Http { status } if (400..600).contains(&status) => status,
         FailureKind::Params => 400,
+        FailureKind::NotMapped => 404,
         FailureKind::Timeout => 504,
         FailureKind::Sandbox => 500,
         _ => 502,
@@ -426,29 +454,72 @@ pub fn chunk_event(chunk_json: &str) -> Vec<u8> {
     format!("data: {chunk_json}\n\n").into_bytes()
 }
 
-/// The SSE event that tells the client a stream failed after it began. OpenAI SDKs raise an
-/// error for a `data` event holding an `error` object.
-pub fn stream_error_event(connector_id: &str, route: Route, failure: &Failure) -> Vec<u8> {
-    match route {
-        Route::ChatCompletions => format!(
-            "data: {}\n\n",
-            object(vec![(
-                "error",
-                object(vec![
-                    ("message", Value::from(failure.service_message.as_str())),
-                    ("type", Value::from("upstream_error")),
-                    ("param", Value::Null),
-                    ("code", Value::Null),
-                ]),
-            )])
-            .to_json()
-        ),
+/// The SSE event that tells the client a stream failed after it began, if it needs one. OpenAI
+/// SDKs (Python and Node) raise an error for an event whose data holds an `error` object.
+///
+/// On the Responses route a `stream` failure is the upstream's own `response.failed` or `error`
+/// event, which the client has already received as it was: nothing is added after it. Any
+/// other failure (the connection reset, a timeout, a body that ended before
+/// `response.completed`, which is `response-invalid`) ends the stream with a Responses `error`
+/// event (`type`, `code`, `message`, `param`) that also holds the `error` object, so that the
+/// SDKs raise it and a client reading the typed events sees it as one.
+pub fn stream_error_event(connector_id: &str, route: Route, failure: &Failure) -> Option<Vec<u8>> {
+    let error = || {
+        object(vec![
+            ("message", Value::from(failure.service_message.as_str())),
+            ("type", Value::from("upstream_error")),
+            ("param", Value::Null),
+            ("code", Value::Null),
+        ])
+    };
+    let event = match route {
         Route::Execute => format!(
             "event: error\ndata: {}\n\n",
             failure_json(connector_id, failure)
         ),
+        Route::Responses if failure.kind == FailureKind::Stream => return None,
+        Route::Responses => format!(
+            "event: error\ndata: {}\n\n",
+            object(vec![
+                ("type", Value::from("error")),
+                ("code", Value::from("upstream_error")),
+                ("message", Value::from(failure.service_message.as_str())),
+                ("param", Value::Null),
+                ("error", error()),
+            ])
+            .to_json()
+        ),
+        Route::ChatCompletions | Route::Embeddings | Route::Models => {
+            format!("data: {}\n\n", object(vec![("error", error())]).to_json())
+        }
+    };
+    Some(event.into_bytes())
+}
+
+/// `GET /v1/models`: OpenAI's model list, from `(model, owner)` pairs in order, each model once
+/// (the first owner kept). `created` is 0: a connector does not know when its model was made.
+pub fn models(models: &[(&str, &str)]) -> Reply {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut data = Vec::new();
+    for &(id, owner) in models {
+        if seen.contains(&id) {
+            continue;
+        }
+        seen.push(id);
+        data.push(object(vec![
+            ("id", Value::from(id)),
+            ("object", Value::from("model")),
+            ("created", Value::from(0u64)),
+            ("owned_by", Value::from(owner)),
+        ]));
     }
-    .into_bytes()
+    Reply::json(
+        200,
+        &object(vec![
+            ("object", Value::from("list")),
+            ("data", Value::Array(data)),
+        ]),
+    )
 }
 
 /// `true` when there is exactly one `Authorization` header and it is `Bearer <expected>`,
@@ -535,10 +606,81 @@ mod tests {
             502
         );
         assert_eq!(openai_status(&failure(FailureKind::Params)), 400);
+        // The connector's URL has no counterpart for the route's API.
+        assert_eq!(openai_status(&failure(FailureKind::NotMapped)), 404);
         // A status that is not an error status is not passed on.
         assert_eq!(
             openai_status(&failure(FailureKind::Http { status: 302 })),
             502
+        );
+    }
+
+    /// cli.md "serve": Responses and embeddings bodies become their sub-actions' `body`; bad
+    /// bodies get OpenAI's 400.
+    #[test]
+    fn openai_routes_params() {
+        let body = br#"{"model":"m","input":"Hi","stream":true}"#;
+        assert_eq!(
+            params(Route::Responses, body).unwrap(),
+            r#"{"subAction":"responses","subActionParams":{"body":"{\"model\":\"m\",\"input\":\"Hi\",\"stream\":true}"}}"#
+        );
+        assert_eq!(
+            params(Route::Embeddings, br#"{"input":"Hi"}"#).unwrap(),
+            r#"{"subAction":"embeddings","subActionParams":{"body":"{\"input\":\"Hi\"}"}}"#
+        );
+        assert_eq!(
+            params(Route::ChatCompletions, body).unwrap(),
+            r#"{"subAction":"stream","subActionParams":{"body":"{\"model\":\"m\",\"input\":\"Hi\",\"stream\":true}","stream":true}}"#
+        );
+        for route in [Route::Responses, Route::Embeddings] {
+            let r = params(route, b"[1]").unwrap_err();
+            assert_eq!(r.status, 400);
+            let text = String::from_utf8(r.body).unwrap();
+            assert!(text.contains("must be a JSON object"), "{text}");
+            assert!(text.contains(r#""type":"invalid_request_error""#), "{text}");
+        }
+        assert_eq!(params(Route::Models, b"{}").unwrap_err().status, 405);
+    }
+
+    /// A Responses stream that failed with the upstream's own `response.failed` or `error`
+    /// event ends with nothing added; any other failure ends with an `error` event the SDKs
+    /// raise.
+    #[test]
+    fn responses_stream_errors() {
+        assert_eq!(
+            stream_error_event("c", Route::Responses, &failure(FailureKind::Stream)),
+            None
+        );
+        let reset = failure(FailureKind::Transport {
+            code: "ECONNRESET".into(),
+        });
+        let event = String::from_utf8(
+            stream_error_event("c", Route::Responses, &reset).expect("an error event"),
+        )
+        .unwrap();
+        assert_eq!(
+            event,
+            "event: error\ndata: {\"type\":\"error\",\"code\":\"upstream_error\",\"message\":\"m\",\"param\":null,\"error\":{\"message\":\"m\",\"type\":\"upstream_error\",\"param\":null,\"code\":null}}\n\n"
+        );
+        // Chat completions keep their event, for a stream failure too.
+        let chat = stream_error_event("c", Route::ChatCompletions, &failure(FailureKind::Stream));
+        assert!(
+            String::from_utf8(chat.unwrap())
+                .unwrap()
+                .starts_with("data: {\"error\":")
+        );
+    }
+
+    #[test]
+    fn models_lists_each_model_once_in_order() {
+        let r = models(&[("a", "c1"), ("b", "c2"), ("a", "c3")]);
+        assert_eq!(
+            String::from_utf8(r.body).unwrap(),
+            r#"{"object":"list","data":[{"id":"a","object":"model","created":0,"owned_by":"c1"},{"id":"b","object":"model","created":0,"owned_by":"c2"}]}"#
+        );
+        assert_eq!(
+            String::from_utf8(models(&[]).body).unwrap(),
+            r#"{"object":"list","data":[]}"#
         );
     }
 

@@ -4,11 +4,12 @@
 //! [`HttpRequest`] that leaves the connector. It is pure: the allow-list check of C44 runs in
 //! the caller just before sending, and timeouts (C62) are computed by [`total_timeout_ms`].
 
+use crate::api_url::{self, NotMapped};
 use crate::config::{
     Connector, DEFAULT_MODEL, OPENAI_CHAT_URL, OPENAI_LEGACY_COMPLETION_URL, Provider,
 };
 use crate::json::{Object, Value};
-use crate::params::Params;
+use crate::params::{Api, Params};
 use std::fmt;
 
 /// Default of the `timeout` param in milliseconds (C62).
@@ -112,14 +113,45 @@ pub fn total_timeout_ms(response_timeout_ms: u64, params_timeout_ms: Option<u64>
 
 /// Builds the request for one execution (C43, C45–C61). `user_agent` is the `User-Agent`
 /// value sent unless a custom header replaces it (C48), e.g. `openai-connector/0.1.0`.
-pub fn build_request(connector: &Connector, params: &Params, user_agent: &str) -> HttpRequest {
-    let body = sanitize_body(connector, params);
+///
+/// `responses` and `embeddings` go to the URL [`api_url::derive`] makes of `apiUrl` (an error
+/// when it cannot), with the headers of chat completions (C46–C48) and the body as given,
+/// except that Azure's Responses API gets the deployment as `model` when the body has none.
+pub(crate) fn build_request(
+    connector: &Connector,
+    params: &Params,
+    user_agent: &str,
+) -> Result<HttpRequest, NotMapped> {
+    let url = normalize_url(&connector.config.api_url);
+    let (url, body) = match params.sub_action.api() {
+        Api::ChatCompletions => (url, sanitize_body(connector, params)),
+        api => {
+            let target = api_url::derive(connector.config.provider, &url, api)?;
+            let body = match &target.azure_deployment {
+                Some(deployment) => with_model(&params.body, deployment),
+                None => params.body.clone(),
+            };
+            (target.url, body)
+        }
+    };
     let headers = build_headers(connector, user_agent, body.len());
-    HttpRequest {
+    Ok(HttpRequest {
         method: "POST".to_owned(),
-        url: normalize_url(&connector.config.api_url),
+        url,
         headers,
         body,
+    })
+}
+
+/// `body` with `model` set to `model` when it has no truthy one (as C55 counts it); the body
+/// is sent unchanged otherwise, and when it is not a JSON object.
+fn with_model(body: &[u8], model: &str) -> Vec<u8> {
+    match Value::parse(body) {
+        Ok(Value::Object(mut object)) if !has_model(&object) => {
+            object.insert("model".to_owned(), Value::from(model));
+            Value::Object(object).to_json().into_bytes()
+        }
+        _ => body.to_vec(),
     }
 }
 
@@ -385,6 +417,10 @@ mod tests {
 
     fn stream(flag: bool, body: &str) -> Params {
         params(SubAction::Stream, flag, body)
+    }
+
+    fn build_request(c: &Connector, p: &Params, user_agent: &str) -> HttpRequest {
+        super::build_request(c, p, user_agent).expect("a chat request is always built")
     }
 
     fn sent(c: &Connector, p: &Params) -> String {
@@ -986,6 +1022,156 @@ mod tests {
         let shown = format!("{:?}", build_request(&azure, &run("{}"), USER_AGENT));
         assert!(shown.contains("api-key: [REDACTED]"), "{shown}");
         assert!(!shown.contains("sk-test-key-123456"), "{shown}");
+    }
+
+    fn api_params(sub_action: SubAction, body: &str) -> Params {
+        params(sub_action, false, body)
+    }
+
+    #[test]
+    fn responses_and_embeddings_go_to_the_derived_url_with_the_body_as_given() {
+        let mut c = openai("https://api.openai.com/v1/chat/completions");
+        c.config.organization_id = Some("org-1".to_owned());
+        let body = r#"{ "input" : "Hi", "stream" : true }"#;
+        let req =
+            super::build_request(&c, &api_params(SubAction::Responses, body), "ua/1").unwrap();
+        assert_eq!(req.method, "POST");
+        assert_eq!(req.url, "https://api.openai.com/v1/responses");
+        // Byte for byte: no model, stream or tool rule of C54–C60 applies.
+        assert_eq!(req.body, body.as_bytes());
+        assert_eq!(
+            header_list(&req),
+            [
+                "OpenAI-Organization: org-1".to_owned(),
+                "Authorization: Bearer sk-test-key-123456".to_owned(),
+                "Content-Type: application/json".to_owned(),
+                format!("Accept: {ACCEPT}"),
+                "User-Agent: ua/1".to_owned(),
+                format!("Content-Length: {}", body.len()),
+            ]
+        );
+        let c = connector(
+            Provider::Other,
+            "http://localhost:11434//v1/chat/completions/",
+            Some("llama3"),
+        );
+        let req =
+            super::build_request(&c, &api_params(SubAction::Embeddings, "{}"), USER_AGENT).unwrap();
+        // C45 first (the trailing slash, the double one), then the derivation.
+        assert_eq!(req.url, "http://localhost:11434/v1/embeddings");
+        assert_eq!(req.body, b"{}");
+    }
+
+    #[test]
+    fn responses_headers_are_chats_per_provider() {
+        let custom = vec![
+            ("X-Team".to_owned(), "a".to_owned()),
+            ("Host".to_owned(), "evil".to_owned()),
+        ];
+        let cases = [
+            (
+                Provider::OpenAi,
+                "https://api.openai.com/v1/chat/completions",
+            ),
+            (
+                Provider::AzureOpenAi,
+                "https://r.openai.azure.com/openai/deployments/d/chat/completions?api-version=1",
+            ),
+            (Provider::Other, "http://h/v1/chat/completions"),
+        ];
+        for (provider, url) in cases {
+            let mut c = connector(provider, url, Some("m"));
+            c.config.headers = custom.clone();
+            for sub in [SubAction::Responses, SubAction::Embeddings] {
+                let p = api_params(sub, r#"{"model":"m","input":"x"}"#);
+                let api = super::build_request(&c, &p, USER_AGENT).unwrap();
+                let chat = build_request(&c, &run(r#"{"model":"m","input":"x"}"#), USER_AGENT);
+                // The same headers as chat's, but for the body's length.
+                let without_length = |r: &HttpRequest| -> Vec<(String, String)> {
+                    r.headers
+                        .iter()
+                        .filter(|(n, _)| n != "Content-Length")
+                        .cloned()
+                        .collect()
+                };
+                assert_eq!(
+                    without_length(&api),
+                    without_length(&chat),
+                    "{provider:?} {sub}"
+                );
+                assert_eq!(
+                    api.header("Content-Length"),
+                    Some(api.body.len().to_string().as_str())
+                );
+                assert_eq!(api.header("Host"), None);
+                assert_eq!(api.header("X-Team"), Some("a"));
+                match provider {
+                    Provider::AzureOpenAi => {
+                        assert_eq!(api.header("api-key"), Some("sk-test-key-123456"));
+                        assert_eq!(api.header("Authorization"), None);
+                    }
+                    _ => assert_eq!(
+                        api.header("Authorization"),
+                        Some("Bearer sk-test-key-123456")
+                    ),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn azure_responses_name_the_deployment_as_model_when_the_body_has_none() {
+        let c = connector(
+            Provider::AzureOpenAi,
+            "https://r.openai.azure.com/openai/deployments/gpt-5-mini/chat/completions?api-version=2025-04-01-preview",
+            Some("ignored-default"),
+        );
+        let build = |sub, body: &str| {
+            let req = super::build_request(&c, &api_params(sub, body), USER_AGENT).unwrap();
+            (req.url, String::from_utf8(req.body).unwrap())
+        };
+        assert_eq!(
+            build(SubAction::Responses, r#"{"input":"Hi"}"#),
+            (
+                "https://r.openai.azure.com/openai/responses?api-version=2025-04-01-preview"
+                    .to_owned(),
+                r#"{"input":"Hi","model":"gpt-5-mini"}"#.to_owned()
+            )
+        );
+        // A falsy model counts as none (as C55); a model given is kept, byte for byte.
+        assert_eq!(
+            build(SubAction::Responses, r#"{"model":"","input":"Hi"}"#).1,
+            r#"{"model":"gpt-5-mini","input":"Hi"}"#
+        );
+        let given = r#"{ "model" : "other-deployment", "input" : "Hi" }"#;
+        assert_eq!(build(SubAction::Responses, given).1, given);
+        // Embeddings keep the deployment in the URL and the body as it is.
+        assert_eq!(
+            build(SubAction::Embeddings, r#"{"input":"Hi"}"#),
+            (
+                "https://r.openai.azure.com/openai/deployments/gpt-5-mini/embeddings?api-version=2025-04-01-preview"
+                    .to_owned(),
+                r#"{"input":"Hi"}"#.to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn unmappable_urls_build_no_request() {
+        for (provider, url) in [
+            (Provider::OpenAi, "https://api.openai.com/v1/completions"),
+            (Provider::Other, "http://localhost:1234/v1"),
+            (Provider::AzureOpenAi, "https://apim.example.com/llm/chat"),
+        ] {
+            let c = connector(provider, url, Some("m"));
+            for sub in [SubAction::Responses, SubAction::Embeddings] {
+                let error =
+                    super::build_request(&c, &api_params(sub, "{}"), USER_AGENT).unwrap_err();
+                assert_eq!(error.api, sub.api(), "{url}");
+            }
+            // Chat sub-actions still go to the configured URL.
+            assert!(super::build_request(&c, &run("{}"), USER_AGENT).is_ok());
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! ([`crate::params::ParamsError`]) carry `retry: false`.
 
 use crate::json::{Number, Object, Value};
-use crate::params::SubAction;
+use crate::params::{Api, SubAction};
 use crate::schema::{Expected, Problem, join_path, join_problems};
 use crate::usage::TokenUsage;
 
@@ -32,7 +32,15 @@ const AZURE_FUNCTIONS_DETAIL: &str = "API Error: 404 Unrecognized request argume
 ///
 /// The error is the service message `Response validation failed (<problems>)`, every problem
 /// listed in the order of C69's table; it names fields and types, never values.
+///
+/// `responses` and `embeddings` are mapped by [`crate::responses_api`] and
+/// [`crate::embeddings`].
 pub fn map_success(sub_action: SubAction, body: &[u8]) -> Result<(Value, TokenUsage), String> {
+    match sub_action.api() {
+        Api::Responses => return crate::responses_api::map(body),
+        Api::Embeddings => return crate::embeddings::map(body),
+        Api::ChatCompletions => {}
+    }
     // Not JSON at all reads as a string that is not an object (C69).
     let response = Value::parse(body).unwrap_or(Value::String(String::new()));
     let problems = validate_response(&response);
@@ -69,7 +77,21 @@ pub(crate) fn reported_usage(response: &Value) -> TokenUsage {
     )
 }
 
-fn number_to_count(n: &Number) -> u64 {
+/// A body that must be a JSON object, parsed; the error is the service message
+/// `Response validation failed (expected value of type [object] but got [<type>])` (C69's
+/// wording; not JSON at all reads as a string).
+pub(crate) fn json_object(body: &[u8]) -> Result<Value, String> {
+    match Value::parse(body).unwrap_or(Value::String(String::new())) {
+        object @ Value::Object(_) => Ok(object),
+        other => Err(format!(
+            "Response validation failed ({})",
+            Problem::wrong_type("", Expected::Object, &other)
+        )),
+    }
+}
+
+/// A usage count read as a whole number: fractions dropped, negatives 0, saturating.
+pub(crate) fn number_to_count(n: &Number) -> u64 {
     n.as_u64().unwrap_or_else(|| {
         let f = n.as_f64();
         if f.is_nan() || f <= 0.0 {

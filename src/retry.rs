@@ -51,12 +51,14 @@ pub(crate) fn retryable_failure(failure: &Failure, time_left_ms: u64) -> bool {
 }
 
 /// Whether a failed execution is worth trying on another connector (cli.md "Routes"): a
-/// retryable status, or a connection refused or reset before a response. A timeout is not: it
-/// spent the execution's deadline.
+/// retryable status, a connection refused or reset before a response, or a connector whose
+/// URL has no counterpart for the API asked for (`not-mapped`: nothing was sent, and another
+/// connector of the route may have one). A timeout is not: it spent the execution's deadline.
 pub fn worth_another_connector(failure: &Failure) -> bool {
     match &failure.kind {
         FailureKind::Http { status } => retryable_status(*status),
         FailureKind::Transport { code } => before_a_response(code),
+        FailureKind::NotMapped => true,
         _ => false,
     }
 }
@@ -248,5 +250,8 @@ mod tests {
             status: 401
         })));
         assert!(!worth_another_connector(&failure(FailureKind::Timeout)));
+        // Nothing was sent; another connector of the route may map the URL.
+        assert!(worth_another_connector(&failure(FailureKind::NotMapped)));
+        assert!(!retryable_failure(&failure(FailureKind::NotMapped), 1));
     }
 }

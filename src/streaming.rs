@@ -3,17 +3,31 @@
 //! Bytes are handed to the caller as they arrive; a decoder beside the pass-through accounts
 //! usage (C109, C114) without keeping the body. Nothing here does I/O: the body comes from a
 //! [`Body`], which the component implements over `wasi:http`.
+//!
+//! A streamed `responses` call is accounted by the Responses layer
+//! ([`crate::responses_stream`]) instead of the chat layer: its usage comes from
+//! `response.completed` (or `response.incomplete`), else an estimate of the assembled input and
+//! output. Its outcome follows the stream's end: a `response.failed` or `error` event fails the
+//! execution (`stream`, `Stream error: <message>`) and ends the pass-through after the chunk
+//! that carried it; a body that ends before any ending event fails it too, as
+//! `response-invalid` (`Stream error: the stream ended before response.completed`): the
+//! upstream told the client nothing, so a gateway tells it (`stream` on this route means the
+//! client has read the upstream's own failure event, [`crate::protocol::stream_error_event`]). The accounting decoder holds events up to
+//! `maxResponseContentLength` (at least C91's default), since `response.completed` repeats the
+//! whole response; an accounting failure (C91) still never stops the pass-through nor fails the
+//! execution (C114).
 
 use crate::chat_stream::{ChatStream, Step, StreamError};
 use crate::config::Connector;
 use crate::estimate::EstimationInput;
 use crate::failure::Failure;
 use crate::json::Value;
-use crate::params::SubAction;
+use crate::params::{Api, SubAction};
 use crate::plan::Plan;
 use crate::request::HttpRequest;
 use crate::response;
-use crate::sse::Decoder;
+use crate::responses_stream::ResponsesStream;
+use crate::sse::{self, Decoder};
 use crate::transport::{Body, Head, Limits, TransportError};
 use crate::usage::TokenUsage;
 use std::collections::VecDeque;
@@ -72,18 +86,27 @@ enum Accounting {
     Json(Vec<u8>),
 }
 
+/// The layer that reads the decoded events.
+enum Layer {
+    /// Chat completions (C92–C105).
+    Chat(ChatStream),
+    /// The Responses API ([`crate::responses_stream`]).
+    Responses(ResponsesStream),
+}
+
 /// A streaming execution in progress.
 pub struct StreamExecution<B> {
     phase: Phase<B>,
     mode: Mode,
     accounting: Accounting,
     decoder: Decoder,
-    chat: ChatStream,
+    layer: Layer,
     pending: VecDeque<Value>,
     idle_timeout_ms: Option<u64>,
     request: HttpRequest,
     limits: Limits,
     status: u16,
+    sub_action: SubAction,
     api_key: Option<String>,
     default_model: Option<String>,
     /// Attempts it took to get the stream's head (cli.md "Retries").
@@ -104,6 +127,17 @@ impl<B: Body> StreamExecution<B> {
         } else {
             Mode::Raw
         };
+        let (decoder, layer) = match plan.params.sub_action.api() {
+            Api::Responses => (
+                Decoder::with_max_event_bytes(
+                    usize::try_from(limits.max_body_bytes)
+                        .unwrap_or(usize::MAX)
+                        .max(sse::MAX_SSE_EVENT_BYTES),
+                ),
+                Layer::Responses(ResponsesStream::new()),
+            ),
+            _ => (Decoder::new(), Layer::Chat(ChatStream::new())),
+        };
         let is_json = head
             .header("content-type")
             .and_then(|ct| ct.split(';').next())
@@ -116,13 +150,14 @@ impl<B: Body> StreamExecution<B> {
             } else {
                 Accounting::Events
             },
-            decoder: Decoder::new(),
-            chat: ChatStream::new(),
+            decoder,
+            layer,
             pending: VecDeque::new(),
             idle_timeout_ms: plan.idle_timeout_ms,
             request: plan.request,
             limits,
             status: head.status,
+            sub_action: plan.params.sub_action,
             api_key: connector.secrets.api_key.clone(),
             default_model: connector.config.default_model.clone(),
             attempts,
@@ -138,8 +173,8 @@ impl<B: Body> StreamExecution<B> {
         }
         let request_body_bytes = Some(self.request.body.len() as u64);
         let (usage, estimate) = match &self.accounting {
-            Accounting::Json(body) => (json_usage(body), None),
-            Accounting::Events | Accounting::Stopped => match self.chat.token_usage() {
+            Accounting::Json(body) => (json_usage(self.sub_action, body), None),
+            Accounting::Events | Accounting::Stopped => match self.reported_usage() {
                 Some(usage) => (usage, None),
                 None => (TokenUsage::UNAVAILABLE, Some(self.estimation_input())),
             },
@@ -181,6 +216,17 @@ impl<B: Body> Iterator for StreamExecution<B> {
                     if matches!(self.accounting, Accounting::Events) {
                         let mut events = Vec::new();
                         let _ = self.decoder.finish(&mut events);
+                        if let Layer::Responses(responses) = &self.layer
+                            && responses.end().is_none()
+                        {
+                            let failure = Failure::response_invalid(
+                                "Stream error: the stream ended before response.completed"
+                                    .to_owned(),
+                                Some(self.status),
+                                self.api_key.as_deref(),
+                            );
+                            self.fail(failure);
+                        }
                     }
                     self.end();
                 }
@@ -191,12 +237,28 @@ impl<B: Body> Iterator for StreamExecution<B> {
 }
 
 impl<B: Body> StreamExecution<B> {
+    /// The usage the upstream reported in the stream, if any.
+    fn reported_usage(&self) -> Option<TokenUsage> {
+        match &self.layer {
+            Layer::Chat(chat) => chat.token_usage(),
+            Layer::Responses(responses) => responses.usage(),
+        }
+    }
+
     fn estimation_input(&self) -> EstimationInput {
-        EstimationInput::from_stream(
-            &self.request.body,
-            &self.chat,
-            self.default_model.as_deref(),
-        )
+        let default_model = self.default_model.as_deref();
+        match &self.layer {
+            Layer::Chat(chat) => {
+                EstimationInput::from_stream(&self.request.body, chat, default_model)
+            }
+            Layer::Responses(responses) => EstimationInput::from_responses(
+                &self.request.body,
+                responses.output_text(),
+                responses.function_calls(),
+                responses.model(),
+                default_model,
+            ),
+        }
     }
 
     /// The body ended (or `[DONE]` ended chunk mode): the upstream is released.
@@ -249,7 +311,23 @@ impl<B: Body> StreamExecution<B> {
             Done,
             Failed(StreamError),
         }
-        let (chat, pending, mode) = (&mut self.chat, &mut self.pending, self.mode);
+        let chat = match &mut self.layer {
+            Layer::Chat(chat) => chat,
+            Layer::Responses(responses) => {
+                let decoded = self.decoder.feed_with(bytes, &mut |event| {
+                    responses.push_event(event.event_type, event.data, None);
+                });
+                let failed = responses.end().and_then(|end| end.failure_message());
+                if let Some(message) = failed.map(|m| format!("Stream error: {m}")) {
+                    self.fail_stream(message);
+                } else if decoded.is_err() {
+                    // C114: the pass-through goes on.
+                    self.accounting = Accounting::Stopped;
+                }
+                return;
+            }
+        };
+        let (pending, mode) = (&mut self.pending, self.mode);
         let mut stop = None;
         let decoded = self.decoder.feed_with(bytes, &mut |event| {
             if stop.is_some() {
@@ -294,9 +372,14 @@ impl<B: Body> StreamExecution<B> {
     }
 }
 
-/// C115: usage of a JSON body answered to a streaming request (C107, C108).
-fn json_usage(body: &[u8]) -> TokenUsage {
-    response::map_success(SubAction::Run, body)
+/// C115: usage of a JSON body answered to a streaming request (C107, C108; a `responses`
+/// body is read as a whole response).
+fn json_usage(sub_action: SubAction, body: &[u8]) -> TokenUsage {
+    let sub_action = match sub_action.api() {
+        Api::Responses => SubAction::Responses,
+        _ => SubAction::Run,
+    };
+    response::map_success(sub_action, body)
         .map(|(_, usage)| usage)
         .unwrap_or(TokenUsage::UNAVAILABLE)
 }
@@ -356,8 +439,13 @@ mod tests {
     }
 
     fn connector() -> Connector {
+        connector_at("http://127.0.0.1:9/v1")
+    }
+
+    fn connector_at(url: &str) -> Connector {
         let config = Value::parse(
-            br#"{"apiProvider":"Other","apiUrl":"http://127.0.0.1:9/v1","defaultModel":"gpt-4o"}"#,
+            format!(r#"{{"apiProvider":"Other","apiUrl":"{url}","defaultModel":"gpt-4o"}}"#)
+                .as_bytes(),
         )
         .unwrap();
         let secrets = Value::parse(br#"{"apiKey":"sk-unit-test-key-123"}"#).unwrap();
@@ -387,6 +475,155 @@ mod tests {
             Started::Streaming(stream) => stream,
             Started::Ended(e) => panic!("ended: {e:?}"),
         }
+    }
+
+    /// A streamed `responses` call answered with `chunks`.
+    fn start_responses(
+        chunks: Vec<Result<&str, TransportError>>,
+    ) -> Box<StreamExecution<Scripted>> {
+        let body = Scripted(
+            chunks
+                .into_iter()
+                .map(|c| c.map(|s| s.as_bytes().to_vec()))
+                .collect(),
+        );
+        let params = r#"{"subAction":"responses","subActionParams":{"body":"{\"input\":\"Hi\",\"stream\":true}"}}"#;
+        let mut transport = OneResponse(Some(body), "text/event-stream");
+        let connector = connector_at("http://127.0.0.1:9/v1/chat/completions");
+        match actions::start(&connector, &Deployment::default(), params, &mut transport) {
+            Started::Streaming(stream) => stream,
+            Started::Ended(e) => panic!("ended: {e:?}"),
+        }
+    }
+
+    fn responses_event(kind: &str, rest: &str) -> String {
+        format!("event: {kind}\ndata: {{\"type\":\"{kind}\"{rest}}}\n\n")
+    }
+
+    fn bytes_of(stream: &mut StreamExecution<Scripted>) -> Vec<u8> {
+        stream
+            .by_ref()
+            .flat_map(|i| match i {
+                StreamItem::Bytes(b) => b,
+                StreamItem::Chunk(_) => panic!("raw mode"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn responses_stream_passes_bytes_through_and_reports_the_completed_usage() {
+        let created = responses_event(
+            "response.created",
+            r#","response":{"id":"r","model":"gpt-4.1-mini"}"#,
+        );
+        let delta = responses_event("response.output_text.delta", r#","delta":"Hello""#);
+        let completed = responses_event(
+            "response.completed",
+            r#","response":{"usage":{"input_tokens":8,"output_tokens":1,"total_tokens":9}}"#,
+        );
+        let mut stream = start_responses(vec![
+            Ok(&created[..9]),
+            Ok(&created[9..]),
+            Ok(&delta),
+            Ok(&completed),
+        ]);
+        assert_eq!(
+            bytes_of(&mut stream),
+            [created, delta, completed].concat().as_bytes()
+        );
+        let summary = stream.finish();
+        assert_eq!(summary.outcome, Ok(()));
+        assert_eq!(summary.usage, TokenUsage::reported(8, 1, 9));
+        assert_eq!(summary.estimate, None);
+    }
+
+    #[test]
+    fn responses_stream_without_usage_asks_for_an_estimate_of_input_and_output() {
+        let delta = responses_event("response.output_text.delta", r#","delta":"Hello""#);
+        let incomplete = responses_event(
+            "response.incomplete",
+            r#","response":{"model":"gpt-4o-mini","incomplete_details":{"reason":"max_output_tokens"}}"#,
+        );
+        let mut stream = start_responses(vec![Ok(&delta), Ok(&incomplete)]);
+        stream.by_ref().for_each(drop);
+        let summary = stream.finish();
+        // An incomplete response is not a failure.
+        assert_eq!(summary.outcome, Ok(()));
+        assert_eq!(summary.usage.source, UsageSource::Unavailable);
+        let estimate = summary.estimate.expect("an estimate");
+        assert_eq!(estimate.prompt_text, "<|start|>user\nHi<|end|>");
+        assert_eq!(estimate.completion_text, "Hello");
+        assert_eq!(estimate.encoding.as_str(), "o200k_base");
+    }
+
+    #[test]
+    fn responses_failed_or_error_fails_the_stream_with_its_message_and_ends_the_pass_through() {
+        let delta = responses_event("response.output_text.delta", r#","delta":"Hel""#);
+        let failed = responses_event(
+            "response.failed",
+            r#","response":{"error":{"code":"server_error","message":"The model crashed."}}"#,
+        );
+        let error = responses_event(
+            "error",
+            r#","code":"rate_limit_exceeded","message":"Slow down""#,
+        );
+        for (end, message) in [
+            (&failed, "Stream error: The model crashed."),
+            (&error, "Stream error: Slow down"),
+        ] {
+            let after = responses_event("response.output_text.delta", r#","delta":"late""#);
+            let mut stream = start_responses(vec![Ok(&delta), Ok(end), Ok(&after)]);
+            // Delivered bytes stand; nothing after the chunk that failed.
+            assert_eq!(
+                bytes_of(&mut stream),
+                [delta.as_str(), end].concat().as_bytes()
+            );
+            let summary = stream.finish();
+            let failure = summary.outcome.unwrap_err();
+            assert_eq!(failure.kind, crate::failure::FailureKind::Stream);
+            assert_eq!(failure.service_message, message);
+            assert_eq!(failure.upstream_status, Some(200));
+            assert_eq!(summary.estimate.unwrap().completion_text, "Hel");
+        }
+    }
+
+    #[test]
+    fn responses_stream_cut_before_completion_fails_and_still_estimates() {
+        let delta = responses_event("response.output_text.delta", r#","delta":"Hel""#);
+        let mut stream = start_responses(vec![
+            Ok(&delta),
+            Ok("event: response.output_text.delta\ndata: {"),
+        ]);
+        assert_eq!(stream.by_ref().count(), 2);
+        let summary = stream.finish();
+        let failure = summary.outcome.unwrap_err();
+        assert_eq!(
+            failure.service_message,
+            "Stream error: the stream ended before response.completed"
+        );
+        // Not `stream`: the client read no failure event from the upstream.
+        assert_eq!(failure.kind, crate::failure::FailureKind::ResponseInvalid);
+        assert_eq!(summary.usage.source, UsageSource::Unavailable);
+        assert_eq!(summary.estimate.unwrap().completion_text, "Hel");
+        // A transport failure stays what it was.
+        let mut stream = start_responses(vec![Ok(&delta), Err(TransportError::ConnectionReset)]);
+        stream.by_ref().for_each(drop);
+        assert_eq!(
+            stream.finish().outcome.unwrap_err().service_message,
+            "Status code: undefined. Message: Unexpected API Error: ECONNRESET - socket hang up"
+        );
+    }
+
+    #[test]
+    fn c114_responses_accounting_failure_never_stops_the_pass_through() {
+        // An event larger than the accounting decoder holds (maxResponseContentLength).
+        let huge = format!("data: {}\n\n", "x".repeat((1 << 20) + 1));
+        let delta = responses_event("response.output_text.delta", r#","delta":"Hel""#);
+        let mut stream = start_responses(vec![Ok(&delta), Ok(&huge), Ok(&delta)]);
+        assert_eq!(bytes_of(&mut stream).len(), 2 * delta.len() + huge.len());
+        let summary = stream.finish();
+        assert_eq!(summary.outcome, Ok(()));
+        assert_eq!(summary.estimate.unwrap().completion_text, "Hel");
     }
 
     const HEL: &str = "data: {\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n";

@@ -16,6 +16,7 @@ use openai_connector::failure::{Failure, FailureKind};
 use openai_connector::json::{Object, Value};
 use openai_connector::params::SubAction;
 use openai_connector::plan::{self, Deployment};
+use openai_connector::responses_stream::{End, ResponsesDecoder};
 use openai_connector::usage::{TokenUsage, UsageSource};
 use openai_connector::{chat_stream, response, sse};
 
@@ -224,6 +225,7 @@ fn check_failure(input: Option<&Input>, got: &Failure, want: &Value) -> Result<(
         FailureKind::Canceled => ("canceled", None),
         FailureKind::TlsRefused => ("tls-refused", None),
         FailureKind::Sandbox => ("sandbox", None),
+        FailureKind::NotMapped => ("not-mapped", None),
     };
     expect_eq("kind", kind, string(want, "kind")?.as_str())?;
     let upstream_status = opt_u64(want, "upstream_status")?;
@@ -258,6 +260,8 @@ fn wit_sub_action(s: SubAction) -> &'static str {
         SubAction::InvokeAi => "invoke-ai",
         SubAction::InvokeStream => "invoke-stream",
         SubAction::InvokeAsyncIterator => "invoke-async-iterator",
+        SubAction::Responses => "responses",
+        SubAction::Embeddings => "embeddings",
     }
 }
 
@@ -588,6 +592,116 @@ fn run_chat(input: &[u8], expect: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// What a Responses decoder gave for one way of feeding a vector: the events (each as
+/// `ResponsesEvent::to_json`, parsed), the assembly and the decoding error.
+fn responses_decode(chunks: &[&[u8]], max: usize) -> (Vec<Value>, Value, Option<String>) {
+    let mut decoder = ResponsesDecoder::new(max);
+    let mut events = Vec::new();
+    let mut error = None;
+    for chunk in chunks {
+        if let Err(e) = decoder.feed(chunk, Some(&mut events)) {
+            error = Some(e.to_string());
+            break;
+        }
+    }
+    if error.is_none() {
+        error = decoder.finish().err().map(|e| e.to_string());
+    }
+    let stream = decoder.stream();
+    let calls: Vec<Value> = stream
+        .function_calls()
+        .iter()
+        .map(|c| {
+            let mut call = Object::default();
+            call.insert("call_id".into(), Value::from(c.call_id.as_str()));
+            call.insert("name".into(), Value::from(c.name.as_str()));
+            call.insert("arguments".into(), Value::from(c.arguments.as_str()));
+            Value::Object(call)
+        })
+        .collect();
+    let usage = match stream.usage() {
+        Some(u) => Value::parse(
+            format!(
+                r#"{{"prompt_tokens":{},"completion_tokens":{},"total_tokens":{}}}"#,
+                u.prompt_tokens, u.completion_tokens, u.total_tokens
+            )
+            .as_bytes(),
+        )
+        .expect("usage JSON"),
+        None => Value::Null,
+    };
+    let end = match stream.end() {
+        None => Value::Null,
+        Some(end) => {
+            let mut out = Object::default();
+            let (kind, detail) = match end {
+                End::Completed => ("completed", None),
+                End::Incomplete(reason) => ("incomplete", Some(("reason", reason))),
+                End::Failed(message) => ("failed", Some(("message", message))),
+                End::Error(message) => ("error", Some(("message", message))),
+            };
+            out.insert("type".into(), Value::from(kind));
+            if let Some((key, text)) = detail {
+                out.insert(key.into(), Value::from(text.as_str()));
+            }
+            Value::Object(out)
+        }
+    };
+    let mut assembled = Object::default();
+    assembled.insert("output_text".into(), Value::from(stream.output_text()));
+    assembled.insert("function_calls".into(), Value::Array(calls));
+    assembled.insert("usage".into(), usage);
+    assembled.insert("end".into(), end);
+    let events = events
+        .iter()
+        .map(|e| Value::parse(e.to_json().as_bytes()).expect("event JSON"))
+        .collect();
+    (events, Value::Object(assembled), error)
+}
+
+/// One Responses-stream vector (`NAME.sse` + `NAME.json`), fed whole, one byte at a time and
+/// split in two at every offset: every way gives the expected events, assembly and error.
+fn run_responses_stream(input: &[u8], expect: &Value) -> Result<(), String> {
+    let max = max_event_bytes(expect)?;
+    let want_events = match field(expect, "events")? {
+        Value::Array(events) => events.clone(),
+        _ => return Err("`events` must be an array".into()),
+    };
+    let mut want = Object::default();
+    for key in ["output_text", "function_calls", "usage", "end"] {
+        want.insert(key.into(), field(expect, key)?.clone());
+    }
+    let want = Value::Object(want);
+    let want_error = match field(expect, "error")? {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        _ => return Err("`error` must be a string or null".into()),
+    };
+    let bytewise: Vec<&[u8]> = input.chunks(1).collect();
+    let mut ways: Vec<(String, Vec<&[u8]>)> =
+        vec![("whole".into(), vec![input]), ("bytewise".into(), bytewise)];
+    for at in 1..input.len() {
+        ways.push((format!("split at {at}"), vec![&input[..at], &input[at..]]));
+    }
+    for (how, chunks) in ways {
+        let (events, assembled, error) = responses_decode(&chunks, max);
+        if events != want_events {
+            let got: Vec<String> = events.iter().map(Value::to_json).collect();
+            let wanted: Vec<String> = want_events.iter().map(Value::to_json).collect();
+            expect_eq(&format!("events ({how})"), got, wanted)?;
+        }
+        if assembled != want {
+            expect_eq(
+                &format!("assembly ({how})"),
+                assembled.to_json(),
+                want.to_json(),
+            )?;
+        }
+        expect_eq(&format!("error ({how})"), &error, &want_error)?;
+    }
+    Ok(())
+}
+
 #[test]
 fn shared_vectors() {
     let mut failures = String::new();
@@ -614,7 +728,11 @@ fn shared_vectors() {
         counts.push((kind, count));
     }
     type StreamRunner = fn(&[u8], &Value) -> Result<(), String>;
-    let stream_kinds: [(&str, StreamRunner); 2] = [("sse", run_sse), ("chat", run_chat)];
+    let stream_kinds: [(&str, StreamRunner); 3] = [
+        ("sse", run_sse),
+        ("chat", run_chat),
+        ("responses-stream", run_responses_stream),
+    ];
     for (kind, run) in stream_kinds {
         let mut count = 0;
         for path in files(kind, "sse") {

@@ -5,6 +5,7 @@
 use crate::connector_file::ConnectorFile;
 use crate::event_log;
 use crate::tls::TlsProfile;
+use crate::tokenizer;
 use std::time::SystemTime;
 
 pub use openai_connector::failure::{Failure, FailureKind};
@@ -117,6 +118,25 @@ impl Usage {
         tokenizer: None,
     };
 
+    /// This usage, or, when the component asked for an estimate (no usage was reported), the
+    /// tokenizer's count of `estimate`'s texts (C110–C113); unchanged without a tokenizer for
+    /// its encoding.
+    pub(crate) fn estimated(self, estimate: Option<&EstimationInput>) -> Usage {
+        let Some(input) = estimate else {
+            return self;
+        };
+        match tokenizer::estimate(&input.encoding, &input.prompt_text, &input.completion_text) {
+            Some((prompt, completion, total)) => Usage {
+                prompt_tokens: prompt,
+                completion_tokens: completion,
+                total_tokens: total,
+                source: UsageSource::Estimated,
+                tokenizer: tokenizer::known_encoding(&input.encoding),
+            },
+            None => self,
+        }
+    }
+
     /// The event log's view (C117, C119).
     pub(crate) fn for_log(&self) -> event_log::Usage<'static> {
         event_log::Usage {
@@ -212,6 +232,19 @@ pub(crate) struct EstimationInput {
     pub(crate) encoding: String,
     pub(crate) prompt_text: String,
     pub(crate) completion_text: String,
+}
+
+/// What an `sse.responses-decoder` assembled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponsesAssembled {
+    /// The output text.
+    pub output_text: String,
+    /// The function calls, in the order they first appeared.
+    pub function_calls: Vec<openai_connector::responses_api::FunctionCall>,
+    /// The usage of the ending event, when it reported one.
+    pub usage: Option<openai_connector::usage::TokenUsage>,
+    /// How the stream ended, if it did.
+    pub end: Option<openai_connector::responses_stream::End>,
 }
 
 /// How an execution ended, with what the event log needs.

@@ -11,13 +11,12 @@
 
 use crate::connector_file::ConnectorFile;
 use crate::execution::{
-    Execution, Failure, Finished, SandboxFailed, StreamItem, Usage, UsageSource, ValidatedConnector,
+    Execution, Failure, Finished, SandboxFailed, StreamItem, Usage, ValidatedConnector,
 };
 use crate::outbound::{Cancel, OutboundPolicy};
 use crate::pool::ConnectionPool;
 use crate::runtime::{Harness, Instance, Launched, StreamExecution};
 use crate::settings::Settings;
-use crate::tokenizer;
 use anyhow::Result;
 use openai_connector::redaction::Secrets;
 use std::sync::{Arc, RwLock};
@@ -117,19 +116,7 @@ impl Stream {
     /// when none was reported (C110–C113).
     pub async fn finish(mut self: Box<Self>) -> Result<Finished> {
         let summary = self.instance.stream_finish(self.handle).await?;
-        let mut usage = summary.usage;
-        if let Some(input) = &summary.estimate
-            && let Some((prompt, completion, total)) =
-                tokenizer::estimate(&input.encoding, &input.prompt_text, &input.completion_text)
-        {
-            usage = Usage {
-                prompt_tokens: prompt,
-                completion_tokens: completion,
-                total_tokens: total,
-                source: UsageSource::Estimated,
-                tokenizer: tokenizer::known_encoding(&input.encoding),
-            };
-        }
+        let usage = summary.usage.estimated(summary.estimate.as_ref());
         Ok(Finished {
             outcome: self.redaction.outcome(summary.outcome.map(|()| None)),
             usage,
@@ -168,6 +155,11 @@ impl Prepared {
     /// Kibana's get-connector shape (`validate`'s output), never the secrets.
     pub fn connector_json(&self) -> &str {
         &self.validated.connector_json
+    }
+
+    /// The connector's `defaultModel` (OpenAI's default filled in; Azure may have none).
+    pub(crate) fn default_model(&self) -> Option<&str> {
+        self.validated.prepared.default_model.as_deref()
     }
 }
 

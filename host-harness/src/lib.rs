@@ -45,7 +45,7 @@ pub mod tokenizer;
 pub use connector_file::{ConnectorFile, LoadError};
 pub use execution::{
     BuildError, Execution, Failure, FailureKind, Finished, PlannedRequest, PreparedConnector,
-    Provider, RequestPlan, StreamItem, Usage, UsageSource, ValidatedConnector,
+    Provider, RequestPlan, ResponsesAssembled, StreamItem, Usage, UsageSource, ValidatedConnector,
 };
 pub use executor::{ExecuteOutcome, Executor, Prepared, Started, Stream};
 pub use outbound::{Cancel, OutboundPolicy};

@@ -50,7 +50,9 @@ enum Command {
     Execute {
         /// Connector file (Kibana's create-connector body).
         connector: PathBuf,
-        /// Params (`{"subAction": ..., "subActionParams": ...}`); `-` reads standard input.
+        /// Params (`{"subAction": ..., "subActionParams": ...}`): Kibana's sub-actions, or this
+        /// project's `responses` and `embeddings` (`{"body": "<JSON text>"}`); `-` reads
+        /// standard input.
         #[arg(long, value_name = "PARAMS")]
         params: PathBuf,
         /// Deployment settings (Kibana's `xpack.actions.*` keys).
@@ -63,8 +65,8 @@ enum Command {
     /// Server-sent events tools.
     #[command(subcommand)]
     Sse(SseCommand),
-    /// Serve connectors over HTTP: Kibana-compatible connector routes, an OpenAI-compatible
-    /// chat-completions route, /metrics, /dashboard and /healthz.
+    /// Serve connectors over HTTP: Kibana-compatible connector routes, OpenAI-compatible routes
+    /// (chat completions, Responses, embeddings, models), /metrics, /dashboard and /healthz.
     ///
     /// Admin routes need `Authorization: Bearer $OPENAI_CONNECTOR_ADMIN_TOKEN`.
     Serve {

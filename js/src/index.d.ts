@@ -67,7 +67,10 @@ export type SubActionName =
   | 'stream'
   | 'invokeAI'
   | 'invokeStream'
-  | 'invokeAsyncIterator';
+  | 'invokeAsyncIterator'
+  /** This project's sub-actions (not Kibana's): OpenAI's Responses and embeddings APIs. */
+  | 'responses'
+  | 'embeddings';
 
 export interface ParsedConnector {
   id: string;
@@ -92,6 +95,13 @@ export interface BuiltRequest {
   idleTimeoutMs?: number;
 }
 
+/** What a tokenizer counts to estimate usage (C110–C112; WIT `estimation-input`). */
+export interface EstimationInput {
+  encoding: string;
+  promptText: string;
+  completionText: string;
+}
+
 export interface Usage {
   promptTokens: number;
   completionTokens: number;
@@ -110,7 +120,9 @@ export type FailureKind =
   | 'stream'
   | 'canceled'
   | 'tls-refused'
-  | 'sandbox';
+  | 'sandbox'
+  /** The connector's URL cannot be mapped to the Responses or embeddings API. */
+  | 'not-mapped';
 
 export interface FailureDetails {
   serviceMessage: string;
@@ -179,6 +191,11 @@ export interface ExecutionResult {
   code?: string | null;
   upstreamStatus?: number | null;
   usage: Usage;
+  /**
+   * When no usage was reported but it can be estimated (a `responses` answer without `usage`):
+   * the texts a tokenizer would count (this package has none).
+   */
+  estimate?: EstimationInput;
   requestBodyBytes?: number;
   /** Upstream attempts: 0 when nothing was sent, 1 without retries. */
   attempts: number;
@@ -213,5 +230,53 @@ export declare class ChatDecoder implements Disposable {
   feed(chunk: Uint8Array | string): ChatDelta[];
   finish(): void;
   completion(): Record<string, unknown>;
+  [Symbol.dispose](): void;
+}
+
+/** An output item of `response.output_item.added` / `.done` (empty strings where it has none). */
+export interface ResponsesItem {
+  outputIndex: number;
+  itemType: string;
+  id: string;
+  callId: string;
+  name: string;
+  arguments: string;
+}
+
+/** One typed event of a Responses API stream; `type` is the WIT `responses-event` case. */
+export type ResponsesEvent =
+  | { type: 'created'; id: string; model: string }
+  | { type: 'output-text-delta'; outputIndex: number; contentIndex: number; delta: string }
+  | ({ type: 'output-item-added' } & ResponsesItem)
+  | ({ type: 'output-item-done' } & ResponsesItem)
+  | { type: 'function-call-arguments-delta'; outputIndex: number; delta: string }
+  | { type: 'function-call-arguments-done'; outputIndex: number; arguments: string }
+  | { type: 'completed'; usage: Usage | null }
+  | { type: 'incomplete'; reason: string; usage: Usage | null }
+  | { type: 'failed'; message: string }
+  | { type: 'error'; message: string }
+  | { type: 'other'; eventType: string };
+
+/** How a Responses stream ended. */
+export type ResponsesEnd =
+  | { type: 'completed' }
+  | { type: 'incomplete'; reason: string }
+  | { type: 'failed'; message: string }
+  | { type: 'error'; message: string };
+
+export interface FunctionCall {
+  callId: string;
+  name: string;
+  arguments: string;
+}
+
+export declare class ResponsesDecoder implements Disposable {
+  constructor(options?: { maxEventBytes?: number });
+  feed(chunk: Uint8Array | string): ResponsesEvent[];
+  finish(): void;
+  outputText(): string;
+  functionCalls(): FunctionCall[];
+  usage(): Usage | null;
+  end(): ResponsesEnd | null;
   [Symbol.dispose](): void;
 }

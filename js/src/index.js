@@ -62,7 +62,8 @@ export class ConnectorFailure extends Error {
 /**
  * What kind of failure it was (WIT `failure-kind`, never parsed from the message): `kind` is
  * one of `params`, `denied`, `http`, `transport`, `timeout`, `response-invalid`, `stream`,
- * `canceled`, `tls-refused`, `sandbox`; `code` is the Node-style code of a `transport` failure;
+ * `canceled`, `tls-refused`, `sandbox`, `not-mapped` (the connector's URL cannot be mapped to
+ * the Responses or embeddings API); `code` is the Node-style code of a `transport` failure;
  * `upstreamStatus` the upstream's status when a response head arrived.
  */
 function failureDetails(failure) {
@@ -183,6 +184,9 @@ const SUB_ACTIONS = {
   invokeAI: 'invoke-ai',
   invokeStream: 'invoke-stream',
   invokeAsyncIterator: 'invoke-async-iterator',
+  // This project's sub-actions, not Kibana's: OpenAI's Responses and embeddings APIs.
+  responses: 'responses',
+  embeddings: 'embeddings',
 };
 const KIBANA_SUB_ACTIONS = Object.fromEntries(Object.entries(SUB_ACTIONS).map(([k, v]) => [v, k]));
 
@@ -289,6 +293,7 @@ export function execute(connector, params, settings) {
       ? { status: 'ok', data: JSON.parse(outcome.val), dataJson: outcome.val }
       : failureResult(outcome.val);
   result.usage = toUsage(execution.usage);
+  if (execution.estimate !== undefined) result.estimate = execution.estimate;
   if (execution.requestBodyBytes !== undefined) {
     result.requestBodyBytes = Number(execution.requestBodyBytes);
   }
@@ -477,6 +482,96 @@ export class ChatDecoder {
   /** The completion assembled so far (C105), also after an error. */
   completion() {
     return JSON.parse(utf8.decode(this.#decoder.completion()));
+  }
+
+  [Symbol.dispose]() {
+    this.#decoder[Symbol.dispose]?.();
+  }
+}
+
+/** A Responses stream event as the wrapper gives it: `{type, ...fields}`, `type` the WIT case. */
+function toResponsesEvent({ tag, val }) {
+  switch (tag) {
+    case 'completed':
+      return { type: tag, usage: val === undefined ? null : toUsage(val) };
+    case 'incomplete':
+      return { type: tag, reason: val.reason, usage: val.usage === undefined ? null : toUsage(val.usage) };
+    case 'failed':
+    case 'error':
+      return { type: tag, message: val };
+    case 'other':
+      return { type: tag, eventType: val };
+    case 'function-call-arguments-delta':
+      return { type: tag, outputIndex: val.outputIndex, delta: val.text };
+    case 'function-call-arguments-done':
+      return { type: tag, outputIndex: val.outputIndex, arguments: val.text };
+    default:
+      // created, output-text-delta, output-item-added, output-item-done: the record's fields.
+      return { type: tag, ...val };
+  }
+}
+
+/**
+ * An event-stream decoder feeding a Responses-stream assembly inside the component (OpenAI's
+ * Responses API streamed): bytes in, typed events out. `outputText()`, `functionCalls()`,
+ * `usage()` and `end()` give what was assembled.
+ */
+export class ResponsesDecoder {
+  #decoder;
+
+  constructor(options) {
+    this.#decoder = new sse.ResponsesDecoder(maxEventBytesOf(options));
+  }
+
+  /**
+   * Decodes `chunk` (bytes or text) and returns the typed events it completed. A decoding error
+   * (C91) throws `SseError` once the events before it were returned.
+   */
+  feed(chunk) {
+    try {
+      return this.#decoder.feed(toBytes(chunk, 'chunk')).map(toResponsesEvent);
+    } catch (e) {
+      throw new SseError(payloadOf(e));
+    }
+  }
+
+  /** Ends the input (C89); throws `SseError` if decoding had stopped (C91). */
+  finish() {
+    try {
+      this.#decoder.finish();
+    } catch (e) {
+      throw new SseError(payloadOf(e));
+    }
+  }
+
+  /** The output text assembled so far. */
+  outputText() {
+    return this.#decoder.outputText();
+  }
+
+  /** The function calls assembled so far: `{callId, name, arguments}`. */
+  functionCalls() {
+    return this.#decoder.functionCalls();
+  }
+
+  /** The usage of the ending event, or null. */
+  usage() {
+    const usage = this.#decoder.usage();
+    return usage === undefined ? null : toUsage(usage);
+  }
+
+  /** How the stream ended (`{type: 'completed' | 'incomplete' | 'failed' | 'error', ...}`), or null. */
+  end() {
+    const end = this.#decoder.end();
+    if (end === undefined) return null;
+    switch (end.tag) {
+      case 'completed':
+        return { type: end.tag };
+      case 'incomplete':
+        return { type: end.tag, reason: end.val };
+      default:
+        return { type: end.tag, message: end.val };
+    }
   }
 
   [Symbol.dispose]() {

@@ -10,6 +10,7 @@ import {
   ChatStreamError,
   ConnectorFailure,
   ConnectorValidationError,
+  ResponsesDecoder,
   SseDecoder,
   SseError,
   buildRequest,
@@ -152,6 +153,78 @@ describe('buildRequest', () => {
         return true;
       },
     );
+  });
+});
+
+describe('responses and embeddings (sub-actions of this project)', () => {
+  const azure = {
+    id: 'az',
+    name: 'Azure',
+    config: {
+      apiProvider: 'Azure OpenAI',
+      apiUrl: 'https://r.openai.azure.com/openai/deployments/gpt-5-mini/chat/completions?api-version=2025-04-01-preview',
+    },
+    secrets: { apiKey: API_KEY },
+  };
+
+  test('the URL derived from apiUrl; Azure names the deployment as model', () => {
+    const req = buildRequest(azure, { subAction: 'responses', subActionParams: { body: '{"input":"Hi","stream":true}' } });
+    assert.equal(req.subAction, 'responses');
+    assert.equal(req.streaming, true);
+    assert.equal(req.url, 'https://r.openai.azure.com/openai/responses?api-version=2025-04-01-preview');
+    assert.equal(new TextDecoder().decode(req.body), '{"input":"Hi","stream":true,"model":"gpt-5-mini"}');
+    assert.deepEqual(req.headers[0], ['api-key', API_KEY]);
+    const emb = buildRequest(openai(), { subAction: 'embeddings', subActionParams: { body: '{"input":"x"}' } });
+    assert.equal(emb.url, 'https://api.openai.com/v1/embeddings');
+    assert.equal(emb.streaming, false);
+  });
+
+  test('a URL that cannot be mapped: ConnectorFailure of kind not-mapped', () => {
+    const gateway = { ...openai(), config: { apiProvider: 'Other', apiUrl: 'https://gw.example.com/llm', defaultModel: 'm' } };
+    assert.throws(
+      () => buildRequest(gateway, { subAction: 'responses', subActionParams: { body: '{}' } }),
+      (e) => {
+        assert.ok(e instanceof ConnectorFailure);
+        assert.equal(e.kind, 'not-mapped');
+        assert.equal(e.retry, false);
+        assert.equal(
+          e.serviceMessage,
+          "The connector's URL cannot be mapped to the Responses API: apiUrl does not end in /chat/completions",
+        );
+        return true;
+      },
+    );
+  });
+
+  test('usage: input and output tokens of a response, prompt tokens of embeddings', () => {
+    const response = mapResponse({
+      subAction: 'responses',
+      status: 200,
+      body: '{"object":"response","output":[],"usage":{"input_tokens":5,"output_tokens":2,"total_tokens":7}}',
+    });
+    assert.deepEqual(response.usage, { promptTokens: 5, completionTokens: 2, totalTokens: 7, source: 'reported' });
+    const embeddings = mapResponse({
+      subAction: 'embeddings',
+      status: 200,
+      body: '{"object":"list","data":[],"usage":{"prompt_tokens":3,"total_tokens":3}}',
+    });
+    assert.deepEqual(embeddings.usage, { promptTokens: 3, completionTokens: 0, totalTokens: 3, source: 'reported' });
+  });
+});
+
+describe('ResponsesDecoder', () => {
+  test('typed events in, assembly out; a decoding error throws SseError after the events before it', () => {
+    const decoder = new ResponsesDecoder({ maxEventBytes: 200 });
+    const events = decoder.feed(
+      'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","output_index":0,"content_index":0,"delta":"Hi"}\n\n' +
+        `data: ${'x'.repeat(300)}\n\n`,
+    );
+    assert.deepEqual(events, [{ type: 'output-text-delta', outputIndex: 0, contentIndex: 0, delta: 'Hi' }]);
+    assert.throws(() => decoder.feed('data: {}\n\n'), (e) => e instanceof SseError && /maximum size of 200 bytes/.test(e.message));
+    assert.equal(decoder.outputText(), 'Hi');
+    assert.equal(decoder.end(), null);
+    assert.equal(decoder.usage(), null);
+    decoder[Symbol.dispose]();
   });
 });
 

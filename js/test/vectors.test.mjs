@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { after, describe, test } from 'node:test';
 
-import { component, SseDecoder, SseError } from '../src/index.js';
+import { component, ResponsesDecoder, SseDecoder, SseError } from '../src/index.js';
 
 const { validation, requests, responses, sse } = component;
 const dir = new URL('../../tests/vectors/', import.meta.url);
@@ -307,6 +307,69 @@ describe('chat', () => {
         const want = expect.deltas.map((d) => `${d}\n`).join('');
         assert.equal(lines, want, `deltas, chat decoder ${how}`);
         assert.equal(utf8.decode(chat.completion()), expect.final, `final, chat decoder ${how}`);
+      }
+    });
+  }
+});
+
+/** camelCase keys to the vectors' snake_case; a usage loses its `source` (always `reported`). */
+function snake(value) {
+  if (Array.isArray(value)) return value.map(snake);
+  if (value === null || typeof value !== 'object') return value;
+  if ('promptTokens' in value) {
+    assert.equal(value.source, 'reported');
+    return { prompt_tokens: value.promptTokens, completion_tokens: value.completionTokens, total_tokens: value.totalTokens };
+  }
+  return Object.fromEntries(
+    Object.entries(value).map(([k, v]) => [k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), snake(v)]),
+  );
+}
+
+/** The package's ResponsesDecoder fed `chunks`: events, assembly and error, as the vectors write them. */
+function decodeResponses(chunks, max) {
+  const decoder = new ResponsesDecoder({ maxEventBytes: max });
+  try {
+    const events = [];
+    let error = null;
+    try {
+      for (const chunk of chunks) events.push(...decoder.feed(chunk));
+      decoder.finish();
+    } catch (e) {
+      if (!(e instanceof SseError)) throw e;
+      error = e.message;
+    }
+    return {
+      events: snake(events),
+      assembly: snake({
+        outputText: decoder.outputText(),
+        functionCalls: decoder.functionCalls(),
+        usage: decoder.usage(),
+        end: decoder.end(),
+      }),
+      error,
+    };
+  } finally {
+    decoder[Symbol.dispose]();
+  }
+}
+
+describe('responses-stream', () => {
+  for (const file of files('responses-stream', '.sse')) {
+    counts['responses-stream'] = (counts['responses-stream'] ?? 0) + 1;
+    test(file, () => {
+      const input = new Uint8Array(readFileSync(new URL(`responses-stream/${file}`, dir)));
+      const expect = readJson(`responses-stream/${file.replace(/\.sse$/, '.json')}`);
+      const want = {
+        output_text: expect.output_text,
+        function_calls: expect.function_calls,
+        usage: expect.usage,
+        end: expect.end,
+      };
+      for (const [how, chunks] of [['whole', [input]], ['one byte at a time', oneByteAtATime(input)]]) {
+        const got = decodeResponses(chunks, expect.max_event_bytes ?? 1048576);
+        assert.deepEqual(got.events, expect.events, `events, ${how}`);
+        assert.deepEqual(got.assembly, want, `assembly, ${how}`);
+        assert.equal(got.error, expect.error, `error, ${how}`);
       }
     });
   }

@@ -4,10 +4,12 @@ use super::bindings::exports::connector::openai::sse as wit_sse;
 use super::bindings::exports::connector::openai::types as wit;
 use crate::actions::{Definition, Execution};
 use crate::config::{self, Config, Connector, KeyFormat, Provider, Secrets, VerificationMode};
+use crate::estimate::EstimationInput;
 use crate::failure::{Failure, FailureKind};
 use crate::json::Object;
 use crate::params::SubAction;
 use crate::plan::Deployment;
+use crate::responses_stream::{End, OutputItem, ResponsesEvent};
 use crate::retry::RetryPolicy;
 use crate::sse;
 use crate::usage::{TokenUsage, UsageSource};
@@ -151,6 +153,7 @@ pub(super) fn failure(f: Failure) -> wit::Failure {
             FailureKind::Canceled => wit::FailureKind::Canceled,
             FailureKind::TlsRefused => wit::FailureKind::TlsRefused,
             FailureKind::Sandbox => wit::FailureKind::Sandbox,
+            FailureKind::NotMapped => wit::FailureKind::NotMapped,
         },
         upstream_status: f.upstream_status,
     }
@@ -160,8 +163,17 @@ pub(super) fn execution(e: Execution) -> wit::Execution {
     wit::Execution {
         outcome: e.outcome.map(|data| data.to_json()).map_err(failure),
         usage: usage(e.usage),
+        estimate: e.estimate.map(estimation_input),
         request_body_bytes: e.request_body_bytes,
         attempts: e.attempts,
+    }
+}
+
+pub(super) fn estimation_input(e: EstimationInput) -> wit::EstimationInput {
+    wit::EstimationInput {
+        encoding: e.encoding.as_str().to_owned(),
+        prompt_text: e.prompt_text,
+        completion_text: e.completion_text,
     }
 }
 
@@ -173,6 +185,8 @@ pub(super) fn sub_action(s: SubAction) -> wit::SubAction {
         SubAction::InvokeAi => wit::SubAction::InvokeAi,
         SubAction::InvokeStream => wit::SubAction::InvokeStream,
         SubAction::InvokeAsyncIterator => wit::SubAction::InvokeAsyncIterator,
+        SubAction::Responses => wit::SubAction::Responses,
+        SubAction::Embeddings => wit::SubAction::Embeddings,
     }
 }
 
@@ -184,6 +198,8 @@ pub(super) fn from_wit_sub_action(s: wit::SubAction) -> SubAction {
         wit::SubAction::InvokeAi => SubAction::InvokeAi,
         wit::SubAction::InvokeStream => SubAction::InvokeStream,
         wit::SubAction::InvokeAsyncIterator => SubAction::InvokeAsyncIterator,
+        wit::SubAction::Responses => SubAction::Responses,
+        wit::SubAction::Embeddings => SubAction::Embeddings,
     }
 }
 
@@ -193,5 +209,69 @@ pub(super) fn event(e: sse::Event) -> wit_sse::Event {
         data: e.data,
         id: e.last_event_id,
         retry: e.retry,
+    }
+}
+
+fn responses_item(i: OutputItem) -> wit_sse::ResponsesItem {
+    wit_sse::ResponsesItem {
+        output_index: i.output_index,
+        item_type: i.item_type,
+        id: i.id,
+        call_id: i.call_id,
+        name: i.name,
+        arguments: i.arguments,
+    }
+}
+
+pub(super) fn responses_event(e: ResponsesEvent) -> wit_sse::ResponsesEvent {
+    use wit_sse::ResponsesEvent as W;
+    match e {
+        ResponsesEvent::Created { id, model } => {
+            W::Created(wit_sse::ResponsesCreated { id, model })
+        }
+        ResponsesEvent::OutputTextDelta {
+            output_index,
+            content_index,
+            delta,
+        } => W::OutputTextDelta(wit_sse::ResponsesTextDelta {
+            output_index,
+            content_index,
+            delta,
+        }),
+        ResponsesEvent::OutputItemAdded(i) => W::OutputItemAdded(responses_item(i)),
+        ResponsesEvent::OutputItemDone(i) => W::OutputItemDone(responses_item(i)),
+        ResponsesEvent::FunctionCallArgumentsDelta {
+            output_index,
+            delta,
+        } => W::FunctionCallArgumentsDelta(wit_sse::ResponsesArguments {
+            output_index,
+            text: delta,
+        }),
+        ResponsesEvent::FunctionCallArgumentsDone {
+            output_index,
+            arguments,
+        } => W::FunctionCallArgumentsDone(wit_sse::ResponsesArguments {
+            output_index,
+            text: arguments,
+        }),
+        ResponsesEvent::Completed { usage: u } => W::Completed(u.map(usage)),
+        ResponsesEvent::Incomplete { reason, usage: u } => {
+            W::Incomplete(wit_sse::ResponsesIncomplete {
+                reason,
+                usage: u.map(usage),
+            })
+        }
+        ResponsesEvent::Failed { message } => W::Failed(message),
+        ResponsesEvent::Error { message } => W::Error(message),
+        ResponsesEvent::Other { event_type } => W::Other(event_type),
+    }
+}
+
+pub(super) fn responses_end(e: &End) -> wit_sse::ResponsesEnd {
+    match e {
+        End::Completed => wit_sse::ResponsesEnd::Completed,
+        End::Incomplete(reason) => wit_sse::ResponsesEnd::Incomplete(reason.clone()),
+        End::Failed(message) => wit_sse::ResponsesEnd::Failed(message.clone()),
+        End::Error(message) => wit_sse::ResponsesEnd::Error(message.clone()),
     }
 }

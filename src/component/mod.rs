@@ -175,11 +175,7 @@ impl wit_actions::GuestStreamExecution for StreamResource {
         wit_actions::StreamSummary {
             outcome: summary.outcome.map_err(conv::failure),
             usage: conv::usage(summary.usage),
-            estimate: summary.estimate.map(|e| wit_actions::EstimationInput {
-                encoding: e.encoding.as_str().to_owned(),
-                prompt_text: e.prompt_text,
-                completion_text: e.completion_text,
-            }),
+            estimate: summary.estimate.map(conv::estimation_input),
             request_body_bytes: summary.request_body_bytes,
             attempts: summary.attempts,
         }

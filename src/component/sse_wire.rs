@@ -1,9 +1,10 @@
 //! The `sse` interface's resources: the decoder (event records, and event spans that lend
-//! data from the chunk), the chat-stream accumulator and the chat decoder.
+//! data from the chunk), the chat-stream accumulator, the chat decoder and the Responses
+//! decoder.
 
 use super::bindings::exports::connector::openai::sse as wit_sse;
 use super::conv;
-use crate::{chat_stream, sse};
+use crate::{chat_stream, responses_stream, sse};
 use std::cell::RefCell;
 
 /// The `sse.decoder` resource.
@@ -15,10 +16,14 @@ pub(super) struct ChatStreamResource(RefCell<chat_stream::ChatStream>);
 /// The `sse.chat-decoder` resource.
 pub(super) struct ChatDecoderResource(RefCell<chat_stream::ChatDecoder>);
 
+/// The `sse.responses-decoder` resource.
+pub(super) struct ResponsesDecoderResource(RefCell<responses_stream::ResponsesDecoder>);
+
 impl wit_sse::Guest for super::Component {
     type Decoder = DecoderResource;
     type ChatStream = ChatStreamResource;
     type ChatDecoder = ChatDecoderResource;
+    type ResponsesDecoder = ResponsesDecoderResource;
 }
 
 impl wit_sse::GuestDecoder for DecoderResource {
@@ -179,5 +184,50 @@ impl wit_sse::GuestChatDecoder for ChatDecoderResource {
 
     fn completion(&self) -> Vec<u8> {
         self.0.borrow().completion_json().into_bytes()
+    }
+}
+
+impl wit_sse::GuestResponsesDecoder for ResponsesDecoderResource {
+    fn new(max_event_bytes: u32) -> Self {
+        ResponsesDecoderResource(RefCell::new(responses_stream::ResponsesDecoder::new(
+            max_event_bytes as usize,
+        )))
+    }
+
+    fn feed(&self, chunk: Vec<u8>) -> Result<Vec<wit_sse::ResponsesEvent>, String> {
+        let mut events = Vec::new();
+        let result = self.0.borrow_mut().feed(&chunk, Some(&mut events));
+        let empty = events.is_empty();
+        output_then_error(result, events, empty)
+            .map(|events| events.into_iter().map(conv::responses_event).collect())
+    }
+
+    fn finish(&self) -> Result<(), String> {
+        self.0.borrow_mut().finish().map_err(|e| e.to_string())
+    }
+
+    fn output_text(&self) -> String {
+        self.0.borrow().stream().output_text().to_owned()
+    }
+
+    fn function_calls(&self) -> Vec<wit_sse::FunctionCall> {
+        let decoder = self.0.borrow();
+        let calls = decoder.stream().function_calls();
+        calls
+            .iter()
+            .map(|c| wit_sse::FunctionCall {
+                call_id: c.call_id.clone(),
+                name: c.name.clone(),
+                arguments: c.arguments.clone(),
+            })
+            .collect()
+    }
+
+    fn usage(&self) -> Option<wit_sse::TokenUsage> {
+        self.0.borrow().stream().usage().map(conv::usage)
+    }
+
+    fn end(&self) -> Option<wit_sse::ResponsesEnd> {
+        self.0.borrow().stream().end().map(conv::responses_end)
     }
 }

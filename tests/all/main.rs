@@ -13,6 +13,7 @@ mod redaction;
 mod redirects;
 mod redis_server;
 mod reload;
+mod responses_api;
 mod retries;
 mod reuse;
 mod routes;

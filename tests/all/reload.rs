@@ -13,7 +13,7 @@ use std::time::Duration;
 
 /// Sends SIGHUP to the gateway and waits until its stderr says how the reload went (the
 /// `count`-th reload line): returns that line.
-async fn hang_up(gw: &Gateway, count: usize) -> String {
+pub(crate) async fn hang_up(gw: &Gateway, count: usize) -> String {
     let status = Command::new("kill")
         .args(["-HUP", &gw.pid().to_string()])
         .status()

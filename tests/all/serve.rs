@@ -925,7 +925,7 @@ async fn start_refusals_and_preconfigured_connectors() {
 }
 
 /// Whether `python3 -c "import <module>"` works here.
-fn python_has(module: &str) -> bool {
+pub(crate) fn python_has(module: &str) -> bool {
     Command::new("python3")
         .args(["-c", &format!("import {module}")])
         .stdout(Stdio::null())

@@ -6,11 +6,14 @@ use super::sse_wire::EventSpans;
 use crate::connector_file::ConnectorFile;
 use crate::execution::{
     BuildError, EstimationInput, Execution, Failure, FailureKind, PlannedRequest,
-    PreparedConnector, Provider, RequestPlan, StreamItem, StreamSummary, Usage, UsageSource,
-    ValidatedConnector,
+    PreparedConnector, Provider, RequestPlan, ResponsesAssembled, StreamItem, StreamSummary, Usage,
+    UsageSource, ValidatedConnector,
 };
 use crate::settings::Settings;
 use crate::tls::{ClientIdentity, KeyFormat, TlsProfile, Verification};
+use openai_connector::responses_api::FunctionCall;
+use openai_connector::responses_stream::{End, OutputItem, ResponsesEvent};
+use openai_connector::usage::TokenUsage;
 
 // Harness → bindings.
 
@@ -60,6 +63,7 @@ pub(super) fn failure(f: wit::Failure) -> Failure {
             wit::FailureKind::Canceled => FailureKind::Canceled,
             wit::FailureKind::TlsRefused => FailureKind::TlsRefused,
             wit::FailureKind::Sandbox => FailureKind::Sandbox,
+            wit::FailureKind::NotMapped => FailureKind::NotMapped,
         },
         upstream_status,
         service_message,
@@ -159,10 +163,12 @@ fn usage(u: wit::TokenUsage) -> Usage {
     }
 }
 
+/// An execution, its usage estimated by the host when the component asked for it.
 pub(super) fn execution(e: wit::Execution) -> Execution {
+    let estimate = e.estimate.map(estimation_input);
     Execution {
         outcome: e.outcome.map_err(failure),
-        usage: usage(e.usage),
+        usage: usage(e.usage).estimated(estimate.as_ref()),
         request_body_bytes: e.request_body_bytes,
         attempts: e.attempts,
     }
@@ -208,13 +214,17 @@ pub(super) fn stream_summary(s: actions::StreamSummary) -> StreamSummary {
     StreamSummary {
         outcome: s.outcome.map_err(failure),
         usage: usage(s.usage),
-        estimate: s.estimate.map(|e| EstimationInput {
-            encoding: e.encoding,
-            prompt_text: e.prompt_text,
-            completion_text: e.completion_text,
-        }),
+        estimate: s.estimate.map(estimation_input),
         request_body_bytes: s.request_body_bytes,
         attempts: s.attempts,
+    }
+}
+
+fn estimation_input(e: wit::EstimationInput) -> EstimationInput {
+    EstimationInput {
+        encoding: e.encoding,
+        prompt_text: e.prompt_text,
+        completion_text: e.completion_text,
     }
 }
 
@@ -237,5 +247,93 @@ pub(super) fn event_spans(s: sse::EventSpans) -> EventSpans {
         text: s.text,
         spans: s.spans,
         retries: s.retries,
+    }
+}
+
+fn token_usage(u: wit::TokenUsage) -> TokenUsage {
+    let usage = usage(u);
+    TokenUsage {
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+        total_tokens: usage.total_tokens,
+        source: match usage.source {
+            UsageSource::Reported => openai_connector::usage::UsageSource::Reported,
+            UsageSource::Estimated => openai_connector::usage::UsageSource::Estimated,
+            UsageSource::Unavailable => openai_connector::usage::UsageSource::Unavailable,
+        },
+    }
+}
+
+fn responses_item(i: sse::ResponsesItem) -> OutputItem {
+    OutputItem {
+        output_index: i.output_index,
+        item_type: i.item_type,
+        id: i.id,
+        call_id: i.call_id,
+        name: i.name,
+        arguments: i.arguments,
+    }
+}
+
+/// One event of `sse.responses-decoder.feed`, in the component crate's type.
+pub(super) fn responses_event(e: sse::ResponsesEvent) -> ResponsesEvent {
+    use sse::ResponsesEvent as W;
+    match e {
+        W::Created(c) => ResponsesEvent::Created {
+            id: c.id,
+            model: c.model,
+        },
+        W::OutputTextDelta(d) => ResponsesEvent::OutputTextDelta {
+            output_index: d.output_index,
+            content_index: d.content_index,
+            delta: d.delta,
+        },
+        W::OutputItemAdded(i) => ResponsesEvent::OutputItemAdded(responses_item(i)),
+        W::OutputItemDone(i) => ResponsesEvent::OutputItemDone(responses_item(i)),
+        W::FunctionCallArgumentsDelta(a) => ResponsesEvent::FunctionCallArgumentsDelta {
+            output_index: a.output_index,
+            delta: a.text,
+        },
+        W::FunctionCallArgumentsDone(a) => ResponsesEvent::FunctionCallArgumentsDone {
+            output_index: a.output_index,
+            arguments: a.text,
+        },
+        W::Completed(u) => ResponsesEvent::Completed {
+            usage: u.map(token_usage),
+        },
+        W::Incomplete(i) => ResponsesEvent::Incomplete {
+            reason: i.reason,
+            usage: i.usage.map(token_usage),
+        },
+        W::Failed(message) => ResponsesEvent::Failed { message },
+        W::Error(message) => ResponsesEvent::Error { message },
+        W::Other(event_type) => ResponsesEvent::Other { event_type },
+    }
+}
+
+/// What `sse.responses-decoder`'s accessors returned.
+pub(super) fn responses_assembled(
+    output_text: String,
+    function_calls: Vec<sse::FunctionCall>,
+    usage: Option<wit::TokenUsage>,
+    end: Option<sse::ResponsesEnd>,
+) -> ResponsesAssembled {
+    ResponsesAssembled {
+        output_text,
+        function_calls: function_calls
+            .into_iter()
+            .map(|c| FunctionCall {
+                call_id: c.call_id,
+                name: c.name,
+                arguments: c.arguments,
+            })
+            .collect(),
+        usage: usage.map(token_usage),
+        end: end.map(|e| match e {
+            sse::ResponsesEnd::Completed => End::Completed,
+            sse::ResponsesEnd::Incomplete(reason) => End::Incomplete(reason),
+            sse::ResponsesEnd::Failed(message) => End::Failed(message),
+            sse::ResponsesEnd::Error(message) => End::Error(message),
+        }),
     }
 }

@@ -6,13 +6,14 @@ use super::conv;
 use super::sse_wire::EventSpans;
 use crate::connector_file::ConnectorFile;
 use crate::execution::{
-    BuildError, Execution, PreparedConnector, RequestPlan, StreamItem, StreamSummary,
-    ValidatedConnector,
+    BuildError, Execution, PreparedConnector, RequestPlan, ResponsesAssembled, StreamItem,
+    StreamSummary, ValidatedConnector,
 };
 use crate::outbound::{OutboundHooks, OutboundPolicy};
 use crate::sandbox::{self, Sandbox, SandboxLimits, Sandboxed};
 use crate::settings::Settings;
 use anyhow::{Context, Result};
+use openai_connector::responses_stream::ResponsesEvent;
 use openai_connector::sse::Event;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -193,6 +194,10 @@ pub struct ChatStream(ResourceAny);
 /// An `sse.chat-decoder` resource of an [`Instance`].
 #[derive(Clone, Copy, Debug)]
 pub struct ChatDecoder(ResourceAny);
+
+/// An `sse.responses-decoder` resource of an [`Instance`].
+#[derive(Clone, Copy, Debug)]
+pub struct ResponsesDecoder(ResourceAny);
 
 /// An `actions.stream-execution` resource of an [`Instance`].
 #[derive(Clone, Copy, Debug)]
@@ -455,5 +460,63 @@ impl Instance {
             .chat_decoder()
             .call_completion(&mut self.store, decoder.0)
             .await?)
+    }
+
+    /// `sse.responses-decoder` constructor.
+    pub async fn responses_decoder(&mut self, max_event_bytes: u32) -> Result<ResponsesDecoder> {
+        let decoder = self
+            .bindings
+            .connector_openai_sse()
+            .responses_decoder()
+            .call_constructor(&mut self.store, max_event_bytes)
+            .await?;
+        Ok(ResponsesDecoder(decoder))
+    }
+
+    /// `sse.responses-decoder.feed`: the typed events of `chunk`.
+    pub async fn responses_decoder_feed(
+        &mut self,
+        decoder: ResponsesDecoder,
+        chunk: &[u8],
+    ) -> Result<Result<Vec<ResponsesEvent>, String>> {
+        let events = self
+            .bindings
+            .connector_openai_sse()
+            .responses_decoder()
+            .call_feed(&mut self.store, decoder.0, chunk)
+            .await?;
+        Ok(events.map(|events| events.into_iter().map(conv::responses_event).collect()))
+    }
+
+    /// `sse.responses-decoder.finish`: the decoding error, if decoding had stopped.
+    pub async fn responses_decoder_finish(
+        &mut self,
+        decoder: ResponsesDecoder,
+    ) -> Result<Result<(), String>> {
+        Ok(self
+            .bindings
+            .connector_openai_sse()
+            .responses_decoder()
+            .call_finish(&mut self.store, decoder.0)
+            .await?)
+    }
+
+    /// `sse.responses-decoder.output-text`, `function-calls`, `usage` and `end`: what was
+    /// assembled.
+    pub async fn responses_decoder_assembled(
+        &mut self,
+        decoder: ResponsesDecoder,
+    ) -> Result<ResponsesAssembled> {
+        let sse = self.bindings.connector_openai_sse().responses_decoder();
+        let output_text = sse.call_output_text(&mut self.store, decoder.0).await?;
+        let function_calls = sse.call_function_calls(&mut self.store, decoder.0).await?;
+        let usage = sse.call_usage(&mut self.store, decoder.0).await?;
+        let end = sse.call_end(&mut self.store, decoder.0).await?;
+        Ok(conv::responses_assembled(
+            output_text,
+            function_calls,
+            usage,
+            end,
+        ))
     }
 }

@@ -12,7 +12,8 @@ mod instance;
 mod sse_wire;
 
 pub use instance::{
-    ChatDecoder, ChatStream, CodeCache, EMBEDDED_COMPONENT, Harness, Instance, SseDecoder,
+    ChatDecoder, ChatStream, CodeCache, EMBEDDED_COMPONENT, Harness, Instance, ResponsesDecoder,
+    SseDecoder,
 };
 pub(crate) use instance::{Launched, StreamExecution};
 pub use sse_wire::{EventSpans, SpanEvent, uncut};

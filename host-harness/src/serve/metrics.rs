@@ -27,6 +27,10 @@ fn label(route: Route) -> &'static str {
     match route {
         Route::Execute => "execute",
         Route::ChatCompletions => "chat_completions",
+        Route::Responses => "responses",
+        Route::Embeddings => "embeddings",
+        // Answered without an execution: never counted.
+        Route::Models => "models",
     }
 }
 
@@ -109,7 +113,7 @@ impl Metrics {
         let mut inner = self.lock();
         for id in connectors {
             let c = inner.connectors.entry(id.to_owned()).or_default();
-            for route in [Route::Execute, Route::ChatCompletions] {
+            for route in Route::EXECUTIONS {
                 c.requests.entry(route).or_insert(0);
                 c.failures.entry(route).or_insert(0);
             }
@@ -423,6 +427,8 @@ mod tests {
             "# TYPE openai_connector_requests_total counter",
             "openai_connector_requests_total{connector=\"a\",route=\"chat_completions\"} 1",
             "openai_connector_requests_total{connector=\"we\\\"ird\",route=\"execute\"} 0",
+            "openai_connector_requests_total{connector=\"a\",route=\"responses\"} 0",
+            "openai_connector_request_failures_total{connector=\"a\",route=\"embeddings\"} 0",
             "openai_connector_request_failures_total{connector=\"a\",route=\"execute\"} 1",
             "openai_connector_request_duration_seconds_bucket{connector=\"a\",le=\"0.025\"} 0",
             "openai_connector_request_duration_seconds_bucket{connector=\"a\",le=\"0.05\"} 1",

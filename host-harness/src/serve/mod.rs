@@ -8,9 +8,10 @@
 //!
 //! State shared by every request: `gateway`; the connectors, routes and tokens in force:
 //! `config`, read again on SIGHUP (a set that does not validate is refused whole, requests in
-//! flight finish on the configuration they started with). Routes (`routes`): Kibana-compatible connector
-//! routes and `_execute`, the OpenAI-compatible `POST /connectors/{id}/v1/chat/completions`,
-//! `/metrics` (`metrics`), `/dashboard` (`dashboard`) and `/healthz`. Tokens: `auth`.
+//! flight finish on the configuration they started with). Routes (`routes`): Kibana-compatible
+//! connector routes and `_execute`, the OpenAI-compatible `/connectors/{id}/v1/...` and
+//! `/routes/{name}/v1/...` (chat completions, Responses, embeddings, models), `/metrics`
+//! (`metrics`), `/dashboard` (`dashboard`) and `/healthz`. Tokens: `auth`.
 //!
 //! Limits (`connection`, `admission`): every connection has a deadline unless it is serving a
 //! request, open connections are capped, and executions are admitted by fair shares within a

@@ -196,31 +196,104 @@ pub(crate) async fn handle(
             let id = (*id).to_owned();
             run_route(gw, &config, executor, &id, Route::Execute, caller, req).await
         }
-        (&Method::POST, ["connectors", id, "v1", "chat", "completions"]) => {
+        (_, ["connectors", id, "v1", rest @ ..]) => {
+            let Some(route) = openai_route(rest) else {
+                return kibana_error(StatusCode::NOT_FOUND, "Not Found");
+            };
+            if let Some(refused) = wrong_method(&method, route) {
+                return refused;
+            }
             let Some(caller) = config.auth.caller(req.headers(), id) else {
-                return unauthorized(&gw, Route::ChatCompletions);
+                return unauthorized(&gw, route);
             };
             let id = (*id).to_owned();
-            run_route(
-                gw,
-                &config,
-                executor,
-                &id,
-                Route::ChatCompletions,
-                caller,
-                req,
-            )
-            .await
+            if route == Route::Models {
+                return connector_models(&config, &id);
+            }
+            run_route(gw, &config, executor, &id, route, caller, req).await
         }
-        (&Method::POST, ["routes", name, "v1", "chat", "completions"]) => {
+        (_, ["routes", name, "v1", rest @ ..]) => {
+            let Some(route) = openai_route(rest) else {
+                return kibana_error(StatusCode::NOT_FOUND, "Not Found");
+            };
+            if let Some(refused) = wrong_method(&method, route) {
+                return refused;
+            }
             let Some(caller) = config.auth.caller(req.headers(), name) else {
-                return unauthorized(&gw, Route::ChatCompletions);
+                return unauthorized(&gw, route);
             };
             let name = (*name).to_owned();
-            run_named_route(gw, &config, executor, &name, caller, req).await
+            if route == Route::Models {
+                return route_models(&config, &name);
+            }
+            run_named_route(gw, &config, executor, &name, route, caller, req).await
         }
         _ => kibana_error(StatusCode::NOT_FOUND, "Not Found"),
     }
+}
+
+/// The OpenAI route of the path after `/v1/` (cli.md "serve": chat completions, Responses,
+/// embeddings, models).
+fn openai_route(rest: &[&str]) -> Option<Route> {
+    match rest {
+        ["chat", "completions"] => Some(Route::ChatCompletions),
+        ["responses"] => Some(Route::Responses),
+        ["embeddings"] => Some(Route::Embeddings),
+        ["models"] => Some(Route::Models),
+        _ => None,
+    }
+}
+
+/// `405` naming the method when `method` is not the one `route` takes (`GET` for models, `POST`
+/// otherwise).
+fn wrong_method(method: &Method, route: Route) -> Option<Response<Body>> {
+    let allow = if route == Route::Models {
+        Method::GET
+    } else {
+        Method::POST
+    };
+    (*method != allow).then(|| reply(protocol::method_not_allowed(allow.as_str(), route)))
+}
+
+/// `GET /connectors/{id}/v1/models`: the connector's `defaultModel`, without calling the
+/// upstream.
+fn connector_models(config: &Config, id: &str) -> Response<Body> {
+    match config.catalog.get(id) {
+        Some(served) => reply(protocol::models(
+            &model_of(served).into_iter().collect::<Vec<_>>(),
+        )),
+        None => reply(protocol::connector_not_found(Route::Models, id, None)),
+    }
+}
+
+/// `GET /routes/{name}/v1/models`: the `defaultModel` of the route's connectors in the order
+/// written, each model once.
+fn route_models(config: &Config, name: &str) -> Response<Body> {
+    let Some(named) = config.routes.get(name) else {
+        return route_not_found(name, Route::Models);
+    };
+    let models: Vec<(&str, &str)> = named
+        .connectors
+        .iter()
+        .filter_map(|id| config.catalog.get(id))
+        .filter_map(model_of)
+        .collect();
+    reply(protocol::models(&models))
+}
+
+/// A served connector's model and owner for `/v1/models`: its `defaultModel` (an Azure
+/// connector may have none: its deployment is in its URL), owned by its id.
+fn model_of(served: &Served) -> Option<(&str, &str)> {
+    Some((served.prepared.default_model()?, served.file.id.as_str()))
+}
+
+fn route_not_found(name: &str, route: Route) -> Response<Body> {
+    reply(protocol::route_error(
+        route,
+        404,
+        &format!("route \"{name}\" not found"),
+        Some("route_not_found"),
+    ))
 }
 
 /// The request body, or the error response: all of it must arrive within `timeout`.
@@ -245,9 +318,11 @@ async fn read_body(
     }
 }
 
-/// `POST /api/actions/connector/{id}/_execute` (Kibana's shapes, cli.md "execute") and
-/// `POST /connectors/{id}/v1/chat/completions` (the `stream` sub-action's body, with `stream`
-/// taken from it): the body is read and turned into params by the gateway protocol.
+/// `POST /api/actions/connector/{id}/_execute` (Kibana's shapes, cli.md "execute") and the
+/// OpenAI routes of a connector, `POST /connectors/{id}/v1/chat/completions` (the `stream`
+/// sub-action's body, with `stream` taken from it), `.../v1/responses` and `.../v1/embeddings`
+/// (the `responses` and `embeddings` sub-actions' body): the body is read and turned into
+/// params by the gateway protocol.
 async fn run_route(
     gw: Arc<Gateway>,
     config: &Config,
@@ -305,26 +380,22 @@ async fn limit(
     }
 }
 
-/// `POST /routes/{name}/v1/chat/completions` (cli.md "Routes"): the route's connectors in its
-/// order, the next one tried while the current one declines (a failure worth another
-/// connector, or no slot within the queue timeout) and nothing reached the client. Every
-/// execution tried logs its own line; the answer names the connector that gave it.
+/// `POST /routes/{name}/v1/chat/completions`, `.../v1/responses` and `.../v1/embeddings`
+/// (cli.md "Routes"): the route's connectors in its order, the next one tried while the
+/// current one declines (a failure worth another connector, or no slot within the queue
+/// timeout) and nothing reached the client. Every execution tried logs its own line; the
+/// answer names the connector that gave it.
 async fn run_named_route(
     gw: Arc<Gateway>,
     config: &Config,
     executor: Arc<Executor>,
     name: &str,
+    route: Route,
     caller: Caller,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
-    let route = Route::ChatCompletions;
     let Some(named) = config.routes.get(name) else {
-        return reply(protocol::route_error(
-            route,
-            404,
-            &format!("route \"{name}\" not found"),
-            Some("route_not_found"),
-        ));
+        return route_not_found(name, route);
     };
     let order: Vec<String> = named
         .order(|id| gw.admission.in_flight(id), |n| fastrand::usize(..n))
@@ -595,8 +666,8 @@ fn stream_response(
         }
         if let Err(failure) = &finished.outcome
             && !client_gone
+            && let Some(event) = protocol::stream_error_event(&connector.id, route, failure)
         {
-            let event = protocol::stream_error_event(&connector.id, route, failure);
             let _ = tx.send(Bytes::from(event)).await;
         }
         drop(tx);

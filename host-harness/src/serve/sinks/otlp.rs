@@ -126,6 +126,7 @@ fn error_type(failure: &Failure) -> String {
         FailureKind::Canceled => "canceled".to_owned(),
         FailureKind::TlsRefused => "tls_refused".to_owned(),
         FailureKind::Sandbox => "sandbox".to_owned(),
+        FailureKind::NotMapped => "not_mapped".to_owned(),
     }
 }
 
