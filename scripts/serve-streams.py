@@ -5,9 +5,9 @@ A loopback upstream answers every chat completion with a stream that trickles on
 and never ends by itself; a client process opens streaming requests through `serve` and holds
 them, in steps (1,000, then 4,000, then 8,000 by default). At each step, once every stream has
 its response head and a chunk, the gateway's memory is read from /proc: VmRSS, PSS, and where it
-goes (the pooled linear memories, the pooled async stacks, the malloc heap, ...). A stream that
-is refused (any status but 200), that waits for its head longer than --queue-limit (it was
-queued), or that stops receiving chunks is counted as failed.
+goes (the pooled linear memories, the pooled async stacks, the malloc heap, ...), with the
+gateway's own count of executions in flight and of requests it did not admit (/metrics). A
+stream that is refused (any status but 200) or that stops receiving chunks is counted as failed.
 
     scripts/serve-streams.py [--binary PATH] [--steps 1000,4000,8000] [--settings JSON]
 
@@ -162,12 +162,12 @@ async def clients_main(host, port, path):
             return
         command = line.split()
         if command[0] == b"open":
-            # Open in batches of 100, 20 ms apart: the listener's backlog is not the test.
-            n = int(command[1])
+            # Open at the given rate, in batches of 50: the listener's backlog is not the test.
+            n, rate = int(command[1]), float(command[2])
             while n > 0:
-                streams.open(min(n, 100))
-                n -= 100
-                await asyncio.sleep(0.02)
+                streams.open(min(n, 50))
+                n -= 50
+                await asyncio.sleep(50 / rate)
         print(json.dumps(streams.state()), flush=True)
 
 
@@ -236,10 +236,28 @@ def memory(pid):
         "shmem_kib": int(status["RssShmem"].split()[0]),
         "file_kib": int(status["RssFile"].split()[0]),
         "threads": int(status["Threads"]),
+        "page_tables_kib": int(status["VmPTE"].split()[0]),
+        "mappings": sum(1 for _ in open(f"/proc/{pid}/maps")),
         "fds": len(os.listdir(f"/proc/{pid}/fd")),
         "cpu_s": round((int(fields[11]) + int(fields[12])) / ticks, 2),
         "by_mapping_kib": kinds,
     }
+
+
+def metrics(addr):
+    """Executions in flight and requests not admitted (queue timeout, shutdown), from /metrics."""
+    import urllib.request
+    request = urllib.request.Request(f"http://{addr}/metrics",
+                                     headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+    gauges = {"in_flight": 0, "not_admitted": 0}
+    with urllib.request.urlopen(request, timeout=30) as response:
+        for line in response.read().decode().splitlines():
+            name, _, value = line.rpartition(" ")
+            if name.startswith("openai_connector_in_flight_requests"):
+                gauges["in_flight"] += int(float(value))
+            elif name.startswith("openai_connector_not_admitted_total"):
+                gauges["not_admitted"] += int(float(value))
+    return gauges
 
 
 def main():
@@ -250,8 +268,8 @@ def main():
     parser.add_argument("--settings", default=None, help="settings JSON for serve")
     parser.add_argument("--settle", type=float, default=4.0,
                         help="seconds to wait at a step once every stream has its head")
-    parser.add_argument("--queue-limit", type=float, default=2.0,
-                        help="a head later than this (s) counts as queued")
+    parser.add_argument("--rate", type=float, default=500.0,
+                        help="streams opened per second")
     parser.add_argument("--deadline", type=float, default=300.0, help="whole run, seconds")
     parser.add_argument("--json", action="store_true", help="print one JSON object per step")
     parser.add_argument("--smaps", default=None, help="copy /proc/PID/smaps here at each step")
@@ -302,20 +320,29 @@ def run(args):
             with open(os.path.join(work, "settings.json"), "w") as f:
                 f.write(args.settings)
             command += ["--settings", os.path.join(work, "settings.json")]
-        err = open(os.path.join(work, "serve.err"), "w+")
         env = dict(os.environ, OPENAI_CONNECTOR_ADMIN_TOKEN=ADMIN_TOKEN)
-        serve = subprocess.Popen(command, stderr=err, env=env)
-        children.append(serve)
-        addr = None
-        while addr is None and time.monotonic() < deadline:
-            if serve.poll() is not None:
+
+        def start_serve():
+            err = open(os.path.join(work, "serve.err"), "w+")
+            serve = subprocess.Popen(command, stderr=err, env=env)
+            children.append(serve)
+            while time.monotonic() < deadline:
+                if serve.poll() is not None:
+                    err.seek(0)
+                    sys.exit(f"serve exited: {err.read()}")
                 err.seek(0)
-                sys.exit(f"serve exited: {err.read()}")
-            err.seek(0)
-            for line in err:
-                if line.startswith("listening on "):
-                    addr = line.split()[-1].removeprefix("http://")
-            time.sleep(0.1)
+                for line in err:
+                    if line.startswith("listening on "):
+                        return serve, line.split()[-1].removeprefix("http://")
+                time.sleep(0.1)
+            sys.exit("serve did not start in time")
+
+        # A first start fills the compiled-code cache: the measured process then starts as a
+        # deployed one does, without the compiler's memory.
+        warm, _ = start_serve()
+        warm.send_signal(signal.SIGKILL)
+        warm.wait()
+        serve, addr = start_serve()
         host, port = addr.rsplit(":", 1)
         clients = subprocess.Popen(
             me + ["clients", host, port, "/connectors/held/v1/chat/completions"],
@@ -334,7 +361,7 @@ def run(args):
         results = []
         opened = 0
         for step in steps:
-            ask(f"open {step - opened}")
+            ask(f"open {step - opened} {args.rate}")
             opened = step
             # Wait until every stream has its head (or failed), then let them settle.
             while time.monotonic() < deadline:
@@ -350,21 +377,23 @@ def run(args):
                 with open(f"/proc/{serve.pid}/smaps") as src, open(
                         os.path.join(args.smaps, f"smaps-{step}"), "w") as dst:
                     dst.write(src.read())
-            queued = s["head_max_ms"] is not None and s["head_max_ms"] > args.queue_limit * 1000
+            gauges = metrics(addr)
             per_stream = (m["rss_kib"] - idle["rss_kib"]) / max(s["receiving"], 1)
-            results.append({"step": step, **s, "queued": queued, **m,
+            results.append({"step": step, **s, **gauges, **m,
                             "rss_per_stream_kib": round(per_stream, 1)})
             if args.json:
                 print(json.dumps(results[-1]), flush=True)
             else:
                 print(f"--- {step} streams: {s['receiving']} receiving, {s['heads']} heads "
-                      f"(p50 {s['head_p50_ms']} ms, max {s['head_max_ms']} ms"
-                      f"{', QUEUED' if queued else ''}), failed {s['failed'] or 0}")
+                      f"(p50 {s['head_p50_ms']} ms, max {s['head_max_ms']} ms), failed "
+                      f"{s['failed'] or 0}; serve: {gauges['in_flight']} executions in flight, "
+                      f"{gauges['not_admitted']} not admitted")
                 print(f"    RSS {m['rss_kib'] / 1024:.1f} MiB ({per_stream:.1f} KiB per stream "
                       f"over idle), PSS {m['pss_kib'] / 1024:.1f} MiB, anon "
                       f"{m['anon_kib'] / 1024:.1f} MiB, shmem {m['shmem_kib'] / 1024:.1f} MiB, "
-                      f"file {m['file_kib'] / 1024:.1f} MiB; {m['fds']} fds, {m['threads']} "
-                      f"threads, {m['cpu_s']} s CPU")
+                      f"file {m['file_kib'] / 1024:.1f} MiB; page tables "
+                      f"{m['page_tables_kib'] / 1024:.1f} MiB; {m['mappings']} mappings, "
+                      f"{m['fds']} fds, {m['threads']} threads, {m['cpu_s']} s CPU")
                 top = sorted(m["by_mapping_kib"].items(), key=lambda kv: -kv[1]["rss"])
                 for kind, k in top[:8]:
                     if k["rss"] >= 512:
