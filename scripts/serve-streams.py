@@ -168,6 +168,10 @@ async def clients_main(host, port, path):
                 streams.open(min(n, 50))
                 n -= 50
                 await asyncio.sleep(50 / rate)
+        elif command[0] == b"close":
+            for task in list(streams.tasks):
+                task.cancel()
+            await asyncio.sleep(0.5)
         print(json.dumps(streams.state()), flush=True)
 
 
@@ -403,6 +407,17 @@ def run(args):
             if s["receiving"] < step:
                 print(f"    stopping: only {s['receiving']} of {step} streams receive")
                 break
+        # The streams end (their clients leave, C68): what does the process keep?
+        ask("close")
+        time.sleep(args.settle + 2)
+        m = memory(serve.pid)
+        gauges = metrics(addr)
+        print(f"--- after the clients left: {gauges['in_flight']} executions in flight; RSS "
+              f"{m['rss_kib'] / 1024:.1f} MiB, PSS {m['pss_kib'] / 1024:.1f} MiB, anon "
+              f"{m['anon_kib'] / 1024:.1f} MiB, shmem {m['shmem_kib'] / 1024:.1f} MiB")
+        results.append({"step": "after", **gauges, **m})
+        if args.json:
+            print(json.dumps(results[-1]), flush=True)
         clients.stdin.close()
         return results
     finally:
