@@ -2,12 +2,13 @@
 """Bounded local test of how many open streams `openai-connector serve` holds, and at what memory.
 
 A loopback upstream answers every chat completion with a stream that trickles one chunk a second
-and never ends by itself; a client process opens streaming requests through `serve` and holds
+for the whole run; a client process opens streaming requests through `serve` and holds
 them, in steps (1,000, then 4,000, then 8,000 by default). At each step, once every stream has
 its response head and a chunk, the gateway's memory is read from /proc: VmRSS, PSS, and where it
 goes (the pooled linear memories, the pooled async stacks, the malloc heap, ...), with the
 gateway's own count of executions in flight and of requests it did not admit (/metrics). A
 stream that is refused (any status but 200) or that stops receiving chunks is counted as failed.
+At the end the clients leave and the memory is read once more (what the process keeps).
 
     scripts/serve-streams.py [--binary PATH] [--steps 1000,4000,8000] [--settings JSON]
 
