@@ -41,6 +41,7 @@ pub const KEYS: &[(&str, Owner)] = &[
     ("idleTimeout", Owner::Harness),
     ("requestBodyTimeout", Owner::Harness),
     ("maxConnections", Owner::Harness),
+    ("maxExecutions", Owner::Harness),
     ("queueTimeout", Owner::Harness),
     ("maxExecutionsPerConnector", Owner::Harness),
     ("maxExecutionsPerClient", Owner::Harness),

@@ -80,7 +80,7 @@ enum Command {
         /// Deployment settings (Kibana's `xpack.actions.*` keys, plus `guestMemoryLimit` and
         /// `guestTimeLimit` for each execution's sandbox, and serve's limits: `shutdownGrace`,
         /// `headerReadTimeout`, `idleTimeout`, `requestBodyTimeout`, `maxConnections`,
-        /// `maxExecutionsPerConnector`, `maxExecutionsPerClient`, `queueTimeout`,
+        /// `maxExecutions`, `maxExecutionsPerConnector`, `maxExecutionsPerClient`, `queueTimeout`,
         /// `usageSinkBuffer`; docs/serve.md).
         #[arg(long, value_name = "FILE")]
         settings: Option<PathBuf>,
@@ -181,15 +181,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_harness(cli: &Cli) -> Result<Harness> {
+/// The component with room for `slots` instances at once (`None`: the default 64).
+fn load_harness(cli: &Cli, slots: Option<u32>) -> Result<Harness> {
     let cache = if cli.no_code_cache {
         CodeCache::Disabled
     } else {
         CodeCache::Default
     };
-    match &cli.component {
-        Some(path) => Harness::from_file(path, cache),
-        None => Harness::embedded(cache),
+    match slots {
+        Some(slots) => Harness::load(cli.component.as_deref(), cache, slots),
+        None => match &cli.component {
+            Some(path) => Harness::from_file(path, cache),
+            None => Harness::embedded(cache),
+        },
     }
 }
 
@@ -232,7 +236,7 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
         } => {
             let settings = load_settings(settings.as_deref())?;
             let connector = ConnectorFile::load(connector)?;
-            let executor = Executor::new(load_harness(&cli)?, settings);
+            let executor = Executor::new(load_harness(&cli, None)?, settings);
             match executor.validate(&connector).await? {
                 Ok(valid) => {
                     println!("{}", valid.connector_json);
@@ -262,7 +266,7 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
                     })?),
                     None => None,
                 };
-            let executor = Executor::new(load_harness(&cli)?, settings);
+            let executor = Executor::new(load_harness(&cli, None)?, settings);
             // C68: SIGINT (Ctrl-C), SIGTERM (supervisors, `timeout`) and SIGHUP (a closed
             // terminal) abandon the upstream; the execution still ends (and is logged) as a
             // failure with the usage of what arrived. The handlers are in place before the
@@ -328,7 +332,7 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
             chat,
             max_event_bytes,
         }) => {
-            let harness = load_harness(&cli)?;
+            let harness = load_harness(&cli, None)?;
             sse_decode(&harness, file.as_deref(), *chat, *max_event_bytes).await
         }
         Command::Serve {
@@ -371,7 +375,9 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
                 }
             };
             let settings = load_settings(settings.as_deref())?;
-            let executor = Executor::new(load_harness(&cli)?, settings);
+            // One instance slot per execution `serve` may run at once (`maxExecutions`).
+            let slots = settings.max_executions();
+            let executor = Executor::new(load_harness(&cli, Some(slots))?, settings);
             let options = openai_connector_harness::serve::ServeOptions {
                 connectors: connectors.clone(),
                 listen: listen.clone(),
@@ -389,7 +395,7 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
             Ok(0)
         }
         Command::Demo => {
-            let executor = Executor::new(load_harness(&cli)?, Settings::default());
+            let executor = Executor::new(load_harness(&cli, None)?, Settings::default());
             demo::run(&executor).await?;
             Ok(0)
         }

@@ -13,9 +13,21 @@ pub(crate) const MAX_MEMORY_BYTES: usize = 256 << 20;
 /// How often the epoch ticker advances the engine's epoch; the guest-time check runs at most
 /// this often while guest code runs.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
-/// Instances the pooling allocator keeps ready: at most this many Stores exist at once
-/// (callers that run many executions concurrently gate on `Harness::max_instances`).
-pub(crate) const POOLED_INSTANCES: u32 = 64;
+/// Instances the pooling allocator keeps ready unless told otherwise: at most this many Stores
+/// exist at once (callers that run many executions concurrently gate on
+/// `Harness::max_instances`; `serve` sizes its pool with `maxExecutions`).
+pub(crate) const DEFAULT_SLOTS: u32 = 64;
+/// The most slots a pool may have (`maxExecutions`): every slot reserves 4 GiB of address space
+/// for its linear memory (so that compiled code needs no bounds checks), and 16,384 of them
+/// take half of the 128 TiB a Linux process has on x86-64.
+pub(crate) const MAX_SLOTS: u32 = 16_384;
+/// Memory mappings a slot can take: two for its async stack (the stack and its guard page,
+/// from the start) and four for its linear memory while an instance uses it (the guest's stack,
+/// its data image, its heap, and the reserve beyond). Measured with `scripts/serve-streams.py`:
+/// 50,100 mappings with 9,000 slots and 8,000 streams held.
+const MAPPINGS_PER_SLOT: u64 = 6;
+/// Mappings for everything else (the binary, its libraries, threads, malloc).
+const OTHER_MAPPINGS: u64 = 1_000;
 /// Bytes of each pooled linear memory kept mapped between Stores and reset in place (only the
 /// pages the last Store touched, where PAGEMAP_SCAN is available); above it, memory is given
 /// back with `madvise`, so a memory that grew for one large response does not stay large.
@@ -45,14 +57,19 @@ impl Default for SandboxLimits {
 }
 
 /// Sets up `config` for sandboxed Stores: epoch interruption (the guest-time budget) and the
-/// pooling allocator with [`POOLED_INSTANCES`] slots of at most [`MAX_MEMORY_BYTES`].
-pub(crate) fn configure(config: &mut Config) {
+/// pooling allocator with `slots` slots of at most [`MAX_MEMORY_BYTES`].
+pub(crate) fn configure(config: &mut Config, slots: u32) {
     // Every Store gets a guest-time budget checked at epoch ticks (SandboxLimits).
     config.epoch_interruption(true);
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(POOLED_INSTANCES)
-        .total_memories(POOLED_INSTANCES)
-        .total_tables(POOLED_INSTANCES * 4)
+    // One slot per execution: its component instance, its core instances (four for this
+    // component; the limit is only a count, so it has room for other components), its linear
+    // memory, its tables, and the async stack that a guest call holds while it waits.
+    pool.total_component_instances(slots)
+        .total_core_instances(slots * 16)
+        .total_stacks(slots)
+        .total_memories(slots)
+        .total_tables(slots * 4)
         .max_memory_size(MAX_MEMORY_BYTES)
         // A slot's memory is reset for the next Store by rewriting the pages the last one
         // touched (found with Linux's PAGEMAP_SCAN where the kernel has it, 6.7+) instead of
@@ -64,6 +81,27 @@ pub(crate) fn configure(config: &mut Config) {
         .table_keep_resident(KEEP_RESIDENT_TABLE_BYTES)
         .pagemap_scan(wasmtime::Enabled::Auto);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+}
+
+/// A warning when `slots` instances in use at once would need more memory mappings than the
+/// kernel allows a process (`vm.max_map_count`, 65,530 by default: about 10,700 slots); an
+/// instance beyond that limit fails to instantiate. `None` when they fit, or where the limit
+/// cannot be read.
+pub(crate) fn mapping_limit_warning(slots: usize) -> Option<String> {
+    let limit = std::fs::read_to_string("/proc/sys/vm/max_map_count").ok()?;
+    mapping_warning(slots, limit.trim().parse().ok()?)
+}
+
+fn mapping_warning(slots: usize, limit: u64) -> Option<String> {
+    let needed = (slots as u64)
+        .saturating_mul(MAPPINGS_PER_SLOT)
+        .saturating_add(OTHER_MAPPINGS);
+    (needed > limit).then(|| {
+        format!(
+            "{slots} execution slots may need {needed} memory mappings, more than vm.max_map_count ({limit}): executions beyond about {} at once will fail to start; raise vm.max_map_count or lower maxExecutions",
+            limit.saturating_sub(OTHER_MAPPINGS) / MAPPINGS_PER_SLOT
+        )
+    })
 }
 
 /// Advances `engine`'s epoch every [`EPOCH_TICK`] until the engine is dropped.
@@ -214,6 +252,18 @@ fn mebibytes(bytes: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn too_many_slots_for_the_mapping_limit_are_named() {
+        assert_eq!(mapping_warning(10_000, 65_530), None);
+        assert_eq!(
+            mapping_warning(16_384, 65_530).as_deref(),
+            Some(
+                "16384 execution slots may need 99304 memory mappings, more than vm.max_map_count (65530): executions beyond about 10755 at once will fail to start; raise vm.max_map_count or lower maxExecutions"
+            )
+        );
+        assert_eq!(mapping_warning(16_384, 1 << 20), None);
+    }
 
     #[test]
     fn memory_limit_errors_give_sizes_in_mebibytes() {

@@ -3,6 +3,7 @@
 //! already closes slow and idle connections, caps its connections, shares its execution slots
 //! fairly and answers `503` rather than queue forever (docs/serve.md "Limits").
 
+use crate::sandbox::{DEFAULT_SLOTS, MAX_SLOTS};
 use std::time::Duration;
 
 /// `serve`'s own limits.
@@ -24,6 +25,9 @@ pub(crate) struct ServeSettings {
     /// `maxConnections`: open client connections at most. `None`: derived from the process's
     /// file-descriptor limit at start (half of it, less a reserve; see `serve::connection`).
     pub(crate) max_connections: Option<usize>,
+    /// `maxExecutions`: executions at once in the process, the sandbox's instance slots
+    /// (default 64, at most [`MAX_SLOTS`]); a request beyond them waits for a slot.
+    pub(crate) max_executions: u32,
     /// `queueTimeout`: how long a request may wait for an execution slot (its client's, its
     /// connector's and the process's) before it is answered `503` (default 10 s).
     pub(crate) queue_timeout: Duration,
@@ -48,6 +52,7 @@ impl Default for ServeSettings {
             idle_timeout: Duration::from_secs(60),
             request_body_timeout: Duration::from_secs(30),
             max_connections: None,
+            max_executions: DEFAULT_SLOTS,
             queue_timeout: Duration::from_secs(10),
             max_executions_per_connector: None,
             max_executions_per_client: None,
@@ -85,6 +90,15 @@ impl ServeSettings {
             "requestBodyTimeout" => self.request_body_timeout = positive(duration()?)?,
             "queueTimeout" => self.queue_timeout = positive(duration()?)?,
             "maxConnections" => self.max_connections = Some(at_least_one(count()?)?),
+            "maxExecutions" => {
+                let n = count()?;
+                self.max_executions = u32::try_from(n)
+                    .ok()
+                    .filter(|n| (1..=MAX_SLOTS).contains(n))
+                    .ok_or_else(|| {
+                        format!("[{key}]: expected a whole number from 1 to {MAX_SLOTS}, got {n}")
+                    })?;
+            }
             "maxExecutionsPerConnector" => {
                 self.max_executions_per_connector = Some(at_least_one(count()?)?);
             }

@@ -81,6 +81,12 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// `maxExecutions`: how many executions `serve` runs at once, one sandbox instance slot
+    /// each (the harness's pool is sized with it).
+    pub fn max_executions(&self) -> u32 {
+        self.serve.max_executions
+    }
+
     /// The deployment's secrets, for redaction (C121a): the proxy's.
     pub(crate) fn secrets(&self) -> Secrets {
         self.proxy
@@ -384,9 +390,11 @@ mod tests {
         let s = Settings::from_json(&json!({
             "headerReadTimeout": "2s", "idleTimeout": 500, "requestBodyTimeout": "1m",
             "queueTimeout": "3s", "maxConnections": 100,
-            "maxExecutionsPerConnector": 8, "maxExecutionsPerClient": 4,
+            "maxExecutionsPerConnector": 8, "maxExecutionsPerClient": 4, "maxExecutions": 9000,
         }))
         .unwrap();
+        assert_eq!(s.max_executions(), 9000);
+        assert_eq!(Settings::default().max_executions(), 64);
         assert_eq!(s.serve.header_read_timeout, Duration::from_secs(2));
         assert_eq!(s.serve.idle_timeout, Duration::from_millis(500));
         assert_eq!(s.serve.request_body_timeout, Duration::from_secs(60));
@@ -417,6 +425,16 @@ mod tests {
                 "usageSinkBuffer",
                 json!(0),
                 "[usageSinkBuffer]: expected a whole number of at least 1",
+            ),
+            (
+                "maxExecutions",
+                json!(0),
+                "[maxExecutions]: expected a whole number from 1 to 16384, got 0",
+            ),
+            (
+                "maxExecutions",
+                json!(20000),
+                "[maxExecutions]: expected a whole number from 1 to 16384, got 20000",
             ),
             (
                 "maxExecutionsPerClient",

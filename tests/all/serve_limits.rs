@@ -403,3 +403,112 @@ async fn a_stream_slower_than_every_timeout_is_not_cut() {
     release.notify_one();
     assert_eq!(rest_of(&mut response).await, "data: [DONE]\n\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_executions_runs_200_streams_at_once_without_queueing() {
+    // Issue 17, item 1: `maxExecutions` sizes the sandbox's instance slots (and the admission
+    // shares with them). 200 streams, more than the default 64, all reach the upstream at once:
+    // none waits for a slot (one that did would get 503 after the 1 s queueTimeout), and each
+    // ends normally.
+    let release = Arc::new(tokio::sync::Notify::new());
+    let upstream = Upstream::always(Reply::sse(vec![
+        Step::Send(sse_chunk("one")),
+        Step::Wait(release.clone()),
+        Step::Send(sse_chunk("two")),
+        Step::Send(b"data: [DONE]\n\n".to_vec()),
+    ]))
+    .await;
+    let dir = connector_dir(&[("held", &upstream.url("/v1/chat/completions"))]);
+    let settings = write_file(
+        "settings.json",
+        r#"{"maxExecutions":256,"queueTimeout":"1s"}"#,
+    );
+    let (gw, events) = gateway_with_log(&dir, "", &["--settings", path_str(&settings)], &[]);
+    let started = Instant::now();
+    let clients: Vec<_> = (0..200)
+        .map(|_| tokio::spawn(stream_request(gw.addr.clone(), "held", ADMIN)))
+        .collect();
+    wait_for_requests(&upstream, 200).await;
+    let all_running = started.elapsed();
+    // No stream has ended: 200 executions are in flight together.
+    assert!(clients.iter().all(|c| !c.is_finished()));
+    // Release the upstream until every stream has ended (a stream reaches its wait on its own
+    // time, so one notification may come before some of them wait).
+    let releasing = tokio::spawn(async move {
+        loop {
+            release.notify_waiters();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let expected = format!(
+        "{}{}data: [DONE]\n\n",
+        String::from_utf8(sse_chunk("one")).unwrap(),
+        String::from_utf8(sse_chunk("two")).unwrap()
+    );
+    for client in clients {
+        let (status, _, body) = client.await.unwrap();
+        assert_eq!((status, body.as_str()), (200, expected.as_str()));
+    }
+    releasing.abort();
+    eprintln!("200 streams in flight together {all_running:?} after the first request");
+    assert_eq!(upstream.requests().len(), 200);
+    let log = event_log(&events, 200);
+    assert_eq!(log.matches(r#""outcome":"success""#).count(), 200, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_memory_limit_holds_with_many_slots_in_use() {
+    // Issue 17, item 1: with the pool sized by `maxExecutions` and 100 streams holding their
+    // slots, a guest that grows past `guestMemoryLimit` is still stopped, with the limit named,
+    // and the held streams are not disturbed.
+    let release = Arc::new(tokio::sync::Notify::new());
+    let held = Upstream::always(Reply::sse(vec![
+        Step::Send(sse_chunk("one")),
+        Step::Wait(release.clone()),
+        Step::Send(b"data: [DONE]\n\n".to_vec()),
+    ]))
+    .await;
+    let plain = Upstream::always(Reply::json(200, COMPLETION)).await;
+    let dir = connector_dir(&[
+        ("held", &held.url("/v1/chat/completions")),
+        ("plain", &plain.url("/v1/chat/completions")),
+    ]);
+    let settings = write_file(
+        "settings.json",
+        r#"{"maxExecutions":200,"guestMemoryLimit":"4mb","queueTimeout":"1s"}"#,
+    );
+    let (gw, _) = gateway_with_log(&dir, "", &["--settings", path_str(&settings)], &[]);
+    let streams: Vec<_> = (0..100)
+        .map(|_| tokio::spawn(stream_request(gw.addr.clone(), "held", ADMIN)))
+        .collect();
+    wait_for_requests(&held, 100).await;
+    // An 8 MiB message: more than the guest may hold.
+    let big = format!(
+        r#"{{"messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(8 << 20)
+    );
+    let (status, _, text) = gw.chat("plain", Some(ADMIN), &big).await;
+    assert_eq!(status, 500, "{text}");
+    assert!(
+        text.contains("guest memory limit of 4 MiB exceeded"),
+        "{text}"
+    );
+    assert_eq!(plain.requests().len(), 0);
+    // A guest within the limit is served beside the held streams.
+    let (status, _, text) = gw.chat("plain", Some(ADMIN), r#"{"messages":[]}"#).await;
+    assert_eq!((status, text.as_str()), (200, COMPLETION));
+    gw.assert_guest_traps("plain", 1).await;
+    assert!(streams.iter().all(|s| !s.is_finished()));
+    let releasing = tokio::spawn(async move {
+        loop {
+            release.notify_waiters();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    for stream in streams {
+        let (status, _, body) = stream.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+    }
+    releasing.abort();
+}

@@ -90,27 +90,39 @@ impl CodeCache {
 pub struct Harness {
     engine: Engine,
     pre: bindings::ConnectorPre<StoreState>,
+    slots: u32,
 }
 
 impl Harness {
-    /// Loads the embedded component.
+    /// Loads the embedded component, with room for 64 instances at once.
     pub fn embedded(cache: CodeCache) -> Result<Self> {
-        Self::from_bytes(EMBEDDED_COMPONENT, cache)
+        Self::load(None, cache, sandbox::DEFAULT_SLOTS)
     }
 
-    /// Loads a component from a `.wasm` file.
+    /// Loads a component from a `.wasm` file, with room for 64 instances at once.
     pub fn from_file(path: &Path, cache: CodeCache) -> Result<Self> {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("cannot read component file {}", path.display()))?;
-        Self::from_bytes(&bytes, cache)
-            .with_context(|| format!("cannot load component file {}", path.display()))
+        Self::load(Some(path), cache, sandbox::DEFAULT_SLOTS)
+    }
+
+    /// Loads the component in `file` (the embedded one when `None`) with room for `slots`
+    /// instances at once (one more fails to instantiate).
+    pub fn load(file: Option<&Path>, cache: CodeCache, slots: u32) -> Result<Self> {
+        match file {
+            None => Self::from_bytes(EMBEDDED_COMPONENT, cache, slots),
+            Some(path) => {
+                let bytes = std::fs::read(path)
+                    .with_context(|| format!("cannot read component file {}", path.display()))?;
+                Self::from_bytes(&bytes, cache, slots)
+                    .with_context(|| format!("cannot load component file {}", path.display()))
+            }
+        }
     }
 
     /// Compiles (or loads from the code cache) and links `bytes`.
-    fn from_bytes(bytes: &[u8], cache: CodeCache) -> Result<Self> {
+    fn from_bytes(bytes: &[u8], cache: CodeCache, slots: u32) -> Result<Self> {
         let mut config = Config::new();
         config.wasm_component_model(true);
-        sandbox::configure(&mut config);
+        sandbox::configure(&mut config, slots);
         // `perf record` can name guest functions when the engine writes /tmp/perf-PID.map
         // (how the speed work in benches/RESULTS.md found where wasm time goes).
         if std::env::var_os("OPENAI_CONNECTOR_PERFMAP").is_some_and(|v| v == "1") {
@@ -142,12 +154,12 @@ impl Harness {
             .context("the component's imports cannot be satisfied")?;
         let pre = bindings::ConnectorPre::new(pre)?;
         sandbox::start_epoch_ticker(&engine);
-        Ok(Harness { engine, pre })
+        Ok(Harness { engine, pre, slots })
     }
 
     /// How many instances can exist at once; one more fails to instantiate.
     pub(crate) fn max_instances(&self) -> usize {
-        sandbox::POOLED_INSTANCES as usize
+        self.slots as usize
     }
 
     /// A fresh, sandboxed instance whose outgoing requests follow `policy`, with the default

@@ -11,6 +11,7 @@ use crate::event_log::{EventLog, event_line};
 use crate::execution::Finished;
 use crate::executor::Executor;
 use crate::outbound::Cancel;
+use crate::sandbox;
 use anyhow::{Context, Result};
 use openai_connector::redaction::Secrets;
 use std::collections::HashMap;
@@ -218,6 +219,9 @@ impl Gateway {
         let max_connections = limits
             .max_connections
             .unwrap_or_else(|| connection::derived_max_connections(descriptors.unwrap_or(1024)));
+        if let Some(warning) = sandbox::mapping_limit_warning(shares.slots) {
+            tracing::warn!("{warning}");
+        }
         tracing::info!(
             "limits: {max_connections} connections, {} execution slots ({} per connector, {} per client)",
             shares.slots,
