@@ -19,17 +19,19 @@
 //! slots, memory limit, guest clock), `outbound` (the wasi-http hook: policy, connecting,
 //! address checks, response bodies), `proxy`, `tls` and `pool` (the proxy, TLS configurations,
 //! keep-alive connections), `settings` and `connector_file` (the input files, validated at
-//! load), [`event_log`], [`output`] and [`tokenizer`] (what an execution leaves behind), and
+//! load), [`event_log`], [`output`], [`event_lines`] (the lines of `sse decode`) and [`tokenizer`] (what an execution leaves behind), and
 //! [`serve`] (the HTTP gateway).
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
 
 mod connector_file;
 pub mod demo_upstream;
+pub mod event_lines;
 pub mod event_log;
 mod execution;
 mod executor;
 mod host_name;
+mod json_escape;
 mod outbound;
 pub mod output;
 mod pool;

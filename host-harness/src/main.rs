@@ -6,16 +6,16 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use openai_connector_harness::event_log::EventLog;
-use openai_connector_harness::runtime::{Instance, SpanEvent};
 use openai_connector_harness::{
-    Cancel, CodeCache, ConnectorFile, Executor, Finished, Harness, OutboundPolicy, Settings,
-    Started, Stream, StreamItem, output,
+    Cancel, CodeCache, ConnectorFile, Executor, Finished, Harness, Settings, Started, Stream,
+    StreamItem, output,
 };
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod demo;
+mod sse_decode;
 
 /// The environment variable holding the gateway's admin token.
 const ADMIN_TOKEN_VAR: &str = "OPENAI_CONNECTOR_ADMIN_TOKEN";
@@ -333,7 +333,7 @@ async fn run(cli: Cli) -> Result<u8, Fatal> {
             max_event_bytes,
         }) => {
             let harness = load_harness(&cli, None)?;
-            sse_decode(&harness, file.as_deref(), *chat, *max_event_bytes).await
+            sse_decode::run(&harness, file.as_deref(), *chat, *max_event_bytes).await
         }
         Command::Serve {
             connectors,
@@ -498,132 +498,4 @@ async fn write_flush(out: &mut tokio::io::Stdout, bytes: &[u8]) -> std::io::Resu
     use tokio::io::AsyncWriteExt;
     out.write_all(bytes).await?;
     out.flush().await
-}
-
-/// `sse decode`: feeds the input to the component as it is read, 64 KiB at a time.
-async fn sse_decode(
-    harness: &Harness,
-    file: Option<&Path>,
-    chat: bool,
-    max_event_bytes: u32,
-) -> Result<u8, Fatal> {
-    let input: Box<dyn tokio::io::AsyncRead + Unpin> = match file {
-        Some(path) => Box::new(
-            tokio::fs::File::open(path)
-                .await
-                .with_context(|| format!("{}: cannot open", path.display()))?,
-        ),
-        None => Box::new(tokio::io::stdin()),
-    };
-    let instance = harness
-        .instantiate(std::sync::Arc::new(OutboundPolicy::deny_all()))
-        .await?;
-    if chat {
-        sse_decode_chat(instance, input, max_event_bytes).await
-    } else {
-        sse_decode_events(instance, input, max_event_bytes).await
-    }
-}
-
-/// Reads the next piece of input into `buf`; `None` at the end.
-async fn read_some(
-    input: &mut (dyn tokio::io::AsyncRead + Unpin),
-    buf: &mut [u8],
-) -> Result<Option<usize>, Fatal> {
-    use tokio::io::AsyncReadExt;
-    let n = input.read(buf).await.context("cannot read the input")?;
-    Ok((n > 0).then_some(n))
-}
-
-/// `sse decode`: one JSON line per event, through `sse.decoder.feed-raw-spans` (three values
-/// per call instead of a record per event, and the data of most events read from the input
-/// buffer it was sent from instead of copied back, and validated once, here).
-async fn sse_decode_events(
-    mut instance: Instance,
-    mut input: Box<dyn tokio::io::AsyncRead + Unpin>,
-    max_event_bytes: u32,
-) -> Result<u8, Fatal> {
-    let decoder = instance.sse_decoder(max_event_bytes).await?;
-    let mut stdout = tokio::io::stdout();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut finished = false;
-    while !finished {
-        let (fed, ended);
-        let events = match read_some(&mut input, &mut buf).await? {
-            Some(n) => {
-                fed = match instance.sse_feed_raw_spans(decoder, &buf[..n]).await? {
-                    Ok(spans) => spans,
-                    Err(message) => {
-                        eprintln!("openai-connector: {message}");
-                        return Ok(1);
-                    }
-                };
-                fed.events(&buf[..n])?
-            }
-            None => {
-                finished = true;
-                ended = match instance.sse_finish(decoder).await? {
-                    Ok(events) => events,
-                    Err(message) => {
-                        eprintln!("openai-connector: {message}");
-                        return Ok(1);
-                    }
-                };
-                ended.iter().map(SpanEvent::from).collect()
-            }
-        };
-        let mut out = String::new();
-        for event in events {
-            out.push_str(
-                &serde_json::json!({
-                    "event": event.event_type,
-                    "data": event.data,
-                    "id": event.last_event_id,
-                    "retry": event.retry,
-                })
-                .to_string(),
-            );
-            out.push('\n');
-        }
-        write_flush(&mut stdout, out.as_bytes()).await?;
-    }
-    Ok(0)
-}
-
-/// `sse decode --chat`: the delta lines as each chunk of input completes them, then the
-/// assembled completion, through `sse.chat-decoder` (one call per chunk of input). When
-/// decoding fails (C91) the completion so far is still written before the error; its `error`
-/// names the error that stopped decoding, a stream error (C95, C96) or that one (C131).
-async fn sse_decode_chat(
-    mut instance: Instance,
-    mut input: Box<dyn tokio::io::AsyncRead + Unpin>,
-    max_event_bytes: u32,
-) -> Result<u8, Fatal> {
-    let decoder = instance.chat_decoder(max_event_bytes).await?;
-    let mut stdout = tokio::io::stdout();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut outcome = Ok(());
-    while let Some(n) = read_some(&mut input, &mut buf).await? {
-        match instance.chat_decoder_feed(decoder, &buf[..n]).await? {
-            Ok(lines) => write_flush(&mut stdout, &lines).await?,
-            Err(message) => {
-                outcome = Err(message);
-                break;
-            }
-        }
-    }
-    if outcome.is_ok() {
-        // The error of a failure after the last lines comes from here (C91).
-        outcome = instance.chat_decoder_finish(decoder).await?;
-    }
-    let assembled = instance.chat_decoder_completion(decoder).await?;
-    let line = [&b"{\"final\":"[..], &assembled, b"}\n"].concat();
-    write_flush(&mut stdout, &line).await?;
-    match outcome {
-        Ok(()) => Ok(0),
-        Err(message) => {
-            eprintln!("openai-connector: {message}");
-            Ok(1)
-        }
-    }
 }

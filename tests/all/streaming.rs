@@ -3,6 +3,7 @@
 
 use crate::support::*;
 use crate::upstream::{Reply, Step, Upstream};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -508,7 +509,7 @@ async fn sse_decode_cli_replaces_bytes_that_are_not_utf8() {
 }
 
 /// C91 through the WIT resource: an oversize event after complete ones in the same chunk (the
-/// CLI reads 64 KiB at a time, so this file is one `feed`) loses none of the earlier events.
+/// CLI reads 256 KiB at a time, so this file is one `feed`) loses none of the earlier events.
 #[tokio::test]
 async fn sse_decode_cli_keeps_the_events_before_an_oversize_one() {
     let input = format!(
@@ -529,6 +530,174 @@ async fn sse_decode_cli_keeps_the_events_before_an_oversize_one() {
         stderr.contains("SSE event exceeds the maximum size of 64 bytes"),
         "{stderr}"
     );
+}
+
+/// A stream of about 1.4 MiB with every kind of line and of character to escape: single- and
+/// multi-line data, JSON data (a quote every few bytes), backslashes, tabs and other control
+/// characters, non-ASCII text (cut by every batch the CLI reads), types and IDs to escape,
+/// retries, comments, the three line ends, a byte-order mark, bytes that are not UTF-8, empty
+/// events and an unterminated event at the end.
+fn escapes_stream() -> Vec<u8> {
+    let mut body = b"\xEF\xBB\xBF".to_vec();
+    let mut i = 0;
+    while body.len() < 1400 * 1024 {
+        let line_end: &[u8] = [&b"\n"[..], b"\r\n", b"\r"][i % 3];
+        // JSON text with escapes of its own, and raw non-ASCII characters.
+        let data = format!(
+            "{{\"n\":{i},\"text\":\"caf\\u00e9 \\\"q\\\" {}\u{e9}\u{1F600}\u{2028}\",\"path\":\"C:\\\\x\"}}",
+            "x".repeat(i % 97)
+        );
+        let mut event = Vec::new();
+        match i % 7 {
+            0 | 1 => event.extend_from_slice(format!("data: {data}").as_bytes()),
+            2 => event.extend_from_slice(
+                format!("event: t\"{i}\"\u{e9}\ndata:{data}\ndata: second\tline\u{1}\u{1f}\u{7f}")
+                    .as_bytes(),
+            ),
+            3 => event.extend_from_slice(
+                format!("id: id\\\"{i}\"\nretry: {}\ndata: {data}", 100 + i).as_bytes(),
+            ),
+            4 if i % 50 == 4 => {
+                event.extend_from_slice(b": comment\ndata: bad \xFF\xC3 bytes ");
+                event.extend_from_slice(data.as_bytes());
+            }
+            4 => event.extend_from_slice(format!(": comment \"\ndata: {data}").as_bytes()),
+            5 => event.extend_from_slice(b"data"),
+            _ => event.extend_from_slice(b"event: empty\n: nothing to dispatch"),
+        }
+        for line in event.split(|&b| b == b'\n') {
+            body.extend_from_slice(line);
+            body.extend_from_slice(line_end);
+        }
+        body.extend_from_slice(line_end);
+        i += 1;
+    }
+    body.extend_from_slice(b"data: never dispatched");
+    body
+}
+
+/// C90, C80: `sse decode` writes, byte for byte, the lines serde_json wrote for the native
+/// decoder's events (what the command wrote before its own line writer), however the input is
+/// cut into the batches it reads: from a file, and from a pipe written in uneven pieces.
+#[tokio::test]
+async fn c90_sse_decode_cli_lines_are_serde_jsons_for_every_kind_of_event() {
+    use tokio::io::AsyncWriteExt;
+    let body = escapes_stream();
+    let mut events = Vec::new();
+    let mut native = openai_connector::sse::Decoder::new();
+    native.feed(&body, &mut events).unwrap();
+    native.finish(&mut events).unwrap();
+    assert!(events.len() > 5000, "{}", events.len());
+    let mut want = String::new();
+    for e in &events {
+        want.push_str(
+            &serde_json::json!({
+                "event": e.event_type,
+                "data": e.data,
+                "id": e.last_event_id,
+                "retry": e.retry,
+            })
+            .to_string(),
+        );
+        want.push('\n');
+    }
+    for needle in [
+        "\\\"",
+        "\\\\",
+        "\\t",
+        "\\u0001",
+        "\\u001f",
+        "\u{7f}",
+        "\u{2028}",
+        "\u{fffd}",
+        "\u{1F600}",
+        "\"retry\":103",
+    ] {
+        assert!(want.contains(needle), "the stream has no {needle:?}");
+    }
+
+    let out = sse_decode(&body, &[]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout == want.as_bytes(),
+        "the lines from a file differ"
+    );
+
+    let mut cmd = tokio::process::Command::from(cli());
+    cmd.args(["sse", "decode"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = tokio::spawn(async move {
+        for piece in body.chunks(100_003) {
+            stdin.write_all(piece).await.unwrap();
+        }
+    });
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("sse decode ends within 60 s")
+        .unwrap();
+    writer.await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout == want.as_bytes(),
+        "the lines from a pipe differ"
+    );
+}
+
+/// C90: read from a pipe, each event is written as soon as the input holding it has arrived,
+/// not when the input ends.
+#[tokio::test]
+async fn c90_sse_decode_cli_writes_each_event_before_the_input_ends() {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::from(cli());
+    cmd.args(["sse", "decode"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    for (input, line) in [
+        (
+            "data: one\n\n",
+            "{\"event\":\"message\",\"data\":\"one\",\"id\":null,\"retry\":null}\n",
+        ),
+        (
+            "event: two\ndata: \"2\"\n\n",
+            "{\"event\":\"two\",\"data\":\"\\\"2\\\"\",\"id\":null,\"retry\":null}\n",
+        ),
+    ] {
+        stdin.write_all(input.as_bytes()).await.unwrap();
+        stdin.flush().await.unwrap();
+        let got = read_first(
+            &mut stdout,
+            line.len(),
+            "an event's line before the input ends",
+        )
+        .await;
+        assert_eq!(String::from_utf8(got).unwrap(), line);
+    }
+    drop(stdin);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("sse decode ends with its input")
+        .unwrap();
+    assert!(status.success());
 }
 
 #[tokio::test]
