@@ -13,12 +13,7 @@ use crate::usage::TokenUsage;
 /// Maps a 2xx embeddings body: the response object as received and its usage. The error is
 /// the service message of a body that is not a JSON object.
 pub(crate) fn map(body: &[u8]) -> Result<(Value, TokenUsage), String> {
-    let response = response::json_object(body)?;
-    let usage = response
-        .get("usage")
-        .and_then(reported_usage)
-        .unwrap_or(TokenUsage::UNAVAILABLE);
-    Ok((response, usage))
+    response::object_with_usage(body, reported_usage)
 }
 
 fn reported_usage(usage: &Value) -> Option<TokenUsage> {

@@ -245,11 +245,11 @@ pub fn dispatch(setup: &Setup, method: &str, path: &str, authorization: &[Vec<u8
         }
         ["_execute"] => (Route::Execute, None),
         ["api", "actions", "connector", id, "_execute"] => (Route::Execute, Some(*id)),
-        ["v1", rest @ ..] => match openai_route(rest) {
+        ["v1", rest @ ..] => match Route::openai(rest) {
             Some(route) => (route, None),
             None => return Dispatch::Reply(protocol::kibana_error(404, "Not Found")),
         },
-        ["connectors", id, "v1", rest @ ..] => match openai_route(rest) {
+        ["connectors", id, "v1", rest @ ..] => match Route::openai(rest) {
             Some(route) => (route, Some(*id)),
             None => return Dispatch::Reply(protocol::kibana_error(404, "Not Found")),
         },
@@ -297,17 +297,6 @@ pub fn dispatch(setup: &Setup, method: &str, path: &str, authorization: &[Vec<u8
         return Dispatch::Reply(models(served));
     }
     Dispatch::Run(route)
-}
-
-/// The OpenAI route of the path after `/v1/`.
-fn openai_route(rest: &[&str]) -> Option<Route> {
-    match rest {
-        ["chat", "completions"] => Some(Route::ChatCompletions),
-        ["responses"] => Some(Route::Responses),
-        ["embeddings"] => Some(Route::Embeddings),
-        ["models"] => Some(Route::Models),
-        _ => None,
-    }
 }
 
 /// `GET /v1/models`: the connector's `defaultModel` (none for an Azure connector without one:

@@ -35,6 +35,18 @@ pub enum Route {
 }
 
 impl Route {
+    /// The OpenAI route of a path's segments after `/v1/` (`["chat", "completions"]`,
+    /// `["responses"]`, `["embeddings"]`, `["models"]`), for every gateway.
+    pub fn openai(rest: &[&str]) -> Option<Route> {
+        match rest {
+            ["chat", "completions"] => Some(Route::ChatCompletions),
+            ["responses"] => Some(Route::Responses),
+            ["embeddings"] => Some(Route::Embeddings),
+            ["models"] => Some(Route::Models),
+            _ => None,
+        }
+    }
+
     /// The routes that run executions (each counted in the metrics), in label order.
     pub const EXECUTIONS: [Route; 4] = [
         Route::Execute,

@@ -90,6 +90,20 @@ pub(crate) fn json_object(body: &[u8]) -> Result<Value, String> {
     }
 }
 
+/// A 2xx body that must be a JSON object, as received, with the usage `reported` reads from
+/// its `usage` member (`unavailable` without one): the Responses API and embeddings.
+pub(crate) fn object_with_usage(
+    body: &[u8],
+    reported: fn(&Value) -> Option<TokenUsage>,
+) -> Result<(Value, TokenUsage), String> {
+    let response = json_object(body)?;
+    let usage = response
+        .get("usage")
+        .and_then(reported)
+        .unwrap_or(TokenUsage::UNAVAILABLE);
+    Ok((response, usage))
+}
+
 /// A usage count read as a whole number: fractions dropped, negatives 0, saturating.
 pub(crate) fn number_to_count(n: &Number) -> u64 {
     n.as_u64().unwrap_or_else(|| {

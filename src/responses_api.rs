@@ -41,12 +41,7 @@ pub struct Output {
 /// else `unavailable`: the caller estimates it). The error is the service message of a body
 /// that is not a JSON object.
 pub(crate) fn map(body: &[u8]) -> Result<(Value, TokenUsage), String> {
-    let response = response::json_object(body)?;
-    let usage = response
-        .get("usage")
-        .and_then(reported_usage)
-        .unwrap_or(TokenUsage::UNAVAILABLE);
-    Ok((response, usage))
+    response::object_with_usage(body, reported_usage)
 }
 
 /// The usage a Responses API `usage` object reports, if it reports one.

@@ -197,7 +197,7 @@ pub(crate) async fn handle(
             run_route(gw, &config, executor, &id, Route::Execute, caller, req).await
         }
         (_, ["connectors", id, "v1", rest @ ..]) => {
-            let Some(route) = openai_route(rest) else {
+            let Some(route) = Route::openai(rest) else {
                 return kibana_error(StatusCode::NOT_FOUND, "Not Found");
             };
             if let Some(refused) = wrong_method(&method, route) {
@@ -213,7 +213,7 @@ pub(crate) async fn handle(
             run_route(gw, &config, executor, &id, route, caller, req).await
         }
         (_, ["routes", name, "v1", rest @ ..]) => {
-            let Some(route) = openai_route(rest) else {
+            let Some(route) = Route::openai(rest) else {
                 return kibana_error(StatusCode::NOT_FOUND, "Not Found");
             };
             if let Some(refused) = wrong_method(&method, route) {
@@ -229,18 +229,6 @@ pub(crate) async fn handle(
             run_named_route(gw, &config, executor, &name, route, caller, req).await
         }
         _ => kibana_error(StatusCode::NOT_FOUND, "Not Found"),
-    }
-}
-
-/// The OpenAI route of the path after `/v1/` (cli.md "serve": chat completions, Responses,
-/// embeddings, models).
-fn openai_route(rest: &[&str]) -> Option<Route> {
-    match rest {
-        ["chat", "completions"] => Some(Route::ChatCompletions),
-        ["responses"] => Some(Route::Responses),
-        ["embeddings"] => Some(Route::Embeddings),
-        ["models"] => Some(Route::Models),
-        _ => None,
     }
 }
 
