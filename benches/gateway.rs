@@ -4,7 +4,16 @@
 //! ```sh
 //! cargo bench -p openai-connector-harness --bench gateway -- [--rate 1000,50] [--seconds 10]
 //!     [--stream-rate 500,50] [--connections 32] [--litellm PATH/TO/litellm] [--shared]
+//!     [--closed 1,16] [--hold SECONDS]
 //! ```
+//!
+//! `--closed 1,16` replaces those tables with closed-loop ones (issue 17, item 2): each connection
+//! sends its next request as soon as its last answer has been read, against direct, a plain
+//! hyper reverse proxy (`gateway/floor.rs`, the floor under `serve`'s per-request cost) and
+//! `serve`; each row also gives the process's CPU time per request. `--hold SECONDS` starts the
+//! upstream, the floor proxy and `serve`, prints their URLs, tokens and process ids, and waits
+//! (for `wrk` or `perf record -p`). `OPENAI_CONNECTOR_BIN` runs another build of the binary as
+//! `serve`, such as `cargo build --profile profiling`'s, which keeps its symbols for `perf`.
 //!
 //! `--shared` adds a second `serve` with client limits counted in Redis (`--state`) and both
 //! usage sinks (Elasticsearch `_bulk` and OTLP), against real components (`gateway/shared.rs`),
@@ -36,6 +45,8 @@
 
 #[path = "common.rs"]
 mod common;
+#[path = "gateway/floor.rs"]
+mod floor;
 #[path = "gateway/shared.rs"]
 mod shared;
 use bytes::Bytes;
@@ -81,6 +92,12 @@ struct Options {
     shared: bool,
     /// `--shared-parts redis,es,otlp` (default all): which of them the second `serve` uses.
     shared_parts: Vec<String>,
+    /// `--closed 1,16`: closed-loop runs at these connection counts instead of the open-loop
+    /// tables, against direct, the floor proxy and `serve`.
+    closed: Vec<usize>,
+    /// `--hold SECONDS`: start the targets, print their URLs and tokens, and wait, for an
+    /// outside load generator (`wrk`) or profiler (`perf record -p`).
+    hold: Option<u64>,
 }
 
 fn options() -> Options {
@@ -92,6 +109,8 @@ fn options() -> Options {
         litellm: std::env::var("LITELLM_BIN").ok(),
         shared: false,
         shared_parts: vec!["redis".into(), "es".into(), "otlp".into()],
+        closed: Vec::new(),
+        hold: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -109,6 +128,13 @@ fn options() -> Options {
                     .expect("--connections: a number")
             }
             "--litellm" => o.litellm = Some(value("--litellm")),
+            "--hold" => o.hold = Some(value("--hold").parse().expect("--hold: seconds")),
+            "--closed" => {
+                o.closed = value("--closed")
+                    .split(',')
+                    .map(|c| c.trim().parse().expect("--closed: connection counts"))
+                    .collect();
+            }
             "--shared" => o.shared = true,
             "--shared-parts" => {
                 o.shared = true;
@@ -245,7 +271,11 @@ fn start_gateway(
         format!(r#"{{"tokens":[{{"token":"{CLIENT_TOKEN}","connectors":["bench"]{limits}}}]}}"#),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_openai-connector"))
+    // `OPENAI_CONNECTOR_BIN`: another build of the binary, such as `--profile profiling`'s (with
+    // symbols, for `perf`).
+    let binary = std::env::var_os("OPENAI_CONNECTOR_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_openai-connector").into());
+    let child = Command::new(binary)
         .arg("serve")
         .args(["--listen", "127.0.0.1:0", "--connectors"])
         .arg(&connectors)
@@ -259,6 +289,16 @@ fn start_gateway(
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn openai-connector serve");
+    listening(
+        child,
+        "openai-connector serve",
+        "/connectors/bench/v1/chat/completions",
+    )
+}
+
+/// Waits for `child` to print `listening on http://ADDR` on stderr (the rest of which is
+/// echoed); returns it as a [`Server`] with the URL of `path` there.
+fn listening(mut child: Child, name: &'static str, path: &str) -> (Server, String) {
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -270,20 +310,30 @@ fn start_gateway(
                     let _ = tx.send(addr.to_owned());
                 }
             } else {
-                eprintln!("serve: {line}");
+                eprintln!("{name}: {line}");
             }
         }
     });
-    let server = Server {
-        child,
-        name: "openai-connector serve",
-    };
+    let server = Server { child, name };
     let addr = rx
         .recv_timeout(Duration::from_secs(60))
-        .expect("serve printed `listening on`");
-    (
-        server,
-        format!("http://{addr}/connectors/bench/v1/chat/completions"),
+        .unwrap_or_else(|_| panic!("{name} printed `listening on`"));
+    (server, format!("http://{addr}{path}"))
+}
+
+/// The floor proxy (`gateway/floor.rs`): this binary again, as a child process.
+fn start_floor(upstream: u16) -> (Server, String) {
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([floor::ARG, &upstream.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the floor proxy");
+    listening(
+        child,
+        "hyper proxy (floor)",
+        "/connectors/bench/v1/chat/completions",
     )
 }
 
@@ -464,6 +514,141 @@ async fn load(
     }
 }
 
+/// Closed-loop load: `connections` connections, each sending its next request as soon as the
+/// last answer has been read, for `duration`.
+async fn closed_loop(
+    url: &str,
+    token: &str,
+    body: &'static str,
+    ttfb: bool,
+    connections: usize,
+    duration: Duration,
+) -> Run {
+    let url: hyper::Uri = url.parse().unwrap();
+    let start = Instant::now();
+    let until = start + duration;
+    let mut workers = Vec::new();
+    for _ in 0..connections {
+        let url = url.clone();
+        let token = token.to_owned();
+        let mut sender = connect(&url).await;
+        workers.push(tokio::spawn(async move {
+            let (mut latencies, mut errors) = (Vec::new(), Vec::new());
+            while Instant::now() < until {
+                let issued = Instant::now();
+                match one(&mut sender, &url, &token, body, issued, ttfb).await {
+                    Ok(latency) => latencies.push(latency),
+                    Err(error) => {
+                        errors.push(error);
+                        sender = connect(&url).await;
+                    }
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut run = Run {
+        latencies: Vec::new(),
+        errors: Vec::new(),
+        achieved_rate: 0.0,
+    };
+    for w in workers {
+        let (latencies, errors) = w.await.unwrap();
+        run.latencies.extend(latencies);
+        run.errors.extend(errors);
+    }
+    run.achieved_rate = run.latencies.len() as f64 / start.elapsed().as_secs_f64();
+    run
+}
+
+/// A target: its name, URL and bearer token.
+type Target<'a> = (&'a str, String, String);
+
+/// `--closed`: each connection count gets a table of direct, the floor proxy and `serve`;
+/// `targets` pairs each with the process whose CPU time is counted (`None`: the upstream in
+/// this process, not counted).
+fn closed_tables(o: &Options, rt: &tokio::runtime::Runtime, targets: &[(Target<'_>, Option<u32>)]) {
+    let duration = Duration::from_secs(o.seconds);
+    let mut tables = Vec::new();
+    for &connections in &o.closed {
+        let mut rows = Vec::new();
+        for ((name, url, token), pid) in targets {
+            eprintln!("closed loop, {connections} connection(s): {name}: warm-up");
+            rt.block_on(closed_loop(url, token, BODY, false, connections, WARM_UP));
+            eprintln!(
+                "closed loop, {connections} connection(s): {name}: {} s",
+                o.seconds
+            );
+            let cpu_before = pid.and_then(cpu_time);
+            let mut run = rt.block_on(closed_loop(url, token, BODY, false, connections, duration));
+            let cpu = cpu_before
+                .zip(pid.and_then(cpu_time))
+                .map(|(before, after)| after.saturating_sub(before));
+            run.latencies.sort();
+            if let Some(e) = run.errors.first() {
+                eprintln!("{name}: {} errors, first: {e}", run.errors.len());
+            }
+            let cpu_per_request = cpu.map(|cpu| cpu / run.latencies.len().max(1) as u32);
+            rows.push((
+                Row {
+                    target: (*name).to_owned(),
+                    p50: percentile(&run.latencies, 50.0),
+                    p99: percentile(&run.latencies, 99.0),
+                    max: run.latencies.last().copied().unwrap_or_default(),
+                    ok: run.latencies.len(),
+                    errors: run.errors.len(),
+                    rate: run.achieved_rate,
+                },
+                cpu_per_request,
+            ));
+        }
+        tables.push((connections, rows));
+    }
+    println!(
+        "\nClosed loop, non-streaming, {} s per target after {} s of warm-up; latency in µs \
+         (issue to end of body); CPU: the process's user + system time per request.\n",
+        o.seconds,
+        WARM_UP.as_secs()
+    );
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    for (connections, rows) in tables {
+        println!("### {connections} connection(s)\n");
+        println!(
+            "| target | p50 | p99 | max | req/s | CPU µs/req | p50 / p99 over the floor | p50 / p99 over direct | errors |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let (direct, floor) = (&rows[0].0, &rows[1].0);
+        for (r, cpu) in &rows {
+            println!(
+                "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:+.0} / {:+.0} | {:+.0} / {:+.0} | {} |",
+                r.target,
+                us(r.p50),
+                us(r.p99),
+                us(r.max),
+                r.rate,
+                cpu.map_or("–".to_owned(), |cpu| format!("{:.0}", us(cpu))),
+                us(r.p50) - us(floor.p50),
+                us(r.p99) - us(floor.p99),
+                us(r.p50) - us(direct.p50),
+                us(r.p99) - us(direct.p99),
+                r.errors
+            );
+        }
+        println!();
+    }
+}
+
+/// User plus system CPU time of process `pid` so far (Linux: `/proc/PID/stat`, in clock ticks
+/// of 10 ms); `None` elsewhere.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -487,6 +672,14 @@ fn ms(d: Duration) -> String {
 }
 
 fn main() {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some(floor::ARG) {
+        let upstream = args
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("upstream port");
+        floor::run(upstream, CLIENT_TOKEN, UPSTREAM_KEY);
+    }
     let o = options();
     let dir = std::env::temp_dir().join(format!(
         "openai-connector-gateway-bench-{}",
@@ -521,7 +714,7 @@ fn main() {
         .as_deref()
         .map(|bin| start_litellm(bin, &dir, upstream));
     let direct_url = format!("http://127.0.0.1:{upstream}/v1/chat/completions");
-    let mut targets: Vec<(&str, String, String)> = vec![
+    let mut targets: Vec<Target<'_>> = vec![
         ("direct", direct_url, UPSTREAM_KEY.to_owned()),
         (
             "openai-connector serve",
@@ -541,6 +734,36 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if let Some(seconds) = o.hold {
+        let (floor, floor_url) = start_floor(upstream);
+        for (name, url, token) in &targets {
+            println!("{name}: {url} (token {token})");
+        }
+        println!("hyper proxy (floor): {floor_url} (token {CLIENT_TOKEN})");
+        println!("serve pid: {}", gateway.child.id());
+        println!("floor pid: {}", floor.child.id());
+        std::thread::sleep(Duration::from_secs(seconds));
+        drop(floor);
+        drop(gateway);
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    if !o.closed.is_empty() {
+        let (floor, floor_url) = start_floor(upstream);
+        let closed_targets = [
+            (targets[0].clone(), None),
+            (
+                ("hyper proxy (floor)", floor_url, CLIENT_TOKEN.to_owned()),
+                Some(floor.child.id()),
+            ),
+            (targets[1].clone(), Some(gateway.child.id())),
+        ];
+        closed_tables(&o, &rt, &closed_targets);
+        drop(floor);
+        drop(gateway);
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     let duration = Duration::from_secs(o.seconds);
     let mut tables = Vec::new();
     let runs = o
