@@ -275,7 +275,8 @@ fn start_gateway(
     // symbols, for `perf`).
     let binary = std::env::var_os("OPENAI_CONNECTOR_BIN")
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_openai-connector").into());
-    let child = Command::new(binary)
+    let mut command = Command::new(binary);
+    command
         .arg("serve")
         .args(["--listen", "127.0.0.1:0", "--connectors"])
         .arg(&connectors)
@@ -283,22 +284,23 @@ fn start_gateway(
         .arg(&tokens)
         .args(args)
         .env("OPENAI_CONNECTOR_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn openai-connector serve");
+        .env("RUST_LOG", "warn");
     listening(
-        child,
+        command,
         "openai-connector serve",
         "/connectors/bench/v1/chat/completions",
     )
 }
 
-/// Waits for `child` to print `listening on http://ADDR` on stderr (the rest of which is
-/// echoed); returns it as a [`Server`] with the URL of `path` there.
-fn listening(mut child: Child, name: &'static str, path: &str) -> (Server, String) {
+/// Starts `command` and waits for it to print `listening on http://ADDR` on stderr (the rest of
+/// which is echoed); returns it as a [`Server`] with the URL of `path` there.
+fn listening(mut command: Command, name: &'static str, path: &str) -> (Server, String) {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -323,15 +325,10 @@ fn listening(mut child: Child, name: &'static str, path: &str) -> (Server, Strin
 
 /// The floor proxy (`gateway/floor.rs`): this binary again, as a child process.
 fn start_floor(upstream: u16) -> (Server, String) {
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args([floor::ARG, &upstream.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the floor proxy");
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.args([floor::ARG, &upstream.to_string()]);
     listening(
-        child,
+        command,
         "hyper proxy (floor)",
         "/connectors/bench/v1/chat/completions",
     )
@@ -580,27 +577,13 @@ fn closed_tables(o: &Options, rt: &tokio::runtime::Runtime, targets: &[(Target<'
                 o.seconds
             );
             let cpu_before = pid.and_then(cpu_time);
-            let mut run = rt.block_on(closed_loop(url, token, BODY, false, connections, duration));
+            let run = rt.block_on(closed_loop(url, token, BODY, false, connections, duration));
             let cpu = cpu_before
                 .zip(pid.and_then(cpu_time))
                 .map(|(before, after)| after.saturating_sub(before));
-            run.latencies.sort();
-            if let Some(e) = run.errors.first() {
-                eprintln!("{name}: {} errors, first: {e}", run.errors.len());
-            }
-            let cpu_per_request = cpu.map(|cpu| cpu / run.latencies.len().max(1) as u32);
-            rows.push((
-                Row {
-                    target: (*name).to_owned(),
-                    p50: percentile(&run.latencies, 50.0),
-                    p99: percentile(&run.latencies, 99.0),
-                    max: run.latencies.last().copied().unwrap_or_default(),
-                    ok: run.latencies.len(),
-                    errors: run.errors.len(),
-                    rate: run.achieved_rate,
-                },
-                cpu_per_request,
-            ));
+            let row = Row::of(name, name, run);
+            let cpu_per_request = cpu.map(|cpu| cpu / row.ok.max(1) as u32);
+            rows.push((row, cpu_per_request));
         }
         tables.push((connections, rows));
     }
@@ -665,6 +648,25 @@ struct Row {
     ok: usize,
     errors: usize,
     rate: f64,
+}
+
+impl Row {
+    /// The row of `target`'s `run`; its errors are reported on stderr under `label`.
+    fn of(label: &str, target: &str, mut run: Run) -> Row {
+        run.latencies.sort();
+        if let Some(e) = run.errors.first() {
+            eprintln!("{label}: {} errors, first: {e}", run.errors.len());
+        }
+        Row {
+            target: target.to_owned(),
+            p50: percentile(&run.latencies, 50.0),
+            p99: percentile(&run.latencies, 99.0),
+            max: run.latencies.last().copied().unwrap_or_default(),
+            ok: run.latencies.len(),
+            errors: run.errors.len(),
+            rate: run.achieved_rate,
+        }
+    }
 }
 
 fn ms(d: Duration) -> String {
@@ -781,20 +783,8 @@ fn main() {
             eprintln!("{kind}: {name}: warm-up");
             rt.block_on(load(url, token, body, ttfb, rate, WARM_UP, o.connections));
             eprintln!("{kind}: {name}: {rate}/s for {} s", o.seconds);
-            let mut run = rt.block_on(load(url, token, body, ttfb, rate, duration, o.connections));
-            run.latencies.sort();
-            if let Some(e) = run.errors.first() {
-                eprintln!("{kind}: {name}: {} errors, first: {e}", run.errors.len());
-            }
-            rows.push(Row {
-                target: (*name).to_owned(),
-                p50: percentile(&run.latencies, 50.0),
-                p99: percentile(&run.latencies, 99.0),
-                max: run.latencies.last().copied().unwrap_or_default(),
-                ok: run.latencies.len(),
-                errors: run.errors.len(),
-                rate: run.achieved_rate,
-            });
+            let run = rt.block_on(load(url, token, body, ttfb, rate, duration, o.connections));
+            rows.push(Row::of(&format!("{kind}: {name}"), name, run));
         }
         let floor = shared.as_ref().map(|s| {
             eprintln!("{kind}: Redis acquire script: {rate}/s for {} s", o.seconds);
