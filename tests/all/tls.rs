@@ -71,6 +71,36 @@ async fn c124_custom_host_ca_is_trusted_under_full() {
     assert_eq!(upstream.only_request().body_str(), r#"{"stream":false}"#);
 }
 
+/// C128: an entry for an IPv6 host matches requests to it. The URL's host is `[::1]` on both
+/// sides; the entry once never matched because the request's host lost its brackets first.
+#[tokio::test]
+async fn c128_custom_host_entry_matches_an_ipv6_host() {
+    let pki = TestPki::new("Test CA");
+    let issued = pki.server(&[], &[IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)], false);
+    let upstream =
+        Upstream::https_always_ipv6(Reply::json(200, COMPLETION), issued.server_config()).await;
+    assert!(upstream.url("/").starts_with("https://[::1]:"));
+    // The CA is not among the default roots: only the entry's CA makes the request succeed.
+    let e = run_custom_host(&upstream, None, Some(&pki.ca_pem())).await;
+    assert_eq!(data(&e), COMPLETION);
+    // And an entry for the same address on another port does not apply.
+    let other_port = Settings::from_json(&serde_json::json!({
+        "customHostSettings": [{
+            "url": format!("https://[::1]:{}", upstream.addr.port() ^ 1),
+            "ssl": {"verificationMode": "none"}
+        }]
+    }))
+    .unwrap();
+    let e = run(&upstream, other_port, &key_secrets()).await;
+    assert!(
+        failure(&e)
+            .service_message
+            .contains("UNABLE_TO_VERIFY_LEAF_SIGNATURE"),
+        "{}",
+        failure(&e).service_message
+    );
+}
+
 #[tokio::test]
 async fn c74_c75_unknown_issuer() {
     let (_, upstream) = localhost_upstream(false).await;

@@ -161,10 +161,29 @@ impl Upstream {
         Self::start(script, Some(tokio_rustls::TlsAcceptor::from(config))).await
     }
 
+    /// [`https_always`](Self::https_always) on IPv6's loopback, `[::1]`.
+    pub async fn https_always_ipv6(reply: Reply, config: Arc<rustls::ServerConfig>) -> Upstream {
+        let script: Script = Arc::new(move |_| reply.clone());
+        Self::start_on(
+            "[::1]:0",
+            script,
+            Some(tokio_rustls::TlsAcceptor::from(config)),
+        )
+        .await
+    }
+
     async fn start(script: Script, tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Self::start_on("127.0.0.1:0", script, tls).await
+    }
+
+    async fn start_on(
+        bind: &str,
+        script: Script,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Upstream {
+        let listener = TcpListener::bind(bind)
             .await
-            .expect("bind 127.0.0.1:0");
+            .unwrap_or_else(|e| panic!("bind {bind}: {e}"));
         let addr = listener.local_addr().expect("local addr");
         let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let log = requests.clone();

@@ -84,8 +84,9 @@ impl OutboundPolicy {
         self
     }
 
-    /// The TLS profile for a request to `host:port` over https: verification mode by C123,
-    /// trust roots by C124, client identity by C127.
+    /// The TLS profile for a request to `host:port` over https (`host` as the URL has it, an
+    /// IPv6 address in brackets): verification mode by C123, trust roots by C124, client
+    /// identity by C127.
     fn tls_profile_for(&self, host: &str, port: u16) -> TlsProfile {
         let custom = custom_host(&self.custom_hosts, "https", host, port);
         let verification = match (&self.connector_tls, custom) {
@@ -188,7 +189,8 @@ impl OutboundPolicy {
                 http::Uri::try_from(path).map_err(|_| Error::HttpRequestUriInvalid)?;
         }
 
-        let tls = https.then(|| self.tls_profile_for(&bare_host, port));
+        // C128 compares URL hosts, IPv6 in brackets: `host`, not `bare_host`.
+        let tls = https.then(|| self.tls_profile_for(&host, port));
         let key = PoolKey {
             https,
             host,
