@@ -4,7 +4,7 @@
 use crate::serve::{ADMIN, connector_dir, event_log, gateway_with_log, path_str, sse_chunk};
 use crate::support::*;
 use crate::upstream::{Reply, Step, Upstream};
-use openai_connector_harness::{FailureKind, Settings};
+use openai_connector_harness::{Cancel, FailureKind, Settings, Started};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -165,4 +165,58 @@ async fn serve_retries_a_stream_before_its_head_and_logs_the_attempts() {
         "{log}"
     );
     assert_eq!(line["event"]["outcome"], "success");
+}
+
+/// C68 during a retry delay: the upstream asks for 10 s before the next attempt, and a cancel
+/// 300 ms into that delay ends the execution at once as `ERR_CANCELED` (the delay no longer
+/// runs to its end), with no second request sent.
+#[tokio::test]
+async fn c68_a_cancel_during_a_retry_delay_ends_the_execution_at_once() {
+    let upstream = failing_then(
+        1,
+        with_header(
+            Reply::json(503, r#"{"error":{"message":"busy"}}"#),
+            "retry-after",
+            "10",
+        ),
+        Reply::json(200, COMPLETION),
+    )
+    .await;
+    let settings = Settings::from_json(&serde_json::json!({
+        "retry": {"maxAttempts": 2, "maxDelay": "20s"}
+    }))
+    .unwrap();
+    let executor = executor(settings);
+    let connector = other_connector(&upstream, &key_secrets());
+    let prepared = executor.prepare(&connector).await.unwrap().unwrap();
+    let cancel = Cancel::new();
+    let canceller = cancel.clone();
+    let canceled_at = Arc::new(std::sync::Mutex::new(None));
+    let at = canceled_at.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        *at.lock().unwrap() = Some(Instant::now());
+        canceller.cancel();
+    });
+    let started = executor
+        .start_cancellable(&prepared, &run_params("run", "{}"), cancel)
+        .await
+        .unwrap();
+    let ended = Instant::now();
+    let Started::Ended(finished) = started else {
+        panic!("a whole answer was asked for");
+    };
+    let canceled_at = canceled_at.lock().unwrap().expect("the cancel fired");
+    assert!(
+        ended.duration_since(canceled_at) < Duration::from_secs(2),
+        "ended {:?} after the cancel",
+        ended.duration_since(canceled_at)
+    );
+    let failure = finished.outcome.expect_err("cancelled");
+    assert!(
+        failure.service_message.contains("ERR_CANCELED - canceled"),
+        "{}",
+        failure.service_message
+    );
+    assert_eq!(upstream.requests().len(), 1, "no attempt after the cancel");
 }

@@ -27,7 +27,7 @@ impl Cancel {
     }
 
     /// Resolves once cancelled (at once if already).
-    pub(super) fn cancelled(&self) -> impl Future<Output = ()> + Send + 'static {
+    pub(crate) fn cancelled(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut rx = self.0.subscribe();
         async move {
             // An error means every sender is gone: nothing can cancel any more.

@@ -18,6 +18,11 @@ impl OutboundHooks {
     pub(crate) fn new(policy: Arc<OutboundPolicy>) -> Self {
         OutboundHooks { policy }
     }
+
+    /// Resolves when the execution is cancelled (C68).
+    pub(crate) fn cancelled(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.policy.cancelled()
+    }
 }
 
 impl WasiHttpHooks for OutboundHooks {

@@ -126,7 +126,7 @@ impl OutboundPolicy {
     }
 
     /// Resolves once this policy's execution is cancelled.
-    pub(super) fn cancelled(&self) -> impl Future<Output = ()> + Send + 'static {
+    pub(crate) fn cancelled(&self) -> impl Future<Output = ()> + Send + 'static {
         self.cancel.cancelled()
     }
 

@@ -41,6 +41,16 @@ impl Sandboxed for StoreState {
     }
 }
 
+impl super::delay::Delays for StoreState {
+    fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
+    fn cancelled(&self) -> super::delay::Cancelled {
+        Box::pin(self.hooks.cancelled())
+    }
+}
+
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -148,6 +158,8 @@ impl Harness {
         let mut linker = Linker::<StoreState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        // After wasmtime-wasi's clocks, whose `subscribe-duration` it replaces.
+        super::delay::add_to_linker(&mut linker)?;
         let pre = linker
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
