@@ -4,9 +4,11 @@
 //! nothing reaches the upstream.
 
 use crate::redis_server::RedisServer;
-use crate::serve::{ADMIN, Gateway, HI, connector_dir, gateway_with_log, next_chunk, path_str};
+use crate::serve::{
+    ADMIN, Gateway, HI, connector_dir, gateway_with_log, held_stream, next_chunk, path_str,
+};
 use crate::support::*;
-use crate::upstream::{Reply, Step, Upstream};
+use crate::upstream::{Reply, Upstream};
 use http_body_util::BodyExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,12 +41,7 @@ fn tokens_file(limits: &[(&str, &str)]) -> PathBuf {
 /// stream that waits for `release` before it ends).
 async fn upstreams(release: &Arc<tokio::sync::Notify>) -> (Upstream, Upstream, PathBuf) {
     let completion = Upstream::always(Reply::json(200, COMPLETION)).await;
-    let stream = Upstream::always(Reply::sse(vec![
-        Step::Send(crate::serve::sse_chunk("one")),
-        Step::Wait(release.clone()),
-        Step::Send(b"data: [DONE]\n\n".to_vec()),
-    ]))
-    .await;
+    let stream = held_stream(release, &[]).await;
     let dir = connector_dir(&[
         ("c", &completion.url("/v1/chat/completions")),
         ("d", &completion.url("/v1/chat/completions")),

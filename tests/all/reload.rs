@@ -5,7 +5,7 @@
 
 use crate::serve::*;
 use crate::support::*;
-use crate::upstream::{Reply, Step, Upstream};
+use crate::upstream::{Reply, Upstream};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -63,13 +63,7 @@ const NEW_CLIENT: &str = "client-NEW-TOKEN-a90";
 async fn sighup_replaces_connectors_tokens_and_routes_and_in_flight_requests_finish_on_the_old_set()
 {
     let release = Arc::new(tokio::sync::Notify::new());
-    let a = Upstream::always(Reply::sse(vec![
-        Step::Send(sse_chunk("one")),
-        Step::Wait(release.clone()),
-        Step::Send(sse_chunk("two")),
-        Step::Send(b"data: [DONE]\n\n".to_vec()),
-    ]))
-    .await;
+    let a = held_stream(&release, &["two"]).await;
     let b = Upstream::always(Reply::json(
         200,
         &COMPLETION.replace("Hello there", "from b"),

@@ -320,6 +320,15 @@ pub(crate) fn sse_chunk(content: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// An upstream whose every answer is a stream: the chunk `one`, then, once `release` is
+/// notified, a chunk for each of `after` and `[DONE]`.
+pub(crate) async fn held_stream(release: &Arc<tokio::sync::Notify>, after: &[&str]) -> Upstream {
+    let mut steps = vec![Step::Send(sse_chunk("one")), Step::Wait(release.clone())];
+    steps.extend(after.iter().map(|content| Step::Send(sse_chunk(content))));
+    steps.push(Step::Send(b"data: [DONE]\n\n".to_vec()));
+    Upstream::always(Reply::sse(steps)).await
+}
+
 const USAGE_CHUNK: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3,\"total_tokens\":15}}\n\n";
 
 pub(crate) fn assert_no_secrets_in_stderr(gw: &Gateway) {
@@ -778,13 +787,7 @@ async fn stream_then_sigterm(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_stream_in_flight_finish() {
     let release = Arc::new(tokio::sync::Notify::new());
-    let upstream = Upstream::always(Reply::sse(vec![
-        Step::Send(sse_chunk("one")),
-        Step::Wait(release.clone()),
-        Step::Send(sse_chunk("two")),
-        Step::Send(b"data: [DONE]\n\n".to_vec()),
-    ]))
-    .await;
+    let upstream = held_stream(&release, &["two"]).await;
     let (mut gw, mut response, events) = stream_then_sigterm(&upstream, &[]).await;
     // The listener closes; the stream in flight goes on.
     gw.assert_running_after(Duration::from_millis(300), "exited with a stream in flight")

@@ -4,8 +4,8 @@
 //! upstreams and stops by itself.
 
 use crate::serve::{
-    ADMIN, CLIENT, Gateway, connector_dir, event_log, gateway_with_log, next_chunk, path_str,
-    rest_of, sse_chunk,
+    ADMIN, CLIENT, Gateway, connector_dir, event_log, gateway_with_log, held_stream, next_chunk,
+    path_str, rest_of, sse_chunk,
 };
 use crate::support::*;
 use crate::upstream::{Reply, Step, Upstream};
@@ -377,12 +377,7 @@ async fn one_clients_stalled_streams_do_not_delay_another_connector() {
 async fn a_stream_slower_than_every_timeout_is_not_cut() {
     // The busy phase has no deadline: a stream slower than every timeout is not cut.
     let release = Arc::new(tokio::sync::Notify::new());
-    let upstream = Upstream::always(Reply::sse(vec![
-        Step::Send(sse_chunk("one")),
-        Step::Wait(release.clone()),
-        Step::Send(b"data: [DONE]\n\n".to_vec()),
-    ]))
-    .await;
+    let upstream = held_stream(&release, &[]).await;
     let dir = connector_dir(&[("s", &upstream.url("/v1/chat/completions"))]);
     let settings = write_file(
         "settings.json",
@@ -411,13 +406,7 @@ async fn max_executions_runs_200_streams_at_once_without_queueing() {
     // none waits for a slot (one that did would get 503 after the 1 s queueTimeout), and each
     // ends normally.
     let release = Arc::new(tokio::sync::Notify::new());
-    let upstream = Upstream::always(Reply::sse(vec![
-        Step::Send(sse_chunk("one")),
-        Step::Wait(release.clone()),
-        Step::Send(sse_chunk("two")),
-        Step::Send(b"data: [DONE]\n\n".to_vec()),
-    ]))
-    .await;
+    let upstream = held_stream(&release, &["two"]).await;
     let dir = connector_dir(&[("held", &upstream.url("/v1/chat/completions"))]);
     let settings = write_file(
         "settings.json",
@@ -462,12 +451,7 @@ async fn guest_memory_limit_holds_with_many_slots_in_use() {
     // slots, a guest that grows past `guestMemoryLimit` is still stopped, with the limit named,
     // and the held streams are not disturbed.
     let release = Arc::new(tokio::sync::Notify::new());
-    let held = Upstream::always(Reply::sse(vec![
-        Step::Send(sse_chunk("one")),
-        Step::Wait(release.clone()),
-        Step::Send(b"data: [DONE]\n\n".to_vec()),
-    ]))
-    .await;
+    let held = held_stream(&release, &[]).await;
     let plain = Upstream::always(Reply::json(200, COMPLETION)).await;
     let dir = connector_dir(&[
         ("held", &held.url("/v1/chat/completions")),

@@ -616,17 +616,20 @@ async fn c90_sse_decode_cli_lines_are_serde_jsons_for_every_kind_of_event() {
         assert!(want.contains(needle), "the stream has no {needle:?}");
     }
 
-    let out = sse_decode(&body, &[]).await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.stdout == want.as_bytes(),
-        "the lines from a file differ"
-    );
+    // Success, and exactly the expected lines (compared whole: too long to print).
+    let same_lines = |out: &std::process::Output, from: &str| {
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stdout == want.as_bytes(),
+            "the lines from a {from} differ"
+        );
+    };
+    same_lines(&sse_decode(&body, &[]).await, "file");
 
     let mut cmd = tokio::process::Command::from(cli());
     cmd.args(["sse", "decode"])
@@ -646,16 +649,7 @@ async fn c90_sse_decode_cli_lines_are_serde_jsons_for_every_kind_of_event() {
         .expect("sse decode ends within 60 s")
         .unwrap();
     writer.await.unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.stdout == want.as_bytes(),
-        "the lines from a pipe differ"
-    );
+    same_lines(&out, "pipe");
 }
 
 /// C90: read from a pipe, each event is written as soon as the input holding it has arrived,
